@@ -1,0 +1,177 @@
+"""The contract between the engine and a system.
+
+A connector speaks one vendor's API in that vendor's own field names (nested objects are
+flattened to dotted paths, e.g. ``Address.City``). It knows nothing of flows, links or rules:
+mapping between systems belongs to the engine's flows.
+
+The engine reaches a connector only through this module; connectors never import the engine.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Mapping, Protocol, Sequence, runtime_checkable
+
+
+@dataclass(slots=True)
+class Record:
+    """One record as a system stores it.
+
+    ``fields`` holds flattened vendor paths. ``modified`` is the system's own modification
+    time (UTC, timezone-aware) and is what change cursors are made of. ``version`` is opaque
+    (etag, row version); the engine never uses it to decide whether a record changed, because
+    some systems bump it on every read. ``deleted`` marks a tombstone: a record the system
+    reports as deleted (from a delete feed); soft-delete flags stay ordinary fields.
+    """
+
+    id: str
+    fields: dict[str, Any]
+    modified: datetime | None = None
+    version: str | None = None
+    deleted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class EntityInfo:
+    """What a system can do with one kind of record.
+
+    incremental: ``changes(entity, since)`` honours ``since``; otherwise it lists everything
+        every time, and the engine infers hard deletes from the ids it no longer sees.
+    ordered: ``changes`` yields records in ascending ``(modified, id)`` order, so a partial
+        read (``batch_size``) can advance the cursor to the last record taken.
+    reports_deletes: deleted records come back from ``changes`` as tombstones.
+    """
+
+    name: str
+    incremental: bool = True
+    ordered: bool = True
+    reports_deletes: bool = False
+    can_create: bool = True
+    can_update: bool = True
+    can_delete: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    entities: Mapping[str, EntityInfo]
+    max_get: int = 100                 # ids per get() call the system accepts
+    requests_per_second: float | None = None
+
+
+class ConnectorError(Exception):
+    """Base of every error a connector raises. Its message never carries a secret."""
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class AuthError(ConnectorError):
+    """The credentials were refused. The engine stops that integration's run at once."""
+
+
+class UnavailableError(ConnectorError):
+    """The system could not be reached, or kept failing after the retries for transient
+    faults (network errors, 5xx, 429). The run stops; nothing is lost."""
+
+
+class RecordError(ConnectorError):
+    """The system refused one record (validation, conflict, not found...).
+
+    ``fields`` names the vendor fields the refusal is about, when the vendor says so; the
+    engine then sends the rest of the record without them (UL-7) and reports the refusal.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 fields: Sequence[str] = ()) -> None:
+        super().__init__(message, status=status)
+        self.fields = tuple(fields)
+
+
+class NotFoundError(RecordError):
+    """The record does not exist (any more) on the system."""
+
+
+@runtime_checkable
+class Connector(Protocol):
+    """A system, seen through its documented API.
+
+    Lifecycle: ``start()`` opens the one HTTP session, ``close()`` closes it.
+    Every write returns the record as the system stored it (from the response or a
+    read-back), so the engine keeps as base exactly what the system saved (no echo).
+    """
+
+    name: str
+    capabilities: Capabilities
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def check(self) -> None:
+        """Reach the system and prove the credentials; raise AuthError / UnavailableError."""
+
+    def changes(self, entity: str, since: datetime | None) -> AsyncIterator[list[Record]]:
+        """Pages of records created, changed (or, with reports_deletes, deleted) at or after
+        ``since`` (a closed bound; None: everything). Must not lose a record edited while the
+        pages are being read (use keyset paging on (modified, id) where the API allows)."""
+
+    async def get(self, entity: str, ids: Sequence[str]) -> list[Record]:
+        """The records with these ids; ids that do not exist are left out."""
+
+    async def find(self, entity: str, field: str, values: Sequence[Any]) -> list[Record]:
+        """Records whose ``field`` equals one of ``values`` (case-insensitively for text
+        where the system allows). The engine normalises and compares again itself."""
+
+    async def create(self, entity: str, fields: dict[str, Any]) -> Record: ...
+
+    async def update(self, entity: str, id: str, fields: dict[str, Any]) -> Record:
+        """Partial update: only ``fields`` change. Raises NotFoundError if the record is gone."""
+
+    async def delete(self, entity: str, id: str) -> None:
+        """Delete (or the system's own equivalent); NotFoundError if already gone."""
+
+    async def options(self, name: str) -> Any:
+        """Reference data a flow or a preset checks against, by name: e.g. ``"salespersons"``
+        (a list of names) or ``"account"`` (facts about the account). KeyError if unknown."""
+
+
+def utc(dt: datetime) -> datetime:
+    """An aware UTC datetime (naive values are taken as UTC)."""
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"Address": {"City": "X"}}`` -> ``{"Address.City": "X"}``. Lists stay values."""
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, path + "."))
+        else:
+            out[path] = value
+    return out
+
+
+def unflatten(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`flatten`."""
+    out: dict[str, Any] = {}
+    for path, value in fields.items():
+        node = out
+        *parents, leaf = path.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+@dataclass
+class ConnectorConfig:
+    """What the daemon hands a connector's constructor: the system's name and its
+    validated settings (secrets already resolved; never log them)."""
+
+    name: str
+    settings: dict[str, Any] = field(default_factory=dict)

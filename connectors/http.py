@@ -1,0 +1,193 @@
+"""One HTTP client for every connector: the session, auth hook, retries, rate limit.
+
+Retries (tenacity) are for transient faults only: connection errors, timeouts, 5xx and 429.
+A 429 or 503 with ``Retry-After`` waits what the server asked (capped). Authentication
+failures (401/403) and other 4xx are never retried: they become AuthError / RecordError with
+the vendor's message. Messages never include headers, so secrets cannot leak through them.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping
+
+import aiohttp
+import orjson
+from tenacity import (AsyncRetrying, retry_if_exception_type, stop_after_attempt,
+                      wait_exponential_jitter)
+
+from connectors.base import (AuthError, ConnectorError, NotFoundError, RecordError,
+                             UnavailableError)
+
+AuthHook = Callable[[str, str, dict[str, str]], Awaitable[None] | None]
+ErrorParser = Callable[[int, Any], tuple[str, tuple[str, ...]]]
+
+
+class TransientHTTPError(Exception):
+    def __init__(self, status: int, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+@dataclass
+class Response:
+    status: int
+    headers: Mapping[str, str]
+    body: Any
+
+
+class SlidingWindowLimiter:
+    """At most ``limit`` requests in any ``window`` seconds (client side)."""
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic):
+        self.limit, self.window, self.clock = limit, window, clock
+        self._sent: deque[float] = deque()
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = self.clock()
+                while self._sent and now - self._sent[0] >= self.window:
+                    self._sent.popleft()
+                if len(self._sent) < self.limit:
+                    self._sent.append(now)
+                    return
+                await asyncio.sleep(self.window - (now - self._sent[0]))
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def default_error_parser(status: int, body: Any) -> tuple[str, tuple[str, ...]]:
+    """Pull a readable message (and the fields it names) out of a JSON error body."""
+    if isinstance(body, dict):
+        for key in ("message", "Message", "description", "Description", "error"):
+            value = body.get(key)
+            if isinstance(value, dict):  # OData: {"error": {"code", "message"}}
+                return str(value.get("message") or value), tuple(
+                    d.get("target") for d in value.get("details", []) if d.get("target"))
+            if value:
+                return str(value), ()
+    if isinstance(body, str) and body:
+        return body[:500], ()
+    return f"HTTP {status}", ()
+
+
+class HttpClient:
+    """A thin wrapper over one ``aiohttp.ClientSession``, opened at start, closed at stop."""
+
+    def __init__(self, base_url: str, *, system: str, auth: AuthHook | None = None,
+                 headers: Mapping[str, str] | None = None, timeout: float = 30.0,
+                 attempts: int = 5, max_wait: float = 30.0,
+                 limiter: SlidingWindowLimiter | None = None,
+                 error_parser: ErrorParser = default_error_parser) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.system = system
+        self.auth = auth
+        self.headers = dict(headers or {})
+        self.timeout = timeout
+        self.attempts = attempts
+        self.max_wait = max_wait
+        self.limiter = limiter
+        self.error_parser = error_parser
+        self.session: aiohttp.ClientSession | None = None
+        self.requests = 0          # counters for metrics and benchmarks
+        self.throttled = 0
+
+    async def start(self) -> None:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                json_serialize=lambda o: orjson.dumps(o).decode())
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+
+    async def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                      json: Any = None, query: str | None = None) -> Response:
+        """Send one request with retries for transient faults; raise ConnectorError kinds.
+
+        ``query`` is a pre-encoded query string (for APIs that sign it); else ``params``.
+        """
+        async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.attempts),
+                wait=self._wait, retry=retry_if_exception_type(TransientHTTPError),
+                reraise=True):
+            with attempt:
+                try:
+                    return await self._once(method, path, params, json, query)
+                except TransientHTTPError as exc:
+                    if attempt.retry_state.attempt_number >= self.attempts:
+                        raise UnavailableError(
+                            f"{self.system}: {exc} (gave up after {self.attempts} attempts)",
+                            status=exc.status) from None
+                    raise
+        raise AssertionError("unreachable")
+
+    def _wait(self, state) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, TransientHTTPError) and exc.retry_after is not None:
+            return min(exc.retry_after, self.max_wait)
+        return wait_exponential_jitter(initial=0.2, max=self.max_wait)(state)
+
+    async def _once(self, method: str, path: str, params, json, query) -> Response:
+        if self.session is None:
+            raise ConnectorError(f"{self.system}: client used before start()")
+        if self.limiter is not None:
+            await self.limiter.acquire()
+        url = self.base_url + path + (f"?{query}" if query else "")
+        headers = dict(self.headers)
+        if self.auth is not None:
+            maybe = self.auth(method, query or "", headers)
+            if asyncio.iscoroutine(maybe):
+                await maybe
+        data = orjson.dumps(json) if json is not None else None
+        if data is not None:
+            headers.setdefault("Content-Type", "application/json")
+        self.requests += 1
+        try:
+            async with self.session.request(method, url, params=None if query else params,
+                                            data=data, headers=headers) as resp:
+                raw = await resp.read()
+                body = _decode(raw, resp.headers.get("Content-Type", ""))
+                status = resp.status
+                resp_headers = resp.headers
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            raise TransientHTTPError(0, f"{method} {path}: {type(exc).__name__}", None) from None
+        if status < 400:
+            return Response(status, resp_headers, body)
+        message, fields = self.error_parser(status, body)
+        if status == 429 or status >= 500:
+            if status == 429:
+                self.throttled += 1
+            raise TransientHTTPError(status, f"{method} {path}: {status} {message}",
+                                     _retry_after(resp_headers.get("Retry-After")))
+        if status in (401, 403):
+            raise AuthError(f"{self.system}: credentials refused ({status}: {message})",
+                            status=status)
+        if status == 404:
+            raise NotFoundError(f"{self.system}: not found: {message}", status=status)
+        raise RecordError(f"{self.system}: {message}", status=status, fields=fields)
+
+
+def _decode(raw: bytes, content_type: str) -> Any:
+    if not raw:
+        return None
+    if "json" in content_type or raw[:1] in (b"{", b"["):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return raw.decode("utf-8", "replace")
