@@ -1,0 +1,285 @@
+"""Prospect CRM (prospect365) through its OData v4 API.
+
+Entities (engine name -> entity set, key):
+- ``companies`` -> ``Companies`` (``CompanyId``): ``Name``, ``Telephone``, ``Website``,
+  ``AccountManagerId``, ``AccountManager.UserName`` (the manager's display name, read with
+  ``$expand=AccountManager($select=UserName)``; writing it resolves the user by name),
+  ``MainAddress.AddressLine1`` .. ``MainAddress.AddressLine5`` (3 = town, 4 = county),
+  ``MainAddress.Postcode``, ``MainAddress.Country``, ``StatusFlag``, ``Created``,
+  ``LastUpdatedTimestamp``.
+- ``contacts`` -> ``Contacts`` (``ContactId``): ``CompanyId``, ``Title``, ``Forename``,
+  ``Surname``, ``JobTitle``, ``Email``, ``PhoneNumber``, ``MobilePhoneNumber``, ``Fax``,
+  ``StatusFlag``, ``Created``, ``LastUpdatedTimestamp``.
+
+Changes are read by keyset on (``LastUpdatedTimestamp``, key): the first page filters
+``LastUpdatedTimestamp ge <since>``, each next page
+``LastUpdatedTimestamp gt T or (LastUpdatedTimestamp eq T and <key> gt K)`` where (T, K) is the
+last record yielded, so a record edited while pages are read moves past the cursor and is
+read later, and any number of records may share one timestamp. A server-capped page (a
+``@odata.nextLink``) is continued the same way rather than by the link's ``$skip``. Deleted
+records (``StatusFlag 'D'``, Prospect's soft delete) come back as tombstones; ``get`` and
+``find`` leave them out. Other multi-page reads (users, get, find) follow ``@odata.nextLink``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, AsyncIterator, Sequence
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from connectors.base import (AuthError, Capabilities, EntityInfo, NotFoundError, Record,
+                             RecordError, UnavailableError, flatten, unflatten)
+from connectors.http import HttpClient, SlidingWindowLimiter, default_error_parser
+from connectors.prospect_crm.odata import format_datetime, literal, parse_datetime, query_string
+
+MODIFIED = "LastUpdatedTimestamp"
+MANAGER_FIELD = "AccountManager.UserName"
+
+
+@dataclass(frozen=True)
+class _Set:
+    name: str
+    key: str
+    expand: str | None = None
+
+
+SETS = {"companies": _Set("Companies", "CompanyId", "AccountManager($select=UserName)"),
+        "contacts": _Set("Contacts", "ContactId")}
+
+
+def _error_parser(status: int, body: Any) -> tuple[str, tuple[str, ...]]:
+    """OData errors; nested targets (``MainAddress/Postcode``) become dotted field paths."""
+    message, targets = default_error_parser(status, body)
+    fields: list[str] = []
+    for target in targets:
+        fields.append(target.replace("/", "."))
+        if target == "AccountManagerId":
+            fields.append(MANAGER_FIELD)
+    return message, tuple(fields)
+
+
+class ProspectCrmConnector:
+    """Companies and contacts of one Prospect CRM workspace (see the module docstring)."""
+
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        base_url: str = "https://crm-odata-v1.prospect365.com"
+        token: SecretStr                          # a Personal Access Token
+        page_size: int = Field(200, ge=1, le=5000)
+        requests_per_window: int = Field(1200, ge=1)
+        window_seconds: float = Field(600.0, gt=0)
+        timeout: float = Field(30.0, gt=0)
+        attempts: int = Field(5, ge=1)             # tries per request for transient faults
+        max_wait: float = Field(30.0, ge=0)        # cap on one Retry-After / backoff wait
+
+    def __init__(self, name: str, settings: "ProspectCrmConnector.Settings") -> None:
+        self.name = name
+        self.settings = settings
+        self.capabilities = Capabilities(
+            entities={e: EntityInfo(e, incremental=True, ordered=True, reports_deletes=True)
+                      for e in SETS},
+            max_get=50,
+            requests_per_second=settings.requests_per_window / settings.window_seconds)
+        self.http = HttpClient(
+            settings.base_url, system=name, auth=self._auth, timeout=settings.timeout,
+            attempts=settings.attempts, max_wait=settings.max_wait,
+            headers={"Accept": "application/json", "OData-Version": "4.0",
+                     "OData-MaxVersion": "4.0", "Prefer": "return=representation"},
+            limiter=SlidingWindowLimiter(settings.requests_per_window, settings.window_seconds),
+            error_parser=_error_parser)
+        self._users: dict[str, str] | None = None       # UserCode -> UserName, per run
+
+    def _auth(self, method: str, query: str, headers: dict[str, str]) -> None:
+        headers["Authorization"] = f"Bearer {self.settings.token.get_secret_value()}"
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.http.start()
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def check(self) -> None:
+        self._users = None                      # a run starts with check(): fresh user list
+        try:
+            await self._request("GET", "/Companies", {"$top": 1, "$select": "CompanyId"})
+        except AuthError as exc:
+            raise AuthError(f"{self.name}: Prospect CRM refused the access token "
+                            f"(HTTP {exc.status}); generate a new Personal Access Token under "
+                            "Integrations > Custom API Integration > My Tokens",
+                            status=exc.status) from None
+
+    # --- reading -----------------------------------------------------------------------------
+    async def changes(self, entity: str, since: datetime | None) -> AsyncIterator[list[Record]]:
+        es = self._set(entity)
+        size = self.settings.page_size
+        cursor: tuple[datetime, int] | None = None
+        while True:
+            if cursor is None:
+                where = f"{MODIFIED} ge {format_datetime(since)}" if since else None
+            else:
+                t = format_datetime(cursor[0])
+                where = f"{MODIFIED} gt {t} or ({MODIFIED} eq {t} and {es.key} gt {cursor[1]})"
+            body = await self._request("GET", f"/{es.name}", {
+                "$filter": where, "$orderby": f"{MODIFIED},{es.key}", "$top": size,
+                "$expand": es.expand})
+            rows = body.get("value") or []
+            records = [self._record(es, row) for row in rows]
+            if not records:
+                return
+            last = records[-1]
+            if last.modified is None:
+                raise UnavailableError(f"{self.name}: {es.name} {last.id} has no {MODIFIED}")
+            position = (last.modified, int(last.id))
+            if cursor is not None and position <= cursor:
+                raise UnavailableError(f"{self.name}: {es.name} paging did not advance past "
+                                       f"{format_datetime(cursor[0])}/{cursor[1]}; stopped")
+            yield records
+            cursor = position
+            if len(rows) < size and not body.get("@odata.nextLink"):
+                return
+
+    async def get(self, entity: str, ids: Sequence[str]) -> list[Record]:
+        es = self._set(entity)
+        keys = [int(i) for i in dict.fromkeys(str(i) for i in ids) if i.isdigit()]
+        out: list[Record] = []
+        for start in range(0, len(keys), 50):
+            chunk = keys[start:start + 50]
+            where = " or ".join(f"{es.key} eq {k}" for k in chunk)
+            out.extend(await self._query(es, f"({where}) and StatusFlag ne 'D'"))
+        return out
+
+    async def find(self, entity: str, field: str, values: Sequence[Any]) -> list[Record]:
+        es = self._set(entity)
+        path = field.replace(".", "/")
+        wanted = list(dict.fromkeys(values))
+        out: dict[str, Record] = {}
+        for start in range(0, len(wanted), 25):
+            terms = []
+            for value in wanted[start:start + 25]:
+                if isinstance(value, str):
+                    terms.append(f"tolower({path}) eq {literal(value.strip().lower())}")
+                else:
+                    terms.append(f"{path} eq {literal(value)}")
+            for record in await self._query(es, f"({' or '.join(terms)}) and StatusFlag ne 'D'"):
+                out[record.id] = record
+        return list(out.values())
+
+    async def options(self, name: str) -> Any:
+        if name == "users":
+            return sorted((await self._load_users()).values())
+        raise KeyError(name)
+
+    # --- writing -----------------------------------------------------------------------------
+    async def create(self, entity: str, fields: dict[str, Any]) -> Record:
+        es = self._set(entity)
+        body = await self._payload(es, fields)
+        created = await self._request("POST", f"/{es.name}", {"$expand": es.expand}, body)
+        return self._record(es, created)
+
+    async def update(self, entity: str, id: str, fields: dict[str, Any]) -> Record:
+        es = self._set(entity)
+        key = self._key(es, id)
+        body = await self._payload(es, fields)
+        stored = await self._request("PATCH", f"/{es.name}({key})", {"$expand": es.expand},
+                                     body)
+        if not isinstance(stored, dict) or es.key not in stored:    # 204: read it back
+            stored = await self._request("GET", f"/{es.name}({key})", {"$expand": es.expand})
+        return self._record(es, stored)
+
+    async def delete(self, entity: str, id: str) -> None:
+        es = self._set(entity)
+        await self._request("DELETE", f"/{es.name}({self._key(es, id)})")
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _set(self, entity: str) -> _Set:
+        try:
+            return SETS[entity]
+        except KeyError:
+            raise KeyError(f"{self.name}: unknown entity {entity!r} "
+                           f"(known: {', '.join(SETS)})") from None
+
+    def _key(self, es: _Set, id: str) -> int:
+        if not str(id).isdigit():
+            raise NotFoundError(f"{self.name}: {es.name} has no record {id!r}", status=404)
+        return int(id)
+
+    async def _request(self, method: str, path: str, params: dict | None = None,
+                       body: Any = None) -> Any:
+        query = query_string(params or {}) or None
+        response = await self.http.request(method, path, json=body, query=query)
+        return response.body
+
+    async def _query(self, es: _Set, where: str) -> list[Record]:
+        """Every record matching ``where``, following ``@odata.nextLink``."""
+        out: list[Record] = []
+        async for row in self._rows(f"/{es.name}", {"$filter": where, "$expand": es.expand,
+                                                   "$top": self.settings.page_size}):
+            out.append(self._record(es, row))
+        return out
+
+    async def _rows(self, path: str, params: dict) -> AsyncIterator[dict]:
+        query: str | None = query_string(params)
+        seen: set[str] = set()
+        while True:
+            body = (await self.http.request("GET", path, query=query)).body or {}
+            for row in body.get("value") or []:
+                yield row
+            link = body.get("@odata.nextLink")
+            if not link or link in seen:
+                return
+            seen.add(link)
+            path, query = self._relative(link)
+
+    def _relative(self, link: str) -> tuple[str, str]:
+        parts = urlsplit(link)
+        prefix = urlsplit(self.http.base_url).path.rstrip("/")
+        path = parts.path[len(prefix):] if prefix and parts.path.startswith(prefix) \
+            else parts.path
+        return path, parts.query
+
+    async def _load_users(self) -> dict[str, str]:
+        users: dict[str, str] = {}
+        async for row in self._rows("/Users", {"$select": "UserCode,UserName",
+                                               "$top": self.settings.page_size}):
+            users[row["UserCode"]] = row.get("UserName") or row["UserCode"]
+        self._users = users
+        return users
+
+    async def _user_code(self, name: Any) -> str | None:
+        if name is None or (isinstance(name, str) and not name.strip()):
+            return None
+        wanted = str(name).strip().casefold()
+        for attempt in range(2):
+            users = self._users if (self._users is not None and attempt == 0) \
+                else await self._load_users()
+            codes = [c for c, n in users.items() if n.strip().casefold() == wanted]
+            if len(codes) == 1:
+                return codes[0]
+            if len(codes) > 1:
+                raise RecordError(f"{self.name}: several CRM users are named {name!r}; "
+                                  "cannot choose the account manager", fields=(MANAGER_FIELD,))
+        raise RecordError(f"{self.name}: no CRM user is named {name!r}, so it cannot be the "
+                          "account manager", fields=(MANAGER_FIELD,))
+
+    async def _payload(self, es: _Set, fields: dict[str, Any]) -> dict[str, Any]:
+        fields = dict(fields)
+        if es.name == "Companies" and MANAGER_FIELD in fields:
+            fields["AccountManagerId"] = await self._user_code(fields.pop(MANAGER_FIELD))
+        fields.pop(es.key, None)
+        return unflatten(fields)
+
+    def _record(self, es: _Set, row: dict[str, Any]) -> Record:
+        row = {k: v for k, v in row.items() if not k.startswith("@odata.")}
+        manager = row.pop("AccountManager", None)
+        fields = flatten(row)
+        if es.expand:
+            fields[MANAGER_FIELD] = manager.get("UserName") if isinstance(manager, dict) \
+                else None
+        modified = row.get(MODIFIED)
+        return Record(id=str(row[es.key]), fields=fields,
+                      modified=parse_datetime(modified) if modified else None,
+                      deleted=row.get("StatusFlag") == "D")
