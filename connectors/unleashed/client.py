@@ -1,0 +1,434 @@
+"""The Unleashed connector: customers and their contacts, through the documented REST API.
+
+Entities and the field paths they expose (vendor names, flattened):
+
+- ``customers`` (id: the customer Guid): every scalar property of the customer, nested
+  objects flattened (``CustomerCode``, ``CustomerName``, ``PhoneNumber``, ``Website``,
+  ``Obsolete``, ...), the sales person as ``SalesPerson.FullName`` and ``SalesPerson.Guid``,
+  and the default address as ``Address.StreetAddress``, ``Address.StreetAddress2``,
+  ``Address.Suburb``, ``Address.City``, ``Address.Region``, ``Address.Country``,
+  ``Address.PostalCode``. Customers are never deleted, only made ``Obsolete``; obsolete ones
+  come back from ``changes`` as ordinary records with ``Obsolete`` true.
+- ``contacts`` (id: the contact Guid): ``FirstName``, ``LastName``, ``EmailAddress``,
+  ``PhoneNumber``, ``MobilePhone``, ``FaxNumber`` and ``CustomerGuid`` (the parent customer).
+  Unleashed has no contact listing of its own, so ``changes`` reads the contacts of the
+  customers modified since the cursor (a contact change bumps its customer, see the sandbox).
+
+``changes("customers")`` pages by keyset: ``orderBy=LastModifiedOn`` with ``modifiedSince``
+moved to the last time seen, dropping the (id, time) pairs already yielded at that boundary,
+so a customer edited while the pages are read moves to the end and is still read.
+"""
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any, AsyncIterator, Sequence
+
+from yarl import URL
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from connectors.base import (Capabilities, EntityInfo, NotFoundError, Record, RecordError,
+                             flatten, unflatten, utc)
+from connectors.http import HttpClient, default_error_parser
+from connectors.unleashed.wire import decode_date, format_since, sign, to_ms
+
+ADDRESS_FIELDS = ("StreetAddress", "StreetAddress2", "Suburb", "City", "Region", "Country",
+                  "PostalCode")
+CONTACT_FIELDS = ("FirstName", "LastName", "EmailAddress", "PhoneNumber", "MobilePhone",
+                  "FaxNumber")
+_READ_ONLY = {"Guid", "LastModifiedOn", "CreatedOn", "CreatedBy", "LastModifiedBy"}
+_CACHE_SIZE = 10_000
+# vendor field named in a 400 -> the field paths this connector exposes for it
+_FIELD_PATHS = {"SalesPerson": ("SalesPerson.FullName", "SalesPerson.Guid"),
+                "Addresses": tuple(f"Address.{k}" for k in ADDRESS_FIELDS)}
+
+
+def parse_error(status: int, body: Any) -> tuple[str, tuple[str, ...]]:
+    """Unleashed errors: ``{"Description", "Items": [{"Field", "Description"}]}``."""
+    if isinstance(body, dict):
+        items = [i for i in body.get("Items") or [] if isinstance(i, dict)]
+        if items:
+            message = "; ".join(str(i.get("Description") or i.get("Field")) for i in items)
+            fields: list[str] = []
+            for item in items:
+                if item.get("Field"):
+                    fields.extend(_FIELD_PATHS.get(item["Field"], (item["Field"],)))
+            return message, tuple(fields)
+        if body.get("Description"):
+            return str(body["Description"]), ()
+    return default_error_parser(status, body)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, str) and isinstance(b, str):
+        return a.strip().casefold() == b.strip().casefold()
+    return a == b
+
+
+class UnleashedConnector:
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        base_url: str = "https://api.unleashedsoftware.com"
+        api_id: str
+        api_key: SecretStr
+        page_size: int = Field(200, ge=1, le=1000)
+        client_type: str = "accord/sync"
+        timeout: float = 30.0
+
+    def __init__(self, name: str, settings: "UnleashedConnector.Settings | dict") -> None:
+        if not isinstance(settings, UnleashedConnector.Settings):
+            settings = UnleashedConnector.Settings.model_validate(settings)
+        self.name = name
+        self.settings = settings
+        self.capabilities = Capabilities(entities={
+            "customers": EntityInfo("customers", incremental=True, ordered=True,
+                                    reports_deletes=False, can_delete=False),
+            "contacts": EntityInfo("contacts", incremental=True, ordered=False,
+                                   reports_deletes=False),
+        }, max_get=100)
+        self.http = HttpClient(
+            settings.base_url, system="unleashed", auth=self._sign, timeout=settings.timeout,
+            error_parser=parse_error,
+            headers={"Accept": "application/json", "Content-Type": "application/json",
+                     "client-type": settings.client_type})
+        self._salespersons: list[dict] | None = None
+        self._contact_owner: OrderedDict[str, str] = OrderedDict()   # contact -> customer
+
+    # --- plumbing ------------------------------------------------------------------------
+    def _sign(self, method: str, query: str, headers: dict[str, str]) -> None:
+        headers["api-auth-id"] = self.settings.api_id
+        headers["api-auth-signature"] = sign(self.settings.api_key.get_secret_value(), query)
+
+    async def _call(self, method: str, path: str, params: dict | None = None,
+                    body: Any = None) -> Any:
+        # Encoded here, once, in yarl's canonical form (which aiohttp leaves as it is), so the
+        # signed bytes are the bytes sent.
+        query = URL("/").with_query(params).raw_query_string if params else None
+        response = await self.http.request(method, path, query=query, json=body)
+        return response.body
+
+    async def start(self) -> None:
+        self._salespersons = None
+        await self.http.start()
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def check(self) -> None:
+        await self._call("GET", "/Customers/1", {"pageSize": 1})
+
+    def _entity(self, entity: str) -> str:
+        if entity not in self.capabilities.entities:
+            raise KeyError(f"unleashed: unknown entity {entity!r}")
+        return entity
+
+    # --- records -------------------------------------------------------------------------
+    @staticmethod
+    def _default_address(addresses: list) -> dict | None:
+        addresses = [a for a in addresses or [] if isinstance(a, dict)]
+        return (next((a for a in addresses if a.get("IsDefault")), None)
+                or next((a for a in addresses if a.get("AddressType") == "Postal"), None)
+                or (addresses[0] if addresses else None))
+
+    def _customer_record(self, raw: dict) -> Record:
+        plain = {k: v for k, v in raw.items()
+                 if k not in _READ_ONLY and k not in ("SalesPerson", "Addresses")}
+        fields = {k: v for k, v in flatten(plain).items() if not isinstance(v, list)}
+        sp = raw.get("SalesPerson") or {}
+        fields["SalesPerson.FullName"] = sp.get("FullName")
+        fields["SalesPerson.Guid"] = sp.get("Guid")
+        address = self._default_address(raw.get("Addresses")) or {}
+        for key in ADDRESS_FIELDS:
+            fields[f"Address.{key}"] = address.get(key)
+        modified = decode_date(raw.get("LastModifiedOn"))
+        return Record(id=str(raw["Guid"]).lower(), fields=fields, modified=modified,
+                      version=str(to_ms(modified)) if modified else None)
+
+    def _contact_record(self, raw: dict, customer: str) -> Record:
+        self._remember(str(raw["Guid"]).lower(), customer)
+        fields = {k: raw.get(k) for k in CONTACT_FIELDS}
+        fields["CustomerGuid"] = customer
+        modified = decode_date(raw.get("LastModifiedOn"))
+        return Record(id=str(raw["Guid"]).lower(), fields=fields, modified=modified,
+                      version=str(to_ms(modified)) if modified else None)
+
+    def _remember(self, contact: str, customer: str) -> None:
+        self._contact_owner[contact] = customer
+        self._contact_owner.move_to_end(contact)
+        while len(self._contact_owner) > _CACHE_SIZE:
+            self._contact_owner.popitem(last=False)
+
+    # --- reading -------------------------------------------------------------------------
+    def changes(self, entity: str, since: datetime | None) -> AsyncIterator[list[Record]]:
+        if self._entity(entity) == "customers":
+            return self._customer_changes(since)
+        return self._contact_changes(since)
+
+    async def _customer_changes(self, since: datetime | None) -> AsyncIterator[list[Record]]:
+        since = utc(since) if since else None
+        cursor, page = since, 1
+        boundary: set[tuple[str, int]] = set()     # (id, ms) already yielded at the cursor
+        asked: set[tuple[str | None, int]] = set()
+        size = self.settings.page_size
+        while True:
+            params: dict[str, Any] = {"pageSize": size, "includeObsolete": "true",
+                                      "orderBy": "LastModifiedOn"}
+            if cursor is not None:
+                params["modifiedSince"] = format_since(cursor)
+            key = (params.get("modifiedSince"), page)
+            if key in asked:            # loop guard: the same question twice means no progress
+                return
+            asked.add(key)
+            body = await self._call("GET", f"/Customers/{page}", params)
+            items = (body or {}).get("Items") or []
+            records = [self._customer_record(i) for i in items]
+            out = [r for r in records
+                   if (r.id, to_ms(r.modified) if r.modified else 0) not in boundary
+                   and (since is None or r.modified is None or r.modified >= since)]
+            if out:
+                yield out
+            if len(items) < size:
+                return
+            last = max((r.modified for r in records if r.modified), default=None)
+            if last is None:
+                page += 1
+                continue
+            if cursor is None or to_ms(last) > to_ms(cursor):
+                cursor, page = last, 1
+                boundary = set()
+            else:                        # a whole page at one instant: step to the next page
+                page += 1
+            boundary |= {(r.id, to_ms(r.modified)) for r in records
+                         if r.modified and to_ms(r.modified) == to_ms(cursor)}
+
+    async def _contacts_of(self, customer: str) -> list[Record]:
+        body = await self._call("GET", f"/Customers/{customer}/Contacts")
+        return [self._contact_record(c, customer) for c in (body or {}).get("Items") or []]
+
+    async def _contact_changes(self, since: datetime | None) -> AsyncIterator[list[Record]]:
+        since = utc(since) if since else None
+        async for customers in self._customer_changes(since):
+            out: list[Record] = []
+            for customer in customers:
+                try:
+                    contacts = await self._contacts_of(customer.id)
+                except NotFoundError:
+                    continue
+                out.extend(c for c in contacts
+                           if since is None or c.modified is None or c.modified >= since)
+            if out:
+                yield out
+
+    async def _customer_pages(self, params: dict) -> AsyncIterator[list[dict]]:
+        """Plain page-number listing (for find): stops on a short page or a repeated page."""
+        seen: set[tuple[str, ...]] = set()
+        page = 1
+        while True:
+            body = await self._call("GET", f"/Customers/{page}",
+                                    {"pageSize": self.settings.page_size,
+                                     "includeObsolete": "true", **params})
+            items = (body or {}).get("Items") or []
+            ids = tuple(str(i.get("Guid")) for i in items)
+            if not items or ids in seen:
+                return
+            seen.add(ids)
+            yield items
+            pages = ((body or {}).get("Pagination") or {}).get("NumberOfPages")
+            if len(items) < self.settings.page_size or (pages and page >= pages):
+                return
+            page += 1
+
+    async def get(self, entity: str, ids: Sequence[str]) -> list[Record]:
+        if self._entity(entity) == "customers":
+            out = []
+            for id in ids:
+                try:
+                    uuid.UUID(str(id))
+                    out.append(self._customer_record(
+                        await self._call("GET", f"/Customers/{id}")))
+                except (ValueError, NotFoundError):
+                    continue
+            return out
+        wanted = [str(i).lower() for i in ids]
+        found: dict[str, Record] = {}
+        owners = {self._contact_owner[i] for i in wanted if i in self._contact_owner}
+        for customer in owners:
+            try:
+                found.update((c.id, c) for c in await self._contacts_of(customer))
+            except NotFoundError:
+                continue
+        if any(i not in found for i in wanted):
+            # No documented route reads one contact by its Guid alone: scan every customer.
+            async for page in self._contact_changes(None):
+                found.update((c.id, c) for c in page if c.id in wanted)
+        return [found[i] for i in dict.fromkeys(wanted) if i in found]
+
+    async def find(self, entity: str, field: str, values: Sequence[Any]) -> list[Record]:
+        values = [v for v in values if v not in (None, "")]
+        if not values:
+            return []
+        out: dict[str, Record] = {}
+        if self._entity(entity) == "customers":
+            filters = {"CustomerCode": "customerCode", "CustomerName": "customerName"}
+            queries = ([{filters[field]: v} for v in values] if field in filters
+                       else [{}])
+            for params in queries:
+                async for items in self._customer_pages(params):
+                    for raw in items:
+                        r = self._customer_record(raw)
+                        if any(_same(r.fields.get(field), v) for v in values):
+                            out[r.id] = r
+            return list(out.values())
+        if field == "EmailAddress":
+            for value in values:
+                async for items in self._customer_pages({"contactEmail": value}):
+                    for raw in items:
+                        for c in await self._contacts_of(str(raw["Guid"]).lower()):
+                            if _same(c.fields.get(field), value):
+                                out[c.id] = c
+            return list(out.values())
+        async for page in self._contact_changes(None):
+            out.update((c.id, c) for c in page
+                       if any(_same(c.fields.get(field), v) for v in values))
+        return list(out.values())
+
+    # --- writing -------------------------------------------------------------------------
+    async def _salesperson_list(self, refresh: bool = False) -> list[dict]:
+        if self._salespersons is None or refresh:
+            found: list[dict] = []
+            page, seen = 1, set()
+            while True:
+                body = await self._call("GET", f"/SalesPersons/{page}", {"pageSize": 1000})
+                items = (body or {}).get("Items") or []
+                ids = tuple(str(i.get("Guid")) for i in items)
+                if not items or ids in seen:
+                    break
+                seen.add(ids)
+                found.extend(items)
+                pages = ((body or {}).get("Pagination") or {}).get("NumberOfPages") or 1
+                if page >= pages:
+                    break
+                page += 1
+            self._salespersons = found
+        return self._salespersons
+
+    async def _salesperson(self, full_name: str) -> dict:
+        for refresh in (False, True):
+            for sp in await self._salesperson_list(refresh):
+                if not sp.get("Obsolete") and _same(sp.get("FullName"), full_name):
+                    return {"Guid": sp["Guid"], "FullName": sp["FullName"],
+                            "Email": sp.get("Email")}
+        raise RecordError(f"unleashed: no active sales person named {full_name!r}",
+                          fields=("SalesPerson.FullName",))
+
+    async def _apply(self, raw: dict, fields: dict[str, Any]) -> dict:
+        body = {k: v for k, v in raw.items() if k not in ("LastModifiedOn", "CreatedOn")}
+        nested: dict[str, Any] = {}
+        for path, value in fields.items():
+            if path in _READ_ONLY or path == "SalesPerson.Email":
+                continue
+            if path == "SalesPerson.FullName":
+                body["SalesPerson"] = await self._salesperson(value) if value else None
+            elif path == "SalesPerson.Guid":
+                if "SalesPerson.FullName" not in fields:
+                    body["SalesPerson"] = {"Guid": value} if value else None
+            elif path.startswith("Address."):
+                addresses = [dict(a) for a in body.get("Addresses") or []]
+                default = self._default_address(addresses)
+                if default is None:
+                    default = {"AddressType": "Postal", "IsDefault": True}
+                    addresses.append(default)
+                default[path.split(".", 1)[1]] = value
+                body["Addresses"] = addresses
+            elif "." in path:
+                nested[path] = value
+            else:
+                body[path] = value
+        for key, value in unflatten(nested).items():
+            base = body.get(key) if isinstance(body.get(key), dict) else {}
+            body[key] = {**base, **value}
+        return body
+
+    async def create(self, entity: str, fields: dict[str, Any]) -> Record:
+        if self._entity(entity) == "contacts":
+            return await self._create_contact(fields)
+        guid = str(uuid.uuid4())
+        body = await self._apply({"Guid": guid}, fields)
+        if not body.get("CustomerCode"):
+            # Documented choice: the name's first 8 letters/digits, a dash, the Guid's first 6
+            # hex digits; stable for this Guid, so a retried create sends the same code.
+            stem = "".join(ch for ch in str(body.get("CustomerName") or "") if ch.isalnum())
+            body["CustomerCode"] = f"{(stem[:8] or 'CUST').upper()}-{guid[:6].upper()}"
+        return self._customer_record(await self._call("POST", f"/Customers/{guid}", body=body))
+
+    async def update(self, entity: str, id: str, fields: dict[str, Any]) -> Record:
+        if self._entity(entity) == "contacts":
+            return await self._update_contact(id, fields)
+        try:
+            uuid.UUID(str(id))
+        except ValueError:
+            raise NotFoundError(f"unleashed: not found: customer {id}") from None
+        raw = await self._call("GET", f"/Customers/{id}")
+        body = await self._apply(raw, fields)
+        return self._customer_record(await self._call("POST", f"/Customers/{id}", body=body))
+
+    async def delete(self, entity: str, id: str) -> None:
+        if self._entity(entity) == "customers":
+            raise RecordError("Unleashed customers cannot be deleted; set Obsolete")
+        customer = await self._owner(id)
+        await self._call("DELETE", f"/Customers/{customer}/Contacts/{id}")
+        self._contact_owner.pop(str(id).lower(), None)
+
+    async def _create_contact(self, fields: dict[str, Any]) -> Record:
+        customer = str(fields.get("CustomerGuid") or "").lower()
+        if not customer:
+            raise RecordError("unleashed: a contact needs CustomerGuid (its customer)",
+                              fields=("CustomerGuid",))
+        body = {"Guid": str(uuid.uuid4()),
+                **{k: v for k, v in fields.items() if k in CONTACT_FIELDS}}
+        try:
+            raw = await self._call("POST", f"/Customers/{customer}/Contacts", body=body)
+        except NotFoundError as exc:
+            raise RecordError(f"unleashed: customer {customer} not found ({exc.message})",
+                              status=exc.status, fields=("CustomerGuid",)) from None
+        return self._contact_record(raw, customer)
+
+    async def _owner(self, contact: str) -> str:
+        contact = str(contact).lower()
+        if contact not in self._contact_owner:
+            await self.get("contacts", [contact])
+        if contact not in self._contact_owner:
+            raise NotFoundError(f"unleashed: not found: contact {contact}")
+        return self._contact_owner[contact]
+
+    async def _update_contact(self, id: str, fields: dict[str, Any]) -> Record:
+        customer = await self._owner(id)
+        target = fields.get("CustomerGuid")
+        if target and str(target).lower() != customer:
+            raise RecordError("unleashed: a contact cannot move to another customer",
+                              fields=("CustomerGuid",))
+        current = {c.id: c for c in await self._contacts_of(customer)}.get(str(id).lower())
+        if current is None:
+            self._contact_owner.pop(str(id).lower(), None)
+            raise NotFoundError(f"unleashed: not found: contact {id}")
+        body = {"Guid": current.id, **{k: current.fields.get(k) for k in CONTACT_FIELDS},
+                **{k: v for k, v in fields.items() if k in CONTACT_FIELDS}}
+        raw = await self._call("PUT", f"/Customers/{customer}/Contacts/{current.id}",
+                               body=body)
+        return self._contact_record(raw, customer)
+
+    # --- reference data ------------------------------------------------------------------
+    async def options(self, name: str) -> Any:
+        if name == "salespersons":
+            return [sp["FullName"] for sp in await self._salesperson_list(refresh=True)
+                    if not sp.get("Obsolete")]
+        if name == "account":
+            body = await self._call("GET", "/Companies")
+            items = (body or {}).get("Items") or []
+            return {"operating_companies": len(items),
+                    "advanced_ledgers": any(bool(i.get("AdvancedLedgers")) for i in items)}
+        raise KeyError(name)
+
+
+__all__ = ["UnleashedConnector", "parse_error"]
