@@ -25,8 +25,8 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any, AsyncIterator, Sequence
 
-from yarl import URL
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from yarl import URL
 
 from connectors.base import (Capabilities, EntityInfo, NotFoundError, Record, RecordError,
                              flatten, unflatten, utc)

@@ -1,0 +1,339 @@
+"""Unleashed: the connector contract and the vendor's own behaviour, over loopback HTTP."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import datetime, timedelta, timezone
+
+import aiohttp
+import pytest
+
+from connectors.base import AuthError, NotFoundError, RecordError, UnavailableError
+from connectors.sandbox import Clock
+from connectors.unleashed import UnleashedConnector
+from connectors.unleashed.sandbox import UnleashedSandbox
+from tests.connector_contract import ConnectorContract
+
+T0 = datetime(2024, 5, 1, 9, 0, tzinfo=timezone.utc)
+MANAGER = "Hana Tupai"
+
+
+def independent_signature(key: str, query: str) -> str:
+    return base64.b64encode(hmac.new(key.encode(), query.encode(), hashlib.sha256)
+                            .digest()).decode()
+
+
+def make_sandbox(**kw) -> UnleashedSandbox:
+    kw.setdefault("rate_limit_per_minute", 100_000)
+    sb = UnleashedSandbox(clock=Clock(T0), **kw)
+    sb.add_salesperson(MANAGER, "hana@sandbox.test")
+    sb.add_salesperson("Old Timer", "old@sandbox.test", obsolete=True)
+    return sb
+
+
+def make_connector(sandbox, key: str = "sandbox-key", **kw) -> UnleashedConnector:
+    return UnleashedConnector("unleashed", UnleashedConnector.Settings(
+        base_url=sandbox.url, api_id="sandbox", api_key=key, timeout=5, **kw))
+
+
+async def raw(sandbox, method: str, path: str, query: str = "", *, key="sandbox-key",
+              api_id="sandbox", signature: str | None = None):
+    headers = {"api-auth-id": api_id, "client-type": "accord/tests",
+               "api-auth-signature": signature or independent_signature(key, query)}
+    async with aiohttp.ClientSession() as session:
+        url = sandbox.url + path + (f"?{query}" if query else "")
+        async with session.request(method, url, headers=headers) as resp:
+            return resp.status, resp.headers, await resp.json(content_type=None)
+
+
+async def read_all(connector, entity="customers", since=None):
+    out = []
+    async for page in connector.changes(entity, since):
+        out.extend(page)
+    return out
+
+
+@pytest.fixture
+async def sandbox():
+    sb = make_sandbox(seed=3, records=12)
+    await sb.start()
+    yield sb
+    await sb.stop()
+
+
+@pytest.fixture
+async def connector(sandbox):
+    c = make_connector(sandbox)
+    await c.start()
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+async def bad_connector(sandbox):
+    c = make_connector(sandbox, key="not-the-key")
+    await c.start()
+    yield c
+    await c.close()
+
+
+class TestUnleashedContract(ConnectorContract):
+    entity = "customers"
+    new_fields = {"CustomerName": "Kea Outfitters Ltd", "PhoneNumber": "+64 9 555 0101",
+                  "Website": "www.kea-outfitters.co.nz", "Address.City": "Auckland",
+                  "Address.StreetAddress": "12 Queen Street", "SalesPerson.FullName": MANAGER}
+    edit_fields = {"PhoneNumber": "+64 9 555 0202", "Address.Region": "Auckland"}
+    invalid_fields = {"Website": "not a website!"}
+
+
+# --- authentication ----------------------------------------------------------------------
+async def test_signature_is_hmac_sha256_of_the_query_string(connector):
+    headers: dict[str, str] = {}
+    connector._sign("GET", "pageSize=1&includeObsolete=true", headers)
+    assert headers["api-auth-id"] == "sandbox"
+    assert headers["api-auth-signature"] == independent_signature(
+        "sandbox-key", "pageSize=1&includeObsolete=true")
+    empty: dict[str, str] = {}
+    connector._sign("GET", "", empty)
+    assert empty["api-auth-signature"] == independent_signature("sandbox-key", "")
+
+
+async def test_requests_carry_the_documented_headers(connector, sandbox):
+    await connector.check()
+    assert sandbox.client_types == {"accord/sync"}
+
+
+async def test_bad_signature_missing_headers_and_unknown_id_are_403(sandbox):
+    status, _, body = await raw(sandbox, "GET", "/Customers/1", "pageSize=1", key="wrong")
+    assert status == 403 and "signature" in body["Description"]
+    status, _, body = await raw(sandbox, "GET", "/Customers/1", "pageSize=1", api_id="nobody")
+    assert status == 403 and "unknown" in body["Description"]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(sandbox.url + "/Customers/1") as resp:
+            assert resp.status == 403
+    status, _, _ = await raw(sandbox, "GET", "/Customers/1", "pageSize=1")
+    assert status == 200
+
+
+async def test_refused_credentials_give_one_clear_line_without_the_key(bad_connector):
+    with pytest.raises(AuthError) as info:
+        await bad_connector.check()
+    text = str(info.value)
+    assert text.startswith("unleashed: credentials refused (403: ")
+    assert "not-the-key" not in text and "\n" not in text
+
+
+# --- paging and the change feed ----------------------------------------------------------
+async def test_paging_covers_every_customer_exactly_once():
+    sb = make_sandbox(seed=5, records=23)
+    await sb.start()
+    c = make_connector(sb, page_size=5)
+    await c.start()
+    try:
+        ids = [r.id for r in await read_all(c)]
+        assert sorted(ids) == sorted(sb.customers) and len(ids) == len(set(ids))
+        assert sb.count("GET", "/Customers/") >= 5
+        modified = [r.modified for r in await read_all(c)]
+        assert modified == sorted(modified) and all(m.tzinfo for m in modified)
+    finally:
+        await c.close()
+        await sb.stop()
+
+
+async def test_modified_since_leaves_older_customers_out(connector, sandbox):
+    sandbox.clock.advance(3600)
+    since = sandbox.clock.now()
+    touched = sorted(sandbox.customers)[:2]
+    for guid in touched:
+        await connector.update("customers", guid, {"PhoneNumber": "+64 4 000 0000"})
+    records = await read_all(connector, since=since)
+    assert sorted(r.id for r in records) == touched
+    assert all(r.modified >= since for r in records)
+    assert any("modifiedSince=2024-05-01T10:00:00.000" in h.query for h in sandbox.hits)
+
+
+async def test_obsolete_customers_only_with_include_obsolete(connector, sandbox):
+    guid = sorted(sandbox.customers)[0]
+    stored = await connector.update("customers", guid, {"Obsolete": True})
+    assert stored.fields["Obsolete"] is True
+    _, _, hidden = await raw(sandbox, "GET", "/Customers/1", "pageSize=1000")
+    assert guid not in {c["Guid"] for c in hidden["Items"]}
+    _, _, shown = await raw(sandbox, "GET", "/Customers/1", "includeObsolete=true&pageSize=1000")
+    assert guid in {c["Guid"] for c in shown["Items"]}
+    listed = {r.id: r for r in await read_all(connector)}
+    assert listed[guid].fields["Obsolete"] is True
+
+
+async def test_customer_edited_between_pages_is_not_lost():
+    sb = make_sandbox(seed=9, records=20)
+    await sb.start()
+    c = make_connector(sb, page_size=5)
+    await c.start()
+    try:
+        pages = c.changes("customers", None)
+        first = await pages.__anext__()
+        seen = {r.id for r in first}
+        # a user edits a customer that sits on a later page: it moves to the end of the order
+        later = sorted(sb.customers.values(), key=lambda x: (x["LastModifiedOn"], x["Guid"]))[7]
+        sb.clock.advance(5)
+        later["PhoneNumber"], later["LastModifiedOn"] = "+64 9 111 1111", sb.clock.now()
+        async for page in pages:
+            seen |= {r.id for r in page}
+        assert seen == set(sb.customers)
+    finally:
+        await c.close()
+        await sb.stop()
+
+
+async def test_page_size_over_1000_is_refused(sandbox):
+    status, _, body = await raw(sandbox, "GET", "/Customers/1", "pageSize=1001")
+    assert status == 400 and body["Items"][0]["Field"] == "pageSize"
+
+
+# --- customers' own rules ----------------------------------------------------------------
+async def test_create_generates_guid_and_customer_code(connector, sandbox):
+    created = await connector.create("customers", {"CustomerName": "Tui Brewing"})
+    assert created.fields["CustomerCode"].startswith("TUIBREWI-")
+    assert sandbox.customers[created.id]["CustomerCode"] == created.fields["CustomerCode"]
+
+
+async def test_create_answered_500_after_commit_makes_no_duplicate(connector, sandbox):
+    before = len(sandbox.customers)
+    sandbox.faults.fail_after_commit(1)
+    created = await connector.create("customers", {"CustomerName": "Weka Wholesale"})
+    assert len(sandbox.customers) == before + 1 and created.id in sandbox.customers
+
+
+async def test_customers_cannot_be_deleted(connector, sandbox):
+    with pytest.raises(RecordError, match="set Obsolete"):
+        await connector.delete("customers", sorted(sandbox.customers)[0])
+
+
+async def test_salesperson_is_resolved_by_name_and_unknown_names_refused(connector, sandbox):
+    guid = sorted(sandbox.customers)[0]
+    stored = await connector.update("customers", guid, {"SalesPerson.FullName": MANAGER})
+    assert stored.fields["SalesPerson.FullName"] == MANAGER
+    assert sandbox.customers[guid]["SalesPerson"]["FullName"] == MANAGER
+    with pytest.raises(RecordError) as info:
+        await connector.update("customers", guid, {"SalesPerson.FullName": "Nobody Atall"})
+    assert info.value.fields == ("SalesPerson.FullName",)
+    names = await connector.options("salespersons")
+    assert MANAGER in names and "Old Timer" not in names
+
+
+async def test_website_refusal_names_the_field_with_the_vendor_message(connector, sandbox):
+    guid = sorted(sandbox.customers)[0]
+    with pytest.raises(RecordError) as info:
+        await connector.update("customers", guid, {"Website": "http://bad site"})
+    assert info.value.fields == ("Website",)
+    assert "is not a valid URL" in info.value.message
+    ok = await connector.update("customers", guid, {"Website": "https://kea.example.com/shop"})
+    assert ok.fields["Website"] == "https://kea.example.com/shop"
+
+
+async def test_find_customers_by_name_and_code(connector, sandbox):
+    one = sandbox.customers[sorted(sandbox.customers)[0]]
+    by_name = await connector.find("customers", "CustomerName", [one["CustomerName"].upper()])
+    assert one["Guid"] in {r.id for r in by_name}
+    by_code = await connector.find("customers", "CustomerCode", [one["CustomerCode"]])
+    assert [r.id for r in by_code] == [one["Guid"]]
+
+
+async def test_account_options_reflect_operating_companies_and_ledgers():
+    sb = make_sandbox(operating_companies=3, advanced_ledgers=True)
+    await sb.start()
+    c = make_connector(sb)
+    await c.start()
+    try:
+        assert await c.options("account") == {"operating_companies": 3,
+                                              "advanced_ledgers": True}
+        with pytest.raises(KeyError):
+            await c.options("nonsense")
+    finally:
+        await c.close()
+        await sb.stop()
+
+
+# --- contacts -----------------------------------------------------------------------------
+async def test_contacts_create_update_delete(connector, sandbox):
+    customer = sorted(sandbox.customers)[0]
+    created = await connector.create("contacts", {
+        "CustomerGuid": customer, "FirstName": "Mere", "LastName": "Parata",
+        "EmailAddress": "mere@example.com", "MobilePhone": "+64 21 555 0000"})
+    assert created.fields["CustomerGuid"] == customer
+    assert created.id in sandbox.contacts[customer]
+    updated = await connector.update("contacts", created.id, {"PhoneNumber": "+64 9 555 1"})
+    assert updated.fields["PhoneNumber"] == "+64 9 555 1"
+    assert updated.fields["EmailAddress"] == "mere@example.com"
+    fresh = make_connector(sandbox)          # no cache: falls back to scanning customers
+    await fresh.start()
+    try:
+        assert [r.id for r in await fresh.get("contacts", [created.id])] == [created.id]
+    finally:
+        await fresh.close()
+    await connector.delete("contacts", created.id)
+    assert created.id not in sandbox.contacts[customer]
+    with pytest.raises(NotFoundError):
+        await connector.delete("contacts", created.id)
+    with pytest.raises(RecordError) as info:
+        await connector.create("contacts", {"FirstName": "No", "LastName": "Customer"})
+    assert info.value.fields == ("CustomerGuid",)
+
+
+async def test_contact_changes_are_derived_from_modified_customers(connector, sandbox):
+    everything = await read_all(connector, "contacts")
+    assert len(everything) == sum(len(v) for v in sandbox.contacts.values())
+    sandbox.clock.advance(600)
+    since = sandbox.clock.now()
+    customer = sorted(sandbox.customers)[1]
+    created = await connector.create("contacts", {"CustomerGuid": customer,
+                                                  "FirstName": "Nikau", "LastName": "Hill"})
+    changed = await read_all(connector, "contacts", since)
+    assert [r.id for r in changed] == [created.id]
+    assert sandbox.customers[customer]["LastModifiedOn"] >= since
+
+
+async def test_find_contacts_by_email(connector, sandbox):
+    customer = sorted(sandbox.customers)[2]
+    created = await connector.create("contacts", {"CustomerGuid": customer, "FirstName": "Ana",
+                                                  "EmailAddress": "Ana.Kahu@example.org"})
+    found = await connector.find("contacts", "EmailAddress", ["ana.kahu@example.org"])
+    assert [r.id for r in found] == [created.id]
+
+
+async def test_invalid_contact_email_is_refused(connector, sandbox):
+    with pytest.raises(RecordError) as info:
+        await connector.create("contacts", {"CustomerGuid": sorted(sandbox.customers)[0],
+                                            "FirstName": "X", "EmailAddress": "not-an-email"})
+    assert info.value.fields == ("EmailAddress",)
+
+
+# --- rate limit ---------------------------------------------------------------------------
+async def test_rate_limit_answers_429_with_retry_after():
+    sb = make_sandbox(rate_limit_per_minute=3)
+    await sb.start()
+    c = make_connector(sb)
+    await c.start()
+    c.http.attempts, c.http.max_wait = 2, 0.0
+    try:
+        for _ in range(3):
+            await c.check()
+        status, headers, body = await raw(sb, "GET", "/Customers/1", "pageSize=1")
+        assert status == 429 and int(headers["Retry-After"]) == 60
+        assert "rate limit" in body["Description"]
+        with pytest.raises(UnavailableError):
+            await c.check()
+        assert c.http.throttled == 2
+        sb.clock.advance(61)
+        await c.check()
+    finally:
+        await c.close()
+        await sb.stop()
+
+
+async def test_injected_429_with_retry_after_is_honoured(connector, sandbox):
+    sandbox.faults.fail_next(1, 429, retry_after=0)
+    await connector.check()
+    assert connector.http.throttled == 1
+    assert sandbox.count("GET", "/Customers/1") == 2
