@@ -43,10 +43,12 @@ class _Set:
     name: str
     key: str
     expand: str | None = None
+    refs: tuple[str, ...] = ()      # integer keys, exposed as strings like Record.id
 
 
-SETS = {"companies": _Set("Companies", "CompanyId", "AccountManager($select=UserName)"),
-        "contacts": _Set("Contacts", "ContactId")}
+SETS = {"companies": _Set("Companies", "CompanyId", "AccountManager($select=UserName)",
+                          refs=("CompanyId",)),
+        "contacts": _Set("Contacts", "ContactId", refs=("ContactId", "CompanyId"))}
 
 
 def _error_parser(status: int, body: Any) -> tuple[str, tuple[str, ...]]:
@@ -117,11 +119,12 @@ class ProspectCrmConnector:
         es = self._set(entity)
         size = self.settings.page_size
         cursor: tuple[datetime, int] | None = None
+        boundary = ""              # the last timestamp exactly as the server wrote it
         while True:
             if cursor is None:
                 where = f"{MODIFIED} ge {format_datetime(since)}" if since else None
             else:
-                t = format_datetime(cursor[0])
+                t = boundary
                 where = f"{MODIFIED} gt {t} or ({MODIFIED} eq {t} and {es.key} gt {cursor[1]})"
             body = await self._request("GET", f"/{es.name}", {
                 "$filter": where, "$orderby": f"{MODIFIED},{es.key}", "$top": size,
@@ -136,9 +139,9 @@ class ProspectCrmConnector:
             position = (last.modified, int(last.id))
             if cursor is not None and position <= cursor:
                 raise UnavailableError(f"{self.name}: {es.name} paging did not advance past "
-                                       f"{format_datetime(cursor[0])}/{cursor[1]}; stopped")
+                                       f"{boundary}/{cursor[1]}; stopped")
             yield records
-            cursor = position
+            cursor, boundary = position, str(rows[-1][MODIFIED])
             if len(rows) < size and not body.get("@odata.nextLink"):
                 return
 
@@ -160,7 +163,9 @@ class ProspectCrmConnector:
         for start in range(0, len(wanted), 25):
             terms = []
             for value in wanted[start:start + 25]:
-                if isinstance(value, str):
+                if field in es.refs and value is not None:
+                    terms.append(f"{path} eq {self._ref(field, value)}")
+                elif isinstance(value, str):
                     terms.append(f"tolower({path}) eq {literal(value.strip().lower())}")
                 else:
                     terms.append(f"{path} eq {literal(value)}")
@@ -270,12 +275,27 @@ class ProspectCrmConnector:
         if es.name == "Companies" and MANAGER_FIELD in fields:
             fields["AccountManagerId"] = await self._user_code(fields.pop(MANAGER_FIELD))
         fields.pop(es.key, None)
+        for ref in es.refs:
+            if fields.get(ref) is not None:
+                fields[ref] = self._ref(ref, fields[ref])
         return unflatten(fields)
+
+    @staticmethod
+    def _ref(field: str, value: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        raise RecordError(f"{field} must be a Prospect CRM record key, not {value!r}",
+                          fields=(field,))
 
     def _record(self, es: _Set, row: dict[str, Any]) -> Record:
         row = {k: v for k, v in row.items() if not k.startswith("@odata.")}
         manager = row.pop("AccountManager", None)
         fields = flatten(row)
+        for ref in es.refs:
+            if fields.get(ref) is not None:
+                fields[ref] = str(fields[ref])
         if es.expand:
             fields[MANAGER_FIELD] = manager.get("UserName") if isinstance(manager, dict) \
                 else None

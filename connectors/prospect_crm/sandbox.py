@@ -356,8 +356,8 @@ class ProspectSandbox(Sandbox):
         order = parse_orderby(q["$orderby"]) if q.get("$orderby") else [(es.key, False)]
         for path, desc in reversed(order):
             self._get(es, {}, path)             # refuses unknown properties
-            rows.sort(key=lambda r: (self._get(es, r, path) is not None,
-                                     self._get(es, r, path) or 0), reverse=desc)
+            rows.sort(key=lambda r: ((0, 0) if (v := self._get(es, r, path)) is None
+                                     else (1, v)), reverse=desc)
         try:
             top = int(q["$top"]) if "$top" in q else None
             skip = int(q.get("$skip", "0"))

@@ -256,13 +256,19 @@ async def test_account_manager_is_written_by_name_and_unknown_names_are_refused(
 async def test_contacts_carry_their_company_id(connector, sandbox):
     company = await connector.create("companies", {"Name": "Parent Ltd"})
     contact = await connector.create("contacts", {
-        "CompanyId": int(company.id), "Forename": "Ava", "Surname": "Patel",
+        "CompanyId": company.id, "Forename": "Ava", "Surname": "Patel",
         "Email": "ava.patel@parent.example.com", "PhoneNumber": "01392 111222",
         "MobilePhoneNumber": "07700 900123", "Fax": "01392 111223"})
-    assert contact.fields["CompanyId"] == int(company.id)
+    assert contact.fields["CompanyId"] == company.id      # a key, as a string like Record.id
+    assert sandbox.data["Contacts"][int(contact.id)]["CompanyId"] == int(company.id)
     assert contact.fields["Fax"] == "01392 111223"
-    found = await connector.find("contacts", "CompanyId", [int(company.id)])
-    assert [r.id for r in found] == [contact.id]
+    for value in (company.id, int(company.id)):
+        found = await connector.find("contacts", "CompanyId", [value])
+        assert [r.id for r in found] == [contact.id]
+    writes = sandbox.writes()
+    with pytest.raises(RecordError) as info:
+        await connector.create("contacts", {"CompanyId": "ACME", "Surname": "Nokey"})
+    assert info.value.fields == ("CompanyId",) and sandbox.writes() == writes
     found = await connector.find("contacts", "Email", ["AVA.PATEL@parent.example.com"])
     assert [r.id for r in found] == [contact.id]
     with pytest.raises(RecordError) as info:
@@ -407,3 +413,21 @@ async def test_unit_patch_without_a_body_reads_back(unit):
         m.get(re.compile(r"https://crm\.test/Companies\(5\).*"), payload=row)
         rec = await unit.update("companies", "5", {"Name": "A"})
     assert rec.id == "5" and rec.modified == T0 and rec.fields["AccountManager.UserName"] is None
+
+
+async def test_unit_keyset_uses_the_server_timestamp_verbatim_and_guards_loops(unit):
+    unit.settings.page_size = 1
+    row = {"CompanyId": 3, "Name": "A", "StatusFlag": "A", "AccountManager": None,
+           "LastUpdatedTimestamp": "2025-03-01T09:00:00.1234567Z"}
+    url = re.compile(r"https://crm\.test/Companies\?.*")
+    pages = []
+    with mocked() as m:
+        m.get(url, payload={"value": [row]})
+        m.get(url, payload={"value": [row]})         # a server that repeats the page
+        with pytest.raises(UnavailableError) as info:
+            async for page in unit.changes("companies", None):
+                pages.append(page)
+        urls = [str(u) for (_method, u) in m.requests]
+    assert len(pages) == 1 and "did not advance" in str(info.value)
+    assert len(urls) == 2 and "$filter" not in urls[0]
+    assert "gt+2025-03-01T09:00:00.1234567Z" in urls[1].replace("%20", "+")
