@@ -337,3 +337,10 @@ async def test_injected_429_with_retry_after_is_honoured(connector, sandbox):
     await connector.check()
     assert connector.http.throttled == 1
     assert sandbox.count("GET", "/Customers/1") == 2
+
+
+async def test_awkward_query_values_are_signed_as_sent(connector, sandbox):
+    guid = sorted(sandbox.customers)[0]
+    await connector.update("customers", guid, {"CustomerName": "Ben & Jerry's + Co/ü"})
+    found = await connector.find("customers", "CustomerName", ["ben & jerry's + co/ü"])
+    assert [r.id for r in found] == [guid]
