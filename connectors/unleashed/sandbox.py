@@ -72,12 +72,30 @@ Choices where the documentation is silent
   ``operating_companies`` and ``advanced_ledgers``).
 - Error bodies: ``{"Description": ..., "DebugInformation": null}`` plus ``Items`` for
   validation, as above.
+- Contact fields: Guid, FirstName, LastName, EmailAddress, PhoneNumber, MobilePhone,
+  FaxNumber, CreatedOn, LastModifiedOn. ``PUT`` replaces the fields it is given.
+- Sales persons: the docs spell the resource ``/Salespersons``; the server is case-blind
+  (IIS), so both spellings answer. Seeded: five generated names, the fifth obsolete.
+- Addresses: ``AddressType`` ("Postal", "Physical"), ``IsDefault``; the connector takes the
+  default address to be the one with ``IsDefault``, else the first "Postal", else the first.
+- The rate-limit window uses the sandbox clock, so a test holding the clock still stays
+  throttled until it advances the clock.
+
+The connector's side (connectors/unleashed/client.py)
+-----------------------------------------------------
+- ``create`` sends a client-made Guid (uuid4) and, when no ``CustomerCode`` is given, makes
+  one: the name's first 8 letters/digits upper-cased, a dash, the Guid's first 6 hex digits
+  (``KEAOUTFI-3F2A1B``); stable for that Guid, so a retried create cannot duplicate.
+- ``changes("customers")`` pages by keyset on ``orderBy=LastModifiedOn``; if one page is all
+  one millisecond it steps to the next page number at that instant (a record edited in that
+  very window could shift by one; documented, not handled).
+- Contacts have no documented route by contact Guid alone; ``get`` uses a bounded
+  contact -> customer cache filled by every read, and otherwise scans all customers.
 """
 from __future__ import annotations
 
 import math
 import random
-import re
 from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
@@ -86,38 +104,11 @@ from aiohttp import web
 
 from connectors.sandbox import Clock, Sandbox
 from connectors.unleashed import fake
+from connectors.unleashed.sandbox_rules import (ADDRESS_TEXT, CONTACT_TEXT, CUSTOMER_TEXT,
+                                                DEFAULT_PAGE_SIZE, GUID, MAX_PAGE_SIZE,
+                                                Refused, apply_contact, text,
+                                                validate_customer)
 from connectors.unleashed.wire import encode_date, from_ms, parse_iso, sign, to_ms
-
-MAX_PAGE_SIZE = 1000
-DEFAULT_PAGE_SIZE = 200
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_WEBSITE = re.compile(
-    r"^(https?://)?(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}(?::\d{1,5})?"
-    r"(?:[/?#][^\s]*)?$", re.IGNORECASE)
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_CUSTOMER_TEXT = ("CustomerCode", "CustomerName", "PhoneNumber", "FaxNumber", "MobileNumber",
-                  "Email", "Website", "Notes")
-_ADDRESS_TEXT = ("AddressType", "AddressName", "StreetAddress", "StreetAddress2", "Suburb",
-                 "City", "Region", "Country", "PostalCode")
-CONTACT_TEXT = ("FirstName", "LastName", "EmailAddress", "PhoneNumber", "MobilePhone",
-                "FaxNumber")
-
-
-class Refused(Exception):
-    def __init__(self, status: int, description: str, field: str | None = None) -> None:
-        super().__init__(description)
-        self.status, self.description, self.field = status, description, field
-
-    def response(self) -> web.Response:
-        body: dict[str, Any] = {"Description": self.description, "DebugInformation": None}
-        if self.field:
-            body["Items"] = [{"Field": self.field, "Description": self.description}]
-        return web.json_response(body, status=self.status)
-
-
-def _text(value: Any) -> Any:
-    return value.strip() if isinstance(value, str) else value
-
 
 class UnleashedSandbox(Sandbox):
     system = "unleashed"
@@ -372,7 +363,7 @@ class UnleashedSandbox(Sandbox):
 
     async def _post_customer(self, request: web.Request) -> web.Response:
         guid = request.match_info["guid"].lower()
-        if not _GUID.match(guid):
+        if not GUID.match(guid):
             raise Refused(400, "The customer identifier must be a GUID.", "Guid")
         body = await self._body(request)
         if body.get("Guid") and str(body["Guid"]).lower() != guid:
@@ -382,9 +373,9 @@ class UnleashedSandbox(Sandbox):
             "Guid": guid, "CustomerCode": "", "CustomerName": "", "PhoneNumber": "",
             "FaxNumber": "", "MobileNumber": "", "Email": "", "Website": "", "Notes": "",
             "SalesPerson": None, "Addresses": [], "Obsolete": False}
-        for key in _CUSTOMER_TEXT:
+        for key in CUSTOMER_TEXT:
             if key in body:
-                new[key] = _text(body[key]) or ""
+                new[key] = text(body[key]) or ""
         if "Obsolete" in body:
             new["Obsolete"] = bool(body["Obsolete"])
         if "SalesPerson" in body:
@@ -392,10 +383,10 @@ class UnleashedSandbox(Sandbox):
         if "Addresses" in body:
             if not isinstance(body["Addresses"], list):
                 raise Refused(400, "Addresses must be a list.", "Addresses")
-            new["Addresses"] = [{k: _text(a.get(k)) or "" for k in _ADDRESS_TEXT}
+            new["Addresses"] = [{k: text(a.get(k)) or "" for k in ADDRESS_TEXT}
                                 | {"IsDefault": bool(a.get("IsDefault"))}
                                 for a in body["Addresses"] if isinstance(a, dict)]
-        self._validate_customer(new)
+        validate_customer(new, self.customers)
         now = self._now()
         new["LastModifiedOn"] = now
         new.setdefault("CreatedOn", now)
@@ -403,36 +394,10 @@ class UnleashedSandbox(Sandbox):
         self.contacts.setdefault(guid, {})
         return self._committed(self.render_customer(new), 200 if existing else 201)
 
-    def _validate_customer(self, c: dict) -> None:
-        for key in ("CustomerCode", "CustomerName"):
-            if not c.get(key):
-                raise Refused(400, f"{key} is required.", key)
-        if len(c["CustomerCode"]) > 50:
-            raise Refused(400, "CustomerCode must be 50 characters or fewer.", "CustomerCode")
-        code = c["CustomerCode"].lower()
-        if any(o["CustomerCode"].lower() == code and o["Guid"] != c["Guid"]
-               for o in self.customers.values()):
-            raise Refused(400, f"CustomerCode {c['CustomerCode']!r} is already in use.",
-                          "CustomerCode")
-        site = c.get("Website") or ""
-        if site and (len(site) > 256 or not _WEBSITE.match(site)):
-            raise Refused(400, f"Website {site!r} is not a valid URL.", "Website")
-
     async def _list_contacts(self, request: web.Request) -> web.Response:
         customer = self._customer(request.match_info["guid"])
         items = [self._json(c) for c in self.contacts.get(customer["Guid"], {}).values()]
         return web.json_response({"Items": items})
-
-    def _apply_contact(self, contact: dict, body: dict) -> None:
-        for key in CONTACT_TEXT:
-            if key in body:
-                contact[key] = _text(body[key]) or ""
-        if not (contact.get("FirstName") or contact.get("LastName")):
-            raise Refused(400, "A contact needs a FirstName or a LastName.", "FirstName")
-        email = contact.get("EmailAddress") or ""
-        if email and not _EMAIL.match(email):
-            raise Refused(400, f"EmailAddress {email!r} is not a valid email address.",
-                          "EmailAddress")
 
     def _save_contact(self, customer: dict, contact: dict) -> None:
         now = self._now()
@@ -445,11 +410,11 @@ class UnleashedSandbox(Sandbox):
         customer = self._customer(request.match_info["guid"])
         body = await self._body(request)
         guid = str(body.get("Guid") or fake.guid(self.rng)).lower()
-        if not _GUID.match(guid):
+        if not GUID.match(guid):
             raise Refused(400, "The contact Guid must be a GUID.", "Guid")
         existing = self.contacts.get(customer["Guid"], {}).get(guid)
         contact = dict(existing) if existing else {"Guid": guid, **{k: "" for k in CONTACT_TEXT}}
-        self._apply_contact(contact, body)
+        apply_contact(contact, body)
         self._save_contact(customer, contact)
         return self._committed(self._json(contact), 201)
 
@@ -465,7 +430,7 @@ class UnleashedSandbox(Sandbox):
         customer, contact = self._contact(request)
         body = await self._body(request)
         updated = dict(contact)
-        self._apply_contact(updated, body)
+        apply_contact(updated, body)
         self._save_contact(customer, updated)
         return self._committed(self._json(updated))
 
