@@ -1,0 +1,149 @@
+"""A flow's rules: the vocabulary the configuration and the presets speak (DESIGN.md).
+
+Sides are ``left`` (the system of record, usually the ERP) and ``right`` (usually the CRM).
+Directional settings are named after where the effect lands: ``create.to_right`` says when a
+left record with no partner is created in the right system; ``delete.to_right`` says what a
+left delete does to its right partner.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Side = Literal["left", "right"]
+Direction = Literal["both", "left_to_right", "right_to_left"]
+Policy = Literal["left_wins", "right_wins", "newest_wins", "arbitrary"]
+Ownership = Literal["revert", "ignore"]
+CreateMode = Literal["always", "never", "push", "filter"]
+DeleteAction = Literal["delete", "mark", "unlink", "ignore"]
+Transform = str | dict[str, Any]
+
+
+def other(side: Side) -> Side:
+    return "right" if side == "left" else "left"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Condition(Strict):
+    """One test on a record's field: ``{field = "Type", op = "eq", value = "Customer"}``."""
+    field: str
+    op: Literal["eq", "ne", "in", "not_in", "truthy", "falsy", "longer_than",
+                "not_longer_than"] = "eq"
+    value: Any = None
+
+
+class FieldRule(Strict):
+    left: str
+    right: str
+    name: str = ""
+    direction: Direction | None = None          # narrows the flow's direction
+    to_right: list[Transform] = Field(default_factory=list)
+    to_left: list[Transform] = Field(default_factory=list)
+    ownership: Ownership | None = None          # for one-way fields; default: the flow's
+    ref: str | None = None                      # a flow whose links translate this id field
+    on_create_only: bool = False                # written when the record is created, never after
+
+    @model_validator(mode="after")
+    def _name(self) -> "FieldRule":
+        if not self.name:
+            object.__setattr__(self, "name", self.left)
+        return self
+
+
+class CreateRule(Strict):
+    mode: CreateMode = "always"
+    when: list[Condition] = Field(default_factory=list)   # for mode = "filter"
+
+
+class DeleteRule(Strict):
+    action: DeleteAction = "ignore"
+    mark: dict[str, Any] = Field(default_factory=dict)     # fields set by action = "mark"
+
+
+class MatchKey(Strict):
+    """A natural key tried before any create. ``when`` makes it conditional (AJ-2)."""
+    left: str
+    right: str
+    normalize: Literal["text", "name", "email", "vat", "phone", "exact"] = "text"
+    when: list[Condition] = Field(default_factory=list)   # tested on the source record
+
+
+class PerSide(Strict):
+    left: Any = None
+    right: Any = None
+
+    def of(self, side: Side) -> Any:
+        return self.left if side == "left" else self.right
+
+
+class Creates(Strict):
+    to_right: CreateRule = CreateRule()
+    to_left: CreateRule = CreateRule()
+
+    def toward(self, target: Side) -> CreateRule:
+        return self.to_right if target == "right" else self.to_left
+
+
+class Deletes(Strict):
+    to_right: DeleteRule = DeleteRule()
+    to_left: DeleteRule = DeleteRule()
+
+    def toward(self, target: Side) -> DeleteRule:
+        return self.to_right if target == "right" else self.to_left
+
+
+class FlowRules(Strict):
+    name: str
+    left_entity: str
+    right_entity: str
+    direction: Direction = "both"
+    fields: list[FieldRule]
+    owner: Side | None = None                   # the side that owns whole records (SG-2)
+    ownership: Ownership = "ignore"
+    conflict: Policy = "newest_wins"
+    initial: Side | None = None                 # who wins on a first link; default owner
+    create: Creates = Creates()
+    delete: Deletes = Deletes()
+    soft_delete: dict[Side, dict[str, Any]] = Field(default_factory=dict)
+    match: list[MatchKey] = Field(default_factory=list)
+    filter: dict[Side, list[Condition]] = Field(default_factory=dict)
+    on_filter_exit: Literal["unlink", "ignore"] = "unlink"
+    depends_on: list[str] = Field(default_factory=list)
+    read_only_marker: dict[Side, dict[str, Any]] = Field(default_factory=dict)
+    create_defaults: dict[Side, dict[str, Any]] = Field(default_factory=dict)
+    external_id: dict[Side, str] = Field(default_factory=dict)
+    batch_size: int | None = Field(default=None, gt=0)
+    overlap_seconds: float = Field(default=60.0, ge=0)
+    delete_threshold: float = Field(default=0.1, ge=0, le=1)
+    delete_threshold_min: int = Field(default=5, ge=0)
+    concurrency: int = Field(default=8, gt=0)
+
+    @field_validator("fields")
+    @classmethod
+    def _unique_names(cls, fields: list[FieldRule]) -> list[FieldRule]:
+        names = [f.name for f in fields]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"field names must be unique, repeated: {sorted(dup)}")
+        return fields
+
+    def entity(self, side: Side) -> str:
+        return self.left_entity if side == "left" else self.right_entity
+
+    def field_direction(self, f: FieldRule) -> Direction:
+        if self.direction == "both":
+            return f.direction or "both"
+        if f.direction in (None, "both", self.direction):
+            return self.direction
+        raise ValueError(f"flow {self.name}: field {f.name} goes against the flow's direction")
+
+    def flows(self, f: FieldRule, source: Side) -> bool:
+        d = self.field_direction(f)
+        return d == "both" or d == ("left_to_right" if source == "left" else "right_to_left")
+
+    def paths(self, side: Side) -> list[str]:
+        return [getattr(f, side) for f in self.fields]

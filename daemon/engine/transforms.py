@@ -1,0 +1,143 @@
+"""Named transforms applied to a value on its way across, and the normalisers of matching.
+
+A transform is written in a flow as a name (``"strip"``) or a one-key table
+(``{ truncate = 40 }``, ``{ map = { A = "B" } }``, ``{ one_of = "salespersons" }``).
+``one_of`` checks the value against reference data the target connector lists (UL-5); a value
+that fails it raises :class:`FieldRefused`, a per-field error: the rest of the record goes.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from daemon.engine.rules import Transform
+
+
+class FieldRefused(Exception):
+    """A value that may not go across; the message says why, for the record error."""
+
+
+@dataclass
+class Context:
+    """What transforms may consult: reference data by name, filled by the runner per run."""
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+Fn = Callable[[Any, Context], Any]
+
+
+def _strip(v, ctx):
+    return v.strip() if isinstance(v, str) else v
+
+
+def _lower(v, ctx):
+    return v.lower() if isinstance(v, str) else v
+
+
+def _upper(v, ctx):
+    return v.upper() if isinstance(v, str) else v
+
+
+def _empty_to_none(v, ctx):
+    return None if v == "" else v
+
+
+def _truncate(n: int) -> Fn:
+    return lambda v, ctx: v[:n] if isinstance(v, str) else v
+
+
+def _default(d: Any) -> Fn:
+    return lambda v, ctx: d if v in (None, "") else v
+
+
+def _map(table: Mapping[str, Any]) -> Fn:
+    def fn(v, ctx):
+        key = "" if v is None else str(v)
+        return table.get(key, table.get("*", v)) if table else v
+    return fn
+
+
+def _one_of(option: str, message: str | None = None) -> Fn:
+    def fn(v, ctx):
+        if v in (None, ""):
+            return v
+        allowed = ctx.options.get(option)
+        if allowed is None:
+            raise FieldRefused(f"reference list {option!r} is not available")
+        folded = {str(a).casefold(): a for a in allowed}
+        hit = folded.get(str(v).casefold())
+        if hit is None:
+            raise FieldRefused(message.format(value=v) if message
+                               else f"{v!r} is not one of the {option}")
+        return hit
+    return fn
+
+
+def _url(v, ctx):
+    if v in (None, ""):
+        return v
+    if not re.fullmatch(r"(https?://)?[\w.-]+\.[a-z]{2,}(/\S*)?", str(v), re.I):
+        raise FieldRefused(f"{v!r} is not a web address")
+    return v
+
+
+SIMPLE: dict[str, Fn] = {"strip": _strip, "lower": _lower, "upper": _upper,
+                         "empty_to_none": _empty_to_none, "url": _url}
+PARAMETRIC: dict[str, Callable[..., Fn]] = {"truncate": _truncate, "default": _default,
+                                            "map": _map, "one_of": _one_of}
+
+
+def compile_chain(specs: list[Transform]) -> Fn | None:
+    """The transforms of one field and direction, as one function (None: identity)."""
+    if not specs:
+        return None
+    fns: list[Fn] = []
+    for spec in specs:
+        if isinstance(spec, str):
+            if spec not in SIMPLE:
+                raise ValueError(f"unknown transform {spec!r}; known: "
+                                 f"{sorted(SIMPLE) + sorted(PARAMETRIC)}")
+            fns.append(SIMPLE[spec])
+        else:
+            if len(spec) != 1:
+                raise ValueError(f"a transform table has one key, got {sorted(spec)}")
+            (name, arg), = spec.items()
+            if name not in PARAMETRIC:
+                raise ValueError(f"unknown transform {name!r}")
+            fns.append(PARAMETRIC[name](**arg) if isinstance(arg, dict) and name != "map"
+                       else PARAMETRIC[name](arg))
+
+    def chain(v, ctx):
+        for fn in fns:
+            v = fn(v, ctx)
+        return v
+    return chain
+
+
+def options_needed(specs: list[Transform]) -> set[str]:
+    out = set()
+    for spec in specs:
+        if isinstance(spec, dict) and "one_of" in spec:
+            arg = spec["one_of"]
+            out.add(arg["option"] if isinstance(arg, dict) else arg)
+    return out
+
+
+# --- normalisers for natural keys ---------------------------------------------------------
+def normalize(kind: str, value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    if kind == "exact":
+        out = text
+    elif kind == "email":
+        out = text.strip().casefold()
+    elif kind == "vat":
+        out = re.sub(r"[\s.\-]", "", text).upper()
+        out = re.sub(r"^[A-Z]{2}(?=\d)", "", out)
+    elif kind == "phone":
+        out = re.sub(r"[^\d+]", "", text)
+    else:  # text, name: case and white space do not matter
+        out = " ".join(text.split()).casefold()
+    return out or None

@@ -1,0 +1,79 @@
+"""Presets: the integrations of RULES.md as declarative flow files (``<name>.toml`` here).
+
+A preset holds ``[options]`` (defaults the user's ``options`` table overrides), ``flows``,
+``jobs`` and ``guards``. Any field, flow override, job or guard may carry
+``when = "option"`` or ``when = "not option"``; it is kept only when that holds.
+A flow's ``[[flows.overrides]]`` entries replace flow keys when their ``when`` holds.
+"""
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from typing import Any
+
+
+class PresetError(Exception):
+    pass
+
+
+def names() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files(__package__).iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load(name: str) -> dict[str, Any]:
+    try:
+        text = resources.files(__package__).joinpath(f"{name}.toml").read_text()
+    except FileNotFoundError:
+        raise PresetError(f"unknown preset {name!r} (known: {', '.join(names())})") from None
+    return tomllib.loads(text)
+
+
+def _holds(expr: str | None, options: dict[str, Any]) -> bool:
+    if expr is None:
+        return True
+    expr = expr.strip()
+    if expr.startswith("not "):
+        return not options[expr[4:].strip()]
+    return bool(options[expr])
+
+
+def _keep(items: list[dict], options: dict[str, Any]) -> list[dict]:
+    out = []
+    for item in items:
+        if _holds(item.get("when"), options):
+            out.append({k: v for k, v in item.items() if k != "when"})
+    return out
+
+
+def expand(spec: dict[str, Any], where: str) -> dict[str, Any]:
+    """An integration table naming a preset -> the same table with flows, jobs and guards."""
+    from daemon.config import ConfigError
+    try:
+        preset = load(spec["preset"])
+    except PresetError as exc:
+        raise ConfigError(f"{where}.preset: {exc}") from None
+    options = dict(preset.get("options", {}))
+    for key, value in (spec.get("options") or {}).items():
+        if key not in options:
+            raise ConfigError(f"{where}.options.{key}: not an option of preset "
+                              f"{spec['preset']!r} (options: {', '.join(sorted(options))})")
+        if type(value) is not type(options[key]):
+            raise ConfigError(f"{where}.options.{key}: expected {type(options[key]).__name__}")
+        options[key] = value
+    flows = []
+    for flow in preset.get("flows", []):
+        flow = dict(flow)
+        flow["fields"] = _keep(flow.get("fields", []), options)
+        for override in _keep(flow.pop("overrides", []), options):
+            flow.update(override)
+        flows.append(flow)
+    user_flows = {f["name"]: f for f in spec.get("flows", [])}
+    for flow in flows:                  # the user's table may change any key of a preset flow
+        flow.update(user_flows.pop(flow["name"], {}))
+    out = {k: v for k, v in spec.items() if k not in ("flows",)}
+    out["options"] = options
+    out["flows"] = flows + list(user_flows.values())
+    out["jobs"] = _keep(preset.get("jobs", []), options) + list(spec.get("jobs", []))
+    out["guards"] = _keep(preset.get("guards", []), options) + list(spec.get("guards", []))
+    return out

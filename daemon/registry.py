@@ -1,0 +1,43 @@
+"""Connectors and sandboxes by ``type`` name, through entry points, so that a user can add a
+system without touching the engine. The built-in ones are known even without installation."""
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+
+BUILTIN_CONNECTORS = {
+    "unleashed": "connectors.unleashed:UnleashedConnector",
+    "prospect_crm": "connectors.prospect_crm:ProspectCrmConnector",
+    "memory": "connectors.memory:MemoryConnector",
+}
+BUILTIN_SANDBOXES = {
+    "unleashed": "connectors.unleashed.sandbox:UnleashedSandbox",
+    "prospect_crm": "connectors.prospect_crm.sandbox:ProspectSandbox",
+}
+
+
+def _load(spec: str):
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _find(group: str, builtin: dict[str, str], name: str):
+    for ep in entry_points(group=group):
+        if ep.name == name:
+            return ep.load()
+    if name in builtin:
+        return _load(builtin[name])
+    known = sorted(set(builtin) | {ep.name for ep in entry_points(group=group)})
+    raise KeyError(f"unknown type {name!r} (known: {', '.join(known)})")
+
+
+def connector_class(name: str):
+    return _find("accord.connectors", BUILTIN_CONNECTORS, name)
+
+
+def sandbox_class(name: str):
+    return _find("accord.sandboxes", BUILTIN_SANDBOXES, name)
+
+
+def sandbox_names() -> list[str]:
+    return sorted(set(BUILTIN_SANDBOXES) | {ep.name for ep in entry_points(group="accord.sandboxes")})

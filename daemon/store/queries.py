@@ -1,0 +1,368 @@
+"""Batched SQLAlchemy Core statements for the hot paths: one query per page, one
+statement per batch. Every function takes an open connection; the caller owns the
+transaction, so a batch of decisions commits together with its cursor."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from daemon.store.db import dumps, loads, now
+from daemon.store.tables import T
+
+links, cursors, staged, intents = T["links"], T["cursors"], T["staged"], T["intents"]
+errors, exclusions, reviews, held = (T["record_errors"], T["exclusions"], T["reviews"],
+                                     T["held_deletes"])
+audit, pushes, staged_keys = T["audit"], T["pushes"], T["staged_keys"]
+CHUNK = 500          # ids per IN (...) list: well under SQLite's and asyncpg's limits
+
+
+def _chunks(seq: Sequence, n: int = CHUNK) -> Iterable[Sequence]:
+    for i in range(0, len(seq), n):
+        yield seq[i:i + n]
+
+
+# --- links ---------------------------------------------------------------------------------
+async def links_by_side(conn: AsyncConnection, integration: str, flow: str, side: str,
+                        ids: Sequence[str]) -> dict[str, dict]:
+    col = links.c.left_id if side == "left" else links.c.right_id
+    out: dict[str, dict] = {}
+    for part in _chunks(list(ids)):
+        rows = await conn.execute(select(links).where(
+            links.c.integration == integration, links.c.flow == flow, col.in_(part)))
+        for row in rows.mappings():
+            out[row["left_id" if side == "left" else "right_id"]] = dict(row)
+    return out
+
+
+async def link_map(conn: AsyncConnection, integration: str, flow: str, side: str,
+                   ids: Sequence[str]) -> dict[str, str]:
+    """Partner ids of live links (state ok), for translating reference fields."""
+    src = links.c.left_id if side == "left" else links.c.right_id
+    dst = links.c.right_id if side == "left" else links.c.left_id
+    out: dict[str, str] = {}
+    for part in _chunks(list(ids)):
+        rows = await conn.execute(select(src, dst).where(
+            links.c.integration == integration, links.c.flow == flow,
+            links.c.state == "ok", src.in_(part)))
+        out.update({a: b for a, b in rows.all()})
+    return out
+
+
+async def insert_links(conn: AsyncConnection, rows: list[dict]) -> None:
+    if rows:
+        await conn.execute(insert(links), rows)
+
+
+async def update_links(conn: AsyncConnection, rows: list[dict]) -> None:
+    """Rows carry ``id`` and the columns to set; grouped by column set, one executemany each."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    for keys, group in groups.items():
+        from sqlalchemy import bindparam
+        stmt = update(links).where(links.c.id == bindparam("_id")).values(
+            {k: bindparam(k) for k in keys if k != "id"})
+        await conn.execute(stmt, [{**{k: r[k] for k in keys if k != "id"}, "_id": r["id"]}
+                                  for r in group])
+
+
+async def delete_links(conn: AsyncConnection, ids: Sequence[int]) -> None:
+    for part in _chunks(list(ids)):
+        await conn.execute(delete(links).where(links.c.id.in_(part)))
+
+
+async def count_links(conn: AsyncConnection, integration: str, flow: str) -> int:
+    return (await conn.execute(select(func.count()).select_from(links).where(
+        links.c.integration == integration, links.c.flow == flow))).scalar_one()
+
+
+# --- cursors -------------------------------------------------------------------------------
+async def get_cursor(conn: AsyncConnection, integration: str, flow: str, side: str) -> dict | None:
+    row = (await conn.execute(select(cursors.c.value).where(
+        cursors.c.integration == integration, cursors.c.flow == flow,
+        cursors.c.side == side))).first()
+    return loads(row[0]) if row else None
+
+
+async def set_cursor(conn: AsyncConnection, integration: str, flow: str, side: str,
+                     value: dict) -> None:
+    key = dict(integration=integration, flow=flow, side=side)
+    done = await conn.execute(update(cursors).where(
+        *[cursors.c[k] == v for k, v in key.items()]).values(value=dumps(value),
+                                                               updated_at=now()))
+    if done.rowcount == 0:
+        await conn.execute(insert(cursors).values(**key, value=dumps(value), updated_at=now()))
+
+
+async def clear_cursors(conn: AsyncConnection, integration: str, flow: str | None = None) -> None:
+    cond = [cursors.c.integration == integration]
+    if flow:
+        cond.append(cursors.c.flow == flow)
+    await conn.execute(delete(cursors).where(*cond))
+
+
+# --- staging -------------------------------------------------------------------------------
+async def stage(conn: AsyncConnection, rows: list[dict], keys: list[dict]) -> None:
+    """Insert a page; a record read twice in one step keeps its latest reading."""
+    if not rows:
+        return
+    first = rows[0]
+    ids = [r["record_id"] for r in rows]
+    for part in _chunks(ids):
+        base = [staged.c.run_id == first["run_id"], staged.c.flow == first["flow"],
+                staged.c.side == first["side"]]
+        await conn.execute(delete(staged).where(*base, staged.c.record_id.in_(part)))
+        kbase = [staged_keys.c.run_id == first["run_id"], staged_keys.c.flow == first["flow"],
+                 staged_keys.c.side == first["side"]]
+        await conn.execute(delete(staged_keys).where(*kbase, staged_keys.c.record_id.in_(part)))
+    await conn.execute(insert(staged), rows)
+    if keys:
+        await conn.execute(insert(staged_keys), keys)
+
+
+async def clear_staged(conn: AsyncConnection, run_id: int | None = None,
+                       flow: str | None = None) -> None:
+    for table in (staged, staged_keys):
+        cond = []
+        if run_id is not None:
+            cond.append(table.c.run_id == run_id)
+        if flow is not None:
+            cond.append(table.c.flow == flow)
+        await conn.execute(delete(table).where(*cond))
+
+
+def _staged_row(row) -> dict:
+    out = dict(row)
+    out["data"] = loads(out["data"])
+    return out
+
+
+async def staged_linked_chunk(conn: AsyncConnection, run_id: int, integration: str, flow: str,
+                              after_link: int, limit: int) -> list[dict]:
+    """Links with a staged record on either side, after link id ``after_link``."""
+    joined = []
+    for side, col in (("left", links.c.left_id), ("right", links.c.right_id)):
+        joined.append(select(links.c.id).join(staged, and_(
+            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
+            staged.c.record_id == col)).where(
+            links.c.integration == integration, links.c.flow == flow, links.c.id > after_link))
+    ids_q = joined[0].union(joined[1]).subquery()
+    link_rows = (await conn.execute(select(links).where(links.c.id.in_(
+        select(ids_q.c.id))).order_by(links.c.id).limit(limit))).mappings().all()
+    if not link_rows:
+        return []
+    units = {r["id"]: {"link": dict(r), "left": None, "right": None} for r in link_rows}
+    by_side = {"left": {r["left_id"]: r["id"] for r in link_rows},
+               "right": {r["right_id"]: r["id"] for r in link_rows}}
+    for side, index in by_side.items():
+        rows = await conn.execute(select(staged).where(
+            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
+            staged.c.record_id.in_(list(index))))
+        for row in rows.mappings():
+            units[index[row["record_id"]]][side] = _staged_row(row)
+    return list(units.values())
+
+
+async def staged_unlinked_chunk(conn: AsyncConnection, run_id: int, integration: str,
+                                flow: str, side: str, after_seq: int, limit: int) -> list[dict]:
+    col = links.c.left_id if side == "left" else links.c.right_id
+    linked = select(col).where(links.c.integration == integration, links.c.flow == flow,
+                               col == staged.c.record_id).exists()
+    rows = await conn.execute(select(staged).where(
+        staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
+        staged.c.seq > after_seq, ~linked).order_by(staged.c.seq).limit(limit))
+    return [_staged_row(r) for r in rows.mappings()]
+
+
+async def staged_by_key(conn: AsyncConnection, run_id: int, flow: str, side: str, key: str,
+                        values: Sequence[str]) -> dict[str, list[dict]]:
+    """Staged records of ``side`` whose normalised key ``key`` is one of ``values``."""
+    out: dict[str, list[dict]] = {}
+    for part in _chunks(list(set(values))):
+        rows = await conn.execute(
+            select(staged_keys.c.value, staged).join(staged, and_(
+                staged.c.run_id == staged_keys.c.run_id, staged.c.flow == staged_keys.c.flow,
+                staged.c.side == staged_keys.c.side,
+                staged.c.record_id == staged_keys.c.record_id)).where(
+                staged_keys.c.run_id == run_id, staged_keys.c.flow == flow,
+                staged_keys.c.side == side, staged_keys.c.key == key,
+                staged_keys.c.value.in_(part)))
+        for row in rows.mappings():
+            rec = _staged_row({k: row[k] for k in row.keys() if k != "value"})
+            out.setdefault(row["value"], []).append(rec)
+    return out
+
+
+async def unseen_links(conn: AsyncConnection, run_id: int, integration: str, flow: str,
+                       side: str, limit: int, after: int) -> list[dict]:
+    """Live links whose ``side`` record was not in a complete listing: deleted there."""
+    col = links.c.left_id if side == "left" else links.c.right_id
+    seen = select(staged.c.record_id).where(
+        staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
+        staged.c.record_id == col).exists()
+    rows = await conn.execute(select(links).where(
+        links.c.integration == integration, links.c.flow == flow, links.c.id > after,
+        links.c.state == "ok", ~seen).order_by(links.c.id).limit(limit))
+    return [dict(r) for r in rows.mappings()]
+
+
+async def count_staged_deletes(conn: AsyncConnection, run_id: int, integration: str,
+                               flow: str) -> int:
+    total = 0
+    for side, col in (("left", links.c.left_id), ("right", links.c.right_id)):
+        total += (await conn.execute(select(func.count()).select_from(staged.join(links, and_(
+            links.c.integration == integration, links.c.flow == flow, col == staged.c.record_id,
+            links.c.state == "ok"))).where(
+            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
+            staged.c.deleted.is_(True)))).scalar_one()
+    return total
+
+
+# --- intents, errors, exclusions, reviews, pushes, holds, audit ----------------------------
+async def add_intents(conn: AsyncConnection, rows: list[dict]) -> None:
+    if rows:
+        await conn.execute(insert(intents), rows)
+
+
+async def drop_intents(conn: AsyncConnection, integration: str, flow: str, target: str,
+                       source_ids: Sequence[str]) -> None:
+    for part in _chunks(list(source_ids)):
+        await conn.execute(delete(intents).where(
+            intents.c.integration == integration, intents.c.flow == flow,
+            intents.c.target == target, intents.c.source_id.in_(part)))
+
+
+async def pending_intents(conn: AsyncConnection, integration: str, flow: str) -> list[dict]:
+    rows = await conn.execute(select(intents).where(
+        intents.c.integration == integration, intents.c.flow == flow))
+    return [{**r, "keys": loads(r["keys"])} for r in rows.mappings()]
+
+
+async def record_errors(conn: AsyncConnection, rows: list[dict]) -> None:
+    """Upsert record errors (counting repeats)."""
+    for row in rows:
+        key = [errors.c[k] == row[k] for k in ("integration", "flow", "side", "record_id")]
+        done = await conn.execute(update(errors).where(*key).values(
+            message=row["message"], retry=row["retry"], run_id=row["run_id"],
+            updated_at=row["updated_at"], count=errors.c.count + 1))
+        if done.rowcount == 0:
+            await conn.execute(insert(errors).values(**row, count=1))
+
+
+async def clear_errors(conn: AsyncConnection, integration: str, flow: str, side: str,
+                       ids: Sequence[str]) -> None:
+    for part in _chunks(list(ids)):
+        await conn.execute(delete(errors).where(
+            errors.c.integration == integration, errors.c.flow == flow, errors.c.side == side,
+            errors.c.record_id.in_(part)))
+
+
+async def revisit_ids(conn: AsyncConnection, integration: str, flow: str, side: str) -> list[str]:
+    """Records to read again by id: failed writes and exclusions that were lifted."""
+    a = await conn.execute(select(errors.c.record_id).where(
+        errors.c.integration == integration, errors.c.flow == flow, errors.c.side == side,
+        errors.c.retry.is_(True)))
+    b = await conn.execute(select(exclusions.c.record_id).where(
+        exclusions.c.integration == integration, exclusions.c.flow == flow,
+        exclusions.c.side == side, exclusions.c.mode == "revisit"))
+    return sorted({r[0] for r in a} | {r[0] for r in b})
+
+
+async def excluded(conn: AsyncConnection, integration: str, flow: str, side: str,
+                   ids: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in _chunks(list(ids)):
+        rows = await conn.execute(select(exclusions.c.record_id, exclusions.c.mode).where(
+            exclusions.c.integration == integration, exclusions.c.flow == flow,
+            exclusions.c.side == side, exclusions.c.record_id.in_(part),
+            exclusions.c.mode.in_(("never", "skip_once"))))
+        out.update(dict(rows.all()))
+    return out
+
+
+async def after_step_exclusions(conn: AsyncConnection, integration: str, flow: str) -> None:
+    """skip_once has been spent: the record is read again by id next run."""
+    base = [exclusions.c.integration == integration, exclusions.c.flow == flow]
+    await conn.execute(delete(exclusions).where(*base, exclusions.c.mode == "revisit"))
+    await conn.execute(update(exclusions).where(*base, exclusions.c.mode == "skip_once")
+                       .values(mode="revisit"))
+
+
+async def set_reviews(conn: AsyncConnection, rows: list[dict]) -> None:
+    for row in rows:
+        key = [reviews.c[k] == row[k] for k in ("integration", "flow", "side", "record_id")]
+        await conn.execute(delete(reviews).where(*key))
+    if rows:
+        await conn.execute(insert(reviews), rows)
+
+
+async def clear_reviews(conn: AsyncConnection, integration: str, flow: str, side: str,
+                        ids: Sequence[str]) -> None:
+    for part in _chunks(list(ids)):
+        await conn.execute(delete(reviews).where(
+            reviews.c.integration == integration, reviews.c.flow == flow,
+            reviews.c.side == side, reviews.c.record_id.in_(part)))
+
+
+async def take_pushes(conn: AsyncConnection, integration: str, flow: str, side: str) -> list[str]:
+    rows = await conn.execute(select(pushes.c.record_id).where(
+        pushes.c.integration == integration, pushes.c.flow == flow, pushes.c.side == side))
+    return [r[0] for r in rows]
+
+
+async def drop_pushes(conn: AsyncConnection, integration: str, flow: str, side: str,
+                      ids: Sequence[str]) -> None:
+    for part in _chunks(list(ids)):
+        await conn.execute(delete(pushes).where(
+            pushes.c.integration == integration, pushes.c.flow == flow,
+            pushes.c.side == side, pushes.c.record_id.in_(part)))
+
+
+async def hold(conn: AsyncConnection, rows: list[dict]) -> int:
+    """Add held deletes not already held; returns how many are new."""
+    new = 0
+    for row in rows:
+        exists = (await conn.execute(select(held.c.id).where(
+            held.c.integration == row["integration"], held.c.flow == row["flow"],
+            held.c.link_id == row["link_id"]))).first()
+        if not exists:
+            await conn.execute(insert(held).values(**row))
+            new += 1
+    return new
+
+
+async def approved_holds(conn: AsyncConnection, integration: str, flow: str) -> list[dict]:
+    rows = await conn.execute(select(held).where(
+        held.c.integration == integration, held.c.flow == flow, held.c.approved.is_(True)))
+    return [dict(r) for r in rows.mappings()]
+
+
+async def held_link_ids(conn: AsyncConnection, integration: str, flow: str) -> set[int]:
+    rows = await conn.execute(select(held.c.link_id).where(
+        held.c.integration == integration, held.c.flow == flow))
+    return {r[0] for r in rows}
+
+
+async def drop_holds(conn: AsyncConnection, ids: Sequence[int]) -> None:
+    for part in _chunks(list(ids)):
+        await conn.execute(delete(held).where(held.c.id.in_(part)))
+
+
+async def add_audit(conn: AsyncConnection, rows: list[dict]) -> None:
+    if rows:
+        await conn.execute(insert(audit), [
+            {**r, "old": dumps(r["old"]), "new": dumps(r["new"])} for r in rows])
+
+
+async def links_of(conn: AsyncConnection, integration: str, flow: str, after: int,
+                   limit: int) -> list[dict]:
+    rows = await conn.execute(select(links).where(
+        links.c.integration == integration, links.c.flow == flow, links.c.id > after)
+        .order_by(links.c.id).limit(limit))
+    return [dict(r) for r in rows.mappings()]
+
+
+def decode_base(link: dict, side: str) -> dict[str, Any]:
+    return loads(link[f"{side}_base"]) or {}

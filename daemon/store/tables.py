@@ -1,0 +1,186 @@
+"""The state tables. Declared with SQLModel; the hot paths use their ``__table__`` with
+SQLAlchemy Core in batches (see queries.py). JSON columns hold orjson-encoded text so that
+SQLite and PostgreSQL store them the same way."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class Link(SQLModel, table=True):
+    """A pair of records that are the same thing in both systems, with the base of each."""
+    __tablename__ = "links"
+    __table_args__ = (
+        UniqueConstraint("integration", "flow", "left_id", name="uq_links_left"),
+        UniqueConstraint("integration", "flow", "right_id", name="uq_links_right"),
+    )
+    id: Optional[int] = Field(default=None, primary_key=True)
+    integration: str
+    flow: str
+    left_id: str
+    right_id: str
+    left_base: str = Field(sa_column=Column(Text, nullable=False))     # JSON {path: value}
+    right_base: str = Field(sa_column=Column(Text, nullable=False))
+    left_hash: str
+    right_hash: str
+    left_version: Optional[str] = None
+    right_version: Optional[str] = None
+    state: str = "ok"           # ok | gone_left | gone_right (kept pair, one side deleted)
+    updated_at: datetime
+
+
+class Cursor(SQLModel, table=True):
+    __tablename__ = "cursors"
+    integration: str = Field(primary_key=True)
+    flow: str = Field(primary_key=True)
+    side: str = Field(primary_key=True)
+    value: str = Field(sa_column=Column(Text, nullable=False))   # JSON {"at": iso, "ids": []}
+    updated_at: datetime
+
+
+class Staged(SQLModel, table=True):
+    """Changed records of the current step, streamed here so memory stays flat."""
+    __tablename__ = "staged"
+    run_id: int = Field(primary_key=True)
+    flow: str = Field(primary_key=True)
+    side: str = Field(primary_key=True)
+    record_id: str = Field(primary_key=True)
+    seq: int = Field(index=True)
+    modified: Optional[str] = None
+    deleted: bool = False       # a tombstone, a soft-delete flag, or unseen in a full listing
+    passes: bool = True         # the side's filter holds
+    excluded: bool = False      # read, but left out by an exclusion (still counts as seen)
+    pushed: bool = False        # brought in by an explicit push (UL-3)
+    data: str = Field(sa_column=Column(Text, nullable=False))
+    hash: str
+
+
+class StagedKey(SQLModel, table=True):
+    """Normalised natural keys of staged records, so matching is one query per chunk."""
+    __tablename__ = "staged_keys"
+    __table_args__ = (Index("ix_staged_keys_lookup", "run_id", "flow", "side", "key", "value"),)
+    run_id: int = Field(primary_key=True)
+    flow: str = Field(primary_key=True)
+    side: str = Field(primary_key=True)
+    record_id: str = Field(primary_key=True)
+    key: str = Field(primary_key=True)
+    value: str
+
+
+class Intent(SQLModel, table=True):
+    """A create announced before the remote call, cleared in the commit that links it."""
+    __tablename__ = "intents"
+    integration: str = Field(primary_key=True)
+    flow: str = Field(primary_key=True)
+    target: str = Field(primary_key=True)
+    source_id: str = Field(primary_key=True)
+    keys: str = Field(sa_column=Column(Text, nullable=False))    # JSON {target path: value}
+    created_at: datetime
+
+
+class Run(SQLModel, table=True):
+    __tablename__ = "runs"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    integration: str = Field(index=True)
+    trigger: str
+    status: str = "running"     # running | ok | errors | failed | stopped
+    message: str = ""
+    started_at: datetime
+    finished_at: Optional[datetime] = None
+
+
+class Step(SQLModel, table=True):
+    __tablename__ = "steps"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int = Field(index=True)
+    flow: str
+    status: str = "running"     # running | ok | errors | failed | skipped
+    counts: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    message: str = ""
+    started_at: datetime
+    finished_at: Optional[datetime] = None
+
+
+class RecordError(SQLModel, table=True):
+    __tablename__ = "record_errors"
+    integration: str = Field(primary_key=True)
+    flow: str = Field(primary_key=True)
+    side: str = Field(primary_key=True)
+    record_id: str = Field(primary_key=True)
+    message: str
+    retry: bool = True          # re-read next run (write failures); False: shown only
+    count: int = 1
+    run_id: int
+    updated_at: datetime
+
+
+class Exclusion(SQLModel, table=True):
+    __tablename__ = "exclusions"
+    integration: str = Field(primary_key=True)
+    flow: str = Field(primary_key=True)
+    side: str = Field(primary_key=True)
+    record_id: str = Field(primary_key=True)
+    mode: str                   # never | skip_once
+    reason: str = ""
+    created_at: datetime
+
+
+class Review(SQLModel, table=True):
+    """An unlinked record whose match was ambiguous: never merged, shown until resolved."""
+    __tablename__ = "reviews"
+    integration: str = Field(primary_key=True)
+    flow: str = Field(primary_key=True)
+    side: str = Field(primary_key=True)
+    record_id: str = Field(primary_key=True)
+    candidates: str = Field(sa_column=Column(Text, nullable=False))
+    reason: str
+    updated_at: datetime
+
+
+class HeldDelete(SQLModel, table=True):
+    """A delete or mark the circuit-breaker held back, until ``accord approve``."""
+    __tablename__ = "held_deletes"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    integration: str = Field(index=True)
+    flow: str
+    link_id: int
+    target: str                 # the side the delete would land on
+    record_id: str
+    action: str                 # delete | mark | unlink
+    run_id: int
+    approved: bool = False
+    created_at: datetime
+
+
+class Audit(SQLModel, table=True):
+    """Every field the daemon wrote: which run, which rule, old and new value."""
+    __tablename__ = "audit"
+    __table_args__ = (Index("ix_audit_record", "integration", "record_id"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    run_id: int
+    integration: str
+    flow: str
+    side: str
+    record_id: str
+    field: str
+    old: Optional[str] = Field(default=None, sa_column=Column(Text))
+    new: Optional[str] = Field(default=None, sa_column=Column(Text))
+    rule: str
+    at: datetime
+
+
+class Push(SQLModel, table=True):
+    """An explicit push of one record (UL-3), consumed by the next run of its flow."""
+    __tablename__ = "pushes"
+    integration: str = Field(primary_key=True)
+    flow: str = Field(primary_key=True)
+    side: str = Field(primary_key=True)
+    record_id: str = Field(primary_key=True)
+    created_at: datetime
+
+
+metadata = SQLModel.metadata
+T = {t.name: t for t in metadata.sorted_tables}
