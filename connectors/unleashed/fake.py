@@ -20,6 +20,7 @@ _CITIES = [("Auckland", "Auckland", "New Zealand", "10"), ("Wellington", "Wellin
            "New Zealand", "60"), ("Christchurch", "Canterbury", "New Zealand", "80"),
            ("Sydney", "NSW", "Australia", "20"), ("Melbourne", "VIC", "Australia", "30"),
            ("Brisbane", "QLD", "Australia", "40")]
+SALESPEOPLE = ["Alice Morgan", "Ben Turner", "Chloe King", "Dev Lal", "Sam Reid"]
 _SUBURBS = ["Ponsonby", "Newtown", "Riccarton", "Surry Hills", "Fitzroy", "Paddington", ""]
 
 

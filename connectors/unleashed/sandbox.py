@@ -143,10 +143,13 @@ class UnleashedSandbox(Sandbox):
 
     def seed(self, n: int, rng: random.Random) -> None:
         if not self.salespersons:
-            for i in range(5):
-                first, last = fake.person(rng)
-                self.add_salesperson(f"{first} {last}", f"{first.lower()}.{i}@sandbox.test",
-                                     obsolete=(i == 4), guid=fake.guid(rng))
+            # the same people as the Prospect CRM sandbox's users (but Emma Wright), so the
+            # demo's account managers line up (UL-5) and one does not
+            for i, full in enumerate(fake.SALESPEOPLE):
+                first = full.split()[0]
+                self.add_salesperson(full, f"{first.lower()}.{i}@sandbox.test",
+                                     obsolete=(i == len(fake.SALESPEOPLE) - 1),
+                                     guid=fake.guid(rng))
         active = [sp for sp in self.salespersons.values() if not sp["Obsolete"]]
         now = self._now()
         for _ in range(n):

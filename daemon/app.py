@@ -1,0 +1,123 @@
+"""Assembly: from a validated Config to running resources.
+
+``App`` owns the state database, the bundled sandboxes a config asks for, one connector per
+system (one HTTP session each, opened at start, closed at stop) and the integrations.
+"""
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connectors.base import Connector
+from daemon.config import Config, IntegrationSpec, system_settings
+from daemon.engine.runner import Guard, Integration, order_flows
+from daemon.registry import connector_class, sandbox_class
+from daemon.store.db import create_schema, make_engine
+
+log = structlog.get_logger("accord.app")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+
+
+def seconds(text: str | int | float) -> float:
+    """'15m' -> 900.0; bare numbers are seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 1h)")
+    unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]
+    return float(m.group(1)) * unit
+
+
+@dataclass
+class App:
+    cfg: Config
+    db: AsyncEngine | None = None
+    sandboxes: dict[str, Any] = field(default_factory=dict)
+    connectors: dict[str, Connector] = field(default_factory=dict)
+    integrations: dict[str, Integration] = field(default_factory=dict)
+    _tasks: list[asyncio.Task] = field(default_factory=list)
+
+    async def start(self, *, sandboxes: bool = True, activity: bool = True) -> "App":
+        self.db = make_engine(self.cfg.daemon.database)
+        await create_schema(self.db)
+        for name, spec in self.cfg.systems.items():
+            settings = system_settings(spec)
+            if spec.sandbox is not None and sandboxes:
+                sb = await self._start_sandbox(name, spec, activity)
+                settings["base_url"] = sb.url
+            cls = connector_class(spec.type)
+            conn = cls(name, cls.Settings.model_validate(settings))
+            await conn.start()
+            self.connectors[name] = conn
+        for name, spec in self.cfg.integrations.items():
+            if spec.enabled:
+                self.integrations[name] = build_integration(name, spec, self.connectors)
+        return self
+
+    async def _start_sandbox(self, name: str, spec, activity: bool):
+        sbspec = spec.sandbox
+        cls = sandbox_class(spec.type)
+        settings = system_settings(spec)
+        creds = {k: (v if isinstance(v, str) else v) for k, v in settings.items()
+                 if k in _credential_keys(cls)}
+        sb = cls(seed=sbspec.seed, records=sbspec.records, **creds, **sbspec.options)
+        await sb.start(port=sbspec.port)
+        self.sandboxes[name] = sb
+        log.info("sandbox.started", system=name, type=spec.type, url=sb.url,
+                 records=sbspec.records)
+        if activity and sbspec.activity:
+            self._tasks.append(asyncio.create_task(
+                _activity(name, sb, seconds(sbspec.activity), random.Random(sbspec.seed + 1))))
+        return sb
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for conn in self.connectors.values():
+            await conn.close()
+        for sb in self.sandboxes.values():
+            await sb.stop()
+        if self.db is not None:
+            await self.db.dispose()
+
+    async def __aenter__(self) -> "App":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def integration(self, name: str) -> Integration:
+        if name not in self.integrations:
+            raise KeyError(f"no integration named {name!r} "
+                           f"(configured: {', '.join(sorted(self.integrations)) or 'none'})")
+        return self.integrations[name]
+
+
+def _credential_keys(sandbox_cls) -> set[str]:
+    import inspect
+    params = inspect.signature(sandbox_cls.__init__).parameters
+    return {p for p in params if p not in ("self", "seed", "records", "clock")}
+
+
+async def _activity(name: str, sandbox, every: float, rng: random.Random) -> None:
+    """Demo only: a user editing records in the sandbox now and then."""
+    while True:
+        await asyncio.sleep(every * (0.5 + rng.random()))
+        what = sandbox.touch(rng)
+        log.info("sandbox.activity", system=name, did=what)
+
+
+def build_integration(name: str, spec: IntegrationSpec,
+                      connectors: dict[str, Connector]) -> Integration:
+    return Integration(
+        name=name, flows=order_flows(spec.flows),
+        sides={"left": connectors[spec.left], "right": connectors[spec.right]},
+        guards=[Guard(g.side, g.option, g.refuse_when, g.message) for g in spec.guards])
