@@ -1,0 +1,353 @@
+"""The `accord` command line, in-process (``await cli.amain([...])``) against sandboxes the test
+starts itself on free ports, so it can look at what they received."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select
+
+from connectors.prospect_crm.sandbox import ProspectSandbox
+from connectors.unleashed.sandbox import UnleashedSandbox
+from daemon import cli
+from daemon.store.db import create_schema, make_engine, now
+from daemon.store.tables import T
+
+INTEG = "ul"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def config_text(tmp: Path, *, ul_url: str | None = None, crm_url: str | None = None,
+                api_key: str = '"sandbox-key"', token: str = 'token = "sandbox-token"',
+                options: str = "", schedule: str = 'every = "10m", jitter = "30s"',
+                extra: str = "") -> str:
+    """A config for the Unleashed <-> Prospect preset. With URLs: the test's own sandboxes;
+    without: the daemon starts its own on port 0."""
+    ul = f'base_url = "{ul_url}"' if ul_url else "sandbox = { port = 0, records = 3, seed = 1 }"
+    crm = (f'base_url = "{crm_url}"' if crm_url
+           else "sandbox = { port = 0, records = 2, seed = 2 }")
+    return f"""
+[daemon]
+database = "sqlite:///{tmp / 'state.db'}"
+log_format = "json"
+log_level = "info"
+
+[systems.unleashed]
+type = "unleashed"
+api_id = "sandbox"
+api_key = {api_key}
+{ul}
+
+[systems.prospect]
+type = "prospect_crm"
+{token}
+{crm}
+
+[integrations.{INTEG}]
+left = "unleashed"
+right = "prospect"
+preset = "unleashed_crm"
+schedule = {{ {schedule} }}
+
+[integrations.{INTEG}.options]
+{options}
+{extra}
+"""
+
+
+def write_config(tmp: Path, name: str = "config.toml", **kw) -> str:
+    path = tmp / name
+    path.write_text(config_text(tmp, **kw))
+    return str(path)
+
+
+@pytest.fixture
+async def sandboxes():
+    ul = UnleashedSandbox(seed=1, records=4)
+    crm = ProspectSandbox(seed=2, records=2)
+    await ul.start(0)
+    await crm.start(0)
+    yield ul, crm
+    await ul.stop()
+    await crm.stop()
+
+
+@pytest.fixture
+def cfg_path(tmp_path, sandboxes):
+    ul, crm = sandboxes
+    return write_config(tmp_path, ul_url=ul.url, crm_url=crm.url)
+
+
+async def accord(capsys, *argv) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = await cli.amain([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def log_lines(out: str) -> list[dict]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+async def rows(tmp: Path, table: str) -> list[dict]:
+    db = make_engine(f"sqlite:///{tmp / 'state.db'}")
+    await create_schema(db)
+    try:
+        async with db.connect() as conn:
+            return [dict(r) for r in (await conn.execute(select(T[table]))).mappings()]
+    finally:
+        await db.dispose()
+
+
+# --- sync ------------------------------------------------------------------------------------
+async def test_sync_clean_exits_0_and_status_json_shows_the_run(capsys, cfg_path, sandboxes):
+    ul, crm = sandboxes
+    code, out, _ = await accord(capsys, "sync", INTEG, "--config", cfg_path)
+    assert code == 0
+    events = [e["event"] for e in log_lines(out)]
+    assert events[0] == "run.start" and events[-1] == "run.end"
+    assert crm.writes() > 0                         # Unleashed customers were created in the CRM
+
+    code, out, _ = await accord(capsys, "status", "--json", "--config", cfg_path)
+    assert code == 0
+    doc = json.loads(out)["integrations"][INTEG]
+    last = doc["last_run"]
+    assert last["status"] == "ok" and last["trigger"] == "cli"
+    assert last["started_at"] and last["finished_at"]
+    steps = {s["flow"]: s for s in last["steps"]}
+    assert set(steps) == {"companies", "contacts"}
+    assert steps["companies"]["counts"]["created_right"] == 4
+    assert steps["companies"]["counts"]["read_left"] == 4
+    assert doc["record_errors"] == [] and doc["held_deletes"] == []
+    assert doc["next_run"] not in ("at start-up", None)        # last start + 10m
+
+
+async def test_status_before_any_run_says_at_start_up(capsys, cfg_path):
+    code, out, _ = await accord(capsys, "status", "--config", cfg_path)
+    assert code == 0
+    assert "last run: never" in out and "next run: at start-up" in out
+
+
+async def test_sync_with_record_errors_exits_1(capsys, cfg_path, sandboxes):
+    ul, crm = sandboxes
+    assert await cli.amain(["sync", INTEG, "--config", cfg_path]) == 0
+    # UL-5: an account manager with no matching Unleashed sales person is refused, per record
+    linked = [c for c in crm.data["Companies"].values() if c["CompanyId"] > 2]
+    crm.modify("Companies", linked[0]["CompanyId"], {"AccountManagerId": "EW"})
+    code, out, _ = await accord(capsys, "sync", INTEG, "--config", cfg_path)
+    assert code == 1
+    errors = [e for e in log_lines(out) if e["event"] == "record.error"]
+    assert errors and "sales person" in errors[0]["error"]
+    code, out, _ = await accord(capsys, "status", "--json", "--config", cfg_path)
+    doc = json.loads(out)["integrations"][INTEG]
+    assert doc["last_run"]["status"] == "errors"
+    assert [e["flow"] for e in doc["record_errors"]] == ["companies"]
+    code, out, _ = await accord(capsys, "status", "--config", cfg_path)
+    assert "open record errors: 1" in out
+
+
+async def test_sync_with_a_wrong_credential_exits_2_with_one_line_and_no_retry_storm(
+        capsys, tmp_path, sandboxes):
+    ul, crm = sandboxes
+    path = write_config(tmp_path, ul_url=ul.url, crm_url=crm.url, api_key='"not-the-key"')
+    code, out, err = await accord(capsys, "sync", INTEG, "--config", path)
+    assert code == 2
+    errors = [e for e in log_lines(out) if e["level"] == "error"]
+    assert len(errors) == 1
+    assert errors[0]["event"] == "run.end" and "signature" in errors[0]["message"]
+    assert "not-the-key" not in out + err
+    assert ul.count() <= 3                          # refused once, not retried in a loop
+    assert crm.writes() == 0
+
+
+async def test_unknown_integration_or_flow_exits_2(capsys, cfg_path):
+    code, _, err = await accord(capsys, "sync", "nope", "--config", cfg_path)
+    assert code == 2 and "no integration named 'nope'" in err
+    code, _, err = await accord(capsys, "sync", INTEG, "--flow", "invoices", "--config", cfg_path)
+    assert code == 2 and "no flow 'invoices'" in err
+
+
+# --- plan, check -----------------------------------------------------------------------------
+async def test_plan_lists_creates_and_writes_nothing(capsys, cfg_path, sandboxes):
+    ul, crm = sandboxes
+    code, out, _ = await accord(capsys, "plan", INTEG, "--flow", "companies", "--json",
+                                "--config", cfg_path)
+    assert code == 0
+    doc = json.loads(out)
+    creates = [p for p in doc["planned"] if p["action"] == "create"]
+    assert len(creates) == 4 and {p["side"] for p in creates} == {"right"}
+    assert {p["from"] for p in creates} == set(ul.customers)
+    assert crm.writes() == 0 and ul.writes() == 0
+    code, out, _ = await accord(capsys, "plan", INTEG, "--flow", "companies",
+                                "--config", cfg_path)
+    assert code == 0
+    assert out.splitlines()[0].split() == ["flow", "action", "side", "record", "fields"]
+    assert sum(" create " in line for line in out.splitlines()) == 4
+
+
+async def test_check_reports_each_system(capsys, tmp_path, sandboxes, cfg_path):
+    code, out, _ = await accord(capsys, "check", "--config", cfg_path)
+    assert code == 0
+    assert "unleashed (unleashed): OK" in out and "prospect (prospect_crm): OK" in out
+    ul, crm = sandboxes
+    bad = write_config(tmp_path, "bad.toml", ul_url=ul.url, crm_url=crm.url,
+                       token='token = "wrong-token"')
+    code, out, _ = await accord(capsys, "check", "--config", bad)
+    assert code == 2
+    lines = out.splitlines()
+    assert "unleashed (unleashed): OK" in lines
+    assert [ln for ln in lines if ln.startswith("prospect")] != ["prospect (prospect_crm): OK"]
+
+
+async def test_bad_config_exits_2_with_the_error_line(capsys, tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(config_text(tmp_path, extra="[daemon.oops]\nx = 1\n"))
+    code, out, err = await accord(capsys, "status", "--config", path)
+    assert code == 2
+    assert str(path) in err and "daemon.oops" in err and len(err.strip().splitlines()) == 1
+    code, _, err = await accord(capsys, "status", "--config", tmp_path / "missing.toml")
+    assert code == 2 and "no such file" in err
+
+
+async def test_config_defaults_to_env_variable(capsys, cfg_path, monkeypatch):
+    monkeypatch.setenv("ACCORD_CONFIG", cfg_path)
+    code, out, _ = await accord(capsys, "status")
+    assert code == 0 and INTEG in out
+
+
+# --- history ---------------------------------------------------------------------------------
+async def test_history_shows_the_write_of_a_field(capsys, cfg_path, sandboxes):
+    ul, crm = sandboxes
+    assert await cli.amain(["sync", INTEG, "--config", cfg_path]) == 0
+    guid = next(iter(ul.customers))
+    customer = ul.customers[guid]
+    customer["PhoneNumber"] = "+64 9 555 0199"
+    customer["LastModifiedOn"] = ul.clock.now()
+    assert await cli.amain(["sync", INTEG, "--config", cfg_path]) == 0
+    code, out, _ = await accord(capsys, "history", INTEG, guid, "--json", "--config", cfg_path)
+    assert code == 0
+    items = json.loads(out)
+    phone = [i for i in items if i["new"] == "+64 9 555 0199"]
+    assert phone and phone[-1]["side"] == "right" and phone[-1]["flow"] == "companies"
+    assert phone[-1]["rule"] and phone[-1]["run"] == 2
+    code, out, _ = await accord(capsys, "history", INTEG, guid, "--config", cfg_path)
+    assert "-> +64 9 555 0199" in out and out.splitlines()[0].startswith("when")
+    code, out, _ = await accord(capsys, "history", INTEG, "nothing-here", "--config", cfg_path)
+    assert code == 0 and "no writes recorded" in out
+
+
+# --- exclusions ------------------------------------------------------------------------------
+async def test_exclude_include_round_trip(capsys, cfg_path, tmp_path):
+    code, out, _ = await accord(capsys, "exclude", INTEG, "companies", "left", "G-1",
+                                "--reason", "duplicate", "--config", cfg_path)
+    assert code == 0
+    assert [(r["record_id"], r["mode"], r["reason"]) for r in await rows(tmp_path, "exclusions")] \
+        == [("G-1", "never", "duplicate")]
+    code, out, _ = await accord(capsys, "exclude", INTEG, "companies", "left", "G-1", "--once",
+                                "--config", cfg_path)
+    assert [r["mode"] for r in await rows(tmp_path, "exclusions")] == ["skip_once"]
+    code, out, _ = await accord(capsys, "status", "--json", "--config", cfg_path)
+    assert json.loads(out)["integrations"][INTEG]["exclusions"][0]["record"] == "G-1"
+
+    code, out, _ = await accord(capsys, "include", INTEG, "companies", "left", "G-1",
+                                "--config", cfg_path)
+    assert code == 0 and "read again" in out
+    assert [(r["record_id"], r["mode"]) for r in await rows(tmp_path, "exclusions")] \
+        == [("G-1", "revisit")]
+    code, out, _ = await accord(capsys, "include", INTEG, "companies", "left", "G-1",
+                                "--config", cfg_path)
+    assert code == 1 and "was not excluded" in out
+    code, _, err = await accord(capsys, "exclude", INTEG, "invoices", "left", "G-1",
+                                "--config", cfg_path)
+    assert code == 2 and "no flow 'invoices'" in err
+
+
+# --- push (UL-3) -----------------------------------------------------------------------------
+async def test_ul03_push_creates_one_contact_only_under_a_linked_company(
+        capsys, cfg_path, sandboxes, tmp_path):
+    ul, crm = sandboxes
+    assert await cli.amain(["sync", INTEG, "--config", cfg_path]) == 0
+    links = {r["right_id"]: r["left_id"] for r in await rows(tmp_path, "links")
+             if r["flow"] == "companies"}
+    linked_company = int(next(iter(links)))
+    unlinked_company = next(k for k in crm.data["Companies"] if str(k) not in links)
+    ok = crm.insert("Contacts", {"CompanyId": linked_company, "Forename": "Pushy",
+                                 "Surname": "McPush", "Email": "pushy@example.com"})
+    orphan = crm.insert("Contacts", {"CompanyId": unlinked_company, "Forename": "Lone",
+                                     "Surname": "Wolf", "Email": "lone@example.com"})
+    # an ordinary run never creates a contact in Unleashed (create to_left = push)
+    assert await cli.amain(["sync", INTEG, "--config", cfg_path]) == 0
+    before = sum(len(c) for c in ul.contacts.values())
+    assert ul.writes() == 0
+
+    code, out, _ = await accord(capsys, "push", INTEG, "contacts", "right", orphan["ContactId"],
+                                "--config", cfg_path)
+    assert code == 1 and out.startswith("not pushed:")
+    assert sum(len(c) for c in ul.contacts.values()) == before
+
+    code, out, _ = await accord(capsys, "push", INTEG, "contacts", "right", ok["ContactId"],
+                                "--config", cfg_path)
+    assert code == 0 and out.startswith("created left contacts record")
+    assert sum(len(c) for c in ul.contacts.values()) == before + 1
+    made = [c for c in ul.contacts[links[str(linked_company)]].values()
+            if c.get("EmailAddress") == "pushy@example.com"]
+    assert len(made) == 1
+    assert await rows(tmp_path, "pushes") == [] or all(
+        r["record_id"] != str(ok["ContactId"]) for r in await rows(tmp_path, "pushes"))
+    # pushing it again creates nothing more
+    code, out, _ = await accord(capsys, "push", INTEG, "contacts", "right", ok["ContactId"],
+                                "--config", cfg_path)
+    assert code == 0 and "already linked" in out
+    assert sum(len(c) for c in ul.contacts.values()) == before + 1
+
+
+# --- approve ---------------------------------------------------------------------------------
+async def test_approve_marks_held_deletes(capsys, cfg_path, tmp_path):
+    db = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    await create_schema(db)
+    async with db.begin() as conn:
+        for i, flow in enumerate(["companies", "companies", "contacts"]):
+            await conn.execute(insert(T["held_deletes"]).values(
+                integration=INTEG, flow=flow, link_id=i + 1, target="right", record_id=str(i),
+                action="delete", run_id=1, created_at=now()))
+    await db.dispose()
+    code, out, _ = await accord(capsys, "approve", INTEG, "--flow", "companies",
+                                "--config", cfg_path)
+    assert code == 0 and "approved 2 held deletes" in out
+    held = {r["record_id"]: r["approved"] for r in await rows(tmp_path, "held_deletes")}
+    assert held == {"0": True, "1": True, "2": False}
+    code, out, _ = await accord(capsys, "approve", INTEG, "--config", cfg_path)
+    assert "approved 1 held delete " in out
+    code, out, _ = await accord(capsys, "status", "--json", "--config", cfg_path)
+    assert len(json.loads(out)["integrations"][INTEG]["held_deletes"]) == 3
+
+
+# --- presets, sandbox ------------------------------------------------------------------------
+async def test_presets_lists_the_bundled_preset(capsys):
+    code, out, _ = await accord(capsys, "presets")
+    assert code == 0 and out.startswith("unleashed_crm")
+
+
+def test_sandbox_command_serves_and_stops_on_sigterm():
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "sandbox", "unleashed",
+                             "--port", "0", "--records", "2"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline() for _ in range(3)]
+        assert lines[0].startswith("unleashed sandbox at http://127.0.0.1:")
+        assert "api_key = 'sandbox-key'" in "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+async def test_sandbox_command_unknown_type_exits_2(capsys):
+    code, _, err = await accord(capsys, "sandbox", "salesforce", "--port", "0")
+    assert code == 2 and "unknown type 'salesforce'" in err and "unleashed" in err
