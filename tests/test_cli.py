@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import structlog
 from sqlalchemy import insert, select
 
 from connectors.prospect_crm.sandbox import ProspectSandbox
@@ -22,10 +23,34 @@ INTEG = "ul"
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """The commands configure logging for the process; put the test set-up back after."""
+    import logging
+    old, root = structlog.get_config(), logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    structlog.configure(**old)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+@pytest.fixture
+def logs():
+    """Every structlog event (any level) as a dict, whatever the suite's log set-up."""
+    import logging
+    old = structlog.get_config()
+    cap = structlog.testing.LogCapture()
+    structlog.configure(processors=[cap], cache_logger_on_first_use=False,
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
+    yield cap.entries
+    structlog.configure(**old)
+
+
 def config_text(tmp: Path, *, ul_url: str | None = None, crm_url: str | None = None,
                 api_key: str = '"sandbox-key"', token: str = 'token = "sandbox-token"',
                 options: str = "", schedule: str = 'every = "10m", jitter = "30s"',
-                extra: str = "") -> str:
+                extra: str = "", ul_extra: str = "") -> str:
     """A config for the Unleashed <-> Prospect preset. With URLs: the test's own sandboxes;
     without: the daemon starts its own on port 0."""
     ul = f'base_url = "{ul_url}"' if ul_url else "sandbox = { port = 0, records = 3, seed = 1 }"
@@ -42,6 +67,7 @@ type = "unleashed"
 api_id = "sandbox"
 api_key = {api_key}
 {ul}
+{ul_extra}
 
 [systems.prospect]
 type = "prospect_crm"
