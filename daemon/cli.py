@@ -612,14 +612,14 @@ async def cmd_sandbox(args) -> int:
     params = inspect.signature(cls.__init__).parameters
     creds = {k: getattr(sb, k, p.default) for k, p in params.items()
              if k not in ("self", "seed", "records", "clock") and isinstance(p.default, str)}
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):     # before saying we are up
+        loop.add_signal_handler(sig, stop.set)
     print(f"{args.system} sandbox at {url} with {args.records} records (seed {args.seed})")
     for k, v in creds.items():
         print(f"  {k} = {v!r}")
     print("stop with Ctrl-C", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
     finally:

@@ -302,11 +302,14 @@ class Service:
     async def serve(self) -> int:
         """Run until SIGTERM or SIGINT; SIGHUP reloads. Returns the exit code (0)."""
         loop = asyncio.get_running_loop()
-        await self.start()
+        # handlers first, so that a signal that comes while starting is not lost (or fatal);
+        # a reload waits for the start to finish (it takes the same lock)
         loop.add_signal_handler(signal.SIGTERM, self._request_stop)
         loop.add_signal_handler(signal.SIGINT, self._request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         try:
+            async with self._reloading:
+                await self.start()
             await self._stop_requested.wait()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):

@@ -377,3 +377,16 @@ def test_sandbox_command_serves_and_stops_on_sigterm():
 async def test_sandbox_command_unknown_type_exits_2(capsys):
     code, _, err = await accord(capsys, "sandbox", "salesforce", "--port", "0")
     assert code == 2 and "unknown type 'salesforce'" in err and "unleashed" in err
+
+
+def test_progress_line_counts_read_decided_written():
+    import io
+    from collections import Counter
+    out = io.StringIO()
+    p = cli.Progress(out)
+    p("companies", Counter(read_left=4, read_right=2, created_right=3, unchanged=1, errors=1))
+    p("contacts", Counter(read_left=5))
+    p.done()
+    text = out.getvalue()
+    assert ("companies: read 6 (left 4, right 2), decided 5, written 3, errors 1") in text
+    assert text.endswith("contacts: read 5 (left 5, right 0), decided 0, written 0\n")
