@@ -32,13 +32,20 @@ class Batch:
     done_intents: dict[Side, list[str]] = field(default_factory=lambda: {"left": [], "right": []})
     done_pushes: dict[Side, list[str]] = field(default_factory=lambda: {"left": [], "right": []})
     dropped_holds: list[int] = field(default_factory=list)
+    handled: dict[Side, list[str]] = field(default_factory=lambda: {"left": [], "right": []})
 
     async def commit(self) -> None:
         s = self.step
-        if s.opt.dry_run:
-            return
         i, f = s.integration, s.flow.name
+        if s.opt.dry_run:
+            async with s.db.begin() as conn:
+                for side in ("left", "right"):
+                    await q.unstage(conn, s.run_id, f, side, self.handled[side])
+            return
         async with s.db.begin() as conn:
+            for side in ("left", "right"):
+                # decided as part of a pair: not to be taken for a new record afterwards
+                await q.unstage(conn, s.run_id, f, side, self.handled[side])
             await q.delete_links(conn, self.deletes)
             await q.update_links(conn, self.updates)
             await q.insert_links(conn, self.inserts)
@@ -134,6 +141,9 @@ async def linked_unit(step: "FlowStep", batch: Batch, unit: dict, ctx: Context) 
         return
     if recs["left"] is None and recs["right"] is None:
         return
+    for s, r in recs.items():
+        if r is not None:
+            batch.handled[s].append(r["record_id"])
     if (not step.opt.enforce and link["state"] == "ok" and all(
             r is None or (not r["deleted"] and r["hash"] == link[f"{s}_hash"])
             for s, r in recs.items())):
@@ -510,11 +520,21 @@ async def _create_many(step: "FlowStep", batch: Batch, side: Side, recs: list[di
             rec = await _create(step, batch, target, fields, r["record_id"], r["data"])
             if rec is None:
                 return
+            source_values = r["data"]
+            revert = _owned_by(step, target, rec.fields, source_values, ctx)
+            if revert:
+                try:
+                    done = await _update(step, batch, side, r["record_id"], revert,
+                                         source_values, {(side, k): f"revert: owned by {target}"
+                                                         for k in revert})
+                    source_values = done.fields
+                except RecordError as exc:
+                    batch.error(side, r["record_id"], exc.message, retry=False)
             row = {"integration": step.integration, "flow": step.flow.name,
                    f"{side}_id": r["record_id"], f"{target}_id": rec.id, "state": "ok",
                    "updated_at": now(), f"{target}_version": rec.version,
                    f"{side}_version": None,
-                   **_base_row(step, side, r["data"]), **_base_row(step, target, rec.fields)}
+                   **_base_row(step, side, source_values), **_base_row(step, target, rec.fields)}
             batch.inserts.append(row)
             batch.cleared[side].append(r["record_id"])
             if r["pushed"]:
@@ -526,6 +546,26 @@ async def _create_many(step: "FlowStep", batch: Batch, side: Side, recs: list[di
     for res in results:
         if isinstance(res, Exception):
             raise res
+
+
+def _owned_by(step: "FlowStep", owner: Side, owner_values: dict, source_values: dict,
+              ctx: Context) -> dict[str, Any]:
+    """After a create in ``owner``: one-way fields it owns whose value the source contradicts,
+    with ``revert`` ownership, are written back to the source (the owner's value wins)."""
+    from daemon.engine.merge import carry, same
+    from daemon.engine.transforms import FieldRefused
+    source = other(owner)
+    out: dict[str, Any] = {}
+    for fld in step.flow.fields:
+        if fld.flows_from(source) or not fld.flows_from(owner) or fld.ownership != "revert":
+            continue
+        try:
+            want = carry(fld, owner, owner_values.get(fld.path(owner)), ctx)
+        except FieldRefused:
+            continue
+        if not same(want, source_values.get(fld.path(source))):
+            out[fld.path(source)] = want
+    return out
 
 
 def _is_ref(step: "FlowStep", refusal: Refusal) -> bool:

@@ -219,7 +219,7 @@ def _both_changed(d: Decision, fld: Field, owner: Side | None, policy: str, lv, 
         _write(d, fld, owner, lv if owner == "left" else rv, rv if owner == "left" else lv,
                ctx, f"{owner} owns {fld.name}" + (" (first link)" if first else ""))
         return
-    if _agrees(fld, "left", lv, rv, ctx):
+    if _agrees(fld, "left", lv, rv, ctx) or _agrees(fld, "right", lv, rv, ctx):
         return
     if initial is not None:
         winner, rule = initial, f"first link: {initial} wins"
@@ -227,7 +227,7 @@ def _both_changed(d: Decision, fld: Field, owner: Side | None, policy: str, lv, 
         winner, rule = pick_winner(policy, link_key, fld.name, lv, rv, lmod, rmod)
         if first:
             rule = f"first link: {rule}"
-        d.conflicts.append(Conflict(fld.name, lv, rv, winner, rule))
+    d.conflicts.append(Conflict(fld.name, lv, rv, winner, rule))
     _write(d, fld, winner, lv if winner == "left" else rv, rv if winner == "left" else lv,
            ctx, f"conflict: {rule}")
 

@@ -133,6 +133,14 @@ async def clear_staged(conn: AsyncConnection, run_id: int | None = None,
         await conn.execute(delete(table).where(*cond))
 
 
+async def unstage(conn: AsyncConnection, run_id: int, flow: str, side: str,
+                  ids: Sequence[str]) -> None:
+    for part in _chunks(list(ids)):
+        await conn.execute(delete(staged).where(
+            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
+            staged.c.record_id.in_(part)))
+
+
 def _staged_row(row) -> dict:
     out = dict(row)
     out["data"] = loads(out["data"])

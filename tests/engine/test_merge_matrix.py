@@ -368,10 +368,6 @@ def test_initial_only_applies_to_a_first_link(initial):
     assert d.to_left == {"Name": "C"} and d.to_right == {}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "CHANGE-MATRIX 'Records with no link' step 2: differing fields of a new link are 'a "
-    "conflict decided by the flow's initial policy', and a conflict is 'Logged with both "
-    "values'; merge() logs the conflict when the policy decides but not when initial does"))
 @pytest.mark.parametrize("initial", ["left", "right"])
 def test_first_link_initial_decision_is_logged_as_a_conflict(initial):
     fields = compiled([{"left": "Name", "right": "name"}])
@@ -516,11 +512,6 @@ def test_transform_agreement_is_not_a_conflict():
     assert d.empty and d.conflicts == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "CHANGE-MATRIX 'changed, changed same value: nothing to write'; with a transform only "
-    "toward the left (to_left = ['strip']), L='Bob' and R='Bob ' are the same value once R's "
-    "is carried across, but merge() checks agreement only left->right, so it logs a conflict "
-    "(and under left_wins writes 'Bob' to R)"))
 @pytest.mark.parametrize("policy", ["left_wins", "right_wins"])
 def test_transform_agreement_right_to_left_is_not_a_conflict(policy):
     fields = compiled([{"left": "Rep", "right": "rep", "to_left": ["strip"]}])
