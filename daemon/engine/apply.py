@@ -136,11 +136,17 @@ async def linked_unit(step: "FlowStep", batch: Batch, unit: dict, ctx: Context) 
     recs: dict[Side, dict | None] = {
         s: (unit[s] if unit[s] is not None and not unit[s]["excluded"] else None)
         for s in ("left", "right")}
-    if link["id"] in step.held:
-        step.c["held"] += 1
-        return
     if recs["left"] is None and recs["right"] is None:
         return
+    hold = step.held.get(link["id"])
+    if hold is not None:
+        seen = recs[other(hold["target"])]
+        if seen is None or seen["deleted"]:
+            step.c["held"] += 1
+            return
+        # the record the hold was about is there after all (a side that looked empty)
+        batch.dropped_holds.append(hold["id"])
+        step.log.info("delete.hold_dropped", record=seen["record_id"], reason="seen again")
     for s, r in recs.items():
         if r is not None:
             batch.handled[s].append(r["record_id"])

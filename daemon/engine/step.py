@@ -69,7 +69,7 @@ class FlowStep:
         self.complete: dict[Side, bool] = {"left": False, "right": False}
         self.seen_any: dict[Side, bool] = {"left": False, "right": False}
         self.hold_deletes = False
-        self.held: set[int] = set()
+        self.held: dict[int, dict] = {}
         self.progress = progress
         self.log = log.bind(integration=integration, flow=flow.name, run=run_id)
 
@@ -223,7 +223,7 @@ class FlowStep:
             total = await q.count_links(conn, self.integration, self.flow.name)
             deletes = await q.count_staged_deletes(conn, self.run_id, self.integration,
                                                    self.flow.name)
-            self.held = await q.held_link_ids(conn, self.integration, self.flow.name)
+            self.held = await q.held_links(conn, self.integration, self.flow.name)
         empty = [s for s in ("left", "right") if self.complete[s] and not self.seen_any[s]]
         limit = max(self.rules.delete_threshold_min, self.rules.delete_threshold * total)
         if total and (empty or deletes > limit):

@@ -347,10 +347,10 @@ async def approved_holds(conn: AsyncConnection, integration: str, flow: str) -> 
     return [dict(r) for r in rows.mappings()]
 
 
-async def held_link_ids(conn: AsyncConnection, integration: str, flow: str) -> set[int]:
-    rows = await conn.execute(select(held.c.link_id).where(
+async def held_links(conn: AsyncConnection, integration: str, flow: str) -> dict[int, dict]:
+    rows = await conn.execute(select(held).where(
         held.c.integration == integration, held.c.flow == flow))
-    return {r[0] for r in rows}
+    return {r["link_id"]: dict(r) for r in rows.mappings()}
 
 
 async def drop_holds(conn: AsyncConnection, ids: Sequence[int]) -> None:
