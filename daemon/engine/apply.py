@@ -151,7 +151,7 @@ async def linked_unit(step: "FlowStep", batch: Batch, unit: dict, ctx: Context) 
         if r is not None:
             batch.handled[s].append(r["record_id"])
     if (not step.opt.enforce and link["state"] == "ok" and all(
-            r is None or (not r["deleted"] and r["hash"] == link[f"{s}_hash"])
+            r is None or (not r["deleted"] and r["passes"] and r["hash"] == link[f"{s}_hash"])
             for s, r in recs.items())):
         step.c["unchanged"] += 1
         for s, r in recs.items():
@@ -343,10 +343,20 @@ async def unlinked_chunk(step: "FlowStep", batch: Batch, side: Side, recs: list[
     if not active:
         return
     candidates = await _candidates(step, side, active)
+    # the other way round too: a partner that itself matches several records is ambiguous
+    single = {rid: cs[0] for rid, cs in candidates.items() if len(cs) == 1}
+    if single:
+        back = await _candidates(step, target, list({c["record_id"]: c
+                                                     for c in single.values()}.values()))
+        for rid, cand in single.items():
+            mirror = back.get(cand["record_id"], [])
+            if len(mirror) > 1:
+                candidates[rid] = [cand] + [m for m in mirror if m["record_id"] != rid]
     async with step.db.begin() as conn:
         all_ids = sorted({c["record_id"] for cs in candidates.values() for c in cs})
         linked = await q.links_by_side(conn, step.integration, step.flow.name, target, all_ids)
     claimed: set[str] = set()
+    pending_ids = {r["record_id"] for r in recs}
     creates: list[tuple[dict, dict]] = []
     for r in active:
         cands = candidates.get(r["record_id"], [])
@@ -357,7 +367,9 @@ async def unlinked_chunk(step: "FlowStep", batch: Batch, side: Side, recs: list[
         elif cands:
             step.c["review"] += 1
             reason = ("matches a record that is already linked" if len(cands) == 1
-                      else f"matches {len(cands)} records")
+                      else f"matches {len(cands)} records"
+                      if all(c["record_id"] not in pending_ids for c in cands)
+                      else "its partner matches several records")
             step.log.warning("match.ambiguous", side=side, record=r["record_id"], reason=reason,
                              candidates=[c["record_id"] for c in cands][:10])
             batch.reviews.append(dict(integration=step.integration, flow=step.flow.name,

@@ -106,18 +106,19 @@ async def run(db: AsyncEngine, integ: Integration, options: RunOptions | None = 
         result.status, result.message = "failed", str(exc)
     else:
         failed: set[str] = set()
+        stopped: str | None = None
         for flow in integ.flows:
             if opt.flows is not None and flow.name not in opt.flows:
                 continue
-            step = await _step(db, integ, flow, run_id, opt, reference, failed, progress, rlog)
+            step = await _step(db, integ, flow, run_id, opt, reference, failed, progress, rlog,
+                               stopped)
             result.steps.append(step)
             result.more = result.more or step.more
             if step.status == "failed":
                 failed.add(flow.name)
                 result.status = "failed"
-                result.message = step.message
-                if step.message.startswith("stopped:"):
-                    break
+                result.message = result.message or step.message
+                stopped = stopped or f"skipped: the run stopped at {flow.name}"
             elif step.status == "errors" and result.status == "ok":
                 result.status = "errors"
             elif step.status == "skipped" and result.status == "ok":
@@ -163,7 +164,7 @@ async def _check(integ: Integration) -> dict[Side, dict[str, Any]]:
 
 
 async def _step(db, integ: Integration, flow: Flow, run_id: int, opt: RunOptions,
-                reference, failed: set[str], progress, rlog) -> StepResult:
+                reference, failed: set[str], progress, rlog, stopped: str | None) -> StepResult:
     steps = T["steps"]
     async with db.begin() as conn:
         step_id = (await conn.execute(insert(steps).values(
@@ -176,6 +177,8 @@ async def _step(db, integ: Integration, flow: Flow, run_id: int, opt: RunOptions
     started = time.monotonic()
     if deps:
         result = StepResult(flow.name, "skipped", message=f"skipped: {deps[0]} failed")
+    elif stopped:
+        result = StepResult(flow.name, "skipped", message=stopped)
     else:
         slog.info("step.start")
         only = None if opt.only is None else opt.only.get(flow.name, {})

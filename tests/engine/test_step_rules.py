@@ -1,0 +1,284 @@
+"""The rule vocabulary, one behaviour per test, on two in-memory systems and a SQLite file."""
+from __future__ import annotations
+
+import pytest
+
+from connectors.memory import Crash
+from tests.engine.harness import item_flow, make_pair
+
+
+async def test_first_sync_matches_by_normalised_key_and_creates_the_rest(tmp_path):
+    p = await make_pair(tmp_path, [item_flow(match=[dict(left="key", right="code",
+                                                         normalize="vat")])])
+    p.L.put("items", {"key": "BE 0123.456.789", "name": "Acme"})
+    p.L.put("items", {"key": "FR111", "name": "Brie"})
+    p.R.put("items", {"code": "be0123456789", "title": "Acme"})
+    r = await p.sync()
+    assert r.status == "ok" and r.steps[0].counts["matched"] == 1
+    assert r.steps[0].counts["created_right"] == 1
+    assert len(p.R.data["items"]) == 2 and len(await p.rows("links")) == 2
+
+
+async def test_ambiguous_match_is_reported_never_merged(tmp_path):
+    p = await make_pair(tmp_path, [item_flow()])
+    p.L.put("items", {"key": "k1", "name": "A"})
+    p.R.put("items", {"code": "k1", "title": "B1"})
+    p.R.put("items", {"code": "K1", "title": "B2"})
+    r = await p.sync()
+    assert r.steps[0].counts["review"] == 3            # each of the three is shown
+    assert await p.rows("links") == []
+    assert len(p.R.data["items"]) == 2 and len(p.L.data["items"]) == 1
+    (review,) = await p.rows("reviews", side="left")
+    assert "matches 2 records" in review["reason"]
+
+
+@pytest.mark.parametrize("action,left_after,link_after", [
+    ("delete", 0, 0), ("unlink", 1, 0), ("ignore", 1, 1)])
+async def test_delete_policy_toward_the_other_side(tmp_path, action, left_after, link_after):
+    p = await make_pair(tmp_path, [item_flow(delete=dict(to_left=dict(action=action)))])
+    p.L.put("items", {"key": "k1", "name": "A"})
+    await p.sync()
+    (rid,) = p.R.data["items"]
+    p.R.remove("items", rid)
+    r = await p.sync()
+    assert r.status == "ok"
+    assert len(p.L.data["items"]) == left_after
+    assert len(await p.rows("links")) == link_after
+
+
+async def test_mark_sets_the_field_and_an_undelete_syncs_as_an_edit(tmp_path):
+    p = await make_pair(tmp_path, [item_flow(
+        soft_delete={"left": {"obsolete": True}},
+        delete=dict(to_right=dict(action="mark", mark={"deleted": True})))])
+    lid = p.L.put("items", {"key": "k1", "name": "A", "obsolete": False})
+    await p.sync()
+    (rid,) = p.R.data["items"]
+    p.L.edit("items", lid, {"obsolete": True, "name": "A (old)"})
+    r = await p.sync()
+    assert r.steps[0].counts["marked"] == 1
+    assert p.R.values("items")[rid]["deleted"] is True
+    assert p.R.values("items")[rid]["title"] == "A"      # a deleted record's edits stay put
+    p.L.edit("items", lid, {"obsolete": False, "name": "A again"})
+    await p.sync()
+    assert p.R.values("items")[rid]["title"] == "A again"
+
+
+async def test_owner_side_wins_and_other_side_edits_are_reverted(tmp_path):
+    p = await make_pair(tmp_path, [item_flow(owner="left", ownership="revert")])
+    p.L.put("items", {"key": "k1", "name": "A", "phone": "1"})
+    await p.sync()
+    (rid,) = p.R.data["items"]
+    p.R.edit("items", rid, {"title": "hacked"})
+    r = await p.sync()
+    assert r.steps[0].counts["ownership"] == 1
+    assert p.R.values("items")[rid]["title"] == "A"
+    assert [v["name"] for v in p.L.values("items").values()] == ["A"]
+
+
+async def test_ownership_ignore_keeps_the_edit_and_writes_nothing(tmp_path):
+    p = await make_pair(tmp_path, [item_flow(owner="left", ownership="ignore")])
+    p.L.put("items", {"key": "k1", "name": "A"})
+    await p.sync()
+    (rid,) = p.R.data["items"]
+    writes = (p.L.writes, p.R.writes)
+    p.R.edit("items", rid, {"title": "theirs"})
+    r = await p.sync()
+    assert r.steps[0].counts["ownership"] == 1
+    assert (p.L.writes, p.R.writes) == writes
+    assert p.R.values("items")[rid]["title"] == "theirs"
+
+
+@pytest.mark.parametrize("mode,created", [("never", 0), ("always", 1)])
+async def test_create_rule(tmp_path, mode, created):
+    p = await make_pair(tmp_path, [item_flow(create=dict(to_left=dict(mode=mode)))])
+    p.R.put("items", {"code": "k1", "title": "A"})
+    r = await p.sync()
+    assert len(p.L.data["items"]) == created
+    assert r.steps[0].counts["not_created"] == 1 - created
+
+
+async def test_create_when_a_filter_holds(tmp_path):
+    p = await make_pair(tmp_path, [item_flow(create=dict(to_left=dict(
+        mode="filter", when=[dict(field="type", op="eq", value="Customer")])))])
+    p.R.put("items", {"code": "k1", "title": "A", "type": "Prospect"})
+    p.R.put("items", {"code": "k2", "title": "B", "type": "Customer"})
+    await p.sync()
+    assert [v["key"] for v in p.L.values("items").values()] == ["k2"]
+
+
+async def test_create_only_by_explicit_push(tmp_path):
+    p = await make_pair(tmp_path, [item_flow(create=dict(to_left=dict(mode="push")))])
+    rid = p.R.put("items", {"code": "k1", "title": "A"})
+    p.R.put("items", {"code": "k2", "title": "B"})
+    await p.sync()
+    assert p.L.data["items"] == {}
+    from daemon.store.db import now
+    await p.insert("pushes", integration="t", flow="items", side="right", record_id=rid,
+                   created_at=now())
+    r = await p.sync(flows=["items"], only={"items": {"right": [rid]}}, trigger="push")
+    assert r.status == "ok"
+    assert [v["key"] for v in p.L.values("items").values()] == ["k1"]
+    assert await p.rows("pushes") == []
+
+
+async def test_filter_keeps_records_out_and_unlinks_one_that_stops_passing(tmp_path):
+    p = await make_pair(tmp_path, [item_flow(
+        filter={"left": [dict(field="kind", op="eq", value="customer")]})])
+    a = p.L.put("items", {"key": "k1", "name": "A", "kind": "customer"})
+    p.L.put("items", {"key": "k2", "name": "S", "kind": "supplier"})
+    await p.sync()
+    assert [v["code"] for v in p.R.values("items").values()] == ["k1"]
+    p.L.edit("items", a, {"kind": "supplier"})
+    r = await p.sync()
+    assert r.steps[0].counts["unlinked"] == 1
+    assert len(p.R.data["items"]) == 1                   # never a delete
+    assert await p.rows("links") == []
+
+
+async def test_exclusion_never_and_skip_once(tmp_path):
+    from daemon.store.db import now
+    p = await make_pair(tmp_path, [item_flow()])
+    a = p.L.put("items", {"key": "k1", "name": "A"})
+    b = p.L.put("items", {"key": "k2", "name": "B"})
+    for rid, mode in ((a, "never"), (b, "skip_once")):
+        await p.insert("exclusions", integration="t", flow="items", side="left",
+                       record_id=rid, mode=mode, created_at=now())
+    r = await p.sync()
+    assert r.steps[0].counts["excluded"] == 2 and p.R.data["items"] == {}
+    r = await p.sync()                                  # skip_once is spent: b comes
+    assert [v["code"] for v in p.R.values("items").values()] == ["k2"]
+    r = await p.sync()
+    assert len(p.R.data["items"]) == 1                  # a stays out
+
+
+async def test_batch_size_continues_in_the_next_run(tmp_path):
+    p = await make_pair(tmp_path, [item_flow(batch_size=3)], page_size=2)
+    for i in range(7):
+        p.L.put("items", {"key": f"k{i}", "name": str(i)})
+        p.clock.tick(1)
+    sizes = []
+    for _ in range(4):
+        r = await p.sync()
+        sizes.append(len(p.R.data["items"]))
+        if not r.more:
+            break
+    assert sizes[0] < 7 and sizes[-1] == 7 and r.more is False
+
+
+async def test_dry_run_decides_and_writes_nothing(tmp_path):
+    p = await make_pair(tmp_path, [item_flow()])
+    p.L.put("items", {"key": "k1", "name": "A"})
+    r = await p.sync(dry_run=True)
+    assert [x["action"] for x in r.steps[0].planned] == ["create"]
+    assert p.R.data["items"] == {} and await p.rows("links") == []
+    assert await p.rows("intents") == []
+
+
+async def test_crash_between_create_and_link_commit_makes_no_duplicate(tmp_path):
+    p = await make_pair(tmp_path, [item_flow()])
+    p.L.put("items", {"key": "k1", "name": "A"})
+    p.R.crash_after_create = True
+    with pytest.raises(Crash):
+        await p.sync()
+    assert len(p.R.data["items"]) == 1 and await p.rows("links") == []
+    assert len(await p.rows("intents")) == 1
+    r = await p.sync()
+    assert r.steps[0].counts["recovered"] == 1
+    assert len(p.R.data["items"]) == 1 and len(await p.rows("links")) == 1
+    assert await p.rows("intents") == []
+
+
+async def test_failed_write_is_retried_next_run_without_holding_the_cursor(tmp_path):
+    p = await make_pair(tmp_path, [item_flow()])
+    p.L.put("items", {"key": "k1", "name": "A"})
+    p.L.put("items", {"key": "k2", "name": "B"})
+    p.R.fail_writes = ["refuse"]
+    r = await p.sync()
+    assert r.status == "errors" and r.steps[0].counts["errors"] == 1
+    (err,) = await p.rows("record_errors")
+    assert "refused by validation" in err["message"] and err["retry"]
+    assert len(p.R.data["items"]) == 1
+    r = await p.sync()
+    assert r.status == "ok" and len(p.R.data["items"]) == 2
+    assert await p.rows("record_errors") == []
+
+
+async def test_vendor_normalisation_is_no_echo(tmp_path):
+    p = await make_pair(tmp_path, [item_flow()])
+    p.R.normalize = True
+    p.L.put("items", {"key": "k1", "name": "  spaced  "})
+    await p.sync()
+    writes = (p.L.writes, p.R.writes)
+    for _ in range(2):
+        await p.sync()
+    assert (p.L.writes, p.R.writes) == writes
+
+
+async def test_circuit_breaker_holds_mass_deletes_until_approved(tmp_path):
+    p = await make_pair(tmp_path, [item_flow(delete=dict(to_right=dict(action="delete")),
+                                             delete_threshold=0.1, delete_threshold_min=2)])
+    ids = [p.L.put("items", {"key": f"k{i}", "name": str(i)}) for i in range(10)]
+    await p.sync()
+    for rid in ids[:5]:
+        p.L.remove("items", rid)
+    r = await p.sync()
+    assert "deletes held" in r.steps[0].message
+    assert len(p.R.data["items"]) == 10 and len(await p.rows("held_deletes")) == 5
+    await p.set("held_deletes", {"approved": True}, integration="t")
+    await p.sync()
+    assert len(p.R.data["items"]) == 5 and await p.rows("held_deletes") == []
+
+
+async def test_audit_records_each_written_field_with_its_rule(tmp_path):
+    p = await make_pair(tmp_path, [item_flow()])
+    a = p.L.put("items", {"key": "k1", "name": "A"})
+    await p.sync()
+    p.L.edit("items", a, {"name": "B"})
+    await p.sync()
+    (rid,) = p.R.data["items"]
+    rows = await p.rows("audit", record_id=rid, field="title")
+    assert [(r["old"], r["new"]) for r in rows] == [("null", '"A"'), ('"A"', '"B"')]
+    assert rows[1]["rule"] == "left changed"
+
+
+async def test_reference_fields_translate_through_the_parent_flow(tmp_path):
+    flows = [item_flow(name="companies", left_entity="customers", right_entity="companies"),
+             dict(name="contacts", left_entity="contacts", right_entity="people",
+                  depends_on=["companies"], overlap_seconds=0,
+                  fields=[dict(left="email", right="mail"),
+                          dict(left="customer", right="company", ref="companies")],
+                  match=[dict(left="email", right="mail", normalize="email")])]
+    p = await make_pair(tmp_path, flows)
+    c = p.L.put("customers", {"key": "k1", "name": "A"})
+    p.L.put("contacts", {"email": "x@a.test", "customer": c})
+    orphan = p.L.put("contacts", {"email": "y@a.test", "customer": "nope"})
+    r = await p.sync()
+    (rc,) = p.R.data["companies"]
+    people = p.R.values("people")
+    assert [v["company"] for v in people.values()] == [rc]
+    (err,) = await p.rows("record_errors", flow="contacts")
+    assert err["record_id"] == orphan and "no linked partner" in err["message"]
+    assert r.status == "errors"
+
+
+async def test_a_failed_dependency_skips_the_flow_that_needs_it(tmp_path):
+    flows = [item_flow(name="companies", left_entity="customers", right_entity="companies"),
+             dict(name="contacts", left_entity="contacts", right_entity="people",
+                  depends_on=["companies"], fields=[dict(left="email", right="mail")],
+                  match=[dict(left="email", right="mail")])]
+    p = await make_pair(tmp_path, flows)
+    p.L.put("customers", {"key": "k1"})
+    p.R.fail_writes = ["before"] * 10
+    r = await p.sync()
+    assert [s.status for s in r.steps] == ["failed", "skipped"]
+    assert r.steps[1].message == "skipped: companies failed"
+
+
+async def test_bad_credentials_stop_the_run_with_one_clear_message(tmp_path):
+    p = await make_pair(tmp_path, [item_flow()])
+    p.R.auth_ok = False
+    p.L.put("items", {"key": "k1"})
+    r = await p.sync()
+    assert r.status == "failed" and r.exit_code == 2
+    assert r.message == "stopped: right system right: right: credentials refused (401: bad token)"
+    assert r.steps == [] and p.R.writes == 0
