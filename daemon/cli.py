@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
+import json
 import os
 import signal
 import sys
@@ -117,6 +118,9 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--port", type=int, required=True)
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--records", type=int, default=25)
+    sp.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a sandbox constructor option, e.g. operating_companies=2 or "
+                         "rate_limit=100000 (VALUE read as JSON when it parses)")
 
     cmd("presets", "list the bundled presets", config=False)
     return p
@@ -604,7 +608,19 @@ async def cmd_sandbox(args) -> int:
     except KeyError as exc:
         raise Fail(f"{exc.args[0]}; sandboxes: {', '.join(sandbox_names())}") from None
     accord_logging.configure("auto", "info", stream="stderr")
-    sb = cls(seed=args.seed, records=args.records)
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise Fail(f"--option {item!r}: use KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    try:
+        sb = cls(seed=args.seed, records=args.records, **options)
+    except TypeError as exc:
+        raise Fail(f"{args.system} sandbox: {exc}") from None
     try:
         url = await sb.start(port=args.port)
     except OSError as exc:

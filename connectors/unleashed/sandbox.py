@@ -152,9 +152,13 @@ class UnleashedSandbox(Sandbox):
                                      guid=fake.guid(rng))
         active = [sp for sp in self.salespersons.values() if not sp["Obsolete"]]
         now = self._now()
+        taken = {c["CustomerName"] for c in self.customers.values()}
         for _ in range(n):
             self._serial += 1
             name = fake.company_name(rng)
+            if name in taken:           # real customers have distinct names
+                name = f"{name} ({self._serial})"
+            taken.add(name)
             when = now - timedelta(minutes=rng.randint(60, 60 * 24 * 30))
             sp = rng.choice(active)
             customer = {
