@@ -10,7 +10,7 @@ the vendor's modification time from the sandbox clock, which the test steps (no 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -204,9 +204,12 @@ class Env:
 
 
 async def make_env(tmp: Path, **sandbox_kw: Any):
-    clock = Clock(START)
+    """Unleashed: 3 customers (with contacts, generated up to 30 days before), Prospect: 2
+    companies of its own (with contacts) made a day before START; one shared clock, at START."""
+    clock = Clock(START - timedelta(days=1))
     ul = UnleashedSandbox(seed=1, records=3, clock=clock, **sandbox_kw)
     crm = ProspectSandbox(seed=2, records=2, clock=clock)
+    clock.set(START)
     await ul.start(0)
     await crm.start(0)
     return Env(tmp, ul, crm)
