@@ -9,6 +9,8 @@ Unleashed).
 """
 from __future__ import annotations
 
+from urllib.parse import unquote
+
 import pytest
 
 from daemon import cli
@@ -281,15 +283,18 @@ async def test_ul04_targeted_run_syncs_just_that_record_without_listing_the_feed
     assert env.customer(g1)["PhoneNumber"] == "+64 3 555 0001"
     assert env.customer(g2)["PhoneNumber"] == phone2          # not this record's run
     assert [s.flow for s in result.steps] == ["companies"]
-    c = counts(result, "companies")
-    assert c.get("updated_left") == 1 and c.get("read_right") is None or True
-    # no change listing on either side: the CRM read is a by-key filter, Unleashed read one
-    crm_lists = [h for h in env.crm.hits if h.method == "GET" and "orderby" in h.query.lower()]
-    ul_lists = [h for h in env.ul.hits if "orderBy" in h.query]
-    assert crm_lists == [] and ul_lists == []
-    crm_by_key = [h for h in env.crm.hits if h.path == "/Companies"
-                  and f"CompanyId eq {k1}" in __import__("urllib.parse").parse.unquote(h.query)]
-    assert len(crm_by_key) == 1
+    assert counts(result, "companies") == {"updated_left": 1}
+    # no change listing on either side: the CRM read is one by-key filter; on Unleashed only
+    # check(), the UL-6 guards, the sales persons and the customer's read-before-write
+    assert [(h.path, unquote(h.query)) for h in env.crm.hits] == [
+        ("/Companies", "$top=1&$select=CompanyId"),
+        ("/Users", "$select=UserCode,UserName&$top=200"),
+        ("/Companies", f"$filter=(CompanyId eq {k1}) and StatusFlag ne 'D'"
+                       "&$expand=AccountManager($select=UserName)&$top=200")]
+    assert not [h for h in env.ul.hits if "orderBy" in h.query or h.path.endswith("Contacts")]
+    assert [(h.method, h.path) for h in env.ul.hits if h.path.startswith("/Customers/")
+            and h.path != "/Customers/1"] == [("GET", f"/Customers/{g1}"),
+                                             ("POST", f"/Customers/{g1}")]
     assert env.ul.writes() == 1 and env.crm.writes() == 0
     # the periodic run then brings the other record over
     env.tick()
@@ -382,7 +387,7 @@ async def test_ul07_refused_website_is_not_synced_rest_is_and_refusal_reported(s
     assert env.customer(guid)["PhoneNumber"] == "+64 9 555 0505"
     assert env.customer(guid)["Website"] == website
     errors = await env.errors("companies")
-    assert len(errors) == 1 and errors[0]["record_id"] in (guid, key)
+    assert [(e["side"], e["record_id"]) for e in errors] == [("left", guid)]
     # the vendor's own words
     assert f"Website {BAD_WEBSITE!r} is not a valid URL." in errors[0]["message"]
     assert "Website" in errors[0]["message"]
@@ -421,9 +426,11 @@ async def test_ul08_conflict_resolved_deterministically_and_logged_with_both_val
     assert len(conflicts1) == 1
     c = conflicts1[0]
     assert (c["field"], c["left"], c["right"]) == (
-        "PhoneNumber", "+64 9 555 1111", "+64 9 555 2222") or (
-        c["left"], c["right"]) == ("+64 9 555 1111", "+64 9 555 2222")
+        "PhoneNumber", "+64 9 555 1111", "+64 9 555 2222")
+    assert (c["left_id"], c["right_id"]) == tuple(pair1.split("/"))
     assert c["policy"] == "arbitrary" and c["log_level"] == "warning"
+    assert c["winner"] in ("left", "right")
+    assert ul1 == {"left": "+64 9 555 1111", "right": "+64 9 555 2222"}[c["winner"]]
     assert {k: c[k] for k in ("field", "left", "right", "winner")} == \
         {k: conflicts2[0][k] for k in ("field", "left", "right", "winner")}
 
@@ -514,6 +521,14 @@ async def test_ul11_nightly_job_sets_crm_account_managers_back_to_unleashed(env)
     assert {k: names[env.company(k)["AccountManagerId"]] for k in links.values()} == expected
     assert {g: env.customer(g)["SalesPerson"] for g in links} == before
     assert counts(result, "companies").get("updated_left", 0) == 0
+    assert counts(result, "companies").get("updated_right") == len(links)
+    # the next ordinary run does not undo it (the CRM edits were overridden, not pending)
+    env.tick()
+    env.reset_hits()
+    ok(await env.sync())
+    assert {k: names[env.company(k)["AccountManagerId"]] for k in links.values()} == expected
+    assert {g: env.customer(g)["SalesPerson"] for g in links} == before
+    assert env.ul.writes() == 0
 
 
 async def test_ul11_job_absent_when_option_off(env):
