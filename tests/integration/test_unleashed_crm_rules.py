@@ -600,3 +600,40 @@ async def test_ul12_one_way_import_creates_and_updates_and_ignores_crm_edits(env
     assert env.ul.writes() == 0
     assert env.customer(other_guid)["PhoneNumber"] != "+64 9 555 0909"
     assert not any(c["LastName"] in ("Changed", "Crm") for c in env.ul_contacts().values())
+
+
+# --- refusals must stay visible while the sides differ (UL-5, UL-7; guarantee 3) ----------
+_CLEARED = (
+    "a refused field's record error (retry=False) is deleted by the very next run although "
+    "nothing changed and the two sides still differ in that field: the next run re-reads the "
+    "pair (cursor overlap), finds both hashes equal to the link's stored bases (the refused "
+    "value was taken into the base), counts it 'unchanged' and appends the ids to "
+    "batch.cleared, so Batch.commit -> q.clear_errors removes the error "
+    "(daemon/engine/apply.py linked_unit, the 'unchanged' early return ~line 153-160). "
+    "Result: `status` shows no open error while the CRM keeps a value Unleashed refused "
+    "(DESIGN guarantee 3: 'still pending with a visible error')")
+
+
+@pytest.mark.xfail(strict=True, reason=_CLEARED)
+async def test_ul07_refused_website_stays_reported_until_fixed(synced):
+    env = synced
+    guid, key = await first_pair(env)
+    env.crm_edit_company(key, Website=BAD_WEBSITE)
+    assert (await env.sync()).status == "errors"
+    env.tick()
+    await env.sync()                                   # no edits anywhere
+    assert env.company(key)["Website"] != env.customer(guid)["Website"]
+    assert [e["record_id"] for e in await env.errors("companies")] == [guid]
+
+
+@pytest.mark.xfail(strict=True, reason=_CLEARED)
+async def test_ul05_refused_account_manager_stays_reported_until_fixed(synced):
+    env = synced
+    guid, key = await first_pair(env)
+    env.crm_edit_company(key, AccountManagerId=env.user_code("Emma Wright"))
+    assert (await env.sync()).status == "errors"
+    env.tick()
+    await env.sync()                                   # no edits anywhere
+    assert env.company(key)["AccountManagerId"] == "EW"
+    assert env.customer(guid)["SalesPerson"]["FullName"] != "Emma Wright"
+    assert [e["record_id"] for e in await env.errors("companies")] == [key]
