@@ -27,12 +27,15 @@ class Batch:
     audit: list[dict] = field(default_factory=list)
     errors: list[dict] = field(default_factory=list)
     cleared: dict[Side, list[str]] = field(default_factory=lambda: {"left": [], "right": []})
+    settled: dict[Side, list[str]] = field(default_factory=lambda: {"left": [], "right": []})
     reviews: list[dict] = field(default_factory=list)
     holds: list[dict] = field(default_factory=list)
     done_intents: dict[Side, list[str]] = field(default_factory=lambda: {"left": [], "right": []})
     done_pushes: dict[Side, list[str]] = field(default_factory=lambda: {"left": [], "right": []})
     dropped_holds: list[int] = field(default_factory=list)
     handled: dict[Side, list[str]] = field(default_factory=lambda: {"left": [], "right": []})
+    parked: dict[Side, list[tuple[str, str]]] = field(
+        default_factory=lambda: {"left": [], "right": []})
 
     async def commit(self) -> None:
         s = self.step
@@ -52,7 +55,10 @@ class Batch:
             await q.add_audit(conn, self.audit)
             for side in ("left", "right"):
                 await q.clear_errors(conn, i, f, side, self.cleared[side])
+                await q.clear_errors(conn, i, f, side, self.settled[side], only_retry=True)
                 await q.clear_reviews(conn, i, f, side, self.cleared[side])
+                await q.unpark(conn, i, f, side, self.cleared[side])
+                await q.park(conn, i, f, side, self.parked[side])
                 await q.drop_intents(conn, i, f, side, self.done_intents[side])
                 await q.drop_pushes(conn, i, f, side, self.done_pushes[side])
             await q.record_errors(conn, self.errors)
@@ -82,7 +88,8 @@ def _base_row(step: "FlowStep", side: Side, values: dict) -> dict:
 
 
 async def _update(step: "FlowStep", batch: Batch, target: Side, record_id: str,
-                  values: dict[str, Any], current: dict[str, Any], why: dict) -> Record:
+                  values: dict[str, Any], current: dict[str, Any], why: dict,
+                  source_id: str | None = None) -> Record:
     """Write a partial update; a refusal naming some fields sends the rest without them."""
     conn = step.sides[target]
     entity = step.rules.entity(target)
@@ -100,7 +107,9 @@ async def _update(step: "FlowStep", batch: Batch, target: Side, record_id: str,
             raise
         rest = {k: v for k, v in values.items() if k not in bad}
         stored = await conn.update(entity, record_id, rest)
-        batch.error(target, record_id, f"not written: {', '.join(bad)}: {exc.message}",
+        # reported on the record whose value was refused, so it clears when that one is fixed
+        where = (other(target), source_id) if source_id else (target, record_id)
+        batch.error(*where, f"{', '.join(bad)} not written to {target}: {exc.message}",
                     retry=False)
         values = rest
     for path, new in values.items():
@@ -155,8 +164,8 @@ async def linked_unit(step: "FlowStep", batch: Batch, unit: dict, ctx: Context) 
             for s, r in recs.items())):
         step.c["unchanged"] += 1
         for s, r in recs.items():
-            if r is not None:
-                batch.cleared[s].append(r["record_id"])
+            if r is not None:      # a refusal still stands while the values stand
+                batch.settled[s].append(r["record_id"])
         return
     for s, r in recs.items():
         if r is not None and not r["deleted"] and not r["passes"]:
@@ -224,7 +233,8 @@ async def merge_pair(step: "FlowStep", batch: Batch, link: dict, recs: dict, ctx
         values = d.writes(target)
         stored = cur[target]
         if values:
-            rec = await _update(step, batch, target, ids[target], values, cur[target], d.why)
+            rec = await _update(step, batch, target, ids[target], values, cur[target], d.why,
+                                source_id=ids[other(target)])
             stored = rec.fields
             row[f"{target}_version"] = rec.version
         row.update(_base_row(step, target, stored))
@@ -342,6 +352,16 @@ async def unlinked_chunk(step: "FlowStep", batch: Batch, side: Side, recs: list[
         active.append(r)
     if not active:
         return
+    async with step.db.begin() as conn:
+        parked = await q.parked_hashes(conn, step.integration, step.flow.name, side,
+                                       [r["record_id"] for r in active])
+    mark = {r["record_id"]: f"{r['hash']}:{step.fingerprint}" for r in active}
+    quiet = {r["record_id"] for r in active if not r["pushed"]
+             and parked.get(r["record_id"]) == mark[r["record_id"]]}
+    step.c["unchanged"] += len(quiet)
+    active = [r for r in active if r["record_id"] not in quiet]
+    if not active:
+        return
     candidates = await _candidates(step, side, active)
     # the other way round too: a partner that itself matches several records is ambiguous
     single = {rid: cs[0] for rid, cs in candidates.items() if len(cs) == 1}
@@ -376,10 +396,12 @@ async def unlinked_chunk(step: "FlowStep", batch: Batch, side: Side, recs: list[
                                       side=side, record_id=r["record_id"],
                                       candidates=_dumps([c["record_id"] for c in cands][:50]),
                                       reason=reason, updated_at=now()))
+            batch.parked[side].append((r["record_id"], mark[r["record_id"]]))
         elif _may_create(step, side, r):
             creates.append((r, {}))
         else:
             step.c["not_created"] += 1
+            batch.parked[side].append((r["record_id"], mark[r["record_id"]]))
     if creates:
         await _create_many(step, batch, side, [c[0] for c in creates], ctx)
 
@@ -484,7 +506,7 @@ async def _link_pair(step: "FlowStep", batch: Batch, side: Side, r: dict, cand: 
         stored = recs[target]["data"]
         if d.writes(target):
             rec = await _update(step, batch, target, ids[target], d.writes(target), stored,
-                                d.why)
+                                d.why, source_id=ids[other(target)])
             stored = rec.fields
         row.update(_base_row(step, target, stored))
     batch.inserts.append(row)
@@ -656,11 +678,21 @@ async def resolve_intent(step: "FlowStep", batch: Batch, intent: dict) -> None:
     batch.done_intents[target].append(intent["source_id"])
     if len(found) == 1:
         rec = found[0]
+        source_values = keys.get("source_base", {})
+        revert = _owned_by(step, target, rec.fields, source_values, Context())
+        if revert:           # what the create would have done next, had it not been cut off
+            try:
+                done = await _update(step, batch, source, intent["source_id"], revert,
+                                     source_values, {(source, k): f"revert: owned by {target}"
+                                                     for k in revert})
+                source_values = done.fields
+            except RecordError as exc:
+                batch.error(source, intent["source_id"], exc.message, retry=False)
         batch.inserts.append({"integration": step.integration, "flow": step.flow.name,
                               f"{source}_id": intent["source_id"], f"{target}_id": rec.id,
                               "state": "ok", "updated_at": now(), "left_version": None,
                               "right_version": None,
-                              **_base_row(step, source, keys.get("source_base", {})),
+                              **_base_row(step, source, source_values),
                               **_base_row(step, target, rec.fields)})
         step.c["recovered"] += 1
         step.log.info("intent.resolved", side=target, record=rec.id, source=intent["source_id"])

@@ -72,6 +72,8 @@ class FlowStep:
         self.held: dict[int, dict] = {}
         self.progress = progress
         self.log = log.bind(integration=integration, flow=flow.name, run=run_id)
+        # parked records are looked at again when the flow's rules change
+        self.fingerprint = value_hash(["r"], {"r": flow.rules.model_dump_json()})[:12]
 
     # ------------------------------------------------------------------------------------
     async def run(self) -> StepResult:

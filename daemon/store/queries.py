@@ -15,6 +15,7 @@ links, cursors, staged, intents = T["links"], T["cursors"], T["staged"], T["inte
 errors, exclusions, reviews, held = (T["record_errors"], T["exclusions"], T["reviews"],
                                      T["held_deletes"])
 audit, pushes, staged_keys = T["audit"], T["pushes"], T["staged_keys"]
+parked = T["parked"]
 CHUNK = 500          # ids per IN (...) list: well under SQLite's and asyncpg's limits
 
 
@@ -260,11 +261,13 @@ async def record_errors(conn: AsyncConnection, rows: list[dict]) -> None:
 
 
 async def clear_errors(conn: AsyncConnection, integration: str, flow: str, side: str,
-                       ids: Sequence[str]) -> None:
+                       ids: Sequence[str], only_retry: bool = False) -> None:
     for part in _chunks(list(ids)):
-        await conn.execute(delete(errors).where(
-            errors.c.integration == integration, errors.c.flow == flow, errors.c.side == side,
-            errors.c.record_id.in_(part)))
+        cond = [errors.c.integration == integration, errors.c.flow == flow,
+                errors.c.side == side, errors.c.record_id.in_(part)]
+        if only_retry:
+            cond.append(errors.c.retry.is_(True))
+        await conn.execute(delete(errors).where(*cond))
 
 
 async def revisit_ids(conn: AsyncConnection, integration: str, flow: str, side: str) -> list[str]:
@@ -374,3 +377,32 @@ async def links_of(conn: AsyncConnection, integration: str, flow: str, after: in
 
 def decode_base(link: dict, side: str) -> dict[str, Any]:
     return loads(link[f"{side}_base"]) or {}
+
+
+async def parked_hashes(conn: AsyncConnection, integration: str, flow: str, side: str,
+                        ids: Sequence[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in _chunks(list(ids)):
+        rows = await conn.execute(select(parked.c.record_id, parked.c.hash).where(
+            parked.c.integration == integration, parked.c.flow == flow,
+            parked.c.side == side, parked.c.record_id.in_(part)))
+        out.update(dict(rows.all()))
+    return out
+
+
+async def park(conn: AsyncConnection, integration: str, flow: str, side: str,
+               rows: list[tuple[str, str]]) -> None:
+    if not rows:
+        return
+    await unpark(conn, integration, flow, side, [r for r, _ in rows])
+    await conn.execute(insert(parked), [
+        dict(integration=integration, flow=flow, side=side, record_id=r, hash=h,
+             updated_at=now()) for r, h in rows])
+
+
+async def unpark(conn: AsyncConnection, integration: str, flow: str, side: str,
+                 ids: Sequence[str]) -> None:
+    for part in _chunks(list(ids)):
+        await conn.execute(delete(parked).where(
+            parked.c.integration == integration, parked.c.flow == flow,
+            parked.c.side == side, parked.c.record_id.in_(part)))

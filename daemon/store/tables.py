@@ -70,6 +70,18 @@ class StagedKey(SQLModel, table=True):
     value: str
 
 
+class Parked(SQLModel, table=True):
+    """An unlinked record that found no partner and may not be created (create never/push,
+    or an ambiguous match): not looked up again while it and the flow's rules stay the same."""
+    __tablename__ = "parked"
+    integration: str = Field(primary_key=True)
+    flow: str = Field(primary_key=True)
+    side: str = Field(primary_key=True)
+    record_id: str = Field(primary_key=True)
+    hash: str
+    updated_at: datetime
+
+
 class Intent(SQLModel, table=True):
     """A create announced before the remote call, cleared in the commit that links it."""
     __tablename__ = "intents"

@@ -103,14 +103,6 @@ async def test_idle_runs_do_not_move_what_they_stored(synced: Env):
         == [{k: v for k, v in r.items() if k not in strip} for r in links_before]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "guarantee 7 (an idle run costs one change query per entity per side) does not hold for "
-    "unlinked records inside the cursor's overlap window: every run re-reads them (overlap_"
-    "seconds=60 before the cursor) and unlinked_chunk -> _candidates calls find() on the other "
-    "side again for each one (Unleashed: one GET /Customers?customerName=... per company and "
-    "one GET /Customers?contactEmail=... per contact), although neither side changed and the "
-    "previous run already found no partner (not_created). daemon/engine/apply.py "
-    "_candidates/unlinked_chunk with daemon/engine/step.py _stage_side (overlap re-read)"))
 async def test_idle_run_does_not_look_up_recent_unlinked_records_again(env: Env):
     """The CRM's own two companies (never created in Unleashed: create to_left = never) and
     their contacts were edited just before the first sync, so they sit in the overlap window."""
