@@ -140,7 +140,7 @@ class HttpClient:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, TransientHTTPError) and exc.retry_after is not None:
             return min(exc.retry_after, self.max_wait)
-        return wait_exponential_jitter(initial=0.2, max=self.max_wait)(state)
+        return wait_exponential_jitter(multiplier=0.2, jitter=0.5, max=self.max_wait)(state)
 
     async def _once(self, method: str, path: str, params, json, query) -> Response:
         if self.session is None:
