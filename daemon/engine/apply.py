@@ -545,7 +545,8 @@ async def _create_many(step: "FlowStep", batch: Batch, side: Side, recs: list[di
             keys = {"ext": rules.external_id.get(target),
                     "match": [[getattr(k, target), k.normalize, fields.get(getattr(k, target))]
                               for k in rules.match if fields.get(getattr(k, target))],
-                    "source_base": mapped(_paths(step, side), r["data"])}
+                    "source_base": mapped(_paths(step, side), r["data"]),
+                    "sent": fields}
             intents.append(dict(integration=step.integration, flow=step.flow.name,
                                 target=target, source_id=r["record_id"], keys=_dumps(keys),
                                 created_at=now()))
@@ -688,12 +689,18 @@ async def resolve_intent(step: "FlowStep", batch: Batch, intent: dict) -> None:
                 source_values = done.fields
             except RecordError as exc:
                 batch.error(source, intent["source_id"], exc.message, retry=False)
+        # the target's base is what the create sent, where the record no longer shows it:
+        # an edit made there since the interrupted create is a change, not the base
+        from daemon.engine.merge import same
+        sent = keys.get("sent", {})
+        target_base = {p: (rec.fields.get(p) if same(rec.fields.get(p), sent.get(p))
+                           else sent.get(p)) for p in _paths(step, target)}
         batch.inserts.append({"integration": step.integration, "flow": step.flow.name,
                               f"{source}_id": intent["source_id"], f"{target}_id": rec.id,
                               "state": "ok", "updated_at": now(), "left_version": None,
                               "right_version": None,
                               **_base_row(step, source, source_values),
-                              **_base_row(step, target, rec.fields)})
+                              **_base_row(step, target, target_base)})
         step.c["recovered"] += 1
         step.log.info("intent.resolved", side=target, record=rec.id, source=intent["source_id"])
     elif len(found) > 1:
