@@ -6,8 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Optional
 
-from sqlalchemy import Column, Index, Text, UniqueConstraint
+from sqlalchemy import Column, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
+
+# Aware UTC timestamps: TIMESTAMP WITH TIME ZONE on PostgreSQL (asyncpg refuses an aware value
+# for a naive column); SQLite stores the text as before.
+TZ = DateTime(timezone=True)
 
 
 class Link(SQLModel, table=True):
@@ -29,7 +33,7 @@ class Link(SQLModel, table=True):
     left_version: Optional[str] = None
     right_version: Optional[str] = None
     state: str = "ok"           # ok | gone_left | gone_right (kept pair, one side deleted)
-    updated_at: datetime
+    updated_at: datetime = Field(sa_type=TZ)
 
 
 class Cursor(SQLModel, table=True):
@@ -38,7 +42,7 @@ class Cursor(SQLModel, table=True):
     flow: str = Field(primary_key=True)
     side: str = Field(primary_key=True)
     value: str = Field(sa_column=Column(Text, nullable=False))   # JSON {"at": iso, "ids": []}
-    updated_at: datetime
+    updated_at: datetime = Field(sa_type=TZ)
 
 
 class Staged(SQLModel, table=True):
@@ -79,7 +83,7 @@ class Parked(SQLModel, table=True):
     side: str = Field(primary_key=True)
     record_id: str = Field(primary_key=True)
     hash: str
-    updated_at: datetime
+    updated_at: datetime = Field(sa_type=TZ)
 
 
 class Intent(SQLModel, table=True):
@@ -90,7 +94,7 @@ class Intent(SQLModel, table=True):
     target: str = Field(primary_key=True)
     source_id: str = Field(primary_key=True)
     keys: str = Field(sa_column=Column(Text, nullable=False))    # JSON {target path: value}
-    created_at: datetime
+    created_at: datetime = Field(sa_type=TZ)
 
 
 class Run(SQLModel, table=True):
@@ -100,8 +104,8 @@ class Run(SQLModel, table=True):
     trigger: str
     status: str = "running"     # running | ok | errors | failed | stopped
     message: str = ""
-    started_at: datetime
-    finished_at: Optional[datetime] = None
+    started_at: datetime = Field(sa_type=TZ)
+    finished_at: Optional[datetime] = Field(default=None, sa_type=TZ)
 
 
 class Step(SQLModel, table=True):
@@ -112,12 +116,14 @@ class Step(SQLModel, table=True):
     status: str = "running"     # running | ok | errors | failed | skipped
     counts: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     message: str = ""
-    started_at: datetime
-    finished_at: Optional[datetime] = None
+    started_at: datetime = Field(sa_type=TZ)
+    finished_at: Optional[datetime] = Field(default=None, sa_type=TZ)
 
 
 class RecordError(SQLModel, table=True):
     __tablename__ = "record_errors"
+    # revisit_ids: the failed writes of one flow and side to read again (revision 0002)
+    __table_args__ = (Index("ix_record_errors_retry", "integration", "flow", "side", "retry"),)
     integration: str = Field(primary_key=True)
     flow: str = Field(primary_key=True)
     side: str = Field(primary_key=True)
@@ -126,7 +132,7 @@ class RecordError(SQLModel, table=True):
     retry: bool = True          # re-read next run (write failures); False: shown only
     count: int = 1
     run_id: int
-    updated_at: datetime
+    updated_at: datetime = Field(sa_type=TZ)
 
 
 class Exclusion(SQLModel, table=True):
@@ -137,7 +143,7 @@ class Exclusion(SQLModel, table=True):
     record_id: str = Field(primary_key=True)
     mode: str                   # never | skip_once
     reason: str = ""
-    created_at: datetime
+    created_at: datetime = Field(sa_type=TZ)
 
 
 class Review(SQLModel, table=True):
@@ -149,7 +155,7 @@ class Review(SQLModel, table=True):
     record_id: str = Field(primary_key=True)
     candidates: str = Field(sa_column=Column(Text, nullable=False))
     reason: str
-    updated_at: datetime
+    updated_at: datetime = Field(sa_type=TZ)
 
 
 class HeldDelete(SQLModel, table=True):
@@ -164,7 +170,7 @@ class HeldDelete(SQLModel, table=True):
     action: str                 # delete | mark | unlink
     run_id: int
     approved: bool = False
-    created_at: datetime
+    created_at: datetime = Field(sa_type=TZ)
 
 
 class Audit(SQLModel, table=True):
@@ -181,7 +187,7 @@ class Audit(SQLModel, table=True):
     old: Optional[str] = Field(default=None, sa_column=Column(Text))
     new: Optional[str] = Field(default=None, sa_column=Column(Text))
     rule: str
-    at: datetime
+    at: datetime = Field(sa_type=TZ)
 
 
 class Push(SQLModel, table=True):
@@ -191,7 +197,7 @@ class Push(SQLModel, table=True):
     flow: str = Field(primary_key=True)
     side: str = Field(primary_key=True)
     record_id: str = Field(primary_key=True)
-    created_at: datetime
+    created_at: datetime = Field(sa_type=TZ)
 
 
 metadata = SQLModel.metadata

@@ -1,0 +1,2 @@
+"""Alembic migrations of the state database; run them with ``accord migrate``
+(daemon.store.schema builds the Alembic configuration in code, no alembic.ini)."""
