@@ -19,7 +19,7 @@ import os
 import signal
 import sys
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import orjson
@@ -27,7 +27,8 @@ from sqlalchemy import delete, insert, select, update
 
 from daemon import logging as accord_logging
 from daemon import presets as preset_lib
-from daemon.app import App, seconds
+from daemon import status as status_lib
+from daemon.app import App
 from daemon.config import Config, ConfigError, load
 from daemon.engine.runner import RunOptions, RunResult, run
 from daemon.store.db import create_schema, loads, make_engine, now
@@ -316,79 +317,12 @@ async def cmd_plan(args, cfg: Config) -> int:
 
 
 # --- status ----------------------------------------------------------------------------------
-def _next_run(spec, last_start: datetime | None) -> str:
-    sch = spec.schedule
-    if not spec.enabled:
-        return "disabled"
-    if last_start is None:
-        if sch.run_at_start:
-            return "at start-up"
-    if last_start is not None and last_start.tzinfo is None:
-        last_start = last_start.replace(tzinfo=timezone.utc)
-    if sch.cron:
-        from apscheduler.triggers.cron import CronTrigger
-        nxt = CronTrigger.from_crontab(sch.cron).get_next_fire_time(
-            None, datetime.now(timezone.utc).astimezone())
-        return _iso(nxt) or "never"
-    every = timedelta(seconds=seconds(sch.every or "15m"))
-    if last_start is None:
-        return f"{_short(sch.every)} after start-up"
-    return _iso(last_start + every)
-
-
 async def _status_doc(cfg: Config) -> dict:
     db = await _db(cfg)
-    runs, steps = T["runs"], T["steps"]
-    out: dict[str, Any] = {"integrations": {}}
     try:
-        async with db.connect() as conn:
-            for name, spec in cfg.integrations.items():
-                last = (await conn.execute(select(runs).where(runs.c.integration == name)
-                                           .order_by(runs.c.id.desc()).limit(1))
-                        ).mappings().first()
-                doc: dict[str, Any] = {"enabled": spec.enabled, "last_run": None}
-                if last is not None:
-                    st = (await conn.execute(select(steps).where(steps.c.run_id == last["id"])
-                                             .order_by(steps.c.id))).mappings().all()
-                    doc["last_run"] = {
-                        "id": last["id"], "trigger": last["trigger"], "status": last["status"],
-                        "started_at": _iso(last["started_at"]),
-                        "finished_at": _iso(last["finished_at"]),
-                        "message": last["message"],
-                        "steps": [{"flow": s["flow"], "status": s["status"],
-                                   "counts": loads(s["counts"]) or {}, "message": s["message"]}
-                                  for s in st]}
-                doc["next_run"] = _next_run(spec, last["started_at"] if last else None)
-                doc["jobs"] = [{"name": j.name, "flow": j.flow, "cron": j.cron}
-                               for j in spec.jobs]
-                doc["record_errors"] = [
-                    {"integration": r["integration"], "flow": r["flow"], "side": r["side"],
-                     "record": r["record_id"], "message": r["message"], "count": r["count"],
-                     "retry": r["retry"], "updated_at": _iso(r["updated_at"])}
-                    for r in await _rows(conn, "record_errors", name)]
-                doc["reviews"] = [
-                    {"flow": r["flow"], "side": r["side"], "record": r["record_id"],
-                     "candidates": loads(r["candidates"]), "reason": r["reason"]}
-                    for r in await _rows(conn, "reviews", name)]
-                doc["held_deletes"] = [
-                    {"id": r["id"], "flow": r["flow"], "target": r["target"],
-                     "record": r["record_id"], "action": r["action"], "run": r["run_id"],
-                     "approved": r["approved"]}
-                    for r in await _rows(conn, "held_deletes", name)]
-                doc["exclusions"] = [
-                    {"flow": r["flow"], "side": r["side"], "record": r["record_id"],
-                     "mode": r["mode"], "reason": r["reason"]}
-                    for r in await _rows(conn, "exclusions", name)]
-                out["integrations"][name] = doc
+        return await status_lib.gather(cfg, db)
     finally:
         await db.dispose()
-    return out
-
-
-async def _rows(conn, table: str, integration: str) -> list:
-    t = T[table]
-    return (await conn.execute(select(t).where(t.c.integration == integration))
-            ).mappings().all()
 
 
 async def cmd_status(args, cfg: Config) -> int:
