@@ -79,6 +79,11 @@ class DaemonSpec(Strict):
     database: str = "sqlite:///accord-state.db"
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # several daemons on one PostgreSQL database: one runs each integration (daemon/lease.py);
+    # a no-op on SQLite
+    lease: bool = True
+    lease_holder: str | None = None     # who holds it, in logs and pg_stat_activity
+                                        # (default hostname:pid)
 
 
 class Config(Strict):

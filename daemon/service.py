@@ -36,6 +36,7 @@ from daemon import logging as accord_logging
 from daemon.app import App, seconds
 from daemon.config import Config, ConfigError, IntegrationSpec, load
 from daemon.engine.runner import RunOptions, RunResult, run
+from daemon.lease import Lease, NoLease, make_lease
 from daemon.store.db import now
 from daemon.store.tables import T
 
@@ -85,6 +86,7 @@ class Service:
         self._stop_requested = asyncio.Event()
         self._reloading = asyncio.Lock()
         self._bg: set[asyncio.Task] = set()
+        self.lease: Lease = NoLease()           # daemon/lease.py; set by start()
 
     # --- life cycle ----------------------------------------------------------------------
     async def start(self, *, paused: bool = False, cfg: Config | None = None) -> "Service":
@@ -92,6 +94,8 @@ class Service:
         self.cfg = cfg or load(self.config_path)
         self._configure_logging(self.cfg)
         self.app = await App(self.cfg).start(sandboxes=self.sandboxes, activity=self.activity)
+        d = self.cfg.daemon                     # lease: kept until stop (a reload keeps it)
+        self.lease = make_lease(d.database, d.lease, d.lease_holder)
         self.scheduler = self.scheduler_factory()
         self._add_jobs()
         self.scheduler.start(paused=paused)
@@ -168,6 +172,13 @@ class Service:
                 log.info("run.skipped", integration=name, trigger=options.trigger,
                          reason="no longer configured")
                 return None
+            # --- lease: one daemon per integration on a shared PostgreSQL (daemon/lease.py)
+            if not await self.lease.acquire(name):
+                log.info("run.skipped", integration=name, trigger=options.trigger,
+                         reason="lease held by another daemon",
+                         holder=await self.lease.holder_of(name))
+                return None
+            # --- end lease
             self._running[name] = asyncio.current_task()  # type: ignore[assignment]
             try:
                 result = await run(app.db, app.integration(name), options)
@@ -294,6 +305,7 @@ class Service:
                         reason=f"still running after {self.grace:g} s grace")
         for t in list(self._bg):
             t.cancel()
+        await self.lease.close()                # after the runs: frees our leases at once
         if self.app is not None:
             await self.app.close()
         log.info("service.stopped")

@@ -30,7 +30,7 @@ from daemon.store import queries as q
 from daemon.store.db import dumps, now
 
 log = structlog.get_logger("accord.step")
-CHUNK = 200
+CHUNK = 500
 
 
 class StepAborted(Exception):
