@@ -18,7 +18,8 @@ from connectors.base import Connector
 from daemon.config import Config, IntegrationSpec, system_settings
 from daemon.engine.runner import Guard, Integration, order_flows
 from daemon.registry import connector_class, sandbox_class
-from daemon.store.db import create_schema, make_engine
+from daemon.store import schema
+from daemon.store.db import make_engine
 
 log = structlog.get_logger("accord.app")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -46,7 +47,13 @@ class App:
 
     async def start(self, *, sandboxes: bool = True, activity: bool = True) -> "App":
         self.db = make_engine(self.cfg.daemon.database)
-        await create_schema(self.db)
+        # an empty database is migrated; one that is behind is refused (SchemaBehind)
+        try:
+            await schema.check(self.db, config_path=self.cfg.path or None)
+        except BaseException:
+            await self.db.dispose()
+            self.db = None
+            raise
         for name, spec in self.cfg.systems.items():
             settings = system_settings(spec)
             if spec.sandbox is not None and sandboxes:

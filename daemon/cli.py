@@ -1,5 +1,5 @@
 """The command line: ``accord run | sync | plan | status | check | history | exclude | include |
-push | approve | sandbox | presets``.
+push | approve | migrate | sandbox | presets``.
 
 Every command but ``sandbox`` and ``presets`` takes ``--config FILE`` (default: $ACCORD_CONFIG,
 else ./config.toml). A configuration that cannot be used prints its one-line error on stderr
@@ -31,7 +31,8 @@ from daemon import status as status_lib
 from daemon.app import App
 from daemon.config import Config, ConfigError, load
 from daemon.engine.runner import RunOptions, RunResult, run
-from daemon.store.db import create_schema, loads, make_engine, now
+from daemon.store import schema as store_schema
+from daemon.store.db import loads, make_engine, now
 from daemon.store.tables import T
 
 SIDES = ("left", "right")
@@ -123,6 +124,9 @@ def parser() -> argparse.ArgumentParser:
                     help="a sandbox constructor option, e.g. operating_companies=2 or "
                          "rate_limit=100000 (VALUE read as JSON when it parses)")
 
+    cmd("migrate", "upgrade the state database to the schema this accord needs "
+                   "(run it after upgrading accord)")
+
     cmd("presets", "list the bundled presets", config=False)
     return p
 
@@ -177,14 +181,27 @@ async def _open_app(cfg: Config) -> App:
     app = App(cfg)
     try:
         return await app.start(sandboxes=True, activity=False)
+    except store_schema.SchemaError as exc:      # behind: one line that says `accord migrate`
+        await app.close()
+        raise Fail(str(exc)) from None
     except Exception as exc:
         await app.close()
         raise Fail(f"cannot start: {exc}") from None
 
 
 async def _db(cfg: Config):
+    """The state database, at the schema this accord needs (an empty one is migrated; one
+    that is behind is refused: exit 2, with the line that says to run ``accord migrate``)."""
     engine = make_engine(cfg.daemon.database)
-    await create_schema(engine)
+    try:
+        await store_schema.check(engine, config_path=cfg.path or None)
+    except store_schema.SchemaError as exc:
+        await engine.dispose()
+        raise Fail(str(exc)) from None
+    except Exception as exc:
+        await engine.dispose()
+        raise Fail(f"cannot open the state database at "
+                   f"{store_schema.where(cfg.daemon.database)}: {exc}") from None
     return engine
 
 
@@ -251,6 +268,8 @@ async def cmd_run(args, cfg: Config) -> int:
     try:
         return await service.serve()
     except ConfigError as exc:          # changed between our check and the service's load
+        raise Fail(str(exc)) from None
+    except store_schema.SchemaError as exc:     # behind: run `accord migrate`
         raise Fail(str(exc)) from None
     except OSError as exc:              # e.g. a sandbox port in use
         raise Fail(f"cannot start: {exc}") from None
@@ -534,6 +553,25 @@ async def cmd_approve(args, cfg: Config) -> int:
     return EXIT_OK
 
 
+# --- migrate ---------------------------------------------------------------------------------
+async def cmd_migrate(args, cfg: Config) -> int:
+    """Upgrade the state database to the head revision; prints ``from → to``."""
+    url = cfg.daemon.database
+    try:
+        before, after = await store_schema.upgrade(url)
+    except store_schema.SchemaError as exc:
+        raise Fail(str(exc)) from None
+    except Exception as exc:
+        raise Fail(f"cannot migrate the state database at {store_schema.where(url)}: "
+                   f"{exc}") from None
+    where = store_schema.where(url)
+    if before == after:
+        print(f"{where}: already at {after}")
+    else:
+        print(f"{where}: {before or 'none'} → {after}")
+    return EXIT_OK
+
+
 # --- sandbox, presets ------------------------------------------------------------------------
 async def cmd_sandbox(args) -> int:
     from daemon.registry import sandbox_class, sandbox_names
@@ -590,7 +628,7 @@ COMMANDS = {
     "run": cmd_run, "sync": cmd_sync, "plan": cmd_plan, "status": cmd_status,
     "check": cmd_check, "history": cmd_history, "exclude": cmd_exclude,
     "include": cmd_include, "push": cmd_push, "approve": cmd_approve,
-    "sandbox": cmd_sandbox, "presets": cmd_presets,
+    "migrate": cmd_migrate, "sandbox": cmd_sandbox, "presets": cmd_presets,
 }
 
 if __name__ == "__main__":

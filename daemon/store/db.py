@@ -8,7 +8,6 @@ import orjson
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from daemon.store.tables import metadata
 
 
 def to_async_url(url: str) -> str:
@@ -36,8 +35,10 @@ def make_engine(url: str) -> AsyncEngine:
 
 
 async def create_schema(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
+    """Bring a database to the head revision by running the migrations (tests, tools);
+    the daemon and the commands go through ``daemon.store.schema.check`` instead."""
+    from daemon.store.schema import upgrade
+    await upgrade(engine)
 
 
 def now() -> datetime:

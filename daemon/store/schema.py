@@ -52,7 +52,6 @@ class SchemaAhead(SchemaError):
 def alembic_config(url: str | None = None, connection=None) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    cfg.set_main_option("version_locations", str(MIGRATIONS / "versions"))
     if url is not None:
         cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
     cfg.attributes["connection"] = connection
