@@ -4,14 +4,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import orjson
 import structlog
 from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.base import AuthError, Connector, ConnectorError, UnavailableError
+from connectors.base import AuthError, Connector, ConnectorError
 from daemon.engine.flow import Flow, compile_flow, holds
 from daemon.engine.rules import FlowRules, Side
 from daemon.engine.step import FlowStep, StepAborted, StepOptions, StepResult
@@ -91,7 +91,7 @@ class RunResult:
 async def run(db: AsyncEngine, integ: Integration, options: RunOptions | None = None,
               progress: Callable[[str, Counter], None] | None = None) -> RunResult:
     opt = options or RunOptions()
-    runs, steps = T["runs"], T["steps"]
+    runs = T["runs"]
     async with db.begin() as conn:
         run_id = (await conn.execute(insert(runs).values(
             integration=integ.name, trigger=opt.trigger, status="running",

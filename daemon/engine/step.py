@@ -20,14 +20,14 @@ from typing import Any, Callable, Mapping
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.base import (AuthError, Connector, NotFoundError, Record, RecordError,
-                             UnavailableError, utc)
-from daemon.engine import apply as applying
+from connectors.base import (AuthError, Connector, Record, UnavailableError, utc)
+from daemon.engine import create, pairs
+from daemon.engine.batch import Batch
 from daemon.engine.flow import Flow, holds, is_soft_deleted, iso, mapped, value_hash
-from daemon.engine.rules import Side, other
+from daemon.engine.rules import Side
 from daemon.engine.transforms import Context, normalize
 from daemon.store import queries as q
-from daemon.store.db import dumps, now
+from daemon.store.db import dumps
 
 log = structlog.get_logger("accord.step")
 CHUNK = 500
@@ -246,13 +246,13 @@ class FlowStep:
             if not units:
                 return
             after = units[-1]["link"]["id"]
-            batch = applying.Batch(self)
+            batch = Batch(self)
             ctx = await self._context(units)
             sem = asyncio.Semaphore(self.rules.concurrency)
 
             async def one(unit):
                 async with sem:
-                    await applying.linked_unit(self, batch, unit, ctx)
+                    await pairs.linked_unit(self, batch, unit, ctx)
             results = await asyncio.gather(*(one(u) for u in units), return_exceptions=True)
             crash = [r for r in results if isinstance(r, BaseException)
                      and not isinstance(r, Exception)]
@@ -273,10 +273,10 @@ class FlowStep:
             if not recs:
                 return
             after = recs[-1]["seq"]
-            batch = applying.Batch(self)
+            batch = Batch(self)
             ctx = await self._context([{side: r} for r in recs])
             try:
-                await applying.unlinked_chunk(self, batch, side, recs, ctx)
+                await create.unlinked_chunk(self, batch, side, recs, ctx)
             except Exception:
                 await batch.commit()    # keep what was created before the fault
                 raise
@@ -307,16 +307,16 @@ class FlowStep:
         async with self.db.begin() as conn:
             pending = await q.pending_intents(conn, self.integration, self.flow.name)
         if pending:
-            batch = applying.Batch(self)
+            batch = Batch(self)
             for intent in pending:
-                await applying.resolve_intent(self, batch, intent)
+                await create.resolve_intent(self, batch, intent)
             await batch.commit()
 
     async def _approved_holds(self) -> None:
         async with self.db.begin() as conn:
             rows = await q.approved_holds(conn, self.integration, self.flow.name)
         if rows:
-            batch = applying.Batch(self)
+            batch = Batch(self)
             for row in rows:
-                await applying.approved_delete(self, batch, row)
+                await pairs.approved_delete(self, batch, row)
             await batch.commit()
