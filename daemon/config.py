@@ -12,7 +12,8 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError,
+                      field_validator)
 
 from daemon.engine.rules import Condition, FlowRules, Side
 from daemon import presets as preset_lib
@@ -86,8 +87,22 @@ class DaemonSpec(Strict):
                                         # (default hostname:pid)
 
 
+class WebSpec(Strict):
+    """The status page, JSON API, metrics and health checks (daemon/web.py)."""
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    token: SecretStr | None = None      # POST endpoints; ``${ENV}`` or ``token_file``
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, v: SecretStr | None) -> SecretStr | None:
+        return v if v is None or v.get_secret_value() else None
+
+
 class Config(Strict):
     daemon: DaemonSpec = DaemonSpec()
+    web: WebSpec = WebSpec()
     systems: dict[str, SystemSpec]
     integrations: dict[str, IntegrationSpec]
     path: str = ""

@@ -9,6 +9,9 @@
 - A failed run is not retried before its next scheduled time; the change from working to
   failing is logged once (``integration.failing``), and the way back once
   (``integration.recovered``).
+- The web side (daemon/web.py: status page, API, metrics, health) is started with the service,
+  restarted by a reload that changes ``[web]`` host or port, stopped last. The counts of the
+  steps under way are kept in ``self.live`` (the runner's progress callback) for it.
 - SIGTERM / SIGINT: graceful stop (no new runs; a run under way gets ``grace`` seconds, then is
   cancelled -- the engine commits per chunk, an interrupted chunk is redone next time).
   SIGHUP: reload the config file; a bad file is refused (``config.reload_refused``) and the old
@@ -37,6 +40,7 @@ from daemon.app import App, seconds
 from daemon.config import Config, ConfigError, IntegrationSpec, load
 from daemon.engine.runner import RunOptions, RunResult, run
 from daemon.lease import Lease, NoLease, make_lease
+from daemon.status import LiveProgress
 from daemon.store.db import now
 from daemon.store.tables import T
 
@@ -86,6 +90,8 @@ class Service:
         self._stop_requested = asyncio.Event()
         self._reloading = asyncio.Lock()
         self._bg: set[asyncio.Task] = set()
+        self.live = LiveProgress()              # counts of the steps under way (web page)
+        self.web = None                         # daemon.web.WebServer while serving
         self.lease: Lease = NoLease()           # daemon/lease.py; set by start()
 
     # --- life cycle ----------------------------------------------------------------------
@@ -99,10 +105,30 @@ class Service:
         self.scheduler = self.scheduler_factory()
         self._add_jobs()
         self.scheduler.start(paused=paused)
+        await self._start_web()
         log.info("service.started", config=self.config_path,
                  integrations=sorted(self.app.integrations),
                  jobs=[j.id for j in self.scheduler.get_jobs()])
         return self
+
+    async def _start_web(self) -> None:
+        """The status page and API. A port in use is logged, not fatal: syncing goes on."""
+        assert self.cfg is not None
+        spec = self.cfg.web
+        if not spec.enabled:
+            return
+        from daemon.web import WebServer
+        try:
+            self.web = await WebServer(self).start(spec.host, spec.port)
+        except OSError as exc:
+            self.web = None
+            log.error("web.unavailable", host=spec.host, port=spec.port,
+                      error=exc.strerror or str(exc))
+
+    async def _stop_web(self) -> None:
+        if self.web is not None:
+            web, self.web = self.web, None
+            await web.stop()
 
     def _configure_logging(self, cfg: Config) -> None:
         if self.configure_logging:
@@ -180,8 +206,10 @@ class Service:
                 return None
             # --- end lease
             self._running[name] = asyncio.current_task()  # type: ignore[assignment]
+            self.live.begin(name)
             try:
-                result = await run(app.db, app.integration(name), options)
+                result = await run(app.db, app.integration(name), options,
+                                   progress=self.live.callback(name))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:            # a bug or the state database: not a retry loop
@@ -190,6 +218,7 @@ class Service:
                 result = RunResult(0, "failed", f"crashed: {exc}")
             finally:
                 self._running.pop(name, None)
+                self.live.end(name)
         self.last[name] = result
         self._note_health(name, result)
         if result.more and result.status != "failed" and not options.dry_run:
@@ -259,6 +288,10 @@ class Service:
                 self.cfg = cfg
                 self._configure_logging(cfg)
                 self._add_jobs()
+                if old_cfg is None or old_cfg.web.model_dump(exclude={"token"}) \
+                        != cfg.web.model_dump(exclude={"token"}):
+                    await self._stop_web()
+                    await self._start_web()
             finally:
                 for lock in held:
                     lock.release()
@@ -305,6 +338,7 @@ class Service:
                         reason=f"still running after {self.grace:g} s grace")
         for t in list(self._bg):
             t.cancel()
+        await self._stop_web()
         await self.lease.close()                # after the runs: frees our leases at once
         if self.app is not None:
             await self.app.close()
