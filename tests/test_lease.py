@@ -24,6 +24,7 @@ import orjson
 import pytest
 from sqlalchemy.engine import make_url
 
+from daemon.config import Config
 from daemon.lease import NoLease, PostgresLease, make_lease
 from tests.test_crash_recovery import free_port
 
@@ -181,8 +182,12 @@ left = "unleashed"
 right = "prospect"
 preset = "unleashed_crm"
 schedule = {{ every = "2s", jitter = "0s" }}
-""")
+""" + WEB_OFF)
     return path
+
+
+# two daemons on one machine: keep them off each other's status port, where there is one
+WEB_OFF = '\n[web]\nenabled = false\n' if "web" in Config.model_fields else ""
 
 
 def has_migrate(cwd: Path) -> bool:
