@@ -206,7 +206,8 @@ class Service:
                 return None
             # --- end lease
             self._running[name] = asyncio.current_task()  # type: ignore[assignment]
-            self.live.begin(name)
+            self.live.begin(name, [f.name for f in app.integration(name).flows
+                                   if options.flows is None or f.name in options.flows])
             try:
                 result = await run(app.db, app.integration(name), options,
                                    progress=self.live.callback(name))

@@ -65,9 +65,11 @@ class LiveProgress:
 
     def __init__(self) -> None:
         self.steps: dict[str, dict[str, dict[str, int]]] = {}
+        self.planned: dict[str, list[str]] = {}     # the flows the run under way will step
 
-    def begin(self, name: str) -> None:
+    def begin(self, name: str, flows: list[str] | None = None) -> None:
         self.steps[name] = {}
+        self.planned[name] = list(flows or [])
 
     def callback(self, name: str) -> Callable[[str, Counter], None]:
         def progress(flow: str, counts: Counter) -> None:
@@ -76,6 +78,7 @@ class LiveProgress:
 
     def end(self, name: str) -> None:
         self.steps.pop(name, None)
+        self.planned.pop(name, None)
 
     def running(self, name: str) -> bool:
         return name in self.steps
@@ -120,6 +123,11 @@ async def gather(cfg: Config, db: AsyncEngine, *,
                                           else loads(s["counts"]) or {}),
                                "message": s["message"]}
                               for s in st]}
+                if live is not None and last["status"] == "running":
+                    begun = {s["flow"] for s in st}
+                    doc["last_run"]["steps"] += [
+                        {"flow": f, "status": "waiting", "counts": {}, "message": ""}
+                        for f in live.planned.get(name, []) if f not in begun]
             if next_runs is not None and name in next_runs:
                 doc["next_run"] = next_runs[name] or ("disabled" if not spec.enabled
                                                       else "not scheduled")
