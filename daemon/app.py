@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.base import Connector
@@ -50,6 +51,11 @@ class App:
         # an empty database is migrated; one that is behind is refused (SchemaBehind)
         try:
             await schema.check(self.db, config_path=self.cfg.path or None)
+        except OSError as exc:                  # unreachable (or a timeout): say which one
+            await self.db.dispose()
+            self.db = None
+            where = make_url(self.cfg.daemon.database).render_as_string(hide_password=True)
+            raise OSError(f"state database {where}: {exc.strerror or exc}") from None
         except BaseException:
             await self.db.dispose()
             self.db = None
