@@ -238,8 +238,18 @@ class WebServer:
             return _json({"status": "skipped", "message": "skipped: a run is under way"}, 409)
         _, run_id = await self._start_run(name, RunOptions(trigger="web"))
         if run_id is None:
-            return _json({"status": "skipped", "message": "skipped: a run is under way"}, 409)
+            return self._not_started(name)
         return _json({"status": "started", "run": run_id}, 202)
+
+    def _not_started(self, name: str) -> web.Response:
+        if self.service._stopping:
+            return _json({"status": "skipped", "message": "skipped: the daemon is stopping"},
+                         503)
+        lock = self.service.locks.get(name)
+        if lock is not None and lock.locked():
+            return _json({"status": "skipped", "message": "skipped: a run is under way"}, 409)
+        return _json({"status": "skipped", "message": "skipped: see the daemon's log "
+                      "(run.skipped), e.g. another daemon holds the integration's lease"}, 409)
 
     async def approve(self, request: web.Request) -> web.Response:
         name = self._integration(request)
@@ -294,8 +304,7 @@ class WebServer:
         except asyncio.TimeoutError:
             return queued
         if run_id is None:
-            return _json({"status": "skipped",
-                          "message": "skipped: the integration cannot run now"}, 409)
+            return self._not_started(name)
         return _json({"status": "started", "run": run_id}, 202)
 
     async def _drain(self, name: str) -> None:

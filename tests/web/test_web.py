@@ -257,3 +257,26 @@ async def test_the_web_port_in_use_is_logged_and_the_service_runs(tmp_path, sand
         assert other.web is None and other.scheduler.running
     finally:
         await other.stop()
+
+
+async def test_a_reload_takes_a_new_token_and_keeps_serving(tmp_path, sandboxes, http):
+    ul, crm = sandboxes
+    path = web_config(tmp_path, ul, crm)
+    svc = await start_service(path)
+    try:
+        web_before = svc.web
+        text = open(path).read()
+        open(path, "w").write(text.replace(TOKEN, "a-newer-token-5150"))
+        assert await svc.reload()
+        assert svc.web is web_before                  # same host and port: not restarted
+        status, _ = await post(http, svc, "/api/integrations/ul/approve")
+        assert status == 401
+        status, _ = await post(http, svc, "/api/integrations/ul/approve",
+                               headers={"Authorization": "Bearer a-newer-token-5150"})
+        assert status == 200
+        open(path, "w").write(text.replace("port = 0", "port = 0\nhost = \"localhost\""))
+        assert await svc.reload()
+        assert svc.web is not web_before and svc.web.host == "localhost"
+        await get(http, svc, "/readyz")
+    finally:
+        await svc.stop()
