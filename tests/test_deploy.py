@@ -1,0 +1,234 @@
+"""deploy/: the systemd unit, the Dockerfile, the compose file and its config.
+
+There is no Docker engine here: what can be checked without one is checked -- the unit with
+``systemd-analyze verify`` (where it exists) and by its keys, the compose file parsed, the
+Dockerfile's instructions, the image's command lines against the real command line, its
+HEALTHCHECK against a real daemon, and the compose config against ``accord check``.
+"""
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from daemon.cli import parser
+from daemon.config import load
+from tests.test_crash_recovery import free_port
+from tests.test_lease import Proc, event_is
+
+ROOT = Path(__file__).resolve().parents[1]
+DEPLOY = ROOT / "deploy"
+UNIT = DEPLOY / "accord.service"
+DOCKER_ENV = {"ACCORD_DB_PASSWORD": "s3cret-pw", "UNLEASHED_API_ID": "id",
+              "UNLEASHED_API_KEY": "key", "PROSPECT_TOKEN": "token"}
+
+
+# --- systemd -----------------------------------------------------------------------------------
+def unit() -> configparser.ConfigParser:
+    cp = configparser.ConfigParser(strict=False, interpolation=None)
+    cp.optionxform = str                        # systemd keys are case-sensitive
+    cp.read_string(UNIT.read_text())
+    return cp
+
+
+def test_the_unit_has_its_settings_and_the_hardening():
+    s = unit()["Service"]
+    assert s["ExecStart"] == "/opt/accord/bin/accord run --config /etc/accord/config.toml"
+    assert s["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert s["Restart"] == "on-failure" and s["RestartSec"]
+    assert s["DynamicUser"] == "yes"
+    assert s["StateDirectory"] == "accord" and s["WorkingDirectory"] == "/var/lib/accord"
+    assert s["EnvironmentFile"] == "-/etc/accord/accord.env"
+    expected = {
+        "ProtectSystem": "strict", "ProtectHome": "yes", "NoNewPrivileges": "yes",
+        "PrivateTmp": "yes", "PrivateDevices": "yes", "ProtectKernelTunables": "yes",
+        "ProtectKernelModules": "yes", "ProtectKernelLogs": "yes",
+        "ProtectControlGroups": "yes", "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+        "RestrictNamespaces": "yes", "LockPersonality": "yes", "MemoryDenyWriteExecute": "yes",
+        "CapabilityBoundingSet": "", "UMask": "0077", "SystemCallArchitectures": "native",
+    }
+    assert {k: s.get(k) for k in expected} == expected
+    filters = [line.split("=", 1)[1] for line in UNIT.read_text().splitlines()
+               if line.startswith("SystemCallFilter=")]
+    assert "@system-service" in filters
+    # the unit's command is one the daemon takes
+    args = parser().parse_args(shlex.split(s["ExecStart"])[1:])
+    assert args.command == "run" and args.config == "/etc/accord/config.toml"
+    assert unit()["Install"]["WantedBy"] == "multi-user.target"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                    reason="systemd-analyze is not installed here")
+def test_systemd_analyze_verify_finds_nothing_to_say(tmp_path):
+    # verify wants ExecStart to exist: point it at this environment's accord (the rest as is)
+    accord = shutil.which("accord") or sys.executable
+    copy = tmp_path / "accord.service"
+    copy.write_text(UNIT.read_text().replace("/opt/accord/bin/accord", accord))
+    out = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True,
+                         text=True, timeout=60)
+    ours = [line for line in (out.stdout + out.stderr).splitlines() if "accord" in line]
+    assert out.returncode == 0 and not ours, out.stdout + out.stderr
+
+
+# --- Dockerfile ----------------------------------------------------------------------------------
+def instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    out, pending = [], ""
+    for line in (DEPLOY / "Dockerfile").read_text().splitlines():
+        if not pending and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            pending += line.rstrip()[:-1] + " "
+            continue
+        whole = (pending + line).strip()
+        pending = ""
+        word, _, rest = whole.partition(" ")
+        out.append((word.upper(), rest.strip()))
+    return out
+
+
+def test_the_dockerfile_has_the_instructions_an_image_needs():
+    ins = instructions()
+    assert ins[0] == ("ARG", "BASE_IMAGE=python:3.12-slim")
+    by = {}
+    for word, rest in ins:
+        by.setdefault(word, []).append(rest)
+    assert all(f.startswith("${BASE_IMAGE}") for f in by["FROM"])
+    assert any("python3 -m venv /opt/accord" in r for r in by["RUN"])
+    assert any("pip install ." in r for r in by["RUN"])
+    assert any("useradd" in r for r in by["RUN"])
+    assert by["USER"][-1] not in ("root", "0")
+    for _, rest in [i for i in ins if i[0] == "COPY" and "--from" not in i[1]]:
+        for src in rest.split()[:-1]:
+            assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
+    health = by["HEALTHCHECK"][-1]
+    assert "CMD" in health and "http://127.0.0.1:8080/healthz" in health and "curl" not in health
+    assert by["STOPSIGNAL"] == ["SIGTERM"]
+    entry, cmd = json.loads(by["ENTRYPOINT"][-1]), json.loads(by["CMD"][-1])
+    assert entry == ["accord"]
+    assert cmd == ["run", "--config", "/etc/accord/config.toml"]
+    args = parser().parse_args(cmd)
+    assert args.command == "run"
+
+
+def healthcheck_command(port: int) -> list[str]:
+    health = dict(instructions())["HEALTHCHECK"]
+    exec_form = json.loads(health.split(" CMD ", 1)[1])
+    return [sys.executable if a == "python3" else
+            a.replace("127.0.0.1:8080", f"127.0.0.1:{port}") for a in exec_form]
+
+
+def test_the_healthcheck_passes_on_a_running_daemon_and_fails_without_one(tmp_path):
+    web, ul, crm = free_port(), free_port(), free_port()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f"""
+[daemon]
+database = "sqlite:///{tmp_path}/state.db"
+log_format = "json"
+[web]
+port = {web}
+[systems.unleashed]
+type = "unleashed"
+api_id = "sandbox"
+api_key = "sandbox-key"
+sandbox = {{ port = {ul}, records = 3 }}
+[systems.prospect]
+type = "prospect_crm"
+token = "sandbox-token"
+sandbox = {{ port = {crm}, records = 1 }}
+[integrations.ul]
+left = "unleashed"
+right = "prospect"
+preset = "unleashed_crm"
+schedule = {{ every = "1h", jitter = "0s", run_at_start = false }}
+""")
+    assert subprocess.run(healthcheck_command(web), capture_output=True,
+                          timeout=30).returncode != 0
+    daemon = Proc("run", "--config", str(cfg), cwd=tmp_path)
+    try:
+        daemon.wait_for(event_is("service.started"), 60)
+        out = subprocess.run(healthcheck_command(web), capture_output=True, text=True,
+                             timeout=30)
+        assert out.returncode == 0, out.stderr
+    finally:
+        daemon.stop()
+    assert daemon.p.returncode == 0
+
+
+# --- compose ---------------------------------------------------------------------------------------
+def compose() -> dict:
+    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+
+
+def test_compose_has_the_daemon_and_postgresql_with_healthchecks(monkeypatch):
+    doc = compose()
+    db, accord = doc["services"]["db"], doc["services"]["accord"]
+    assert db["image"].startswith("postgres:16")
+    assert db["healthcheck"]["test"] and "pg_isready" in " ".join(db["healthcheck"]["test"])
+    assert any(v.split(":")[0] in doc["volumes"] for v in db["volumes"])
+    assert accord["depends_on"]["db"]["condition"] == "service_healthy"
+    assert "/healthz" in " ".join(accord["healthcheck"]["test"])
+    build = accord["build"]
+    assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in accord["volumes"]}
+    assert (DEPLOY / mounts["/etc/accord/config.toml"]).resolve() == \
+        DEPLOY / "config.docker.toml"
+    # the config's database is the db service, with its user and database
+    for k, v in DOCKER_ENV.items():
+        monkeypatch.setenv(k, v)
+    cfg = load(DEPLOY / "config.docker.toml")
+    assert cfg.daemon.database == "postgresql://{u}:{p}@db:5432/{d}".format(
+        u=db["environment"]["POSTGRES_USER"], p=os.environ["ACCORD_DB_PASSWORD"],
+        d=db["environment"]["POSTGRES_DB"])
+    assert cfg.daemon.log_format == "json"
+    # every ${VAR} the config needs is handed to the container
+    needed = {"ACCORD_DB_PASSWORD", "UNLEASHED_API_ID", "UNLEASHED_API_KEY", "PROSPECT_TOKEN"}
+    assert needed <= set(accord["environment"])
+
+
+@pytest.mark.skipif(shutil.which("podman-compose") is None and shutil.which("docker-compose")
+                    is None, reason="neither podman-compose nor docker-compose is installed")
+def test_compose_config_is_accepted_by_a_compose_tool():
+    tool = shutil.which("podman-compose") or shutil.which("docker-compose")
+    out = subprocess.run([tool, "-f", str(DEPLOY / "compose.yaml"), "config"], cwd=DEPLOY,
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **DOCKER_ENV})
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# --- the entry point -------------------------------------------------------------------------------
+def accord(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "daemon.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_the_entry_point_answers_help():
+    out = accord("--help")
+    assert out.returncode == 0 and "run" in out.stdout
+
+
+def test_check_on_the_compose_config_without_its_database_fails_in_one_line():
+    out = accord("check", "--config", str(DEPLOY / "config.docker.toml"), env=DOCKER_ENV)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and "state database postgresql://accord:***@db:5432/accord" in err[0]
+    assert DOCKER_ENV["ACCORD_DB_PASSWORD"] not in out.stdout + out.stderr
+
+
+def test_check_on_the_compose_config_without_its_secrets_names_the_variable():
+    env = {k: v for k, v in os.environ.items() if k not in DOCKER_ENV}
+    out = subprocess.run([sys.executable, "-m", "daemon.cli", "check", "--config",
+                          str(DEPLOY / "config.docker.toml")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, env=env)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "environment variable ACCORD_DB_PASSWORD is not set" in out.stderr
