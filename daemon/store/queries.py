@@ -1,6 +1,11 @@
 """Batched SQLAlchemy Core statements for the hot paths: one query per page, one
 statement per batch. Every function takes an open connection; the caller owns the
-transaction, so a batch of decisions commits together with its cursor."""
+transaction, so a batch of decisions commits together with its cursor.
+
+The same statements run on SQLite and PostgreSQL (asyncpg): booleans are compared with
+``is_(True)`` and bound as Python bools, timestamps are aware UTC values in TIMESTAMP WITH TIME
+ZONE columns, JSON is text, IN lists are chunked (CHUNK), and every query whose rows feed a
+list has an ORDER BY: PostgreSQL, unlike SQLite, returns rows in no particular order."""
 from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
@@ -197,7 +202,7 @@ async def staged_by_key(conn: AsyncConnection, run_id: int, flow: str, side: str
                 staged.c.record_id == staged_keys.c.record_id)).where(
                 staged_keys.c.run_id == run_id, staged_keys.c.flow == flow,
                 staged_keys.c.side == side, staged_keys.c.key == key,
-                staged_keys.c.value.in_(part)))
+                staged_keys.c.value.in_(part)).order_by(staged.c.seq))
         for row in rows.mappings():
             rec = _staged_row({k: row[k] for k in row.keys() if k != "value"})
             out.setdefault(row["value"], []).append(rec)
@@ -245,7 +250,8 @@ async def drop_intents(conn: AsyncConnection, integration: str, flow: str, targe
 
 async def pending_intents(conn: AsyncConnection, integration: str, flow: str) -> list[dict]:
     rows = await conn.execute(select(intents).where(
-        intents.c.integration == integration, intents.c.flow == flow))
+        intents.c.integration == integration, intents.c.flow == flow)
+        .order_by(intents.c.target, intents.c.source_id))
     return [{**r, "keys": loads(r["keys"])} for r in rows.mappings()]
 
 
@@ -319,7 +325,8 @@ async def clear_reviews(conn: AsyncConnection, integration: str, flow: str, side
 
 async def take_pushes(conn: AsyncConnection, integration: str, flow: str, side: str) -> list[str]:
     rows = await conn.execute(select(pushes.c.record_id).where(
-        pushes.c.integration == integration, pushes.c.flow == flow, pushes.c.side == side))
+        pushes.c.integration == integration, pushes.c.flow == flow, pushes.c.side == side)
+        .order_by(pushes.c.record_id))
     return [r[0] for r in rows]
 
 
@@ -346,7 +353,8 @@ async def hold(conn: AsyncConnection, rows: list[dict]) -> int:
 
 async def approved_holds(conn: AsyncConnection, integration: str, flow: str) -> list[dict]:
     rows = await conn.execute(select(held).where(
-        held.c.integration == integration, held.c.flow == flow, held.c.approved.is_(True)))
+        held.c.integration == integration, held.c.flow == flow, held.c.approved.is_(True))
+        .order_by(held.c.id))
     return [dict(r) for r in rows.mappings()]
 
 

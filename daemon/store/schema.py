@@ -4,8 +4,9 @@ The migration scripts ship inside the package (``daemon/store/migrations``); the
 configuration is built here in code, so an installed accord needs no alembic.ini.
 
 Policy (``check``, called by ``App.start`` and by every command that opens the database):
-- a brand-new database (no tables at all) is upgraded to the head revision at once, so a
-  fresh SQLite file or an empty PostgreSQL database just works;
+- a brand-new database (none of accord's tables, no revision) is upgraded to the head
+  revision at once, so a fresh SQLite file or an empty PostgreSQL database just works (other
+  applications' tables in a shared database are left alone);
 - a database at the head revision is used as it is;
 - a database with tables but behind the head (or with accord's tables and no revision at all:
   made by an accord from before migrations) is refused with ``SchemaBehind``, one line that
@@ -92,9 +93,10 @@ async def _engine(url: str | AsyncEngine) -> AsyncIterator[AsyncEngine]:
 
 
 def _state(conn) -> tuple[str | None, set[str]]:
-    """(revision, accord's tables present) on a sync connection."""
+    """(revision, accord's base tables present) on a sync connection. Other tables (another
+    application's, in a shared PostgreSQL database) do not count."""
     rev = MigrationContext.configure(conn).get_current_revision()
-    tables = set(inspect(conn).get_table_names()) - {VERSION_TABLE}
+    tables = set(inspect(conn).get_table_names()) & _base_tables()
     return rev, tables
 
 
@@ -111,8 +113,16 @@ def _known(rev: str) -> bool:
         return False
 
 
-def _base_tables() -> set[str]:
-    return set(getattr(_scripts().get_revision(BASE).module, "TABLES"))
+@lru_cache(maxsize=1)
+def _base_tables() -> frozenset[str]:
+    return frozenset(getattr(_scripts().get_revision(BASE).module, "TABLES"))
+
+
+def _foreign_line(url: str, tables: set[str]) -> str:
+    missing = sorted(_base_tables() - tables)
+    return (f"the state database at {where(url)} has some of accord's tables "
+            f"({', '.join(sorted(tables))}) but not the others ({', '.join(missing)}) and no "
+            f"revision: is it accord's state database?")
 
 
 def _upgrade_sync(conn, target: str) -> tuple[str | None, str | None]:
@@ -121,10 +131,8 @@ def _upgrade_sync(conn, target: str) -> tuple[str | None, str | None]:
     before, tables = _state(conn)
     cfg = alembic_config(connection=conn)
     if before is None and tables:
-        if not _base_tables() <= tables:
-            raise SchemaError(f"the state database at {where(str(conn.engine.url))} has "
-                              f"tables ({', '.join(sorted(tables))}) but none of accord's "
-                              f"revisions: is it accord's state database?")
+        if tables != _base_tables():
+            raise SchemaError(_foreign_line(str(conn.engine.url), tables))
         command.stamp(cfg, BASE)           # made by an accord from before migrations
     elif before is not None and not _known(before):
         raise SchemaAhead(_ahead_line(str(conn.engine.url), before))
@@ -172,6 +180,8 @@ async def check(url: str | AsyncEngine, *, config_path: str | None = None,
         if rev is None and not tables and upgrade_empty:
             _, to = await upgrade(engine)
             return to
+        if rev is None and tables and tables != _base_tables():
+            raise SchemaError(_foreign_line(str(engine.url), tables))
         if rev is not None and not _known(rev):
             raise SchemaAhead(_ahead_line(str(engine.url), rev))
         raise SchemaBehind(behind_line(engine, rev, config_path))

@@ -1,5 +1,6 @@
 import pytest
 
+from tests.dbs import state_url  # noqa: F401  (the fixture: SQLite and PostgreSQL)
 from tests.engine import harness
 
 

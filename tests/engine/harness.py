@@ -1,4 +1,5 @@
-"""A small harness: two in-memory systems, a real SQLite file, and a flow to run."""
+"""A small harness: two in-memory systems, a real state database (a SQLite file, or a fresh
+PostgreSQL database: the ``state_url`` fixture of tests/dbs.py), and a flow to run."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -10,6 +11,7 @@ from daemon.engine.rules import FlowRules
 from daemon.engine.runner import Integration, RunOptions, order_flows, run
 from daemon.store.db import create_schema, make_engine
 from daemon.store.tables import T
+from tests.dbs import OPEN
 
 
 class Clock:
@@ -63,11 +65,11 @@ class Pair:
                                .values(**values))
 
 
-OPEN: list = []
-
-
-async def make_pair(tmp_path, flows: list[dict], **settings) -> Pair:
-    db = make_engine(f"sqlite:///{tmp_path}/state.db")
+async def make_pair(where, flows: list[dict], **settings) -> Pair:
+    """``where``: a state database URL (the ``state_url`` fixture), or a directory for a
+    SQLite file (``tmp_path``)."""
+    url = where if isinstance(where, str) and "://" in where else f"sqlite:///{where}/state.db"
+    db = make_engine(url)
     OPEN.append(db)
     await create_schema(db)
     clock = Clock()

@@ -1,6 +1,7 @@
 """The seven guarantees of DESIGN.md, proven by a Hypothesis rule-based state machine.
 
-Two in-memory systems and a real SQLite store. The machine creates, edits and deletes on both
+Two in-memory systems and a real SQLite store (and, with fewer examples, a fresh PostgreSQL
+database per example: GuaranteesPostgres at the end). The machine creates, edits and deletes on both
 sides, and syncs with faults: writes failing before and after the remote commit, a crash
 between a remote create and the link commit, versions that change on every read, many records
 sharing one timestamp, a record edited while its page is read, one side suddenly empty in a
@@ -16,6 +17,7 @@ import os
 import tempfile
 from datetime import datetime, timedelta, timezone
 
+import pytest
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, precondition,
@@ -28,6 +30,7 @@ from daemon.engine.rules import FlowRules
 from daemon.engine.runner import Integration, RunOptions, order_flows, run
 from daemon.store.db import create_schema, make_engine
 from daemon.store.tables import T
+from tests.dbs import NO_PG, PG_URL, create_pg_database, drop_pg_database
 
 STEPS = {"count": 0, "syncs": 0}
 KEYS = [f"k{i}" for i in range(12)]
@@ -60,8 +63,8 @@ class Guarantees(RuleBasedStateMachine):
     @initialize()
     def setup(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.dir = tempfile.mkdtemp()
-        self.db = make_engine(f"sqlite:///{self.dir}/state.db")
+        self.url = self.state_url()
+        self.db = make_engine(self.url)
         self.loop.run_until_complete(create_schema(self.db))
         self.clock = Clock()
         settings_ = MemoryConnector.Settings(page_size=3)
@@ -73,9 +76,16 @@ class Guarantees(RuleBasedStateMachine):
         self.linked: dict[str, set[str]] = {"left": set(), "right": set()}
         self.held_empty = False
 
+    def state_url(self) -> str:
+        return f"sqlite:///{tempfile.mkdtemp()}/state.db"
+
+    def drop(self) -> None:
+        pass
+
     def teardown(self) -> None:
         if hasattr(self, "loop"):
             self.loop.run_until_complete(self.db.dispose())
+            self.drop()
             self.loop.close()
 
     # --- users ---------------------------------------------------------------------------
@@ -308,6 +318,22 @@ def test_state_machine_ran_enough_steps():
     """Runs after the machine (same module, file order): the issue asks for >= 2,000 steps."""
     print(f"\nstate machine: {STEPS['count']} steps, {STEPS['syncs']} syncs")
     if STEPS["count"] == 0:
-        import pytest
         pytest.skip("run together with TestGuarantees to count its steps")
     assert STEPS["count"] >= 2000, STEPS
+
+
+class GuaranteesPostgres(Guarantees):
+    """The same machine on PostgreSQL (asyncpg), a fresh database per example; fewer examples."""
+
+    def state_url(self) -> str:
+        return self.loop.run_until_complete(create_pg_database())
+
+    def drop(self) -> None:
+        self.loop.run_until_complete(drop_pg_database(self.url))
+
+
+GuaranteesPostgres.TestCase.settings = settings(
+    Guarantees.TestCase.settings,
+    max_examples=int(os.environ.get("ACCORD_SM_PG_EXAMPLES", "15")))
+TestGuaranteesPostgres = pytest.mark.postgres(
+    pytest.mark.skipif(PG_URL is None, reason=NO_PG)(GuaranteesPostgres.TestCase))

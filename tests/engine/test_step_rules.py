@@ -1,4 +1,5 @@
-"""The rule vocabulary, one behaviour per test, on two in-memory systems and a SQLite file."""
+"""The rule vocabulary, one behaviour per test, on two in-memory systems and a state database
+(each test runs on SQLite and on PostgreSQL: the ``state_url`` fixture of tests/dbs.py)."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,8 @@ from connectors.memory import Crash
 from tests.engine.harness import item_flow, make_pair
 
 
-async def test_first_sync_matches_by_normalised_key_and_creates_the_rest(tmp_path):
-    p = await make_pair(tmp_path, [item_flow(match=[dict(left="key", right="code",
+async def test_first_sync_matches_by_normalised_key_and_creates_the_rest(state_url):
+    p = await make_pair(state_url, [item_flow(match=[dict(left="key", right="code",
                                                          normalize="vat")])])
     p.L.put("items", {"key": "BE 0123.456.789", "name": "Acme"})
     p.L.put("items", {"key": "FR111", "name": "Brie"})
@@ -19,8 +20,8 @@ async def test_first_sync_matches_by_normalised_key_and_creates_the_rest(tmp_pat
     assert len(p.R.data["items"]) == 2 and len(await p.rows("links")) == 2
 
 
-async def test_ambiguous_match_is_reported_never_merged(tmp_path):
-    p = await make_pair(tmp_path, [item_flow()])
+async def test_ambiguous_match_is_reported_never_merged(state_url):
+    p = await make_pair(state_url, [item_flow()])
     p.L.put("items", {"key": "k1", "name": "A"})
     p.R.put("items", {"code": "k1", "title": "B1"})
     p.R.put("items", {"code": "K1", "title": "B2"})
@@ -34,8 +35,8 @@ async def test_ambiguous_match_is_reported_never_merged(tmp_path):
 
 @pytest.mark.parametrize("action,left_after,link_after", [
     ("delete", 0, 0), ("unlink", 1, 0), ("ignore", 1, 1)])
-async def test_delete_policy_toward_the_other_side(tmp_path, action, left_after, link_after):
-    p = await make_pair(tmp_path, [item_flow(delete=dict(to_left=dict(action=action)))])
+async def test_delete_policy_toward_the_other_side(state_url, action, left_after, link_after):
+    p = await make_pair(state_url, [item_flow(delete=dict(to_left=dict(action=action)))])
     p.L.put("items", {"key": "k1", "name": "A"})
     await p.sync()
     (rid,) = p.R.data["items"]
@@ -46,8 +47,8 @@ async def test_delete_policy_toward_the_other_side(tmp_path, action, left_after,
     assert len(await p.rows("links")) == link_after
 
 
-async def test_mark_sets_the_field_and_an_undelete_syncs_as_an_edit(tmp_path):
-    p = await make_pair(tmp_path, [item_flow(
+async def test_mark_sets_the_field_and_an_undelete_syncs_as_an_edit(state_url):
+    p = await make_pair(state_url, [item_flow(
         soft_delete={"left": {"obsolete": True}},
         delete=dict(to_right=dict(action="mark", mark={"deleted": True})))])
     lid = p.L.put("items", {"key": "k1", "name": "A", "obsolete": False})
@@ -63,8 +64,8 @@ async def test_mark_sets_the_field_and_an_undelete_syncs_as_an_edit(tmp_path):
     assert p.R.values("items")[rid]["title"] == "A again"
 
 
-async def test_owner_side_wins_and_other_side_edits_are_reverted(tmp_path):
-    p = await make_pair(tmp_path, [item_flow(owner="left", ownership="revert")])
+async def test_owner_side_wins_and_other_side_edits_are_reverted(state_url):
+    p = await make_pair(state_url, [item_flow(owner="left", ownership="revert")])
     p.L.put("items", {"key": "k1", "name": "A", "phone": "1"})
     await p.sync()
     (rid,) = p.R.data["items"]
@@ -75,8 +76,8 @@ async def test_owner_side_wins_and_other_side_edits_are_reverted(tmp_path):
     assert [v["name"] for v in p.L.values("items").values()] == ["A"]
 
 
-async def test_ownership_ignore_keeps_the_edit_and_writes_nothing(tmp_path):
-    p = await make_pair(tmp_path, [item_flow(owner="left", ownership="ignore")])
+async def test_ownership_ignore_keeps_the_edit_and_writes_nothing(state_url):
+    p = await make_pair(state_url, [item_flow(owner="left", ownership="ignore")])
     p.L.put("items", {"key": "k1", "name": "A"})
     await p.sync()
     (rid,) = p.R.data["items"]
@@ -89,16 +90,16 @@ async def test_ownership_ignore_keeps_the_edit_and_writes_nothing(tmp_path):
 
 
 @pytest.mark.parametrize("mode,created", [("never", 0), ("always", 1)])
-async def test_create_rule(tmp_path, mode, created):
-    p = await make_pair(tmp_path, [item_flow(create=dict(to_left=dict(mode=mode)))])
+async def test_create_rule(state_url, mode, created):
+    p = await make_pair(state_url, [item_flow(create=dict(to_left=dict(mode=mode)))])
     p.R.put("items", {"code": "k1", "title": "A"})
     r = await p.sync()
     assert len(p.L.data["items"]) == created
     assert r.steps[0].counts["not_created"] == 1 - created
 
 
-async def test_create_when_a_filter_holds(tmp_path):
-    p = await make_pair(tmp_path, [item_flow(create=dict(to_left=dict(
+async def test_create_when_a_filter_holds(state_url):
+    p = await make_pair(state_url, [item_flow(create=dict(to_left=dict(
         mode="filter", when=[dict(field="type", op="eq", value="Customer")])))])
     p.R.put("items", {"code": "k1", "title": "A", "type": "Prospect"})
     p.R.put("items", {"code": "k2", "title": "B", "type": "Customer"})
@@ -106,8 +107,8 @@ async def test_create_when_a_filter_holds(tmp_path):
     assert [v["key"] for v in p.L.values("items").values()] == ["k2"]
 
 
-async def test_create_only_by_explicit_push(tmp_path):
-    p = await make_pair(tmp_path, [item_flow(create=dict(to_left=dict(mode="push")))])
+async def test_create_only_by_explicit_push(state_url):
+    p = await make_pair(state_url, [item_flow(create=dict(to_left=dict(mode="push")))])
     rid = p.R.put("items", {"code": "k1", "title": "A"})
     p.R.put("items", {"code": "k2", "title": "B"})
     await p.sync()
@@ -121,8 +122,8 @@ async def test_create_only_by_explicit_push(tmp_path):
     assert await p.rows("pushes") == []
 
 
-async def test_filter_keeps_records_out_and_unlinks_one_that_stops_passing(tmp_path):
-    p = await make_pair(tmp_path, [item_flow(
+async def test_filter_keeps_records_out_and_unlinks_one_that_stops_passing(state_url):
+    p = await make_pair(state_url, [item_flow(
         filter={"left": [dict(field="kind", op="eq", value="customer")]})])
     a = p.L.put("items", {"key": "k1", "name": "A", "kind": "customer"})
     p.L.put("items", {"key": "k2", "name": "S", "kind": "supplier"})
@@ -135,9 +136,9 @@ async def test_filter_keeps_records_out_and_unlinks_one_that_stops_passing(tmp_p
     assert await p.rows("links") == []
 
 
-async def test_exclusion_never_and_skip_once(tmp_path):
+async def test_exclusion_never_and_skip_once(state_url):
     from daemon.store.db import now
-    p = await make_pair(tmp_path, [item_flow()])
+    p = await make_pair(state_url, [item_flow()])
     a = p.L.put("items", {"key": "k1", "name": "A"})
     b = p.L.put("items", {"key": "k2", "name": "B"})
     for rid, mode in ((a, "never"), (b, "skip_once")):
@@ -151,8 +152,8 @@ async def test_exclusion_never_and_skip_once(tmp_path):
     assert len(p.R.data["items"]) == 1                  # a stays out
 
 
-async def test_batch_size_continues_in_the_next_run(tmp_path):
-    p = await make_pair(tmp_path, [item_flow(batch_size=3)], page_size=2)
+async def test_batch_size_continues_in_the_next_run(state_url):
+    p = await make_pair(state_url, [item_flow(batch_size=3)], page_size=2)
     for i in range(7):
         p.L.put("items", {"key": f"k{i}", "name": str(i)})
         p.clock.tick(1)
@@ -165,8 +166,8 @@ async def test_batch_size_continues_in_the_next_run(tmp_path):
     assert sizes[0] < 7 and sizes[-1] == 7 and r.more is False
 
 
-async def test_dry_run_decides_and_writes_nothing(tmp_path):
-    p = await make_pair(tmp_path, [item_flow()])
+async def test_dry_run_decides_and_writes_nothing(state_url):
+    p = await make_pair(state_url, [item_flow()])
     p.L.put("items", {"key": "k1", "name": "A"})
     r = await p.sync(dry_run=True)
     assert [x["action"] for x in r.steps[0].planned] == ["create"]
@@ -174,8 +175,8 @@ async def test_dry_run_decides_and_writes_nothing(tmp_path):
     assert await p.rows("intents") == []
 
 
-async def test_crash_between_create_and_link_commit_makes_no_duplicate(tmp_path):
-    p = await make_pair(tmp_path, [item_flow()])
+async def test_crash_between_create_and_link_commit_makes_no_duplicate(state_url):
+    p = await make_pair(state_url, [item_flow()])
     p.L.put("items", {"key": "k1", "name": "A"})
     p.R.crash_after_create = True
     with pytest.raises(Crash):
@@ -188,8 +189,8 @@ async def test_crash_between_create_and_link_commit_makes_no_duplicate(tmp_path)
     assert await p.rows("intents") == []
 
 
-async def test_failed_write_is_retried_next_run_without_holding_the_cursor(tmp_path):
-    p = await make_pair(tmp_path, [item_flow()])
+async def test_failed_write_is_retried_next_run_without_holding_the_cursor(state_url):
+    p = await make_pair(state_url, [item_flow()])
     p.L.put("items", {"key": "k1", "name": "A"})
     p.L.put("items", {"key": "k2", "name": "B"})
     p.R.fail_writes = ["refuse"]
@@ -203,8 +204,8 @@ async def test_failed_write_is_retried_next_run_without_holding_the_cursor(tmp_p
     assert await p.rows("record_errors") == []
 
 
-async def test_vendor_normalisation_is_no_echo(tmp_path):
-    p = await make_pair(tmp_path, [item_flow()])
+async def test_vendor_normalisation_is_no_echo(state_url):
+    p = await make_pair(state_url, [item_flow()])
     p.R.normalize = True
     p.L.put("items", {"key": "k1", "name": "  spaced  "})
     await p.sync()
@@ -214,8 +215,8 @@ async def test_vendor_normalisation_is_no_echo(tmp_path):
     assert (p.L.writes, p.R.writes) == writes
 
 
-async def test_circuit_breaker_holds_mass_deletes_until_approved(tmp_path):
-    p = await make_pair(tmp_path, [item_flow(delete=dict(to_right=dict(action="delete")),
+async def test_circuit_breaker_holds_mass_deletes_until_approved(state_url):
+    p = await make_pair(state_url, [item_flow(delete=dict(to_right=dict(action="delete")),
                                              delete_threshold=0.1, delete_threshold_min=2)])
     ids = [p.L.put("items", {"key": f"k{i}", "name": str(i)}) for i in range(10)]
     await p.sync()
@@ -229,8 +230,8 @@ async def test_circuit_breaker_holds_mass_deletes_until_approved(tmp_path):
     assert len(p.R.data["items"]) == 5 and await p.rows("held_deletes") == []
 
 
-async def test_audit_records_each_written_field_with_its_rule(tmp_path):
-    p = await make_pair(tmp_path, [item_flow()])
+async def test_audit_records_each_written_field_with_its_rule(state_url):
+    p = await make_pair(state_url, [item_flow()])
     a = p.L.put("items", {"key": "k1", "name": "A"})
     await p.sync()
     p.L.edit("items", a, {"name": "B"})
@@ -241,14 +242,14 @@ async def test_audit_records_each_written_field_with_its_rule(tmp_path):
     assert rows[1]["rule"] == "left changed"
 
 
-async def test_reference_fields_translate_through_the_parent_flow(tmp_path):
+async def test_reference_fields_translate_through_the_parent_flow(state_url):
     flows = [item_flow(name="companies", left_entity="customers", right_entity="companies"),
              dict(name="contacts", left_entity="contacts", right_entity="people",
                   depends_on=["companies"], overlap_seconds=0,
                   fields=[dict(left="email", right="mail"),
                           dict(left="customer", right="company", ref="companies")],
                   match=[dict(left="email", right="mail", normalize="email")])]
-    p = await make_pair(tmp_path, flows)
+    p = await make_pair(state_url, flows)
     c = p.L.put("customers", {"key": "k1", "name": "A"})
     p.L.put("contacts", {"email": "x@a.test", "customer": c})
     orphan = p.L.put("contacts", {"email": "y@a.test", "customer": "nope"})
@@ -261,12 +262,12 @@ async def test_reference_fields_translate_through_the_parent_flow(tmp_path):
     assert r.status == "errors"
 
 
-async def test_a_failed_dependency_skips_the_flow_that_needs_it(tmp_path):
+async def test_a_failed_dependency_skips_the_flow_that_needs_it(state_url):
     flows = [item_flow(name="companies", left_entity="customers", right_entity="companies"),
              dict(name="contacts", left_entity="contacts", right_entity="people",
                   depends_on=["companies"], fields=[dict(left="email", right="mail")],
                   match=[dict(left="email", right="mail")])]
-    p = await make_pair(tmp_path, flows)
+    p = await make_pair(state_url, flows)
     p.L.put("customers", {"key": "k1"})
     p.R.fail_writes = ["before"] * 10
     r = await p.sync()
@@ -274,8 +275,8 @@ async def test_a_failed_dependency_skips_the_flow_that_needs_it(tmp_path):
     assert r.steps[1].message == "skipped: companies failed"
 
 
-async def test_bad_credentials_stop_the_run_with_one_clear_message(tmp_path):
-    p = await make_pair(tmp_path, [item_flow()])
+async def test_bad_credentials_stop_the_run_with_one_clear_message(state_url):
+    p = await make_pair(state_url, [item_flow()])
     p.R.auth_ok = False
     p.L.put("items", {"key": "k1"})
     r = await p.sync()

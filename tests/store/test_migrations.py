@@ -1,0 +1,175 @@
+"""Alembic migrations of the state database, on SQLite and PostgreSQL (``state_url``).
+
+- an empty database is upgraded to the head, and the migrated schema is exactly what
+  daemon/store/tables.py declares (autogenerate finds nothing to do);
+- a database at the first revision with rows in it is upgraded and keeps its rows;
+- a database made before migrations (accord's tables, no revision) is behind, and migrate fixes it;
+- the start policy: empty -> migrated, behind -> SchemaBehind (one line), unknown -> SchemaAhead.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, insert, select, text
+
+from daemon.store import schema
+from daemon.store.db import make_engine
+from daemon.store.tables import T, metadata
+from tests.dbs import OPEN
+
+AT = datetime(2026, 3, 1, 9, 30, tzinfo=timezone.utc)
+
+
+def engine(url: str):
+    db = make_engine(url)
+    OPEN.append(db)
+    return db
+
+
+async def schema_diff(db) -> list:
+    async with db.connect() as conn:
+        return await conn.run_sync(lambda c: compare_metadata(
+            MigrationContext.configure(c, opts={"compare_type": True}), metadata))
+
+
+async def indexes(db, table: str) -> set[str]:
+    async with db.connect() as conn:
+        return await conn.run_sync(
+            lambda c: {i["name"] for i in inspect(c).get_indexes(table)})
+
+
+async def seed(db) -> None:
+    """Rows as revision 0001 knows them: a link, a run with its step, an open error."""
+    async with db.begin() as conn:
+        run_id = (await conn.execute(insert(T["runs"]).values(
+            integration="ul", trigger="schedule", status="errors", message="1 record error",
+            started_at=AT, finished_at=AT))).inserted_primary_key[0]
+        await conn.execute(insert(T["steps"]).values(
+            run_id=run_id, flow="customers", status="errors", counts='{"created_right": 1}',
+            started_at=AT, finished_at=AT))
+        await conn.execute(insert(T["links"]).values(
+            integration="ul", flow="customers", left_id="L1", right_id="R1",
+            left_base='{"Name": "Acme"}', right_base='{"name": "Acme"}', left_hash="h1",
+            right_hash="h2", updated_at=AT))
+        await conn.execute(insert(T["record_errors"]).values(
+            integration="ul", flow="customers", side="right", record_id="R2",
+            message="422: Name is required", retry=True, count=2, run_id=run_id,
+            updated_at=AT))
+
+
+async def seeded_rows(db) -> dict[str, list[dict]]:
+    async with db.connect() as conn:
+        return {t: [dict(r) for r in (await conn.execute(select(T[t]))).mappings()]
+                for t in ("runs", "steps", "links", "record_errors")}
+
+
+def as_utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+# --- upgrade --------------------------------------------------------------------------------
+async def test_an_empty_database_upgrades_to_exactly_what_tables_py_declares(state_url):
+    db = engine(state_url)
+    assert await schema.current(db) is None
+    assert await schema.upgrade(db) == (None, schema.head())
+    assert await schema.current(db) == schema.head() == schema.revisions()[-1]
+    assert await schema_diff(db) == []
+    assert "ix_record_errors_retry" in await indexes(db, "record_errors")
+    assert await schema.upgrade(db) == (schema.head(), schema.head())     # idempotent
+
+
+async def test_a_database_at_0001_with_rows_upgrades_and_keeps_them(state_url):
+    db = engine(state_url)
+    assert await schema.upgrade(db, "0001") == (None, "0001")
+    assert await schema.current(db) == "0001"
+    assert "ix_record_errors_retry" not in await indexes(db, "record_errors")
+    await seed(db)
+    before = await seeded_rows(db)
+    assert await schema.upgrade(db) == ("0001", schema.head())
+    after = await seeded_rows(db)
+    assert after == before and all(after.values())
+    assert as_utc(after["runs"][0]["started_at"]) == AT        # an aware UTC round trip
+    assert after["record_errors"][0]["retry"] is True
+    assert "ix_record_errors_retry" in await indexes(db, "record_errors")
+    assert await schema_diff(db) == []
+
+
+async def test_a_database_made_before_migrations_is_behind_and_migrate_stamps_it(state_url):
+    db = engine(state_url)
+    await schema.upgrade(db, "0001")
+    await seed(db)
+    await schema.stamp(db, None)             # accord's tables, no alembic_version row
+    assert await schema.current(db) is None
+    with pytest.raises(schema.SchemaBehind, match="at no revision"):
+        await schema.check(db)
+    assert await schema.upgrade(db) == (None, schema.head())
+    assert all((await seeded_rows(db)).values())
+    assert await schema.check(db) == schema.head()
+
+
+# --- the policy at start --------------------------------------------------------------------
+async def test_check_migrates_a_brand_new_database(state_url):
+    db = engine(state_url)
+    assert await schema.check(db) == schema.head()
+    assert await schema.current(db) == schema.head()
+    assert await schema_diff(db) == []
+
+
+async def test_check_refuses_a_database_behind_with_one_line(state_url):
+    db = engine(state_url)
+    await schema.upgrade(db, "0001")
+    with pytest.raises(schema.SchemaBehind) as exc:
+        await schema.check(db, config_path="/etc/accord/config.toml")
+    line = str(exc.value)
+    assert "\n" not in line
+    assert line == (f"the state database at {schema.where(state_url)} is at revision 0001, "
+                    f"this accord needs {schema.head()}: run "
+                    f"`accord migrate --config /etc/accord/config.toml`")
+    assert await schema.current(db) == "0001"         # refused, not touched
+
+
+async def test_a_revision_this_accord_does_not_know_is_refused(state_url):
+    db = engine(state_url)
+    await schema.upgrade(db)
+    async with db.begin() as conn:
+        await conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    with pytest.raises(schema.SchemaAhead, match="revision 9999, which this accord does not"):
+        await schema.check(db)
+    with pytest.raises(schema.SchemaAhead):
+        await schema.upgrade(db)
+
+
+async def test_other_tables_are_left_alone_and_half_of_accords_tables_are_refused(state_url):
+    db = engine(state_url)
+    async with db.begin() as conn:
+        await conn.execute(text("CREATE TABLE someone_else (id INTEGER PRIMARY KEY)"))
+    assert await schema.check(db) == schema.head()      # a shared database: accord's are added
+    async with db.connect() as conn:
+        assert "someone_else" in await conn.run_sync(lambda c: inspect(c).get_table_names())
+    async with db.begin() as conn:
+        await conn.execute(text("DROP TABLE alembic_version"))
+        await conn.execute(text("DROP TABLE audit"))
+    with pytest.raises(schema.SchemaError, match="is it accord's state database"):
+        await schema.check(db)
+    with pytest.raises(schema.SchemaError, match="is it accord's state database"):
+        await schema.upgrade(db)
+
+
+def test_where_hides_the_password_and_the_driver():
+    assert schema.where("postgresql://accord:s3cret@db.example/accord") == \
+        "postgresql://accord:***@db.example/accord"
+    assert schema.where(make_engine("postgresql://u:pw@h/db")) == "postgresql://u:***@h/db"
+    assert schema.where("sqlite:///state.db") == "sqlite:///state.db"
+
+
+def test_the_migrations_ship_inside_the_package():
+    """A non-editable install has them: they are package data of daemon.store.migrations."""
+    from importlib import resources
+    files = resources.files("daemon.store.migrations")
+    assert files.joinpath("env.py").is_file() and files.joinpath("script.py.mako").is_file()
+    names = {p.name for p in files.joinpath("versions").iterdir()}
+    assert {"0001_initial.py", "0002_record_errors_retry_index.py"} <= names
+    assert schema.revisions() == ["0001", "0002"]
