@@ -9,6 +9,7 @@ BUILTIN_CONNECTORS = {
     "unleashed": "connectors.unleashed:UnleashedConnector",
     "prospect_crm": "connectors.prospect_crm:ProspectCrmConnector",
     "memory": "connectors.memory:MemoryConnector",
+    "tryton": "connectors.tryton:TrytonConnector",
 }
 BUILTIN_SANDBOXES = {
     "unleashed": "connectors.unleashed.sandbox:UnleashedSandbox",

@@ -1,0 +1,541 @@
+"""Tryton (trytond 8.2) through its JSON-RPC API.
+
+Log in with ``common.db.login`` (``[login, {"password": ...}]`` -> ``[uid, key]``), then send
+``Authorization: Session base64(login:uid:key)`` with every ``model.<model>.<method>`` call,
+POSTed to ``/<database>/rpc/`` as ``{"id", "method", "params"}``. The last parameter of every
+model call is the context: the user's preferences (``res.user.get_preferences``: company,
+language...) plus ``active_test = False`` so archived records are read too. A refused session
+(HTTP 401/403) logs in again once; a second refusal is an AuthError. Application errors come
+back as HTTP 200 with an ``error`` member and become RecordError with Tryton's message.
+
+Entities (engine name -> Tryton model):
+
+- ``parties`` -> ``party.party``: ``name``, ``code`` (Tryton's customer code, from its
+  sequence when not given), ``active`` (False: archived), ``email``, ``phone``, ``mobile``,
+  ``fax``, ``website`` (the first contact mechanism of that type, by sequence; writing one
+  updates it, creates it, or with an empty value deletes it), and the invoicing address
+  (the first address marked *Invoice*, else the first address): ``invoice_address.street``
+  (the whole street, lines joined by newlines), ``invoice_address.street1`` /
+  ``invoice_address.street2`` (its first line / the rest), ``invoice_address.postal_code``,
+  ``invoice_address.city``, ``invoice_address.country`` (the country's name; written by name
+  or ISO code). Writing an address field of a party without one creates an invoicing address.
+- ``products`` -> ``product.product`` (read only): ``code``, ``name``, ``active``, ``type``,
+  ``list_price`` (Decimal), ``uom``.
+- ``invoices`` -> ``account.invoice`` of type ``out`` (customer invoices, read only):
+  ``number``, ``reference``, ``description``, ``party`` (party id), ``invoice_date`` (date),
+  ``state``, ``currency`` (code), ``untaxed_amount``, ``tax_amount``, ``total_amount``
+  (Decimal).
+
+Changes: ``search_read`` ordered by (``last_modified_at``, ``id``) with keyset paging: the
+first page takes ``last_modified_at >= since``, each next one
+``last_modified_at > T or (last_modified_at = T and id > K)`` for the last record (T, K)
+read, so a record edited while pages are read moves past the cursor and is read again later.
+A party also counts as changed when one of its addresses or contact mechanisms changed
+(``addresses.last_modified_at >= since``); its ``modified`` is then the latest of the three.
+Deletes: Tryton logs every delete made through the API in ``ir.model.log`` (event
+``delete``). Reading a log's ``resource`` gives nothing once the record is gone, so the ids
+are found by searching the logs with candidate ids (the ids missing from the model, in
+halving groups): a few requests per deleted record, one ``search_count`` when nothing was
+deleted. Deleted records come back as tombstones; archived ones (``active`` False) as
+ordinary records (a preset treats them with ``soft_delete``).
+"""
+from __future__ import annotations
+
+import base64
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, AsyncIterator, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from connectors.base import (AuthError, Capabilities, EntityInfo, NotFoundError, Record,
+                             RecordError, UnavailableError)
+from connectors.http import HttpClient
+from connectors.tryton.wire import decode, encode, error_message
+
+MECHANISMS = ("email", "phone", "mobile", "fax", "website")
+ADDRESS = "invoice_address."
+MAX_PROBE_CHUNKS = 200             # ids above the highest one left: 100,000 at most
+ADDRESS_FIELDS = ("street", "street1", "street2", "postal_code", "city", "country")
+
+
+@dataclass(frozen=True)
+class _Model:
+    name: str                      # Tryton model
+    read: tuple[str, ...]          # fields read with search_read
+    domain: tuple = ()             # always ANDed (e.g. customer invoices only)
+    writable: bool = False
+    refs: tuple[str, ...] = ()     # many2one ids exposed as strings
+    rename: dict[str, str] = field(default_factory=dict)   # Tryton "x.y" -> engine name
+
+
+MODELS = {
+    "parties": _Model("party.party", ("name", "code", "active", "last_modified_at"),
+                      writable=True),
+    "products": _Model("product.product",
+                       ("code", "name", "active", "type", "list_price_used", "default_uom.name",
+                        "last_modified_at"),
+                       rename={"default_uom.name": "uom", "list_price_used": "list_price"}),
+    "invoices": _Model("account.invoice",
+                       ("number", "reference", "description", "party", "invoice_date",
+                        "state", "currency.code", "untaxed_amount", "tax_amount",
+                        "total_amount", "last_modified_at"),
+                       domain=(("type", "=", "out"),), refs=("party",),
+                       rename={"currency.code": "currency"}),
+}
+
+
+class TrytonConnector:
+    """Parties, products and customer invoices of one Tryton database (module docstring)."""
+
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        base_url: str                              # e.g. https://erp.example.com:8000
+        database: str
+        login: str = "admin"
+        password: SecretStr
+        page_size: int = Field(200, ge=1, le=5000)
+        timeout: float = Field(60.0, gt=0)
+        attempts: int = Field(5, ge=1)
+        max_wait: float = Field(30.0, ge=0)
+        context: dict[str, Any] = Field(default_factory=dict)   # extra Tryton context
+
+    def __init__(self, name: str, settings: "TrytonConnector.Settings | dict") -> None:
+        if not isinstance(settings, TrytonConnector.Settings):
+            settings = TrytonConnector.Settings.model_validate(settings)
+        self.name = name
+        self.settings = settings
+        ro = dict(can_create=False, can_update=False, can_delete=False)
+        self.capabilities = Capabilities(
+            entities={
+                "parties": EntityInfo("parties", incremental=True, ordered=True,
+                                      reports_deletes=True),
+                "products": EntityInfo("products", reports_deletes=True, **ro),
+                "invoices": EntityInfo("invoices", reports_deletes=True, **ro)},
+            max_get=settings.page_size)
+        self.http = HttpClient(settings.base_url, system=name, auth=self._auth,
+                               timeout=settings.timeout, attempts=settings.attempts,
+                               max_wait=settings.max_wait,
+                               headers={"Accept": "application/json"})
+        self._session: str | None = None
+        self._context: dict[str, Any] = {}
+        self._ids = itertools.count(1)
+        self.logins = 0
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.http.start()
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def check(self) -> None:
+        self._session = None                # a run starts with check(): prove the password
+        await self._login()
+
+    # --- the RPC layer -------------------------------------------------------------------
+    def _auth(self, method: str, query: str, headers: dict[str, str]) -> None:
+        if self._session:
+            headers["Authorization"] = f"Session {self._session}"
+
+    @property
+    def _path(self) -> str:
+        return f"/{self.settings.database}/rpc/"
+
+    async def _post(self, method: str, params: list) -> Any:
+        """One JSON-RPC call; application errors are RecordError with Tryton's message."""
+        response = await self.http.request("POST", self._path, json={
+            "id": next(self._ids), "method": method, "params": encode(params)})
+        body = response.body
+        if not isinstance(body, dict):
+            raise UnavailableError(f"{self.name}: {method}: not a JSON-RPC answer")
+        if body.get("error") is not None:
+            kind, message = error_message(body["error"])
+            if kind in ("TimeoutException",):
+                raise UnavailableError(f"{self.name}: {method}: {message}")
+            raise RecordError(f"{self.name}: {message}")
+        return decode(body.get("result"))
+
+    async def _login(self) -> None:
+        s = self.settings
+        self._session = None
+        try:
+            result = await self._post("common.db.login",
+                                      [s.login, {"password": s.password.get_secret_value()}])
+        except AuthError as exc:
+            raise AuthError(f"{self.name}: Tryton refused the login {s.login!r} on database "
+                            f"{s.database!r} (HTTP {exc.status}); check login and password",
+                            status=exc.status) from None
+        except NotFoundError:
+            raise UnavailableError(f"{self.name}: Tryton has no database "
+                                   f"{s.database!r}") from None
+        except RecordError as exc:
+            raise AuthError(f"{self.name}: Tryton refused the login: {exc.message}") from None
+        if not isinstance(result, list) or len(result) < 2:
+            raise AuthError(f"{self.name}: Tryton refused the login {s.login!r}")
+        uid, key = result[0], result[1]
+        self._session = base64.b64encode(f"{s.login}:{uid}:{key}".encode()).decode()
+        self.logins += 1
+        prefs = await self._post("model.res.user.get_preferences", [True, {}])
+        context = dict(prefs or {}) if isinstance(prefs, dict) else {}
+        context.update(s.context)
+        context["active_test"] = False
+        self._context = context
+
+    async def call(self, model: str, method: str, *args: Any,
+                   context: dict[str, Any] | None = None) -> Any:
+        """``model.<model>.<method>(*args, context)``, logging in (again) when refused."""
+        for attempt in (1, 2):
+            if self._session is None:
+                await self._login()
+            try:
+                return await self._post(f"model.{model}.{method}",
+                                        [*args, {**self._context, **(context or {})}])
+            except AuthError as exc:
+                self._session = None
+                if attempt == 2:
+                    raise AuthError(f"{self.name}: Tryton refused the session twice "
+                                    f"(HTTP {exc.status})", status=exc.status) from None
+        raise AssertionError("unreachable")
+
+    # --- reading -------------------------------------------------------------------------
+    async def changes(self, entity: str, since: datetime | None) -> AsyncIterator[list[Record]]:
+        m = self._model(entity)
+        size = self.settings.page_size
+        changed: list = []
+        if since is not None:
+            changed = [("last_modified_at", ">=", since)]
+            if entity == "parties":
+                changed = ["OR", changed[0], ("addresses.last_modified_at", ">=", since),
+                           ("contact_mechanisms.last_modified_at", ">=", since)]
+        cursor: tuple[datetime, int] | None = None
+        while True:
+            domain: list = [*m.domain]
+            if changed:
+                domain.append(changed)
+            if cursor is not None:
+                t, k = cursor
+                domain.append(["OR", ("last_modified_at", ">", t),
+                               [("last_modified_at", "=", t), ("id", ">", k)]])
+            rows = await self.call(m.name, "search_read", domain, 0, size,
+                                   [["last_modified_at", "ASC"], ["id", "ASC"]], list(m.read))
+            if not rows:
+                break
+            last = rows[-1]
+            position = (last["last_modified_at"], last["id"])
+            if cursor is not None and position <= cursor:
+                raise UnavailableError(f"{self.name}: {m.name} paging did not advance; stopped")
+            yield await self._records(entity, rows)
+            cursor = position
+            if len(rows) < size:
+                break
+        if since is not None:
+            gone = await self._deleted(m, since)
+            for start in range(0, len(gone), size):
+                yield gone[start:start + size]
+
+    async def get(self, entity: str, ids: Sequence[str]) -> list[Record]:
+        m = self._model(entity)
+        keys = [int(i) for i in dict.fromkeys(str(i) for i in ids) if str(i).isdigit()]
+        out: list[Record] = []
+        for start in range(0, len(keys), self.settings.page_size):
+            chunk = keys[start:start + self.settings.page_size]
+            rows = await self.call(m.name, "search_read", [*m.domain, ("id", "in", chunk)],
+                                   0, None, [["id", "ASC"]], list(m.read))
+            out.extend(await self._records(entity, rows))
+        return out
+
+    async def find(self, entity: str, field: str, values: Sequence[Any]) -> list[Record]:
+        m = self._model(entity)
+        wanted = [v for v in dict.fromkeys(values) if v is not None]
+        if not wanted:
+            return []
+        if entity == "parties" and field in MECHANISMS:
+            path = "contact_mechanisms.value"
+            extra: list = [("contact_mechanisms.type", "=", field)]
+        elif entity == "parties" and field.startswith(ADDRESS):
+            leaf = field[len(ADDRESS):]
+            leaf = {"street1": "street", "street2": "street", "country": "country.name"}.get(
+                leaf, leaf)
+            path, extra = f"addresses.{leaf}", []
+        else:
+            reverse = {v: k for k, v in m.rename.items()}
+            path, extra = reverse.get(field, field), []
+        terms: list = ["OR"]
+        for value in wanted:
+            if isinstance(value, str):
+                terms.append((path, "ilike", value.strip().replace("\\", "\\\\")
+                              .replace("%", "\\%").replace("_", "\\_")))
+            elif field in m.refs and str(value).isdigit():
+                terms.append((path, "=", int(value)))
+            else:
+                terms.append((path, "=", value))
+        rows = await self.call(m.name, "search_read", [*m.domain, *extra, terms], 0, None,
+                               [["id", "ASC"]], list(m.read))
+        return await self._records(entity, rows)
+
+    async def options(self, name: str) -> Any:
+        if name == "countries":
+            rows = await self.call("country.country", "search_read", [], 0, None,
+                                   [["name", "ASC"]], ["name"])
+            return [r["name"] for r in rows]
+        if name == "account":
+            companies = await self.call("company.company", "search_read", [], 0, None,
+                                        [["id", "ASC"]], ["party.name", "currency.code"])
+            return {"database": self.settings.database, "companies": len(companies),
+                    "company": self._context.get("company"),
+                    "company_names": [(c.get("party.") or {}).get("name") for c in companies]}
+        raise KeyError(name)
+
+    # --- writing -------------------------------------------------------------------------
+    async def create(self, entity: str, fields: dict[str, Any]) -> Record:
+        m = self._writable(entity)
+        values = await self._party_values(fields, None)
+        ids = await self.call(m.name, "create", [values])
+        got = await self.get(entity, [str(ids[0])])
+        if not got:
+            raise RecordError(f"{self.name}: the created {m.name} {ids[0]} cannot be read back")
+        return got[0]
+
+    async def update(self, entity: str, id: str, fields: dict[str, Any]) -> Record:
+        m = self._writable(entity)
+        current = await self._party_state(id)
+        values = await self._party_values(fields, current)
+        if values:
+            await self.call(m.name, "write", [int(id)], values)
+        got = await self.get(entity, [id])
+        if not got:
+            raise NotFoundError(f"{self.name}: {m.name} {id} is gone", status=404)
+        return got[0]
+
+    async def delete(self, entity: str, id: str) -> None:
+        m = self._writable(entity)
+        await self._party_state(id)
+        await self.call(m.name, "delete", [int(id)])
+
+    # --- helpers -------------------------------------------------------------------------
+    def _model(self, entity: str) -> _Model:
+        try:
+            return MODELS[entity]
+        except KeyError:
+            raise KeyError(f"{self.name}: unknown entity {entity!r} "
+                           f"(known: {', '.join(MODELS)})") from None
+
+    def _writable(self, entity: str) -> _Model:
+        m = self._model(entity)
+        if not m.writable:
+            raise RecordError(f"{self.name}: {entity} are read only through accord")
+        return m
+
+    async def _records(self, entity: str, rows: list[dict]) -> list[Record]:
+        m = self._model(entity)
+        if entity == "parties":
+            return await self._parties(rows)
+        out = []
+        for row in rows:
+            fields: dict[str, Any] = {}
+            for name in m.read:
+                if name == "last_modified_at":
+                    continue
+                if "." in name:
+                    head, leaf = name.split(".", 1)
+                    value = (row.get(head + ".") or {}).get(leaf)
+                else:
+                    value = row.get(name)
+                if name in m.refs and value is not None:
+                    value = str(value)
+                if name == "active":
+                    value = bool(value)
+                fields[m.rename.get(name, name)] = value
+            out.append(Record(id=str(row["id"]), fields=fields,
+                              modified=row.get("last_modified_at")))
+        return out
+
+    async def _parties(self, rows: list[dict]) -> list[Record]:
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        addresses = await self.call(
+            "party.address", "search_read", [("party", "in", ids)], 0, None,
+            [["sequence", "ASC"], ["id", "ASC"]],
+            ["party", "street", "postal_code", "city", "country.name", "invoice", "active",
+             "last_modified_at"])
+        mechanisms = await self.call(
+            "party.contact_mechanism", "search_read", [("party", "in", ids)], 0, None,
+            [["sequence", "ASC"], ["id", "ASC"]],
+            ["party", "type", "value", "active", "last_modified_at"])
+        by_party: dict[int, dict[str, Any]] = {i: {"addresses": [], "mechanisms": []}
+                                               for i in ids}
+        for a in addresses:
+            by_party[a["party"]]["addresses"].append(a)
+        for c in mechanisms:
+            by_party[c["party"]]["mechanisms"].append(c)
+        out = []
+        for row in rows:
+            extra = by_party[row["id"]]
+            out.append(self._party(row, extra["addresses"], extra["mechanisms"]))
+        return out
+
+    @staticmethod
+    def _invoice_address(addresses: list[dict]) -> dict | None:
+        active = [a for a in addresses if a.get("active", True)]
+        return next((a for a in active if a.get("invoice")), active[0] if active else None)
+
+    def _party(self, row: dict, addresses: list[dict], mechanisms: list[dict]) -> Record:
+        fields: dict[str, Any] = {"name": row.get("name"), "code": row.get("code"),
+                                  "active": bool(row.get("active"))}
+        for kind in MECHANISMS:
+            fields[kind] = next((c["value"] for c in mechanisms
+                                 if c["type"] == kind and c.get("active", True)), None)
+        address = self._invoice_address(addresses)
+        street = (address or {}).get("street") or None
+        lines = street.split("\n", 1) if street else []
+        fields.update({
+            ADDRESS + "street": street,
+            ADDRESS + "street1": lines[0].strip() or None if lines else None,
+            ADDRESS + "street2": lines[1].strip() or None if len(lines) > 1 else None,
+            ADDRESS + "postal_code": (address or {}).get("postal_code") or None,
+            ADDRESS + "city": (address or {}).get("city") or None,
+            ADDRESS + "country": ((address or {}).get("country.") or {}).get("name"),
+        })
+        for key in ("name", "code", *MECHANISMS):
+            if fields[key] == "":
+                fields[key] = None
+        modified = max([row["last_modified_at"]] +
+                       [x["last_modified_at"] for x in addresses + mechanisms
+                        if x.get("last_modified_at")])
+        return Record(id=str(row["id"]), fields=fields, modified=modified)
+
+    async def _party_state(self, id: str) -> dict:
+        """The party's addresses and contact mechanisms (NotFoundError if it is gone)."""
+        if not str(id).isdigit():
+            raise NotFoundError(f"{self.name}: party.party has no record {id!r}", status=404)
+        key = int(id)
+        found = await self.call("party.party", "search", [("id", "=", key)], 0, 1, None)
+        if not found:
+            raise NotFoundError(f"{self.name}: party.party {id} does not exist", status=404)
+        addresses = await self.call(
+            "party.address", "search_read", [("party", "=", key)], 0, None,
+            [["sequence", "ASC"], ["id", "ASC"]], ["street", "invoice", "active"])
+        mechanisms = await self.call(
+            "party.contact_mechanism", "search_read", [("party", "=", key)], 0, None,
+            [["sequence", "ASC"], ["id", "ASC"]], ["type", "value", "active"])
+        return {"addresses": addresses, "mechanisms": mechanisms}
+
+    async def _country(self, value: Any) -> int | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        text = str(value).strip()
+        rows = await self.call("country.country", "search_read",
+                               ["OR", ("name", "ilike", text), ("code", "=", text.upper())],
+                               0, 2, [["id", "ASC"]], ["name"])
+        if len(rows) != 1:
+            raise RecordError(f"{self.name}: Tryton has no country {text!r}",
+                              fields=(ADDRESS + "country",))
+        return rows[0]["id"]
+
+    async def _party_values(self, fields: dict[str, Any], current: dict | None) -> dict:
+        """Engine fields -> one ``party.party`` create/write value dict (with x2many actions)."""
+        unknown = [k for k in fields if k not in ("name", "code", "active", *MECHANISMS)
+                   and not (k.startswith(ADDRESS) and k[len(ADDRESS):] in ADDRESS_FIELDS)]
+        if unknown:
+            raise RecordError(f"{self.name}: parties have no field(s) {', '.join(unknown)}",
+                              fields=unknown)
+        values: dict[str, Any] = {}
+        for key in ("name", "code"):
+            if key in fields:
+                v = fields[key]
+                values[key] = v.strip() if isinstance(v, str) else v
+        if "name" in values and not values["name"]:
+            raise RecordError(f"{self.name}: a party needs a name", fields=("name",))
+        if "active" in fields:
+            values["active"] = bool(fields["active"])
+        # contact mechanisms
+        actions: list = []
+        existing = (current or {}).get("mechanisms", [])
+        creates = []
+        for kind in MECHANISMS:
+            if kind not in fields:
+                continue
+            v = fields[kind]
+            v = v.strip() if isinstance(v, str) else v
+            first = next((c for c in existing
+                          if c["type"] == kind and c.get("active", True)), None)
+            if not v:
+                if first is not None:
+                    actions.append(["delete", [first["id"]]])
+            elif first is None:
+                creates.append({"type": kind, "value": v})
+            elif first["value"] != v:
+                actions.append(["write", [first["id"]], {"value": v}])
+        if creates:
+            actions.append(["create", creates])
+        if actions:
+            values["contact_mechanisms"] = actions
+        # the invoicing address
+        given = {k[len(ADDRESS):]: v for k, v in fields.items() if k.startswith(ADDRESS)}
+        if given:
+            address: dict[str, Any] = {}
+            old = self._invoice_address((current or {}).get("addresses", []))
+            old_lines = ((old or {}).get("street") or "").split("\n", 1)
+            line1 = old_lines[0] if old_lines else ""
+            line2 = old_lines[1] if len(old_lines) > 1 else ""
+            if "street1" in given or "street2" in given:
+                line1 = (given.get("street1", line1) or "").strip()
+                line2 = (given.get("street2", line2) or "").strip()
+                address["street"] = "\n".join(x for x in (line1, line2) if x)
+            if "street" in given:
+                address["street"] = (given["street"] or "").strip()
+            for key in ("postal_code", "city"):
+                if key in given:
+                    address[key] = (given[key] or "").strip()
+            if "country" in given:
+                address["country"] = await self._country(given["country"])
+            if old is None:
+                values["addresses"] = [["create", [{**address, "invoice": True}]]]
+            else:
+                values["addresses"] = [["write", [old["id"]], address]]
+        return values
+
+    async def _deleted(self, m: _Model, since: datetime) -> list[Record]:
+        """Tombstones of the records of ``m`` deleted at or after ``since`` (ir.model.log)."""
+        prefix = f"{m.name},"
+        window = [("event", "=", "delete"), ("resource", "like", prefix + "%"),
+                  ("create_date", ">=", since)]
+        total = await self.call("ir.model.log", "search_count", window)
+        if not total:
+            return []
+        existing = set(await self.call(m.name, "search", [], 0, None, [["id", "ASC"]]))
+        top = max(existing, default=0)
+        found: dict[int, datetime] = {}
+
+        async def probe(ids: list[int]) -> None:
+            if not ids or len(found) >= total:
+                return
+            domain = [*window, ("resource", "in", [f"{prefix}{i}" for i in ids])]
+            if len(ids) == 1:
+                logs = await self.call("ir.model.log", "search_read", domain, 0, 1,
+                                       [["create_date", "DESC"]], ["create_date"])
+                if logs:
+                    found[ids[0]] = logs[0]["create_date"]
+                return
+            if not await self.call("ir.model.log", "search_count", domain):
+                return
+            half = len(ids) // 2
+            await probe(ids[:half])
+            await probe(ids[half:])
+
+        missing = [i for i in range(1, top + 1) if i not in existing]
+        for start in range(0, len(missing), 500):
+            await probe(missing[start:start + 500])
+        low = top + 1                   # ids above the highest left (the newest deleted)
+        for _ in range(MAX_PROBE_CHUNKS):
+            if len(found) >= total:
+                break
+            await probe(list(range(low, low + 500)))
+            low += 500
+        return [Record(id=str(i), fields={}, modified=at, deleted=True)
+                for i, at in sorted(found.items(), key=lambda kv: (kv[1], kv[0]))]
+
