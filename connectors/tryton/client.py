@@ -19,6 +19,10 @@ Entities (engine name -> Tryton model):
   ``invoice_address.street2`` (its first line / the rest), ``invoice_address.postal_code``,
   ``invoice_address.city``, ``invoice_address.country`` (the country's name; written by name
   or ISO code). Writing an address field of a party without one creates an invoicing address.
+- ``contacts`` -> ``party.contact_mechanism`` of type ``email``: a person's e-mail on a party
+  (how a small firm keeps "who to write to" at a customer): ``email`` (the value), ``name``
+  (the person's name), ``first_name`` / ``last_name`` (the name split at its last space;
+  written back joined), ``party`` (the party's id), ``active``.
 - ``products`` -> ``product.product`` (read only): ``code``, ``name``, ``active``, ``type``,
   ``list_price`` (Decimal), ``uom``.
 - ``invoices`` -> ``account.invoice`` of type ``out`` (customer invoices, read only):
@@ -73,6 +77,9 @@ class _Model:
 MODELS = {
     "parties": _Model("party.party", ("name", "code", "active", "last_modified_at"),
                       writable=True),
+    "contacts": _Model("party.contact_mechanism",
+                       ("name", "value", "party", "active", "last_modified_at"),
+                       domain=(("type", "=", "email"),), writable=True, refs=("party",)),
     "products": _Model("product.product",
                        ("code", "name", "active", "type", "list_price_used", "default_uom.name",
                         "last_modified_at"),
@@ -112,6 +119,8 @@ class TrytonConnector:
             entities={
                 "parties": EntityInfo("parties", incremental=True, ordered=True,
                                       reports_deletes=True),
+                "contacts": EntityInfo("contacts", incremental=True, ordered=True,
+                                       reports_deletes=True),
                 "products": EntityInfo("products", reports_deletes=True, **ro),
                 "invoices": EntityInfo("invoices", reports_deletes=True, **ro)},
             max_get=settings.page_size)
@@ -260,6 +269,10 @@ class TrytonConnector:
             leaf = {"street1": "street", "street2": "street", "country": "country.name"}.get(
                 leaf, leaf)
             path, extra = f"addresses.{leaf}", []
+        elif entity == "contacts":
+            path = {"email": "value", "first_name": "name", "last_name": "name"}.get(
+                field, field)
+            extra = []
         else:
             reverse = {v: k for k, v in m.rename.items()}
             path, extra = reverse.get(field, field), []
@@ -292,7 +305,14 @@ class TrytonConnector:
     # --- writing -------------------------------------------------------------------------
     async def create(self, entity: str, fields: dict[str, Any]) -> Record:
         m = self._writable(entity)
-        values = await self._party_values(fields, None)
+        if entity == "contacts":
+            values = {"type": "email", **await self._contact_values(fields, None)}
+            if "party" not in values or "value" not in values:
+                raise RecordError(f"{self.name}: a contact needs an e-mail and its party",
+                                  fields=tuple(k for k in ("email", "party")
+                                               if k not in fields))
+        else:
+            values = await self._party_values(fields, None)
         ids = await self.call(m.name, "create", [values])
         got = await self.get(entity, [str(ids[0])])
         if not got:
@@ -301,8 +321,14 @@ class TrytonConnector:
 
     async def update(self, entity: str, id: str, fields: dict[str, Any]) -> Record:
         m = self._writable(entity)
-        current = await self._party_state(id)
-        values = await self._party_values(fields, current)
+        if entity == "contacts":
+            old = await self.get(entity, [id])
+            if not old:
+                raise NotFoundError(f"{self.name}: {m.name} {id} does not exist", status=404)
+            values = await self._contact_values(fields, old[0])
+        else:
+            current = await self._party_state(id)
+            values = await self._party_values(fields, current)
         if values:
             await self.call(m.name, "write", [int(id)], values)
         got = await self.get(entity, [id])
@@ -312,7 +338,8 @@ class TrytonConnector:
 
     async def delete(self, entity: str, id: str) -> None:
         m = self._writable(entity)
-        await self._party_state(id)
+        if not await self.get(entity, [id]):
+            raise NotFoundError(f"{self.name}: {m.name} {id} does not exist", status=404)
         await self.call(m.name, "delete", [int(id)])
 
     # --- helpers -------------------------------------------------------------------------
@@ -333,6 +360,8 @@ class TrytonConnector:
         m = self._model(entity)
         if entity == "parties":
             return await self._parties(rows)
+        if entity == "contacts":
+            return [self._contact(row) for row in rows]
         out = []
         for row in rows:
             fields: dict[str, Any] = {}
@@ -407,6 +436,46 @@ class TrytonConnector:
                        [x["last_modified_at"] for x in addresses + mechanisms
                         if x.get("last_modified_at")])
         return Record(id=str(row["id"]), fields=fields, modified=modified)
+
+    @staticmethod
+    def _contact(row: dict) -> Record:
+        name = (row.get("name") or "").strip()
+        first, _, last = name.rpartition(" ")
+        return Record(id=str(row["id"]), modified=row.get("last_modified_at"), fields={
+            "name": name or None, "first_name": first.strip() or None,
+            "last_name": last.strip() or None, "email": row.get("value") or None,
+            "party": str(row["party"]) if row.get("party") is not None else None,
+            "active": bool(row.get("active"))})
+
+    async def _contact_values(self, fields: dict[str, Any], current: Record | None) -> dict:
+        allowed = ("name", "first_name", "last_name", "email", "party", "active")
+        unknown = [k for k in fields if k not in allowed]
+        if unknown:
+            raise RecordError(f"{self.name}: contacts have no field(s) {', '.join(unknown)}",
+                              fields=unknown)
+        values: dict[str, Any] = {}
+        if "first_name" in fields or "last_name" in fields:
+            old = current.fields if current else {}
+            first = fields.get("first_name", old.get("first_name")) or ""
+            last = fields.get("last_name", old.get("last_name")) or ""
+            values["name"] = " ".join(x.strip() for x in (first, last) if x and x.strip())
+        if "name" in fields:
+            values["name"] = (fields["name"] or "").strip()
+        if "email" in fields:
+            email = (fields["email"] or "").strip()
+            if not email:
+                raise RecordError(f"{self.name}: an e-mail contact needs an address",
+                                  fields=("email",))
+            values["value"] = email
+        if "party" in fields:
+            party = fields["party"]
+            if party is None or not str(party).strip().isdigit():
+                raise RecordError(f"{self.name}: a contact needs its party (a Tryton party "
+                                  f"id), not {party!r}", fields=("party",))
+            values["party"] = int(party)
+        if "active" in fields:
+            values["active"] = bool(fields["active"])
+        return values
 
     async def _party_state(self, id: str) -> dict:
         """The party's addresses and contact mechanisms (NotFoundError if it is gone)."""

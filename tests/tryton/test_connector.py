@@ -213,3 +213,26 @@ async def test_products_and_customer_invoices_are_read(connector, tryton_server,
     assert await _all(connector, "invoices") == []
     with pytest.raises(RecordError):
         await connector.create("products", {"name": "No"})
+
+
+async def test_contacts_are_named_email_mechanisms_of_a_party(connector):
+    party = await connector.create("parties", {"name": "Contacts Ltd", "phone": "01 11"})
+    made = await connector.create("contacts", {"first_name": "Ann Marie", "last_name": "Smith",
+                                               "email": "ann@contacts.example",
+                                               "party": party.id})
+    assert made.fields == {"name": "Ann Marie Smith", "first_name": "Ann Marie",
+                           "last_name": "Smith", "email": "ann@contacts.example",
+                           "party": party.id, "active": True}
+    edited = await connector.update("contacts", made.id, {"last_name": "Jones"})
+    assert edited.fields["name"] == "Ann Marie Jones"
+    listed = {r.id for r in await _all(connector, "contacts", made.modified)}
+    assert made.id in listed
+    found = await connector.find("contacts", "email", ["ANN@contacts.example"])
+    assert [r.id for r in found] == [made.id]
+    # the party's phone is a phone mechanism, not a contact
+    assert all(r.fields["email"] for r in await _all(connector, "contacts"))
+    with pytest.raises(RecordError):
+        await connector.create("contacts", {"last_name": "NoParty", "email": "x@y.example"})
+    await connector.delete("contacts", made.id)
+    gone = {r.id: r for r in await _all(connector, "contacts", made.modified)}
+    assert gone[made.id].deleted
