@@ -14,6 +14,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -232,3 +233,132 @@ def test_check_on_the_compose_config_without_its_secrets_names_the_variable():
                          text=True, timeout=60, env=env)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "environment variable ACCORD_DB_PASSWORD is not set" in out.stderr
+
+
+# --- the image, built and run with podman (CONTAINERS.md) ------------------------------------------
+BASE = "localhost/debian-python:bookworm"
+IMAGE = "localhost/accord:test"
+
+
+def _podman_skip() -> str | None:
+    if shutil.which("podman") is None or shutil.which("runc") is None:
+        return "podman or runc is not installed (apt-get install podman buildah debootstrap runc)"
+    if os.environ.get("ACCORD_TEST_PODMAN") != "1":
+        return "set ACCORD_TEST_PODMAN=1 to build and run the image with podman (1-3 min)"
+    return None
+
+
+def _mirror() -> str:
+    sources = Path("/etc/apt/sources.list.d/debian.sources")
+    for line in sources.read_text().splitlines() if sources.exists() else []:
+        if line.startswith("URIs:"):
+            return line.split()[1]
+    return "http://deb.debian.org/debian"
+
+
+@pytest.fixture
+def podman(tmp_path):
+    """``podman(*args)`` with runc and this machine's limits; the base image made if missing."""
+    import resource
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    nproc = min(resource.getrlimit(resource.RLIMIT_NPROC)[1], 32768)
+    conf = tmp_path / "containers.conf"
+    conf.write_text(f'[containers]\ndefault_ulimits = ["nofile={nofile}:{nofile}", '
+                    f'"nproc={nproc}:{nproc}"]\n[engine]\nruntime = "runc"\n')
+    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+
+    def run(*args: str, check: bool = True, timeout: float = 300, **kw):
+        out = subprocess.run(["podman", *args], capture_output=True, text=True, env=env,
+                             timeout=timeout, **kw)
+        if check:
+            assert out.returncode == 0, f"podman {' '.join(args)}:\n{out.stdout[-3000:]}" \
+                                        f"\n{out.stderr[-3000:]}"
+        return out
+    run.env = env
+    if run("image", "exists", BASE, check=False).returncode != 0:
+        if shutil.which("debootstrap") is None or os.geteuid() != 0:
+            pytest.skip(f"no {BASE} image, and making it needs debootstrap and root")
+        rootfs = tmp_path / "rootfs"
+        subprocess.run(["debootstrap", "--variant=minbase",
+                        "--include=python3,python3-venv,python3-pip,ca-certificates",
+                        "bookworm", str(rootfs), _mirror()], check=True, capture_output=True,
+                       timeout=600)
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        run("import", "-", BASE, stdin=tar.stdout)
+        assert tar.wait() == 0
+    return run
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_podman_skip() is not None, reason=_podman_skip() or "")
+def test_the_image_builds_runs_answers_its_healthcheck_and_stops_on_sigterm(tmp_path, podman):
+    ctx = tmp_path / "context"                  # only what the Dockerfile copies
+    for name in ("pyproject.toml", "README.md", "deploy/Dockerfile"):
+        (ctx / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / name, ctx / name)
+    for name in ("daemon", "connectors"):
+        shutil.copytree(ROOT / name, ctx / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    podman("build", "--format", "docker", "--pull=never", "--build-arg", f"BASE_IMAGE={BASE}",
+           "-v", "/etc/ssl/certs/ca-certificates.crt:/etc/ssl/certs/ca-certificates.crt:ro",
+           "-f", "deploy/Dockerfile", "-t", IMAGE, ".", cwd=ctx, timeout=600)
+    meta = json.loads(podman("image", "inspect", IMAGE).stdout)[0]
+    assert meta["Config"]["User"] == "accord" and meta["Config"]["Entrypoint"] == ["accord"]
+    health = meta.get("Healthcheck") or meta["Config"].get("Healthcheck")   # podman | docker
+    assert "/healthz" in " ".join(health["Test"])
+
+    assert "run" in podman("run", "--rm", IMAGE, "--help").stdout
+    out = podman("run", "--rm", *[a for k, v in DOCKER_ENV.items() for a in ("-e", f"{k}={v}")],
+                 "-v", f"{DEPLOY / 'config.docker.toml'}:/etc/accord/config.toml:ro",
+                 IMAGE, "check", check=False)
+    assert out.returncode == 2 and "state database" in out.stderr, out.stderr
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("""
+[daemon]
+log_format = "json"
+[web]
+host = "0.0.0.0"
+[systems.unleashed]
+type = "unleashed"
+api_id = "sandbox"
+api_key = "sandbox-key"
+sandbox = { port = 8701, records = 5 }
+[systems.prospect]
+type = "prospect_crm"
+token = "sandbox-token"
+sandbox = { port = 8702, records = 2 }
+[integrations.ul]
+left = "unleashed"
+right = "prospect"
+preset = "unleashed_crm"
+schedule = { every = "1h", jitter = "0s" }
+""")
+    cfg.chmod(0o644)
+    name, port = f"accord-test-{os.getpid()}", free_port()
+    podman("run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080",
+           "-v", f"{cfg}:/etc/accord/config.toml:ro", IMAGE)
+    logs = subprocess.Popen(["podman", "logs", "-f", name], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, env=podman.env, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        ended = None
+        for line in logs.stdout:                # bounded: the run ends, or the time is up
+            if '"run.end"' in line:
+                ended = json.loads(line)
+                break
+            assert time.monotonic() < deadline, "no run.end within 60 s"
+        assert ended and ended["status"] == "ok", ended
+        assert podman("exec", name, "id", "-u").stdout.strip() != "0"
+        assert podman("healthcheck", "run", name, check=False).returncode == 0
+        import urllib.request
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            assert r.status == 200
+        podman("stop", "-t", "30", name)
+        state = json.loads(podman("inspect", name).stdout)[0]["State"]
+        assert state["ExitCode"] == 0           # SIGTERM: a graceful stop, not a kill
+        assert '"service.stopped"' in podman("logs", name).stdout
+    finally:
+        logs.kill()
+        logs.wait()
+        podman("rm", "-f", name, check=False)
