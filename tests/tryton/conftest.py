@@ -11,10 +11,8 @@ from tests.tryton.server import PASSWORD, FaultProxy, SyncRpc, TrytonServer
 @pytest.fixture(scope="session")
 def tryton_server(tmp_path_factory):
     server = TrytonServer(tmp_path_factory.mktemp("trytond"))
-    server.create_template()
-    server.start()
     try:
-        server.set_up_template()
+        server.prepare_template()
         yield server
     finally:
         server.stop()

@@ -6,10 +6,17 @@ the connector needs and an ``admin`` user; the server (``tests/tryton/serve.py``
 own WSGI app) is started on 127.0.0.1 with a free port; currency, company, the admin's
 company and a few countries are set up over JSON-RPC, as a person would through the client.
 Each test then gets a copy of the template file under a new database name.
+
+Building the template takes 20-50 s (trytond-admin loads every module's data), so a finished
+template is also kept in a cache file named after the installed trytond distributions and this
+file's content (``~/.cache/accord/``, or ``ACCORD_TRYTON_CACHE``, a directory; ``off`` builds
+it every session). A later session copies it instead of building it again; any upgrade of
+trytond or its modules, or an edit of this file, builds a new one.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import shutil
@@ -21,6 +28,7 @@ import time
 import urllib.error
 import urllib.request
 from contextlib import closing
+from importlib import metadata
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -64,6 +72,37 @@ class TrytonServer:
         self._copies = count(1)
 
     # --- the template --------------------------------------------------------------------
+    @staticmethod
+    def cache_file() -> Path | None:
+        where = os.environ.get("ACCORD_TRYTON_CACHE", "")
+        if where.lower() in ("off", "0", "no", "false"):
+            return None
+        folder = Path(where) if where else Path.home() / ".cache" / "accord"
+        versions = sorted(f"{d.metadata['Name']}=={d.version}"
+                          for d in metadata.distributions()
+                          if (d.metadata["Name"] or "").lower().replace("-", "_")
+                          .startswith("trytond"))
+        digest = hashlib.sha256("\n".join(
+            [*versions, *MODULES, Path(__file__).read_text()]).encode()).hexdigest()[:16]
+        return folder / f"tryton-template-{digest}.sqlite"
+
+    def prepare_template(self) -> None:
+        """The template database: from the cache, or built (and then cached)."""
+        cached = self.cache_file()
+        target = self.dir / f"{TEMPLATE}.sqlite"
+        if cached is not None and cached.is_file():
+            _backup(cached, target)
+            self.start()
+            return
+        self.create_template()
+        self.start()
+        self.set_up_template()
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_suffix(f".{os.getpid()}.part")
+            _backup(target, partial)
+            os.replace(partial, cached)          # atomic: parallel sessions see all or none
+
     def create_template(self) -> None:
         (self.dir / f"{TEMPLATE}.sqlite").touch()
         passfile = self.dir / "admin.pass"
@@ -94,10 +133,7 @@ class TrytonServer:
     def copy(self, prefix: str = "t") -> str:
         """A fresh database (a copy of the template file); its name."""
         name = f"{prefix}{next(self._copies)}"
-        # trytond keeps SQLite in WAL mode: the backup API copies what the WAL holds too
-        with closing(sqlite3.connect(self.dir / f"{TEMPLATE}.sqlite")) as src, \
-                closing(sqlite3.connect(self.dir / f"{name}.sqlite")) as dst:
-            src.backup(dst)
+        _backup(self.dir / f"{TEMPLATE}.sqlite", self.dir / f"{name}.sqlite")
         return name
 
     def drop(self, name: str) -> None:
@@ -138,6 +174,13 @@ class TrytonServer:
         self.process = None
         if getattr(self, "_out", None):
             self._out.close()
+
+
+def _backup(source: Path, target: Path) -> None:
+    """Copy a SQLite file; trytond keeps it in WAL mode, and the backup API copies what the
+    WAL holds too (a plain file copy would miss the last commits)."""
+    with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
 
 
 def _post(url: str, payload: dict, headers: dict | None = None, timeout: float = 60) -> Any:
