@@ -45,6 +45,7 @@ ordinary records (a preset treats them with ``soft_delete``).
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import itertools
 from dataclasses import dataclass, field
@@ -131,6 +132,7 @@ class TrytonConnector:
         self._session: str | None = None
         self._context: dict[str, Any] = {}
         self._ids = itertools.count(1)
+        self._login_lock = asyncio.Lock()
         self.logins = 0
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -198,12 +200,16 @@ class TrytonConnector:
         """``model.<model>.<method>(*args, context)``, logging in (again) when refused."""
         for attempt in (1, 2):
             if self._session is None:
-                await self._login()
+                async with self._login_lock:        # concurrent calls share one new login
+                    if self._session is None:
+                        await self._login()
+            session = self._session
             try:
                 return await self._post(f"model.{model}.{method}",
                                         [*args, {**self._context, **(context or {})}])
             except AuthError as exc:
-                self._session = None
+                if self._session == session:
+                    self._session = None
                 if attempt == 2:
                     raise AuthError(f"{self.name}: Tryton refused the session twice "
                                     f"(HTTP {exc.status})", status=exc.status) from None

@@ -236,3 +236,11 @@ async def test_contacts_are_named_email_mechanisms_of_a_party(connector):
     await connector.delete("contacts", made.id)
     gone = {r.id: r for r in await _all(connector, "contacts", made.modified)}
     assert gone[made.id].deleted
+
+
+async def test_concurrent_calls_share_one_new_login(connector):
+    await connector.check()
+    connector._session = "bm90OmEtc2Vzc2lvbg=="
+    results = await asyncio.gather(*(connector.get("parties", ["1"]) for _ in range(5)))
+    assert all(r for r in results)
+    assert connector.logins == 2          # one new login for the five refused calls
