@@ -232,12 +232,12 @@ async def test_an_idle_run_makes_zero_writes(env):
     env.party("Idle One", phone="01 01")
     env.party("Idle Two", street="2 Quiet Street", city="Bath")
     await _first(env)
-    await env.sync()                           # the overlap window re-reads: still nothing
-    env.reset_hits()
-    result = await env.sync()
-    assert result.status == "ok", result.message
-    assert env.proxy.writes() == [], env.proxy.methods
-    assert env.crm.writes() == 0
+    for _ in range(2):              # the overlap window re-reads the first run's writes too
+        env.reset_hits()
+        result = await env.sync()
+        assert result.status == "ok", result.message
+        assert env.proxy.writes() == [], env.proxy.methods
+        assert env.crm.writes() == 0
     reads = [m for m in env.proxy.methods if m.startswith("model.")]
     assert all(m.rsplit(".", 1)[-1] in ("search_read", "search_count", "search",
                                         "get_preferences") for m in reads), reads
