@@ -2,9 +2,10 @@
 
 PostgreSQL is found through ``ACCORD_TEST_POSTGRES_URL`` (``.ci/run`` sets it), e.g.
 ``postgresql://postgres@127.0.0.1:5432/test``. From that connection each test creates its own
-database (``accord_t_<random>``, from template0 so that nobody else's session on template1 is
-in the way) and drops it afterwards, so tests never see each other's rows, and tests of
-other checkouts running at the same time neither.
+database (``accord_t_<unix time>_<random>``, from template0 so that nobody else's session on
+template1 is in the way) and drops it afterwards, so tests never see each other's rows, and
+tests of other checkouts running at the same time neither. Databases that a killed test run
+left behind are dropped by the next run once they are an hour old and nobody is connected.
 
 ``state_url`` is the fixture: parametrized ["sqlite", "postgres"]; the postgres one is skipped,
 with the reason, when the variable is absent.
@@ -12,6 +13,7 @@ with the reason, when the variable is absent.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 
 import pytest
@@ -24,6 +26,8 @@ PG_URL = os.environ.get(PG_ENV) or None
 needs_pg = pytest.mark.skipif(PG_URL is None, reason=NO_PG)
 
 OPEN: list = []      # engines a test opened: disposed before its database is dropped
+STALE_AFTER = 3600   # seconds
+_swept = False
 
 
 def _admin_dsn() -> str:
@@ -35,13 +39,27 @@ def _admin_dsn() -> str:
 async def create_pg_database() -> str:
     """A new empty database; returns its postgresql:// URL."""
     import asyncpg
-    name = f"accord_t_{uuid.uuid4().hex[:16]}"
+    global _swept
+    name = f"accord_t_{int(time.time())}_{uuid.uuid4().hex[:12]}"
     conn = await asyncpg.connect(_admin_dsn())
     try:
+        if not _swept:
+            _swept = True
+            await _drop_stale(conn)
         await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
     finally:
         await conn.close()
     return make_url(_admin_dsn()).set(database=name).render_as_string(hide_password=False)
+
+
+async def _drop_stale(conn) -> None:
+    rows = await conn.fetch(
+        "SELECT datname FROM pg_database d WHERE datname LIKE 'accord\\_t\\_%' AND NOT EXISTS "
+        "(SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname)")
+    for (name,) in rows:
+        stamp = name.split("_")[2]
+        if stamp.isdigit() and time.time() - int(stamp) > STALE_AFTER:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def drop_pg_database(url: str) -> None:
