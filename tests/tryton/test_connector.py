@@ -200,7 +200,7 @@ async def test_tryton_user_error_is_a_record_error_with_its_message(connector):
     assert "code" in info.value.message.lower() or "unique" in info.value.message.lower()
 
 
-async def test_products_and_customer_invoices_are_read(connector, tryton_server, shared_db):
+async def test_products_and_customer_invoices_are_read_with_typed_values(connector, tryton_server, shared_db):
     rpc = SyncRpc(tryton_server.url, shared_db)
     unit, = rpc("product.uom", "search", [("name", "=", "Unit")], 0, 1, None)
     rpc("product.template", "create", [{
@@ -210,9 +210,41 @@ async def test_products_and_customer_invoices_are_read(connector, tryton_server,
     widget = next(p for p in products if p.fields["name"] == "Widget")
     assert widget.fields["list_price"] == Decimal("12.50")
     assert widget.fields["code"] == "W-1" and widget.fields["uom"] == "Unit"
-    assert await _all(connector, "invoices") == []
     with pytest.raises(RecordError):
         await connector.create("products", {"name": "No"})
+
+    # a draft customer invoice: a minimal chart (receivable, revenue), the demo journal
+    company = rpc.context["company"]
+    rtype, = rpc("account.account.type", "create", [{
+        "name": "Receivable", "statement": "balance", "assets": True, "receivable": True,
+        "company": company}])
+    vtype, = rpc("account.account.type", "create", [{
+        "name": "Revenue", "statement": "income", "revenue": True, "company": company}])
+    receivable, = rpc("account.account", "create", [{
+        "name": "Customers", "code": "411", "type": rtype, "reconcile": True,
+        "party_required": True, "company": company}])
+    revenue, = rpc("account.account", "create", [{
+        "name": "Sales", "code": "701", "type": vtype, "company": company}])
+    party = await connector.create("parties", {"name": "Invoiced Ltd",
+                                               "invoice_address.city": "Leeds"})
+    address, = rpc("party.address", "search", [("party", "=", int(party.id))], 0, 1, None)
+    journal, = rpc("account.journal", "search", [("type", "=", "revenue")], 0, 1, None)
+    eur, = rpc("currency.currency", "search", [("code", "=", "EUR")], 0, 1, None)
+    invoice, = rpc("account.invoice", "create", [{
+        "type": "out", "party": int(party.id), "invoice_address": address,
+        "account": receivable, "journal": journal, "currency": eur, "company": company,
+        "invoice_date": date(2024, 6, 3), "reference": "PO-1",
+        "lines": [["create", [{"type": "line", "description": "Widget", "quantity": 2,
+                               "unit_price": Decimal("12.50"), "account": revenue,
+                               "currency": eur, "company": company}]]]}])
+    got, = await _all(connector, "invoices")
+    assert got.id == str(invoice) and got.modified is not None
+    assert {k: got.fields[k] for k in ("party", "invoice_date", "state", "currency",
+                                       "reference", "total_amount", "untaxed_amount")} == {
+        "party": party.id, "invoice_date": date(2024, 6, 3), "state": "draft",
+        "currency": "EUR", "reference": "PO-1", "total_amount": Decimal("25.00"),
+        "untaxed_amount": Decimal("25.00")}
+    assert [r.id for r in await connector.get("invoices", [str(invoice)])] == [str(invoice)]
 
 
 async def test_contacts_are_named_email_mechanisms_of_a_party(connector):
