@@ -42,6 +42,11 @@ are found by searching the logs with candidate ids (the ids missing from the mod
 halving groups): a few requests per deleted record, one ``search_count`` when nothing was
 deleted. Deleted records come back as tombstones; archived ones (``active`` False) as
 ordinary records (a preset treats them with ``soft_delete``).
+
+Writes: ``update`` reads the record's ``_timestamp`` first and sends it in the write's context,
+Tryton's optimistic lock: a user's edit in between makes Tryton answer
+``ConcurrencyException``, a record error (retried by the next run, which merges the edit),
+rather than overwriting it. Every write returns the record read back.
 """
 from __future__ import annotations
 
@@ -327,6 +332,7 @@ class TrytonConnector:
 
     async def update(self, entity: str, id: str, fields: dict[str, Any]) -> Record:
         m = self._writable(entity)
+        stamp = await self._stamp(m, id)
         if entity == "contacts":
             old = await self.get(entity, [id])
             if not old:
@@ -336,7 +342,10 @@ class TrytonConnector:
             current = await self._party_state(id)
             values = await self._party_values(fields, current)
         if values:
-            await self.call(m.name, "write", [int(id)], values)
+            # Tryton's optimistic lock: an edit made since ``stamp`` was read makes the write
+            # fail with ConcurrencyException (a record error; the next run merges again)
+            await self.call(m.name, "write", [int(id)], values,
+                            context={"_timestamp": {f"{m.name},{int(id)}": stamp}})
         got = await self.get(entity, [id])
         if not got:
             raise NotFoundError(f"{self.name}: {m.name} {id} is gone", status=404)
@@ -344,8 +353,7 @@ class TrytonConnector:
 
     async def delete(self, entity: str, id: str) -> None:
         m = self._writable(entity)
-        if not await self.get(entity, [id]):
-            raise NotFoundError(f"{self.name}: {m.name} {id} does not exist", status=404)
+        await self._stamp(m, id)
         await self.call(m.name, "delete", [int(id)])
 
     # --- helpers -------------------------------------------------------------------------
@@ -484,13 +492,11 @@ class TrytonConnector:
         return values
 
     async def _party_state(self, id: str) -> dict:
-        """The party's addresses and contact mechanisms (NotFoundError if it is gone)."""
+        """The party's addresses and contact mechanisms (its existence is checked by
+        ``_stamp`` first)."""
         if not str(id).isdigit():
             raise NotFoundError(f"{self.name}: party.party has no record {id!r}", status=404)
         key = int(id)
-        found = await self.call("party.party", "search", [("id", "=", key)], 0, 1, None)
-        if not found:
-            raise NotFoundError(f"{self.name}: party.party {id} does not exist", status=404)
         addresses = await self.call(
             "party.address", "search_read", [("party", "=", key)], 0, None,
             [["sequence", "ASC"], ["id", "ASC"]], ["street", "invoice", "active"])
@@ -498,6 +504,17 @@ class TrytonConnector:
             "party.contact_mechanism", "search_read", [("party", "=", key)], 0, None,
             [["sequence", "ASC"], ["id", "ASC"]], ["type", "value", "active"])
         return {"addresses": addresses, "mechanisms": mechanisms}
+
+    async def _stamp(self, m: _Model, id: str) -> str | None:
+        """The record's ``_timestamp`` (Tryton's optimistic-lock token); NotFoundError if the
+        record does not exist."""
+        if not str(id).isdigit():
+            raise NotFoundError(f"{self.name}: {m.name} has no record {id!r}", status=404)
+        rows = await self.call(m.name, "search_read", [*m.domain, ("id", "=", int(id))], 0, 1,
+                               None, ["_timestamp"])
+        if not rows:
+            raise NotFoundError(f"{self.name}: {m.name} {id} does not exist", status=404)
+        return rows[0].get("_timestamp")
 
     async def _country(self, value: Any) -> int | None:
         if value is None or (isinstance(value, str) and not value.strip()):
