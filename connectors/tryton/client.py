@@ -487,6 +487,12 @@ class TrytonConnector:
                 raise RecordError(f"{self.name}: a contact needs its party (a Tryton party "
                                   f"id), not {party!r}", fields=("party",))
             values["party"] = int(party)
+            # PostgreSQL's foreign key would refuse a missing party; SQLite-backed trytond
+            # does not, so check it here and refuse the same way on both
+            if not await self.call("party.party", "search", [("id", "=", values["party"])],
+                                   0, 1, None):
+                raise RecordError(f"{self.name}: Tryton has no party {party!r} for this "
+                                  "contact", fields=("party",))
         if "active" in fields:
             values["active"] = bool(fields["active"])
         return values

@@ -213,12 +213,15 @@ async def test_a_crm_edit_of_the_tryton_owned_address_is_reverted(env):
 async def test_a_party_deleted_in_tryton_is_marked_deleted_in_the_crm(env):
     keep = env.party("Stays Ltd")
     gone = env.party("Goes Ltd")
+    archived = env.party("Archived Ltd")
     await _first(env)
     links = await env.links("companies")
     env.rpc("party.party", "delete", [gone])
+    env.rpc("party.party", "write", [archived], {"active": False})    # archived: the same
     result = await env.sync()
     assert result.status == "ok", result.message
     assert env.company(links[str(gone)])["StatusFlag"] == "D"
+    assert env.company(links[str(archived)])["StatusFlag"] == "D"
     assert env.company(links[str(keep)])["StatusFlag"] == "A"
     # a CRM delete is not propagated to Tryton
     env.crm.data["Companies"][int(links[str(keep)])]["StatusFlag"] = "D"
