@@ -292,3 +292,27 @@ async def test_an_email_contact_goes_to_the_crm_under_its_company(env):
     assert result.status == "ok", result.message
     row, = env.rpc("party.contact_mechanism", "read", [mech], ["value", "name"])
     assert row["value"] == "jo.bloggs@holder.example" and row["name"] == "Jo Bloggs"
+
+
+async def test_contacts_deleted_with_their_party_are_marked_deleted_by_the_nightly_full_run(
+        env):
+    """Tryton cascades a party's delete to its contact mechanisms without logging them: the
+    ordinary run cannot see those deletes; the preset's nightly full run of the contacts
+    (job ``reconcile-contacts``) finds them gone."""
+    party = env.party("Contact Holder Ltd")
+    other = env.party("Other Ltd")
+    mech, = env.rpc("party.contact_mechanism", "create", [{
+        "party": party, "type": "email", "value": "jo@holder.example", "name": "Jo Bloggs"}])
+    env.rpc("party.contact_mechanism", "create", [{
+        "party": other, "type": "email", "value": "al@other.example", "name": "Al Other"}])
+    await _first(env)
+    contact_key = int((await env.links("contacts"))[str(mech)])
+    env.rpc("party.party", "delete", [party])
+    result = await env.sync()
+    assert result.status == "ok", result.message
+    assert env.crm.data["Contacts"][contact_key]["StatusFlag"] == "A"     # not seen yet
+    job, = [j for j in env.app.cfg.integrations[INTEG].jobs if j.name == "reconcile-contacts"]
+    assert job.flow == "contacts" and job.full
+    result = await env.sync(full=job.full, flows=[job.flow], trigger="job")
+    assert result.status == "ok", result.message
+    assert env.crm.data["Contacts"][contact_key]["StatusFlag"] == "D"
