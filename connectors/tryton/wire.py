@@ -18,7 +18,6 @@ from datetime import date, datetime, time, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
-from connectors.base import RecordError
 
 
 def encode(value: Any) -> Any:
@@ -73,10 +72,6 @@ def decode(value: Any) -> Any:
     return value
 
 
-class SessionRefused(Exception):
-    """The server refused the session (expired, logged out): log in again once."""
-
-
 def error_message(error: Any) -> tuple[str, str]:
     """(kind, readable message) of a JSON-RPC ``error`` member."""
     if isinstance(error, (list, tuple)) and error:
@@ -96,7 +91,3 @@ def error_message(error: Any) -> tuple[str, str]:
         return "ServerError", kind[:500]
     return "ServerError", str(error)[:500]
 
-
-def record_error(system: str, method: str, error: Any) -> RecordError:
-    kind, message = error_message(error)
-    return RecordError(f"{system}: {method}: {kind}: {message}")
