@@ -78,6 +78,16 @@ def _paths(step: "FlowStep", side: Side) -> list[str]:
     return [f.path(side) for f in step.flow.fields]
 
 
+def after_write(before: dict, written: dict, stored: Record) -> dict:
+    """The new base after a partial write: the system's stored value for the fields written,
+    the values decided on for the rest. Taking the whole response would absorb an edit made
+    there meanwhile to a field we did not write, and lose it."""
+    out = dict(before)
+    for path, value in written.items():
+        out[path] = stored.fields.get(path, value)
+    return out
+
+
 def _base_row(step: "FlowStep", side: Side, values: dict) -> dict:
     paths = _paths(step, side)
     base = mapped(paths, values)

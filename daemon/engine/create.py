@@ -15,7 +15,7 @@ from daemon.store.db import now
 if TYPE_CHECKING:
     from daemon.engine.step import FlowStep
 from daemon.engine.batch import (Batch, _aborts, _base_row, _dumps, _paths, _report,
-                                 _update)
+                                 _update, after_write)
 
 
 # --- unlinked records ------------------------------------------------------------------------
@@ -182,7 +182,7 @@ async def _link_pair(step: "FlowStep", batch: Batch, side: Side, r: dict, cand: 
         if d.writes(target):
             rec = await _update(step, batch, target, ids[target], d.writes(target), stored,
                                 d.why, source_id=ids[other(target)])
-            stored = rec.fields
+            stored = after_write(recs[target]["data"], d.writes(target), rec)
         row.update(_base_row(step, target, stored))
     batch.inserts.append(row)
     step.c["matched"] += 1
@@ -243,7 +243,7 @@ async def _create_many(step: "FlowStep", batch: Batch, side: Side, recs: list[di
                     done = await _update(step, batch, side, r["record_id"], revert,
                                          source_values, {(side, k): f"revert: owned by {target}"
                                                          for k in revert})
-                    source_values = done.fields
+                    source_values = after_write(source_values, revert, done)
                 except RecordError as exc:
                     batch.error(side, r["record_id"], exc.message, retry=False)
             row = {"integration": step.integration, "flow": step.flow.name,
@@ -361,7 +361,7 @@ async def resolve_intent(step: "FlowStep", batch: Batch, intent: dict) -> None:
                 done = await _update(step, batch, source, intent["source_id"], revert,
                                      source_values, {(source, k): f"revert: owned by {target}"
                                                      for k in revert})
-                source_values = done.fields
+                source_values = after_write(source_values, revert, done)
             except RecordError as exc:
                 batch.error(source, intent["source_id"], exc.message, retry=False)
         # the target's base is what the create sent, where the record no longer shows it:

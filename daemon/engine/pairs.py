@@ -13,7 +13,7 @@ from daemon.store.db import now
 
 if TYPE_CHECKING:
     from daemon.engine.step import FlowStep
-from daemon.engine.batch import (Batch, _aborts, _base_row, _report, _update)
+from daemon.engine.batch import Batch, _aborts, _base_row, _report, _update, after_write
 from daemon.engine.create import _create
 
 
@@ -108,7 +108,7 @@ async def merge_pair(step: "FlowStep", batch: Batch, link: dict, recs: dict, ctx
         if values:
             rec = await _update(step, batch, target, ids[target], values, cur[target], d.why,
                                 source_id=ids[other(target)])
-            stored = rec.fields
+            stored = after_write(cur[target], values, rec)
             row[f"{target}_version"] = rec.version
         row.update(_base_row(step, target, stored))
     batch.updates.append(row)
@@ -174,7 +174,8 @@ async def apply_delete(step: "FlowStep", batch: Batch, link: dict, target: Side,
         rec = await _update(step, batch, target, tid, dict(mark), current,
                             {(target, k): f"{deleted} deleted: mark" for k in mark})
         batch.updates.append({"id": link["id"], "state": f"gone_{deleted}",
-                              "updated_at": now(), **_base_row(step, target, rec.fields)})
+                              "updated_at": now(),
+                              **_base_row(step, target, after_write(current, mark, rec))})
         step.c[f"updated_{target}"] -= 1
         step.c["marked"] += 1
     elif action == "unlink":
