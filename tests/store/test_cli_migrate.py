@@ -88,8 +88,12 @@ async def test_migrate_a_database_from_before_migrations(capsys, cfg_path, state
 
 async def test_migrate_that_cannot_reach_the_database_says_so(capsys, tmp_path):
     path = tmp_path / "config.toml"
+    # (a PostgreSQL port nobody listens on: a SQLite file that cannot be opened leaves an
+    # aiosqlite thread behind that complains about its closed loop in a later test)
     path.write_text(config_text(tmp_path).replace(
-        f"sqlite:///{tmp_path / 'state.db'}", f"sqlite:///{tmp_path}/no/such/dir/state.db"))
+        f"sqlite:///{tmp_path / 'state.db'}", "postgresql://accord:pw@127.0.0.1:9/accord"))
     code, out, err = await accord(capsys, "migrate", "--config", path)
     assert code == 2 and out == ""
-    assert err.startswith("accord migrate: cannot migrate the state database at sqlite:///")
+    assert err.startswith("accord migrate: cannot migrate the state database at "
+                          "postgresql://accord:***@127.0.0.1:9/accord: ")
+    assert "pw" not in err
