@@ -104,6 +104,8 @@ def _may_create(step: "FlowStep", side: Side, r: dict) -> bool:
         return False
     if not step.sides[target].capabilities.entities[rules.entity(target)].can_create:
         return False
+    if step.hold_deletes and step.listed_empty[target]:
+        return False      # a side that suddenly lists nothing gets no copies of everything
     rule = rules.create.toward(target)
     if rule.mode == "never":
         return False
@@ -238,20 +240,22 @@ async def _create_many(step: "FlowStep", batch: Batch, side: Side, recs: list[di
                 return
             source_values = r["data"]
             revert = _owned_by(step, target, rec.fields, source_values, ctx)
+            # the link first: whatever happens to the write-back, the new record is linked;
+            # its base already says "reverted", so a failed write-back is retried next run
+            row = {"integration": step.integration, "flow": step.flow.name,
+                   f"{side}_id": r["record_id"], f"{target}_id": rec.id, "state": "ok",
+                   "updated_at": now(), f"{target}_version": rec.version,
+                   f"{side}_version": None, **_base_row(step, side, {**source_values, **revert}),
+                   **_base_row(step, target, rec.fields)}
+            batch.inserts.append(row)
             if revert:
                 try:
                     done = await _update(step, batch, side, r["record_id"], revert,
                                          source_values, {(side, k): f"revert: owned by {target}"
                                                          for k in revert})
-                    source_values = after_write(source_values, revert, done)
+                    row.update(_base_row(step, side, after_write(source_values, revert, done)))
                 except RecordError as exc:
                     batch.error(side, r["record_id"], exc.message, retry=False)
-            row = {"integration": step.integration, "flow": step.flow.name,
-                   f"{side}_id": r["record_id"], f"{target}_id": rec.id, "state": "ok",
-                   "updated_at": now(), f"{target}_version": rec.version,
-                   f"{side}_version": None,
-                   **_base_row(step, side, source_values), **_base_row(step, target, rec.fields)}
-            batch.inserts.append(row)
             batch.cleared[side].append(r["record_id"])
             if r["pushed"]:
                 batch.done_pushes[side].append(r["record_id"])

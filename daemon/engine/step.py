@@ -68,6 +68,7 @@ class FlowStep:
         self.c = self.result.counts
         self.complete: dict[Side, bool] = {"left": False, "right": False}
         self.seen_any: dict[Side, bool] = {"left": False, "right": False}
+        self.listed_empty: dict[Side, bool] = {"left": False, "right": False}
         self.hold_deletes = False
         self.held: dict[int, dict] = {}
         self.progress = progress
@@ -153,13 +154,18 @@ class FlowStep:
             if self.rules.batch_size and info.ordered and taken >= self.rules.batch_size:
                 cut = True
                 break
-        self.complete[side] = not cut and (since is None or not info.incremental)
+        # a listing that returned nothing at all is not trusted to prove that no partner
+        # exists (a wrong account, an outage answering 200): matching asks find() instead
+        self.complete[side] = (not cut and (since is None or not info.incremental)
+                               and self.seen_any[side])
+        self.listed_empty[side] = not cut and (since is None or not info.incremental) \
+            and not self.seen_any[side]
         if cut:
             self.result.more = True
         extra = [i for i in dict.fromkeys(revisit + pushed)]
         if extra:
             seq = await self._stage_by_id(side, entity, extra, seq, pushed=set(pushed))
-        if self.complete[side]:
+        if self.complete[side] or self.listed_empty[side]:
             await self._stage_unseen(side, seq)
         if at is None:
             return None
@@ -226,7 +232,7 @@ class FlowStep:
             deletes = await q.count_staged_deletes(conn, self.run_id, self.integration,
                                                    self.flow.name)
             self.held = await q.held_links(conn, self.integration, self.flow.name)
-        empty = [s for s in ("left", "right") if self.complete[s] and not self.seen_any[s]]
+        empty = [s for s in ("left", "right") if self.listed_empty[s]]
         limit = max(self.rules.delete_threshold_min, self.rules.delete_threshold * total)
         if total and (empty or deletes > limit):
             self.hold_deletes = True

@@ -306,7 +306,7 @@ class Guarantees(RuleBasedStateMachine):
 
 
 Guarantees.TestCase.settings = settings(
-    max_examples=int(os.environ.get("ACCORD_SM_EXAMPLES", "60")), stateful_step_count=40,
+    max_examples=int(os.environ.get("ACCORD_SM_EXAMPLES", "75")), stateful_step_count=40,
     deadline=None, suppress_health_check=list(HealthCheck),
     # in CI a failure is reported as found (shrinking it can take many minutes)
     phases=[Phase.explicit, Phase.reuse, Phase.generate] + ([] if os.environ.get("CI")
