@@ -153,6 +153,7 @@ class UnleashedSandbox(Sandbox):
         active = [sp for sp in self.salespersons.values() if not sp["Obsolete"]]
         now = self._now()
         taken = {c["CustomerName"] for c in self.customers.values()}
+        emails = {c["EmailAddress"] for cs in self.contacts.values() for c in cs.values()}
         for _ in range(n):
             self._serial += 1
             name = fake.company_name(rng)
@@ -173,6 +174,10 @@ class UnleashedSandbox(Sandbox):
             self.contacts[customer["Guid"]] = {}
             for _ in range(rng.randint(0, 3)):
                 c = fake.contact(rng, domain)
+                if c["EmailAddress"] in emails:     # people have addresses of their own
+                    local, _, host = c["EmailAddress"].partition("@")
+                    c["EmailAddress"] = f"{local}.{self._serial}@{host}"
+                emails.add(c["EmailAddress"])
                 c["CreatedOn"] = c["LastModifiedOn"] = when
                 self.contacts[customer["Guid"]][c["Guid"]] = c
 

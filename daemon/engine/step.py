@@ -244,14 +244,18 @@ class FlowStep:
 
     # --- decisions ------------------------------------------------------------------------
     async def _linked(self) -> None:
+        for side in ("left", "right"):     # a pair met from the left is unstaged on commit
+            await self._linked_side(side)
+
+    async def _linked_side(self, side: Side) -> None:
         after = 0
         while True:
             async with self.db.begin() as conn:
                 units = await q.staged_linked_chunk(conn, self.run_id, self.integration,
-                                                    self.flow.name, after, CHUNK)
+                                                    self.flow.name, side, after, CHUNK)
             if not units:
                 return
-            after = units[-1]["link"]["id"]
+            after = units[-1]["seq"]
             batch = Batch(self)
             ctx = await self._context(units)
             sem = asyncio.Semaphore(self.rules.concurrency)

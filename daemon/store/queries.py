@@ -154,29 +154,37 @@ def _staged_row(row) -> dict:
 
 
 async def staged_linked_chunk(conn: AsyncConnection, run_id: int, integration: str, flow: str,
-                              after_link: int, limit: int) -> list[dict]:
-    """Links with a staged record on either side, after link id ``after_link``."""
-    joined = []
-    for side, col in (("left", links.c.left_id), ("right", links.c.right_id)):
-        joined.append(select(links.c.id).join(staged, and_(
+                              side: str, after_seq: int, limit: int) -> list[dict]:
+    """The next staged records of ``side`` that have a link (after ``after_seq``), each with
+    its link and the partner's staged record if there is one. Keyset on ``seq``: every call
+    reads only its own chunk, so a step is linear in the number of staged records."""
+    col = links.c.left_id if side == "left" else links.c.right_id
+    rows = (await conn.execute(
+        select(staged, links.c.id.label("link_id")).join(links, and_(
+            links.c.integration == integration, links.c.flow == flow,
+            col == staged.c.record_id)).where(
             staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
-            staged.c.record_id == col)).where(
-            links.c.integration == integration, links.c.flow == flow, links.c.id > after_link))
-    ids_q = joined[0].union(joined[1]).subquery()
-    link_rows = (await conn.execute(select(links).where(links.c.id.in_(
-        select(ids_q.c.id))).order_by(links.c.id).limit(limit))).mappings().all()
-    if not link_rows:
+            staged.c.seq > after_seq).order_by(staged.c.seq).limit(limit))).mappings().all()
+    if not rows:
         return []
-    units = {r["id"]: {"link": dict(r), "left": None, "right": None} for r in link_rows}
-    by_side = {"left": {r["left_id"]: r["id"] for r in link_rows},
-               "right": {r["right_id"]: r["id"] for r in link_rows}}
-    for side, index in by_side.items():
-        rows = await conn.execute(select(staged).where(
-            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
-            staged.c.record_id.in_(list(index))))
-        for row in rows.mappings():
-            units[index[row["record_id"]]][side] = _staged_row(row)
-    return list(units.values())
+    link_rows = (await conn.execute(select(links).where(
+        links.c.id.in_([r["link_id"] for r in rows])))).mappings().all()
+    by_id = {r["id"]: dict(r) for r in link_rows}
+    other_side = "right" if side == "left" else "left"
+    units = []
+    partner_ids = {}
+    for r in rows:
+        link = by_id[r["link_id"]]
+        unit = {"link": link, side: _staged_row({k: r[k] for k in r.keys() if k != "link_id"}),
+                other_side: None, "seq": r["seq"]}
+        units.append(unit)
+        partner_ids[link[f"{other_side}_id"]] = unit
+    found = await conn.execute(select(staged).where(
+        staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == other_side,
+        staged.c.record_id.in_(list(partner_ids))))
+    for row in found.mappings():
+        partner_ids[row["record_id"]][other_side] = _staged_row(row)
+    return units
 
 
 async def staged_unlinked_chunk(conn: AsyncConnection, run_id: int, integration: str,

@@ -1,6 +1,6 @@
 """Every batched statement of daemon/store/queries.py, on SQLite and PostgreSQL (``state_url``):
 booleans, ``rowcount`` upserts, IN lists longer than one chunk, the UNION of
-staged_linked_chunk, JSON text columns, aware timestamps, and a stable order of lists."""
+staged_linked_chunk's keyset, JSON text columns, aware timestamps, and a stable order of lists."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -100,16 +100,18 @@ async def test_staging_the_union_of_linked_records_and_unlinked_ones(db):
         await q.stage(conn, [staged(run, "right", "R2", 1), staged(run, "right", "R3", 2,
                                                                    deleted=True)], [])
         await q.stage(conn, [staged(run, "left", "L1", 4, name="read twice")], [])
-        chunk = await q.staged_linked_chunk(conn, run, I, F, after_link=0, limit=10)
-        assert [u["link"]["id"] for u in chunk] == ids[:3]            # L1, L2 (both), R3
+        chunk = await q.staged_linked_chunk(conn, run, I, F, "left", 0, 10)
+        assert [u["link"]["left_id"] for u in chunk] == ["L2", "L1"]     # in staging order
         by_id = {u["link"]["left_id"]: u for u in chunk}
         assert by_id["L1"]["left"]["data"]["name"] == "read twice"
         assert by_id["L1"]["right"] is None
         assert by_id["L2"]["left"] and by_id["L2"]["right"]
-        assert by_id["L3"]["right"]["deleted"] is True
-        assert await q.staged_linked_chunk(conn, run, I, F, after_link=ids[2], limit=10) == []
-        assert [u["link"]["id"] for u in
-                await q.staged_linked_chunk(conn, run, I, F, after_link=0, limit=2)] == ids[:2]
+        right = await q.staged_linked_chunk(conn, run, I, F, "right", 0, 10)
+        assert [u["link"]["id"] for u in right] == ids[1:3]               # R2, R3
+        assert right[1]["right"]["deleted"] is True and right[1]["left"] is None
+        assert await q.staged_linked_chunk(conn, run, I, F, "left", chunk[-1]["seq"], 10) == []
+        assert [u["link"]["left_id"] for u in
+                await q.staged_linked_chunk(conn, run, I, F, "left", 0, 1)] == ["L2"]
         unlinked = await q.staged_unlinked_chunk(conn, run, I, F, "left", 0, 10)
         assert [r["record_id"] for r in unlinked] == ["N1"] and unlinked[0]["passes"] is True
         found = await q.staged_by_key(conn, run, F, "left", "email", ["a@x", "b@x"])
@@ -120,7 +122,7 @@ async def test_staging_the_union_of_linked_records_and_unlinked_ones(db):
         await q.unstage(conn, run, F, "left", ["N1"])
         assert await q.staged_unlinked_chunk(conn, run, I, F, "left", 0, 10) == []
         await q.clear_staged(conn, run_id=run)
-        assert await q.staged_linked_chunk(conn, run, I, F, after_link=0, limit=10) == []
+        assert await q.staged_linked_chunk(conn, run, I, F, "left", 0, 10) == []
 
 
 async def test_intents_exclusions_reviews_pushes_holds_parked_audit(db):
