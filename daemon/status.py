@@ -86,8 +86,9 @@ class LiveProgress:
 
 async def _rows(conn, table: str, integration: str) -> list:
     t = T[table]
-    return (await conn.execute(select(t).where(t.c.integration == integration))
-            ).mappings().all()
+    order = [t.c[k] for k in ("flow", "side", "record_id") if k in t.c] or list(t.primary_key)
+    return (await conn.execute(select(t).where(t.c.integration == integration)
+                               .order_by(*order))).mappings().all()
 
 
 async def gather(cfg: Config, db: AsyncEngine, *,
