@@ -77,6 +77,10 @@ async def unlinked_chunk(step: "FlowStep", batch: Batch, side: Side, recs: list[
                                       candidates=_dumps([c["record_id"] for c in cands][:50]),
                                       reason=reason, updated_at=now()))
             batch.parked[side].append((r["record_id"], mark[r["record_id"]]))
+        elif step.hold_deletes and step.listed_empty[target]:
+            # a side that suddenly lists nothing gets no copies of everything; asked again
+            # next run (not parked)
+            step.c["create_held"] += 1
         elif _may_create(step, side, r):
             creates.append((r, {}))
         else:
@@ -104,8 +108,6 @@ def _may_create(step: "FlowStep", side: Side, r: dict) -> bool:
         return False
     if not step.sides[target].capabilities.entities[rules.entity(target)].can_create:
         return False
-    if step.hold_deletes and step.listed_empty[target]:
-        return False      # a side that suddenly lists nothing gets no copies of everything
     rule = rules.create.toward(target)
     if rule.mode == "never":
         return False
