@@ -19,7 +19,6 @@ import os
 import signal
 import sys
 from collections import Counter
-from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import orjson
@@ -203,16 +202,6 @@ async def _db(cfg: Config):
         raise Fail(f"cannot open the state database at "
                    f"{store_schema.where(cfg.daemon.database)}: {exc}") from None
     return engine
-
-
-def _iso(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.isoformat(timespec="seconds")
-    return str(value)
 
 
 def _table(rows: list[list[Any]], head: list[str]) -> str:
@@ -419,7 +408,7 @@ async def cmd_history(args, cfg: Config) -> int:
                 .order_by(audit.c.at, audit.c.id))).mappings().all()
     finally:
         await db.dispose()
-    items = [{"at": _iso(r["at"]), "run": r["run_id"], "flow": r["flow"], "side": r["side"],
+    items = [{"at": status_lib.iso(r["at"]), "run": r["run_id"], "flow": r["flow"], "side": r["side"],
               "record": r["record_id"], "field": r["field"], "old": loads(r["old"]),
               "new": loads(r["new"]), "rule": r["rule"]} for r in rows]
     if args.json:
