@@ -27,6 +27,7 @@ from sqlalchemy import delete, insert, select, update
 from daemon import logging as accord_logging
 from daemon import presets as preset_lib
 from daemon import status as status_lib
+from daemon.lease import make_lease
 from daemon.app import App
 from daemon.config import Config, ConfigError, load
 from daemon.engine.runner import RunOptions, RunResult, run
@@ -272,9 +273,15 @@ async def _one_run(cfg: Config, name: str, options: RunOptions,
     for flow in options.flows or []:
         _flow_name(cfg, name, flow)
     app = await _open_app(cfg)
+    # on a shared PostgreSQL, a run by hand takes the integration's lease like a daemon does
+    lease = make_lease(cfg.daemon.database, cfg.daemon.lease, cfg.daemon.lease_holder)
     try:
+        if not await lease.acquire(name):
+            raise Fail(f"integration {name} is being run by another daemon "
+                       f"({await lease.holder_of(name) or 'unknown'}); try again later")
         return await run(app.db, app.integration(name), options, progress=progress)
     finally:
+        await lease.close()
         await app.close()
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 
 from daemon.config import Config
 from daemon.lease import NoLease, PostgresLease, make_lease
+from tests.test_cli import restore_logging  # noqa: F401  (autouse: the CLI sets up logging)
 from tests.test_crash_recovery import free_port
 
 PG_URL = os.environ.get("ACCORD_TEST_POSTGRES_URL")
@@ -290,3 +291,24 @@ async def test_two_daemons_one_runs_the_integration_the_other_takes_over_on_sigk
         assert e1 <= s2, f"runs {r1} and {r2} of one integration overlap"
     assert max(r[0] for r in spans if r[2] in first_ids) < min(
         r[0] for r in spans if r[2] in second_ids), "the standby ran before the kill"
+
+
+@needs_pg
+async def test_a_sync_by_hand_waits_for_no_daemon_holding_the_lease(pg_database, tmp_path,
+                                                                     capsys):
+    """`accord sync` takes the integration's lease like a daemon: refused (exit 2, one line
+    naming the holder) while another holds it, and it runs once that one has let go."""
+    from daemon import cli
+    from tests.test_cli import config_text
+    text = config_text(tmp_path).replace(f"sqlite:///{tmp_path / 'state.db'}", pg_database)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(text)
+    other = PostgresLease(pg_database, holder="elsewhere:42")
+    try:
+        assert await other.acquire("ul")
+        assert await cli.amain(["sync", "ul", "--config", str(cfg)]) == 2
+        err = capsys.readouterr().err
+        assert "being run by another daemon (elsewhere:42)" in err
+    finally:
+        await other.close()
+    assert await cli.amain(["sync", "ul", "--config", str(cfg)]) == 0
