@@ -23,16 +23,6 @@ INTEG = "ul"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """The commands configure logging for the process; put the test set-up back after."""
-    import logging
-    old, root = structlog.get_config(), logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.configure(**old)
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import structlog
 from daemon import cli
 from daemon.config import ConfigError, load
 from daemon.logging import configure
-from tests.test_cli import config_text, restore_logging  # noqa: F401
+from tests.test_cli import config_text
 
 
 def write(tmp: Path, text: str) -> Path:

@@ -26,7 +26,6 @@ from sqlalchemy.engine import make_url
 
 from daemon.config import Config
 from daemon.lease import NoLease, PostgresLease, make_lease
-from tests.test_cli import restore_logging  # noqa: F401  (autouse: the CLI sets up logging)
 from tests.test_crash_recovery import free_port
 
 PG_URL = os.environ.get("ACCORD_TEST_POSTGRES_URL")

@@ -21,7 +21,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from daemon.engine.runner import RunOptions
 from daemon.service import Service
-from tests.test_cli import (INTEG, ROOT, config_text, logs, restore_logging,  # noqa: F401
+from tests.test_cli import (INTEG, ROOT, config_text, logs,  # noqa: F401
                             rows, sandboxes, write_config)
 
 SECOND = f"""

@@ -29,6 +29,15 @@ def _chunks(seq: Sequence, n: int = CHUNK) -> Iterable[Sequence]:
         yield seq[i:i + n]
 
 
+async def _delete_ids(conn: AsyncConnection, table, id_col: str, ids: Sequence,
+                      *extra, **where) -> None:
+    """DELETE the rows of ``table`` matching ``where`` whose ``id_col`` is one of ``ids``,
+    one statement per chunk of ids."""
+    cond = [table.c[k] == v for k, v in where.items()] + list(extra)
+    for part in _chunks(list(ids)):
+        await conn.execute(delete(table).where(*cond, table.c[id_col].in_(part)))
+
+
 # --- links ---------------------------------------------------------------------------------
 async def links_by_side(conn: AsyncConnection, integration: str, flow: str, side: str,
                         ids: Sequence[str]) -> dict[str, dict]:
@@ -75,8 +84,7 @@ async def update_links(conn: AsyncConnection, rows: list[dict]) -> None:
 
 
 async def delete_links(conn: AsyncConnection, ids: Sequence[int]) -> None:
-    for part in _chunks(list(ids)):
-        await conn.execute(delete(links).where(links.c.id.in_(part)))
+    await _delete_ids(conn, links, "id", ids)
 
 
 async def count_links(conn: AsyncConnection, integration: str, flow: str) -> int:
@@ -141,10 +149,7 @@ async def clear_staged(conn: AsyncConnection, run_id: int | None = None,
 
 async def unstage(conn: AsyncConnection, run_id: int, flow: str, side: str,
                   ids: Sequence[str]) -> None:
-    for part in _chunks(list(ids)):
-        await conn.execute(delete(staged).where(
-            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
-            staged.c.record_id.in_(part)))
+    await _delete_ids(conn, staged, "record_id", ids, run_id=run_id, flow=flow, side=side)
 
 
 def _staged_row(row) -> dict:
@@ -250,10 +255,8 @@ async def add_intents(conn: AsyncConnection, rows: list[dict]) -> None:
 
 async def drop_intents(conn: AsyncConnection, integration: str, flow: str, target: str,
                        source_ids: Sequence[str]) -> None:
-    for part in _chunks(list(source_ids)):
-        await conn.execute(delete(intents).where(
-            intents.c.integration == integration, intents.c.flow == flow,
-            intents.c.target == target, intents.c.source_id.in_(part)))
+    await _delete_ids(conn, intents, "source_id", source_ids, integration=integration,
+                      flow=flow, target=target)
 
 
 async def pending_intents(conn: AsyncConnection, integration: str, flow: str) -> list[dict]:
@@ -276,12 +279,9 @@ async def record_errors(conn: AsyncConnection, rows: list[dict]) -> None:
 
 async def clear_errors(conn: AsyncConnection, integration: str, flow: str, side: str,
                        ids: Sequence[str], only_retry: bool = False) -> None:
-    for part in _chunks(list(ids)):
-        cond = [errors.c.integration == integration, errors.c.flow == flow,
-                errors.c.side == side, errors.c.record_id.in_(part)]
-        if only_retry:
-            cond.append(errors.c.retry.is_(True))
-        await conn.execute(delete(errors).where(*cond))
+    extra = [errors.c.retry.is_(True)] if only_retry else []
+    await _delete_ids(conn, errors, "record_id", ids, *extra, integration=integration,
+                      flow=flow, side=side)
 
 
 async def revisit_ids(conn: AsyncConnection, integration: str, flow: str, side: str) -> list[str]:
@@ -325,10 +325,8 @@ async def set_reviews(conn: AsyncConnection, rows: list[dict]) -> None:
 
 async def clear_reviews(conn: AsyncConnection, integration: str, flow: str, side: str,
                         ids: Sequence[str]) -> None:
-    for part in _chunks(list(ids)):
-        await conn.execute(delete(reviews).where(
-            reviews.c.integration == integration, reviews.c.flow == flow,
-            reviews.c.side == side, reviews.c.record_id.in_(part)))
+    await _delete_ids(conn, reviews, "record_id", ids, integration=integration, flow=flow,
+                      side=side)
 
 
 async def take_pushes(conn: AsyncConnection, integration: str, flow: str, side: str) -> list[str]:
@@ -340,10 +338,8 @@ async def take_pushes(conn: AsyncConnection, integration: str, flow: str, side: 
 
 async def drop_pushes(conn: AsyncConnection, integration: str, flow: str, side: str,
                       ids: Sequence[str]) -> None:
-    for part in _chunks(list(ids)):
-        await conn.execute(delete(pushes).where(
-            pushes.c.integration == integration, pushes.c.flow == flow,
-            pushes.c.side == side, pushes.c.record_id.in_(part)))
+    await _delete_ids(conn, pushes, "record_id", ids, integration=integration, flow=flow,
+                      side=side)
 
 
 async def hold(conn: AsyncConnection, rows: list[dict]) -> int:
@@ -373,8 +369,7 @@ async def held_links(conn: AsyncConnection, integration: str, flow: str) -> dict
 
 
 async def drop_holds(conn: AsyncConnection, ids: Sequence[int]) -> None:
-    for part in _chunks(list(ids)):
-        await conn.execute(delete(held).where(held.c.id.in_(part)))
+    await _delete_ids(conn, held, "id", ids)
 
 
 async def add_audit(conn: AsyncConnection, rows: list[dict]) -> None:
@@ -418,7 +413,5 @@ async def park(conn: AsyncConnection, integration: str, flow: str, side: str,
 
 async def unpark(conn: AsyncConnection, integration: str, flow: str, side: str,
                  ids: Sequence[str]) -> None:
-    for part in _chunks(list(ids)):
-        await conn.execute(delete(parked).where(
-            parked.c.integration == integration, parked.c.flow == flow,
-            parked.c.side == side, parked.c.record_id.in_(part)))
+    await _delete_ids(conn, parked, "record_id", ids, integration=integration, flow=flow,
+                      side=side)

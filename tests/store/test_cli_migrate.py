@@ -3,7 +3,6 @@ on SQLite and PostgreSQL (``state_url``)."""
 from __future__ import annotations
 
 import pytest
-import structlog
 from sqlalchemy import select
 
 from daemon import cli
@@ -14,16 +13,6 @@ from tests.dbs import OPEN
 from tests.test_cli import INTEG, config_text
 
 
-@pytest.fixture(autouse=True)
-def restore_logging():
-    """The commands configure logging for the process; put the test set-up back after."""
-    import logging
-    old, root = structlog.get_config(), logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    structlog.configure(**old)
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 @pytest.fixture

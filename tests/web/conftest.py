@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from daemon.service import Service
-from tests.test_cli import restore_logging, sandboxes, write_config  # noqa: F401
+from tests.test_cli import sandboxes, write_config  # noqa: F401
 
 TOKEN = "web-token-s3cret-9911"
 SECRETS = ("sandbox-key", "sandbox-token", TOKEN)      # none may appear in a GET answer
