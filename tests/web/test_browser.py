@@ -90,8 +90,11 @@ async def test_status_page_shows_the_run_under_way_in_a_browser(tmp_path):
     try:
         ul.faults.latency = 0.25                # each Unleashed request: a quarter of a second
         run = asyncio.create_task(svc.run_job("sync:ul"))
-        while not svc.live.running("ul"):       # the run is under way before the page loads
+        for _ in range(1000):                   # the run is under way before the page loads
+            if svc.live.running("ul"):
+                break
             await asyncio.sleep(0.01)
+        assert svc.live.running("ul"), "the run never started"
         seen = await asyncio.to_thread(browse, svc.web.url, user_data)
         result = await run
         await until_idle(svc)
