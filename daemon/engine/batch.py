@@ -75,7 +75,7 @@ class Batch:
 
 
 def _paths(step: "FlowStep", side: Side) -> list[str]:
-    return [f.path(side) for f in step.flow.fields]
+    return step.flow.base_paths[side]
 
 
 def after_write(before: dict, written: dict, stored: Record) -> dict:

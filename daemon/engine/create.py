@@ -5,7 +5,7 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from connectors.base import Record, RecordError
-from daemon.engine.flow import holds, mapped
+from daemon.engine.flow import create_default, holds, mapped
 from daemon.engine.merge import Refusal, create_fields, merge
 from daemon.engine.rules import Side, other
 from daemon.engine.transforms import Context, normalize
@@ -173,7 +173,8 @@ async def _link_pair(step: "FlowStep", batch: Batch, side: Side, r: dict, cand: 
     recs = {side: r, other(side): cand}
     left, right = recs["left"], recs["right"]
     rules = step.rules
-    d = merge(step.flow.fields, rules.conflict, None, None, left["data"], right["data"],
+    d = merge(step.flow.fields_of(left["data"], right["data"]), rules.conflict, None, None,
+              left["data"], right["data"],
               ctx=ctx, link_key=f"{left['record_id']}|{right['record_id']}",
               initial=rules.initial or rules.owner)
     ids = {"left": left["record_id"], "right": right["record_id"]}
@@ -201,7 +202,8 @@ async def _create_many(step: "FlowStep", batch: Batch, side: Side, recs: list[di
     rules = step.rules
     plans = []
     for r in recs:
-        fields, refused = create_fields(step.flow.fields, side, r["data"], ctx)
+        own = step.flow.fields_of(*((r["data"], None) if side == "left" else (None, r["data"])))
+        fields, refused = create_fields(own, side, r["data"], ctx)
         refs = [x for x in refused if _is_ref(step, x)]
         if refs:
             batch.error(side, r["record_id"], "; ".join(x.message for x in refs))
@@ -211,7 +213,7 @@ async def _create_many(step: "FlowStep", batch: Batch, side: Side, recs: list[di
                         retry=False)
         for k, v in rules.create_defaults.get(target, {}).items():
             if fields.get(k) in (None, ""):
-                fields[k] = v
+                fields[k] = create_default(v, ctx.options)
         fields.update(rules.read_only_marker.get(target, {}))
         if target in rules.external_id:
             fields[rules.external_id[target]] = r["record_id"]
@@ -278,7 +280,9 @@ def _owned_by(step: "FlowStep", owner: Side, owner_values: dict, source_values: 
     from daemon.engine.transforms import FieldRefused
     source = other(owner)
     out: dict[str, Any] = {}
-    for fld in step.flow.fields:
+    sides = {owner: owner_values, source: source_values}
+    ctx.records = dict(sides)
+    for fld in step.flow.fields_of(sides["left"], sides["right"]):
         if fld.flows_from(source) or not fld.flows_from(owner) or fld.ownership != "revert":
             continue
         try:

@@ -8,27 +8,58 @@ from typing import Any, Mapping
 import orjson
 
 from daemon.engine.merge import Field, compile_fields
-from daemon.engine.rules import Condition, FlowRules, Side
+from daemon.engine.rules import FlowRules, Side, holds  # noqa: F401 (re-exported)
 from daemon.engine.transforms import options_needed
 
 
 @dataclass
 class Flow:
     rules: FlowRules
-    fields: list[Field]
+    fields: list[Field]                   # as the rules say (the owner owns every record)
     read_paths: dict[Side, list[str]]     # what staging keeps of each record
     options: dict[Side, set[str]]         # reference lists each side's connector supplies
+    base_paths: dict[Side, list[str]]     # what a link's base keeps: fields and what they need
+    shared: list[Field] | None = None     # with owner_when: records the owner does not own
 
     @property
     def name(self) -> str:
         return self.rules.name
 
+    def owns(self, side: Side, values: Mapping[str, Any] | None) -> bool:
+        """Whether ``side`` owns the record whose ``side`` values are given (SG-2, SG-8)."""
+        if self.rules.owner != side:
+            return False
+        return not self.rules.owner_when or (
+            values is not None and holds(self.rules.owner_when, values))
+
+    def fields_of(self, left: Mapping[str, Any] | None,
+                  right: Mapping[str, Any] | None) -> list[Field]:
+        """The fields of a pair (or a record about to be created: the absent side None)."""
+        return self.fields_for(left if self.rules.owner == "left" else right)
+
+    def fields_for(self, owner_values: Mapping[str, Any] | None) -> list[Field]:
+        """The fields of one record: owned or shared, by its owner-side values (None: the
+        owner side has no record yet, so nothing is owned)."""
+        if self.shared is None:
+            return self.fields
+        owner = self.rules.owner
+        return self.fields if owner is not None and self.owns(owner, owner_values) \
+            else self.shared
+
 
 def compile_flow(rules: FlowRules) -> Flow:
     fields = compile_fields(rules)
-    read: dict[Side, list[str]] = {}
+    shared = compile_fields(rules, owner=None) if rules.owner_when else None
+    base: dict[Side, list[str]] = {}
     for side in ("left", "right"):
         paths = [f.path(side) for f in fields]
+        paths += [p for f in fields for p in f.deps(side)]
+        if side == rules.owner:
+            paths += [c.field for c in rules.owner_when]
+        base[side] = list(dict.fromkeys(paths))
+    read: dict[Side, list[str]] = {}
+    for side in ("left", "right"):
+        paths = list(base[side])
         paths += [c.field for c in rules.filter.get(side, [])]
         paths += list(rules.soft_delete.get(side, {}))
         paths += [getattr(k, side) for k in rules.match]
@@ -43,29 +74,18 @@ def compile_flow(rules: FlowRules) -> Flow:
         # a transform toward the right checks against the right system's lists, and so on
         options["right"] |= options_needed(f.to_right)
         options["left"] |= options_needed(f.to_left)
-    return Flow(rules, fields, read, options)
+    for side, defaults in rules.create_defaults.items():
+        options[side] |= {v["option"] for v in defaults.values() if _option_ref(v)}
+    return Flow(rules, fields, read, options, base, shared)
 
 
-def holds(conditions: list[Condition], values: Mapping[str, Any]) -> bool:
-    for c in conditions:
-        v = values.get(c.field)
-        if c.op == "eq" and v != c.value:
-            return False
-        if c.op == "ne" and v == c.value:
-            return False
-        if c.op == "in" and v not in (c.value or []):
-            return False
-        if c.op == "not_in" and v in (c.value or []):
-            return False
-        if c.op == "truthy" and not v:
-            return False
-        if c.op == "falsy" and v:
-            return False
-        if c.op == "longer_than" and not (isinstance(v, str) and len(v) > int(c.value)):
-            return False
-        if c.op == "not_longer_than" and isinstance(v, str) and len(v) > int(c.value):
-            return False
-    return True
+def _option_ref(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"option"}
+
+
+def create_default(value: Any, options: Mapping[Any, Any]) -> Any:
+    """A create default as written, or the reference data it names (``{ option = ... }``)."""
+    return options.get(value["option"]) if _option_ref(value) else value
 
 
 def is_soft_deleted(rules: FlowRules, side: Side, values: Mapping[str, Any]) -> bool:

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Callable, Mapping
 
 from daemon.engine.rules import FieldRule, FlowRules, Ownership, Policy, Side, other
-from daemon.engine.transforms import Context, FieldRefused, compile_chain
+from daemon.engine.transforms import Context, FieldRefused, compile_chain, condition_paths
 
 EMPTY = (None, "")
 
@@ -34,9 +34,14 @@ class Field:
     ref: str | None
     lr: Callable[[Any, Context], Any] | None
     rl: Callable[[Any, Context], Any] | None
+    deps_left: tuple[str, ...] = ()      # left fields the value toward the right depends on
+    deps_right: tuple[str, ...] = ()
 
     def path(self, side: Side) -> str:
         return self.left if side == "left" else self.right
+
+    def deps(self, side: Side) -> tuple[str, ...]:
+        return self.deps_left if side == "left" else self.deps_right
 
     def flows_from(self, side: Side) -> bool:
         return self.flows_lr if side == "left" else self.flows_rl
@@ -49,16 +54,19 @@ class Field:
         return None
 
 
-def compile_fields(flow: FlowRules) -> list[Field]:
+def compile_fields(flow: FlowRules, owner: Side | None | str = "rules") -> list[Field]:
+    """The flow's fields; ``owner`` overrides the flow's record owner (None: shared)."""
+    owner = flow.owner if owner == "rules" else owner
     out = []
     for f in flow.fields:
         lr, rl = flow.flows(f, "left"), flow.flows(f, "right")
-        if flow.owner == "left":
+        if owner == "left":
             rl = False
-        elif flow.owner == "right":
+        elif owner == "right":
             lr = False
         out.append(Field(f.name, f.left, f.right, lr, rl, f.ownership or flow.ownership,
-                         f.on_create_only, f.ref, _chain(f, "to_right"), _chain(f, "to_left")))
+                         f.on_create_only, f.ref, _chain(f, "to_right"), _chain(f, "to_left"),
+                         tuple(condition_paths(f.to_right)), tuple(condition_paths(f.to_left))))
     return out
 
 
@@ -80,8 +88,13 @@ def _chain(f: FieldRule, attr: str):
 
 
 def carry(fld: Field, source: Side, value: Any, ctx: Context) -> Any:
+    """The value ``source`` holds, as it goes to the other side (``ctx.records`` holds the
+    records being carried, for the transforms that look at the rest of the record)."""
     fn = fld.lr if source == "left" else fld.rl
-    return value if fn is None else fn(value, ctx)
+    if fn is None:
+        return value
+    ctx.source = source
+    return fn(value, ctx)
 
 
 @dataclass
@@ -156,6 +169,7 @@ def merge(fields: list[Field], policy: Policy | str,
     changed or not (the nightly account-manager fix, UL-11).
     """
     d = Decision()
+    ctx.records = {"left": left, "right": right}
     first = base_l is None or base_r is None
     for fld in fields:
         if fld.on_create_only:
@@ -167,8 +181,10 @@ def merge(fields: list[Field], policy: Policy | str,
         if first:
             lc = rc = True
         else:
-            lc = not same(lv, base_l.get(fld.left))
-            rc = not same(rv, base_r.get(fld.right))
+            lc = not same(lv, base_l.get(fld.left)) or any(
+                not same(left.get(p), base_l.get(p)) for p in fld.deps_left)
+            rc = not same(rv, base_r.get(fld.right)) or any(
+                not same(right.get(p), base_r.get(p)) for p in fld.deps_right)
         if not lc and not rc:
             continue
         owner = fld.owner()
@@ -251,6 +267,7 @@ def create_fields(fields: list[Field], source: Side, values: Mapping[str, Any],
     target = other(source)
     out: dict[str, Any] = {}
     refused: list[Refusal] = []
+    ctx.records = {source: values}
     for fld in fields:
         if not fld.flows_from(source):
             continue

@@ -91,7 +91,7 @@ async def merge_pair(step: "FlowStep", batch: Batch, link: dict, recs: dict, ctx
             state = "ok"          # an undelete (the soft-delete flag was cleared)
     mods = {s: (recs[s]["modified"] if recs[s] is not None else None) for s in recs}
     from datetime import datetime
-    d = merge(step.flow.fields, step.rules.conflict, base["left"], base["right"],
+    d = merge(step.flow.fields_of(cur["left"], cur["right"]), step.rules.conflict, base["left"], base["right"],
               cur["left"], cur["right"], ctx=ctx, link_key=str(link["id"]),
               lmod=datetime.fromisoformat(mods["left"]) if mods["left"] else None,
               rmod=datetime.fromisoformat(mods["right"]) if mods["right"] else None,
@@ -124,7 +124,9 @@ async def on_delete(step: "FlowStep", batch: Batch, link: dict, deleted: Side,
     rules = step.rules
     if link["state"] == f"gone_{deleted}":
         return
-    if rules.owner == target:
+    owner_values = recs[target]["data"] if recs[target] is not None \
+        else q.decode_base(link, target)
+    if step.flow.owns(target, owner_values):
         step.c["ownership"] += 1
         step.log.info("ownership.violation", field="*", side=deleted, action=rules.ownership,
                       record=link[f"{deleted}_id"], what="delete of a record it does not own")
@@ -190,7 +192,7 @@ async def _recreate(step: "FlowStep", batch: Batch, link: dict, deleted: Side, r
                     ctx: Context) -> None:
     owner = other(deleted)
     values = recs[owner]["data"] if recs[owner] is not None else q.decode_base(link, owner)
-    fields, refused = create_fields(step.flow.fields, owner, values, ctx)
+    fields, refused = create_fields(step.flow.fields_for(values), owner, values, ctx)
     rec = await _create(step, batch, deleted, fields, link[f"{owner}_id"], values)
     if rec is None:
         return

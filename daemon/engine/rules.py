@@ -7,7 +7,7 @@ left delete does to its right partner.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -34,6 +34,29 @@ class Condition(Strict):
     op: Literal["eq", "ne", "in", "not_in", "truthy", "falsy", "longer_than",
                 "not_longer_than"] = "eq"
     value: Any = None
+
+
+def holds(conditions: list[Condition], values: Mapping[str, Any]) -> bool:
+    """Whether a record's values meet every condition."""
+    for c in conditions:
+        v = values.get(c.field)
+        if c.op == "eq" and v != c.value:
+            return False
+        if c.op == "ne" and v == c.value:
+            return False
+        if c.op == "in" and v not in (c.value or []):
+            return False
+        if c.op == "not_in" and v in (c.value or []):
+            return False
+        if c.op == "truthy" and not v:
+            return False
+        if c.op == "falsy" and v:
+            return False
+        if c.op == "longer_than" and not (isinstance(v, str) and len(v) > int(c.value)):
+            return False
+        if c.op == "not_longer_than" and isinstance(v, str) and len(v) > int(c.value):
+            return False
+    return True
 
 
 class FieldRule(Strict):
@@ -103,6 +126,9 @@ class FlowRules(Strict):
     direction: Direction = "both"
     fields: list[FieldRule]
     owner: Side | None = None                   # the side that owns whole records (SG-2)
+    # with conditions, the owner owns only its records that meet them (tested on the owner's
+    # record); the others are shared: a prospect two-way, a customer owned by the ERP (SG-8)
+    owner_when: list[Condition] = Field(default_factory=list)
     ownership: Ownership = "ignore"
     conflict: Policy = "newest_wins"
     initial: Side | None = None                 # who wins on a first link; default owner
@@ -114,6 +140,8 @@ class FlowRules(Strict):
     on_filter_exit: Literal["unlink", "ignore"] = "unlink"
     depends_on: list[str] = Field(default_factory=list)
     read_only_marker: dict[Side, dict[str, Any]] = Field(default_factory=dict)
+    # values a new record gets in that side when the source gave none; a value written
+    # ``{ option = "admin" }`` is that side's reference data of that name (SG-5)
     create_defaults: dict[Side, dict[str, Any]] = Field(default_factory=dict)
     external_id: dict[Side, str] = Field(default_factory=dict)
     batch_size: int | None = Field(default=None, gt=0)
@@ -130,6 +158,12 @@ class FlowRules(Strict):
         if dup:
             raise ValueError(f"field names must be unique, repeated: {sorted(dup)}")
         return fields
+
+    @model_validator(mode="after")
+    def _owner_when(self) -> "FlowRules":
+        if self.owner_when and self.owner is None:
+            raise ValueError("owner_when needs an owner")
+        return self
 
     def entity(self, side: Side) -> str:
         return self.left_entity if side == "left" else self.right_entity

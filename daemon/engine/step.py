@@ -186,7 +186,7 @@ class FlowStep:
     async def _stage_page(self, side: Side, page: list[Record], seq: int,
                           pushed: set[str]) -> int:
         paths = self.flow.read_paths[side]
-        mapped_paths = [f.path(side) for f in self.flow.fields]
+        mapped_paths = self.flow.base_paths[side]
         async with self.db.begin() as conn:
             ex = await q.excluded(conn, self.integration, self.flow.name, side,
                                   [r.id for r in page])

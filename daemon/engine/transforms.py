@@ -4,6 +4,10 @@ A transform is written in a flow as a name (``"strip"``) or a one-key table
 (``{ truncate = 40 }``, ``{ map = { A = "B" } }``, ``{ one_of = "salespersons" }``).
 ``one_of`` checks the value against reference data the target connector lists (UL-5); a value
 that fails it raises :class:`FieldRefused`, a per-field error: the rest of the record goes.
+``if`` looks at the rest of the source record:
+``{ if = { when = [{ field = "STOCK_TYPE", value = "N" }], then = "-" } }`` sends ``"-"``
+for a record meeting the conditions, and the value itself (or ``else``) for the others
+(SG-17). The fields it looks at count as part of the field: a change to them is a change.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from daemon.engine.rules import Transform
+from daemon.engine.rules import Condition, Transform, holds
 
 
 class FieldRefused(Exception):
@@ -20,8 +24,14 @@ class FieldRefused(Exception):
 
 @dataclass
 class Context:
-    """What transforms may consult: reference data by name, filled by the runner per run."""
+    """What transforms may consult: reference data by name, filled by the runner per run,
+    and the records being carried (set by the merge before it carries a value)."""
     options: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    source: str = "left"
+
+    def source_record(self) -> Mapping[str, Any]:
+        return self.records.get(self.source) or {}
 
 
 Fn = Callable[[Any, Context], Any]
@@ -82,10 +92,31 @@ def _url(v, ctx):
     return v
 
 
+def _conditions(spec: Mapping[str, Any]) -> list[Condition]:
+    if "when" in spec:
+        return [Condition(**c) for c in spec["when"]]
+    return [Condition(field=spec["field"], op=spec.get("op", "eq"), value=spec.get("value"))]
+
+
+def _if(spec: Mapping[str, Any]) -> Fn:
+    unknown = set(spec) - {"when", "field", "op", "value", "then", "else"}
+    if unknown or "then" not in spec:
+        raise ValueError("if takes when (or field/op/value), then and else; "
+                         f"got {sorted(spec)}")
+    when = _conditions(spec)
+    then, has_else, otherwise = spec["then"], "else" in spec, spec.get("else")
+
+    def fn(v, ctx):
+        if holds(when, ctx.source_record()):
+            return then
+        return otherwise if has_else else v
+    return fn
+
+
 SIMPLE: dict[str, Fn] = {"strip": _strip, "lower": _lower, "upper": _upper,
                          "empty_to_none": _empty_to_none, "url": _url}
 PARAMETRIC: dict[str, Callable[..., Fn]] = {"truncate": _truncate, "default": _default,
-                                            "map": _map, "one_of": _one_of}
+                                            "map": _map, "one_of": _one_of, "if": _if}
 
 
 def compile_chain(specs: list[Transform]) -> Fn | None:
@@ -105,7 +136,8 @@ def compile_chain(specs: list[Transform]) -> Fn | None:
             (name, arg), = spec.items()
             if name not in PARAMETRIC:
                 raise ValueError(f"unknown transform {name!r}")
-            fns.append(PARAMETRIC[name](**arg) if isinstance(arg, dict) and name != "map"
+            fns.append(PARAMETRIC[name](**arg)
+                       if isinstance(arg, dict) and name not in ("map", "if")
                        else PARAMETRIC[name](arg))
 
     def chain(v, ctx):
@@ -121,6 +153,15 @@ def options_needed(specs: list[Transform]) -> set[str]:
         if isinstance(spec, dict) and "one_of" in spec:
             arg = spec["one_of"]
             out.add(arg["option"] if isinstance(arg, dict) else arg)
+    return out
+
+
+def condition_paths(specs: list[Transform]) -> list[str]:
+    """The source fields the ``if`` transforms of a chain look at."""
+    out: list[str] = []
+    for spec in specs:
+        if isinstance(spec, dict) and "if" in spec:
+            out += [c.field for c in _conditions(spec["if"])]
     return out
 
 

@@ -283,3 +283,93 @@ async def test_bad_credentials_stop_the_run_with_one_clear_message(state_url):
     assert r.status == "failed" and r.exit_code == 2
     assert r.message == "stopped: right system right: right: credentials refused (401: bad token)"
     assert r.steps == [] and p.R.writes == 0
+
+
+# --- record ownership by condition, transforms that look at the record, defaults from options
+def _typed_flow(**overrides) -> dict:
+    flow = dict(
+        owner="left", owner_when=[dict(field="kind", value="client")], ownership="ignore",
+        fields=[dict(left="key", right="code"), dict(left="name", right="title"),
+                dict(left="kind", right="kind", direction="left_to_right"),
+                dict(name="locked", left="kind", right="locked", direction="left_to_right",
+                     ownership="revert", to_right=[{"map": {"client": True, "*": False}}])])
+    flow.update(overrides)
+    return item_flow(**flow)
+
+
+async def test_owner_when_shares_records_that_do_not_meet_it_and_owns_the_others(state_url):
+    p = await make_pair(state_url, [_typed_flow()])
+    lid = p.L.put("items", {"key": "k1", "name": "A", "kind": "prospect"})
+    await p.sync()
+    (rid,) = p.R.data["items"]
+    assert p.R.values("items")[rid]["locked"] is False
+    p.R.edit("items", rid, {"title": "A from the right"})      # a prospect: two-way
+    await p.sync()
+    assert p.L.values("items")[lid]["name"] == "A from the right"
+    p.L.edit("items", lid, {"kind": "client"})                   # converted on the left
+    await p.sync()
+    assert p.R.values("items")[rid]["locked"] is True
+    assert p.R.values("items")[rid]["title"] == "A from the right"   # its data is kept
+    p.R.edit("items", rid, {"title": "edited on the right"})    # now owned by the left
+    r = await p.sync()
+    assert r.steps[0].counts["ownership"] == 1
+    assert p.L.values("items")[lid]["name"] == "A from the right"
+
+
+async def test_owner_when_a_create_from_the_other_side_writes_owned_fields_back(state_url):
+    p = await make_pair(state_url, [_typed_flow(
+        create=dict(to_left=dict(mode="always")),
+        fields=[dict(left="key", right="code"), dict(left="name", right="title"),
+                dict(name="kind_at_creation", left="kind", right="kind",
+                     direction="right_to_left", on_create_only=True),
+                dict(name="locked", left="kind", right="locked", direction="left_to_right",
+                     ownership="revert", to_right=[{"map": {"client": True, "*": False}}])])])
+    rid = p.R.put("items", {"code": "k9", "title": "Made on the right", "kind": "client"})
+    await p.sync()
+    (lid,) = p.L.data["items"]
+    assert p.L.values("items")[lid]["kind"] == "client"
+    assert p.R.values("items")[rid]["locked"] is True            # written back after the create
+
+
+async def test_owner_when_a_delete_of_a_shared_record_follows_the_delete_rule(state_url):
+    p = await make_pair(state_url, [_typed_flow(
+        ownership="revert", delete=dict(to_left=dict(action="delete")))])
+    p.L.put("items", {"key": "k1", "name": "A", "kind": "prospect"})
+    p.L.put("items", {"key": "k2", "name": "B", "kind": "client"})
+    await p.sync()
+    by_code = {v["code"]: k for k, v in p.R.values("items").items()}
+    p.R.remove("items", by_code["k1"])
+    p.R.remove("items", by_code["k2"])
+    await p.sync()
+    # the shared one follows the delete rule; the owned one is not the right's to delete
+    assert sorted(v["key"] for v in p.L.values("items").values()) == ["k2"]
+    assert [v["code"] for v in p.R.values("items").values()] == ["k2"]    # re-created
+
+
+async def test_if_transform_looks_at_the_record_and_a_change_to_it_is_a_change(state_url):
+    p = await make_pair(state_url, [item_flow(
+        direction="left_to_right",
+        fields=[dict(left="key", right="code"),
+                dict(left="qty", right="stock",
+                     to_right=[{"if": {"when": [{"field": "stocked", "value": False}],
+                                       "then": "-"}}])])])
+    a = p.L.put("items", {"key": "a", "qty": 5, "stocked": True})
+    b = p.L.put("items", {"key": "b", "qty": 0, "stocked": False})
+    await p.sync()
+    stock = {v["code"]: v["stock"] for v in p.R.values("items").values()}
+    assert stock == {"a": 5, "b": "-"}
+    p.L.edit("items", a, {"stocked": False})        # only the field the rule looks at
+    p.L.edit("items", b, {"stocked": True})
+    await p.sync()
+    stock = {v["code"]: v["stock"] for v in p.R.values("items").values()}
+    assert stock == {"a": "-", "b": 0}
+
+
+async def test_create_default_from_the_target_systems_reference_data(state_url):
+    p = await make_pair(state_url, [item_flow(
+        create_defaults={"right": {"owner_id": {"option": "admin"}}})])
+    p.R.options_data["admin"] = "u1"
+    p.L.put("items", {"key": "k1", "name": "A"})
+    await p.sync()
+    (rec,) = p.R.values("items").values()
+    assert rec["owner_id"] == "u1"
