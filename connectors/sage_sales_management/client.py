@@ -1,0 +1,499 @@
+"""Sage Sales Management (formerly ForceManager) through its API v4.
+
+Auth: ``POST /api/v4/login`` with the public key as ``username`` and the private key as
+``password`` gives a session token, sent as ``X-Session-Key``. Sessions expire: a 401 on any
+other request logs in again once and repeats the request; a refused login is an AuthError.
+
+Entities (engine name -> path), each record flattened, references ``{"id", "value"}`` as
+``<ref>.id`` (a string, like Record.id) and ``<ref>.value``:
+
+- ``accounts`` -> ``/api/v4/accounts``: ``name``, ``extId``, ``typeId.id``, ``typeId.value``
+  (Client, Prospect...), ``readOnly``, ``salesRepId.id``, ``salesRepId.value``, ``address1``,
+  ``address2``, ``postcode``, ``city``, ``region``, ``country``, ``phone``, ``phone2``,
+  ``fax``, ``email``, ``web``, ``vatNumber``, ``comment``, plus the computed
+  ``salesRep.fullName`` (the sales rep user's first and last name, from the users list).
+- ``contacts`` -> ``/api/v4/contacts``: ``firstName``, ``lastName``, ``accountId.id``,
+  ``accountId.value``, ``salesRepId.id``, ``salesRepId.value``, ``email``, ``phone1``,
+  ``phone2``, ``cellPhone``, ``position``, ``extId``, ``readOnly``, ``comment``, plus the
+  computed ``account.typeId.value`` (one batched accounts request per page of contacts).
+- ``products`` -> ``/api/v4/products``: ``model``, ``description``, ``extId``, ``price``,
+  ``cost``, ``stock`` (text: a quantity or ``-``), ``notAvailable``, ``image`` (base64),
+  ``readOnly``.
+- ``users`` -> ``/api/v4/users`` (read only): ``firstName``, ``lastName``, ``email``,
+  ``isActive``, ``level``, ``extId``, ``phone``.
+- ``invoices`` -> ``invoices_path`` (a tenant custom entity, default ``/api/v4/invoices``):
+  ``extId``, ``number``, ``accountId.id``, ``accountId.value``, ``date``, ``dueDate``,
+  ``totalExclTax``, ``totalInclTax``, ``status``, ``sage50InvoiceId``, ``synced``,
+  ``readOnly``.
+
+Every entity also has ``deleted``, ``dateDeleted``, ``dateCreated``, ``dateUpdated``.
+
+Changes are read by keyset on (``COALESCE(dateUpdated, dateCreated)``, id), because the API
+leaves ``dateUpdated`` null until a record's first edit: the first page filters
+``M >= 'since'``, each next page ``M > 'T' OR (M = 'T' AND id > K)`` with
+``order=M ASC,id ASC``, always ``page=0``, so a record edited while pages are read moves past
+the cursor and is read later, and any number of records may share one timestamp. Deleted
+records (FM's soft delete, ``deleted = true``) come back as tombstones; ``get`` and ``find``
+leave them out. Writes: references are sent as plain integer ids; ``typeId.value`` is
+resolved to the type's id (account types cached, reloaded once on a miss); the other
+``.value`` paths and the computed fields are not sent. A create or update answers only the
+id, so the record is read back.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import re
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, AsyncIterator, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from connectors.base import (AuthError, Capabilities, EntityInfo, NotFoundError, Record,
+                             RecordError, UnavailableError, utc)
+from connectors.http import HttpClient, Response, SlidingWindowLimiter
+
+API = "/api/v4"
+MODIFIED = "COALESCE(dateUpdated,dateCreated)"
+SALES_REP_NAME = "salesRep.fullName"
+ACCOUNT_TYPE = "account.typeId.value"
+READ_ONLY_FIELDS = frozenset({"id", "deleted", "dateDeleted", "dateCreated", "dateUpdated"})
+_PAGE_SIZE: contextvars.ContextVar[int | None] = contextvars.ContextVar("fm_page_size",
+                                                                      default=None)
+_FM_CODE = re.compile(r"\(FM error (\d+)\)$")
+
+
+@dataclass(frozen=True)
+class _Entity:
+    name: str
+    path: str
+    refs: tuple[str, ...] = ()
+    computed: tuple[str, ...] = ()
+    writable: bool = True
+
+
+def _error_parser(status: int, body: Any) -> tuple[str, tuple[str, ...]]:
+    """FM errors: ``{"statusCode", "code", "message", "fields"}`` (also ``Message``)."""
+    if isinstance(body, dict):
+        message = body.get("message") or body.get("Message") or body.get("error") \
+            or f"HTTP {status}"
+        code = body.get("code")
+        fields = tuple(str(f) for f in body.get("fields") or () if f)
+        return (f"{message} (FM error {code})" if code else str(message)), fields
+    if isinstance(body, str) and body:
+        return body[:500], ()
+    return f"HTTP {status}", ()
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not value:
+        return None
+    return utc(datetime.fromisoformat(str(value).replace("Z", "+00:00")))
+
+
+def _quote(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class SageSalesManagementConnector:
+    """Accounts, contacts, products, users and invoices of one Sage Sales Management tenant."""
+
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        base_url: str = "https://api.forcemanager.com"
+        public_key: SecretStr
+        private_key: SecretStr
+        page_size: int = Field(50, ge=1, le=500)
+        requests_per_window: int = Field(900, ge=1)
+        window_seconds: float = Field(60.0, gt=0)
+        timeout: float = Field(30.0, gt=0)
+        attempts: int = Field(5, ge=1)             # tries per request for transient faults
+        max_wait: float = Field(30.0, ge=0)        # cap on one Retry-After / backoff wait
+        users_ttl: float = Field(60.0, ge=0)       # seconds the users list is reused
+        admin_level: int = Field(5, ge=1, le=5)    # the permission level of admins
+        invoices_path: str = "/api/v4/invoices"    # the tenant's invoices custom entity
+
+    def __init__(self, name: str, settings: "SageSalesManagementConnector.Settings") -> None:
+        self.name = name
+        self.settings = settings
+        self.entities = {
+            "accounts": _Entity("accounts", f"{API}/accounts", ("typeId", "salesRepId"),
+                                (SALES_REP_NAME,)),
+            "contacts": _Entity("contacts", f"{API}/contacts", ("accountId", "salesRepId"),
+                                (ACCOUNT_TYPE,)),
+            "products": _Entity("products", f"{API}/products"),
+            "users": _Entity("users", f"{API}/users", writable=False),
+            "invoices": _Entity("invoices", settings.invoices_path.rstrip("/"),
+                                ("accountId",)),
+        }
+        self.capabilities = Capabilities(
+            entities={e.name: EntityInfo(e.name, incremental=True, ordered=True,
+                                         reports_deletes=True, can_create=e.writable,
+                                         can_update=e.writable, can_delete=e.writable)
+                      for e in self.entities.values()},
+            max_get=100,
+            requests_per_second=settings.requests_per_window / settings.window_seconds)
+        self.http = HttpClient(
+            settings.base_url, system=name, auth=self._auth, timeout=settings.timeout,
+            attempts=settings.attempts, max_wait=settings.max_wait,
+            headers={"Accept": "application/json"},
+            limiter=SlidingWindowLimiter(settings.requests_per_window, settings.window_seconds),
+            error_parser=_error_parser)
+        self._token: str | None = None
+        self._generation = 0                      # bumped by each login
+        self._login_lock = asyncio.Lock()
+        self.logins = 0
+        self._users: dict[str, dict] | None = None
+        self._users_at = 0.0
+        self._types: dict[str, int] | None = None  # casefolded name -> id
+
+    def _auth(self, method: str, query: str, headers: dict[str, str]) -> None:
+        if self._token:
+            headers["X-Session-Key"] = self._token
+        count = _PAGE_SIZE.get()
+        if count:
+            headers["Count"] = str(count)        # the documented page-size request header
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        await self.http.start()
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def check(self) -> None:
+        self._users = None
+        self._types = None
+        await self._login(self._generation)
+        await self._request("GET", f"{API}/users", {"page": 0}, count=1)
+
+    # --- session -----------------------------------------------------------------------------
+    async def _login(self, seen: int) -> None:
+        """Log in unless another task already did since generation ``seen``."""
+        async with self._login_lock:
+            if self._generation != seen and self._token:
+                return
+            self._token = None
+            self.logins += 1
+            try:
+                resp = await self.http.request("POST", f"{API}/login", json={
+                    "username": self.settings.public_key.get_secret_value(),
+                    "password": self.settings.private_key.get_secret_value()})
+            except AuthError as exc:
+                raise AuthError(
+                    f"{self.name}: Sage Sales Management refused the API keys (HTTP "
+                    f"{exc.status}); check the public and private API keys under Settings > "
+                    "Integrations > API key", status=exc.status) from None
+            except RecordError as exc:
+                raise AuthError(f"{self.name}: Sage Sales Management login failed (HTTP "
+                                f"{exc.status})", status=exc.status) from None
+            token = resp.body.get("token") if isinstance(resp.body, dict) else None
+            if not token:
+                raise UnavailableError(f"{self.name}: the login answer had no session token")
+            self._token = str(token)
+            self._generation += 1
+
+    async def _request(self, method: str, path: str, params: dict | None = None,
+                       body: Any = None, *, count: int | None = None) -> Response:
+        if self._token is None:
+            await self._login(self._generation)
+        for attempt in range(2):
+            seen = self._generation
+            try:
+                return await self._send(method, path, params, body, count)
+            except AuthError:
+                if attempt == 1:
+                    raise AuthError(f"{self.name}: Sage Sales Management refused a fresh "
+                                    "session key (HTTP 401)", status=401) from None
+                await self._login(seen)            # the session expired: log in once again
+            except RecordError as exc:
+                m = _FM_CODE.search(exc.message)
+                if m and m.group(1) == "910" and not isinstance(exc, NotFoundError):
+                    raise NotFoundError(exc.message, status=exc.status) from None
+                raise
+        raise AssertionError("unreachable")
+
+    async def _send(self, method, path, params, body, count) -> Response:
+        token = _PAGE_SIZE.set(count)       # the auth hook adds it as the Count header
+        try:
+            return await self.http.request(method, path, params=params, json=body)
+        finally:
+            _PAGE_SIZE.reset(token)
+
+    # --- reading -----------------------------------------------------------------------------
+    async def changes(self, entity: str, since: datetime | None) -> AsyncIterator[list[Record]]:
+        es = self._entity(entity)
+        if es.name == "accounts":
+            await self._load_users()             # once per changes(): fresh names
+        size = self.settings.page_size
+        cursor: tuple[datetime, int] | None = None
+        boundary = ""
+        while True:
+            if cursor is None:
+                where = f"{MODIFIED} >= {_quote(_format(since))}" if since else None
+            else:
+                t = _quote(boundary)
+                where = f"{MODIFIED} > {t} OR ({MODIFIED} = {t} AND id > {cursor[1]})"
+            params = {"page": 0, "order": f"{MODIFIED} ASC,id ASC"}
+            if where:
+                params["where"] = where
+            resp = await self._request("GET", es.path, params, count=size)
+            rows = resp.body if isinstance(resp.body, list) else []
+            if not rows:
+                return
+            records = await self._records(es, rows)
+            last = records[-1]
+            if last.modified is None:
+                raise UnavailableError(f"{self.name}: {entity} {last.id} has no dateCreated")
+            position = (last.modified, int(last.id))
+            if cursor is not None and position <= cursor:
+                raise UnavailableError(f"{self.name}: {entity} paging did not advance past "
+                                       f"{boundary}/{cursor[1]}; stopped")
+            yield records
+            cursor = position
+            boundary = str(rows[-1].get("dateUpdated") or rows[-1].get("dateCreated"))
+            if "X-FM-Next-Page" not in resp.headers:
+                return
+
+    async def get(self, entity: str, ids: Sequence[str]) -> list[Record]:
+        es = self._entity(entity)
+        keys = [int(i) for i in dict.fromkeys(str(i).strip() for i in ids) if i.isdigit()]
+        out: list[Record] = []
+        step = self.capabilities.max_get
+        for start in range(0, len(keys), step):
+            chunk = keys[start:start + step]
+            out.extend(await self._query(
+                es, f"id IN ({', '.join(map(str, chunk))}) AND deleted = false"))
+        return out
+
+    async def find(self, entity: str, field: str, values: Sequence[Any]) -> list[Record]:
+        es = self._entity(entity)
+        wanted = [v for v in dict.fromkeys(values) if v is not None and v != ""]
+        attr = field
+        if field.endswith(".id") and field[:-3] in es.refs:
+            attr = field[:-3]
+            wanted = [self._ref(field, v) for v in wanted]
+        elif "." in field or field in es.computed:
+            raise KeyError(f"{self.name}: cannot search {entity} by {field!r}")
+        out: dict[str, Record] = {}
+        for start in range(0, len(wanted), 25):
+            terms = " OR ".join(f"{attr} = {_quote(v.strip() if isinstance(v, str) else v)}"
+                                for v in wanted[start:start + 25])
+            for record in await self._query(es, f"({terms}) AND deleted = false"):
+                out[record.id] = record
+        return list(out.values())
+
+    async def options(self, name: str) -> Any:
+        if name == "users":
+            users = await self._load_users()
+            return [{"id": uid, "firstName": u.get("firstName"), "lastName": u.get("lastName"),
+                     "fullName": _full_name(u), "email": u.get("email"),
+                     "level": u.get("level"), "isActive": u.get("isActive")}
+                    for uid, u in users.items()]
+        if name == "account_types":
+            await self._load_types()
+            return list(self._type_names)
+        if name == "admin":
+            users = await self._load_users()
+            for uid, u in sorted(users.items(), key=lambda kv: int(kv[0])):
+                if u.get("isActive") and not u.get("deleted") \
+                        and u.get("level") == self.settings.admin_level:
+                    return uid
+            return None
+        raise KeyError(name)
+
+    # --- writing -----------------------------------------------------------------------------
+    async def create(self, entity: str, fields: dict[str, Any]) -> Record:
+        es = self._writable(entity)
+        body = await self._payload(es, fields)
+        resp = await self._request("POST", es.path, body=body)
+        new_id = resp.body.get("id") if isinstance(resp.body, dict) else None
+        if new_id is None:
+            raise UnavailableError(f"{self.name}: the create answer for {entity} had no id")
+        return await self._read_back(es, new_id)
+
+    async def update(self, entity: str, id: str, fields: dict[str, Any]) -> Record:
+        es = self._writable(entity)
+        key = self._key(es, id)
+        body = await self._payload(es, fields)
+        await self._request("PUT", f"{es.path}/{key}", body=body)
+        return await self._read_back(es, key)
+
+    async def delete(self, entity: str, id: str) -> None:
+        es = self._writable(entity)
+        await self._request("DELETE", f"{es.path}/{self._key(es, id)}")
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _entity(self, entity: str) -> _Entity:
+        try:
+            return self.entities[entity]
+        except KeyError:
+            raise KeyError(f"{self.name}: unknown entity {entity!r} "
+                           f"(known: {', '.join(self.entities)})") from None
+
+    def _writable(self, entity: str) -> _Entity:
+        es = self._entity(entity)
+        if not es.writable:
+            raise RecordError(f"{self.name}: {entity} are read only through the API")
+        return es
+
+    def _key(self, es: _Entity, id: str) -> int:
+        if not str(id).strip().isdigit():
+            raise NotFoundError(f"{self.name}: {es.name} has no record {id!r}", status=400)
+        return int(str(id).strip())
+
+    async def _read_back(self, es: _Entity, key: int) -> Record:
+        resp = await self._request("GET", f"{es.path}/{key}")
+        return (await self._records(es, [resp.body]))[0]
+
+    async def _query(self, es: _Entity, where: str) -> list[Record]:
+        """Every record matching ``where``, page by page."""
+        out: list[Record] = []
+        page = 0
+        while True:
+            resp = await self._request("GET", es.path, {"where": where, "page": page},
+                                       count=self.settings.page_size)
+            rows = resp.body if isinstance(resp.body, list) else []
+            out.extend(await self._records(es, rows))
+            nxt = resp.headers.get("X-FM-Next-Page")
+            if not rows or not nxt or not nxt.isdigit() or int(nxt) <= page:
+                return out
+            page = int(nxt)
+
+    async def _rows(self, path: str, where: str | None = None) -> list[dict]:
+        rows: list[dict] = []
+        page = 0
+        while True:
+            params: dict[str, Any] = {"page": page}
+            if where:
+                params["where"] = where
+            resp = await self._request("GET", path, params, count=500)
+            chunk = resp.body if isinstance(resp.body, list) else []
+            rows.extend(chunk)
+            nxt = resp.headers.get("X-FM-Next-Page")
+            if not chunk or not nxt or not nxt.isdigit() or int(nxt) <= page:
+                return rows
+            page = int(nxt)
+
+    async def _load_users(self) -> dict[str, dict]:
+        users = {str(u["id"]): u for u in await self._rows(f"{API}/users")}
+        self._users, self._users_at = users, time.monotonic()
+        return users
+
+    async def _users_cached(self) -> dict[str, dict]:
+        if self._users is None or time.monotonic() - self._users_at > self.settings.users_ttl:
+            return await self._load_users()
+        return self._users
+
+    async def _load_types(self) -> dict[str, int]:
+        rows = await self._rows(f"{API}/accountTypes")
+        live = [r for r in rows if not r.get("deleted") and r.get("descriptionEN")]
+        self._types = {str(r["descriptionEN"]).strip().casefold(): int(r["id"]) for r in live}
+        self._type_names = [str(r["descriptionEN"]).strip() for r in live]
+        return self._types
+
+    async def _type_id(self, value: Any) -> int | None:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        wanted = str(value).strip().casefold()
+        for attempt in range(2):
+            types = self._types if (self._types is not None and attempt == 0) \
+                else await self._load_types()
+            if wanted in types:
+                return types[wanted]
+        raise RecordError(f"{self.name}: {value!r} is not an account type of this Sage Sales "
+                          "Management tenant", fields=("typeId.value",))
+
+    async def _payload(self, es: _Entity, fields: dict[str, Any]) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        refs: dict[str, Any] = {}
+        for path, value in fields.items():
+            if path in es.computed or path in READ_ONLY_FIELDS:
+                continue
+            head, dot, tail = path.partition(".")
+            if dot and head in es.refs:
+                if tail == "id":
+                    refs.setdefault(head, ("id", value))
+                elif tail == "value" and head == "typeId":
+                    refs[head] = ("value", value)          # the name wins over an id
+                continue                                   # other .value paths: not sent
+            body[path] = value
+        for head, (kind, value) in refs.items():
+            if kind == "value":
+                body[head] = await self._type_id(value)
+            else:
+                body[head] = None if value is None or value == "" \
+                    else self._ref(f"{head}.id", value)
+        return body
+
+    @staticmethod
+    def _ref(field: str, value: Any) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value.strip())
+        raise RecordError(f"{field} must be a Sage Sales Management record id, not {value!r}",
+                          fields=(field,))
+
+    async def _records(self, es: _Entity, rows: list[dict]) -> list[Record]:
+        records = [self._record(es, row) for row in rows]
+        if es.name == "accounts" and records:
+            users = await self._users_cached()
+            for r in records:
+                rep = r.fields.get("salesRepId.id")
+                r.fields[SALES_REP_NAME] = _full_name(users[rep]) if rep in users else None
+        if es.name == "contacts" and records:
+            wanted = sorted({int(r.fields["accountId.id"]) for r in records
+                             if r.fields.get("accountId.id")})
+            types: dict[str, Any] = {}
+            if wanted:               # one batched request per page of contacts
+                resp = await self._request(
+                    "GET", self.entities["accounts"].path,
+                    {"where": f"id IN ({', '.join(map(str, wanted))})", "page": 0},
+                    count=len(wanted))
+                for row in resp.body if isinstance(resp.body, list) else []:
+                    t = row.get("typeId")
+                    types[str(row["id"])] = t.get("value") if isinstance(t, dict) else None
+            for r in records:
+                r.fields[ACCOUNT_TYPE] = types.get(r.fields.get("accountId.id"))
+        return records
+
+    def _record(self, es: _Entity, row: dict[str, Any]) -> Record:
+        fields: dict[str, Any] = {}
+        for key, value in row.items():
+            if key == "id":
+                continue
+            if key in es.refs:
+                ref = value if isinstance(value, dict) else (
+                    {"id": value, "value": None} if value is not None else None)
+                fields[f"{key}.id"] = None if ref is None or ref.get("id") is None \
+                    else str(ref["id"])
+                fields[f"{key}.value"] = None if ref is None else ref.get("value")
+            elif isinstance(value, dict):
+                for sub, v in value.items():
+                    fields[f"{key}.{sub}"] = v
+            else:
+                fields[key] = value
+        for ref in es.refs:
+            fields.setdefault(f"{ref}.id", None)
+            fields.setdefault(f"{ref}.value", None)
+        modified = _parse_time(row.get("dateUpdated")) or _parse_time(row.get("dateCreated"))
+        return Record(id=str(row["id"]), fields=fields, modified=modified,
+                      deleted=bool(row.get("deleted")))
+
+
+def _full_name(user: dict) -> str | None:
+    name = " ".join(p for p in (user.get("firstName"), user.get("lastName")) if p)
+    return name or None
+
+
+def _format(dt: datetime) -> str:
+    dt = utc(dt)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
