@@ -64,7 +64,9 @@ class App:
             settings = system_settings(spec)
             if spec.sandbox is not None and sandboxes:
                 sb = await self._start_sandbox(name, spec, activity)
-                settings["base_url"] = sb.url
+                settings.pop("base_url", None)
+                # an HTTP sandbox gives a base URL; a database sandbox a database URL
+                settings[getattr(sb, "url_setting", "base_url")] = sb.url
             cls = connector_class(spec.type)
             conn = cls(name, cls.Settings.model_validate(settings))
             await conn.start()

@@ -220,5 +220,12 @@ def _check(cfg: Config) -> None:
 def system_settings(spec: SystemSpec) -> dict[str, Any]:
     settings = {k: v for k, v in (spec.model_extra or {}).items()}
     if spec.sandbox is not None:
-        settings.setdefault("base_url", f"http://127.0.0.1:{spec.sandbox.port}")
+        # where the bundled sandbox will be; the daemon puts the real address when it starts it
+        from daemon.registry import sandbox_class
+        try:
+            key = getattr(sandbox_class(spec.type), "url_setting", "base_url")
+        except KeyError:
+            key = "base_url"
+        settings.setdefault(key, f"http://127.0.0.1:{spec.sandbox.port}"
+                            if key == "base_url" else "sqlite://")
     return settings

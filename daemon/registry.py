@@ -10,10 +10,15 @@ BUILTIN_CONNECTORS = {
     "prospect_crm": "connectors.prospect_crm:ProspectCrmConnector",
     "memory": "connectors.memory:MemoryConnector",
     "tryton": "connectors.tryton:TrytonConnector",
+    "sql": "connectors.sql:SqlConnector",
+    "sage50fr": "connectors.sage50fr:Sage50FrConnector",
+    "sage_sales_management": "connectors.sage_sales_management:SageSalesManagementConnector",
 }
 BUILTIN_SANDBOXES = {
     "unleashed": "connectors.unleashed.sandbox:UnleashedSandbox",
     "prospect_crm": "connectors.prospect_crm.sandbox:ProspectSandbox",
+    "sage50fr": "connectors.sage50fr.sandbox:Sage50FrSandbox",
+    "sage_sales_management": "connectors.sage_sales_management.sandbox:SageSalesManagementSandbox",
 }
 
 

@@ -113,8 +113,17 @@ def _if(spec: Mapping[str, Any]) -> Fn:
     return fn
 
 
+def _text(v, ctx):
+    """A number as text, as a person writes it: 12.0 -> "12", 2.5 -> "2.5"."""
+    if isinstance(v, bool) or v is None:
+        return v
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v) if isinstance(v, (int, float)) else v
+
+
 SIMPLE: dict[str, Fn] = {"strip": _strip, "lower": _lower, "upper": _upper,
-                         "empty_to_none": _empty_to_none, "url": _url}
+                         "empty_to_none": _empty_to_none, "url": _url, "text": _text}
 PARAMETRIC: dict[str, Callable[..., Fn]] = {"truncate": _truncate, "default": _default,
                                             "map": _map, "one_of": _one_of, "if": _if}
 

@@ -4,6 +4,8 @@ A preset holds ``[options]`` (defaults the user's ``options`` table overrides), 
 ``jobs`` and ``guards``. Any field, flow override, job or guard may carry
 ``when = "option"`` or ``when = "not option"``; it is kept only when that holds.
 A flow's ``[[flows.overrides]]`` entries replace flow keys when their ``when`` holds.
+A flow may carry ``when`` too (a flow an option turns off).
+A ``[schedule]`` table is the integration's default schedule (the user's keys win).
 """
 from __future__ import annotations
 
@@ -62,7 +64,7 @@ def expand(spec: dict[str, Any], where: str) -> dict[str, Any]:
             raise ConfigError(f"{where}.options.{key}: expected {type(options[key]).__name__}")
         options[key] = value
     flows = []
-    for flow in preset.get("flows", []):
+    for flow in _keep(preset.get("flows", []), options):
         flow = dict(flow)
         flow["fields"] = _keep(flow.get("fields", []), options)
         for override in _keep(flow.pop("overrides", []), options):
@@ -73,6 +75,8 @@ def expand(spec: dict[str, Any], where: str) -> dict[str, Any]:
         flow.update(user_flows.pop(flow["name"], {}))
     out = {k: v for k, v in spec.items() if k not in ("flows",)}
     out["options"] = options
+    if "schedule" in preset:            # the preset's schedule, each key the user's if given
+        out["schedule"] = {**preset["schedule"], **(spec.get("schedule") or {})}
     out["flows"] = flows + list(user_flows.values())
     out["jobs"] = _keep(preset.get("jobs", []), options) + list(spec.get("jobs", []))
     out["guards"] = _keep(preset.get("guards", []), options) + list(spec.get("guards", []))
