@@ -76,7 +76,7 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from sqlalchemy import (Column, MetaData, String, Table, and_, case, delete, event, func,
-                        insert, literal, make_url, or_, select, type_coerce, update)
+                        insert, literal, make_url, or_, select, text, type_coerce, update)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -91,6 +91,22 @@ from connectors.sql.state import StateStore, stamp
 _MODIFIED = "__accord_modified__"
 _FLOOR = datetime(1900, 1, 1)
 _IN_CHUNK = 500          # ids per IN list (SQL Server takes at most 2100 parameters)
+
+
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    """Errors a driver raises without SQLAlchemy wrapping them (asyncpg while connecting)."""
+    import sqlite3
+    found: list[type[BaseException]] = [sa_exc.SQLAlchemyError, OSError, asyncio.TimeoutError,
+                                        sqlite3.Error]
+    try:
+        import asyncpg
+        found += [asyncpg.PostgresError, asyncpg.InterfaceError]
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+_DB_ERRORS = _driver_errors()
 
 
 def to_async_url(url: str | URL) -> URL:
@@ -200,7 +216,9 @@ class SqlConnector:
         await self._ready()
         async with self._errors(None):
             async with self._engine().connect() as conn:
-                await conn.execute(select(literal(1)))
+                # SQLite opens a file lazily: reading its schema proves it is a database
+                await conn.execute(text("SELECT count(*) FROM sqlite_master") if self._sqlite
+                                   else select(literal(1)))
 
     def _engine(self) -> AsyncEngine:
         if self.engine is None:
@@ -251,7 +269,7 @@ class SqlConnector:
             return found
 
         if spec.columns is None:
-            fields = {c.name: c for c in tbl.c}
+            fields = {str(c.name): c for c in tbl.c}     # quoted_name is no plain str
         elif isinstance(spec.columns, dict):
             fields = {f: col(tbl, c, f"{prefix}.columns.{f}") for f, c in spec.columns.items()}
         else:
@@ -308,7 +326,7 @@ class SqlConnector:
             yield
         except ConnectorError:
             raise
-        except (sa_exc.SQLAlchemyError, OSError, asyncio.TimeoutError) as exc:
+        except _DB_ERRORS as exc:
             where = f"{self.name}: {ent.name}" if ent else f"{self.name} ({self.where})"
             by_col = ent.field_of_column if ent else {}
 
