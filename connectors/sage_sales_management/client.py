@@ -280,6 +280,13 @@ class SageSalesManagementConnector:
         if field.endswith(".id") and field[:-3] in es.refs:
             attr = field[:-3]
             wanted = [self._ref(field, v) for v in wanted]
+        elif field == "typeId.value" and "typeId" in es.refs:
+            types = await self._load_types()
+            attr = "typeId"
+            wanted = list(dict.fromkeys(types[k] for k in (str(v).strip().casefold()
+                                                           for v in wanted) if k in types))
+            if not wanted:
+                return []
         elif "." in field or field in es.computed:
             raise KeyError(f"{self.name}: cannot search {entity} by {field!r}")
         out: dict[str, Record] = {}

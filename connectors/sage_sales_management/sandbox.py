@@ -83,6 +83,35 @@ Choices where the documentation is silent:
 - ``readOnly`` stops users of the app, not the API: the Sage 50 integration itself updates
   read-only accounts. ``touch()`` (a user) never edits a read-only record; ``edit()``
   refuses one unless ``force=True``.
+- ``GET /{entity}/{id}`` answers deleted records too (with ``deleted: true``), like lists.
+
+And on the connector's side (``client.py``):
+
+- Changed-since reads: keyset on (``COALESCE(dateUpdated,dateCreated)``, ``id``), always
+  ``page=0``, ``order=COALESCE(dateUpdated,dateCreated) ASC,id ASC``; the next page is
+  asked while ``X-FM-Next-Page`` is present. ``Record.modified`` = ``dateUpdated`` or else
+  ``dateCreated``. Other lists (get, find, users, types) follow ``X-FM-Next-Page``.
+- Page size sent as the ``Count`` header (settings ``page_size``, 50 by default, at most
+  500). ``get`` asks ``id IN (...) AND deleted = false`` in chunks of ``max_get`` (100);
+  ``find`` asks ``(f = v1 OR f = v2 ...) AND deleted = false`` in chunks of 25 values
+  (case-insensitive for text, by the server's collation); ``find`` by ``<ref>.id`` compares
+  the reference id. Deleted records never come back from ``get``/``find``.
+- A session 401 logs in again once (one login shared by concurrent requests) and repeats
+  the request; a second 401, or a refused login, is an AuthError naming neither key.
+- FM error 910 (resource does not exist) becomes NotFoundError; other 4xx RecordError with
+  the vendor's message and its ``fields`` mapped to flattened paths.
+- Writes: references as plain integer ids; ``typeId.value`` is resolved by name
+  (case-insensitively, the account types cached per connector and reloaded once on a miss;
+  an unknown name is a RecordError on ``typeId.value``, nothing sent); when both
+  ``typeId.value`` and ``typeId.id`` are given, the name wins. Other ``.value`` paths,
+  the computed fields and the read-only attributes are not sent.
+- Computed fields: ``salesRep.fullName`` (accounts) from the users list (reloaded at the
+  start of each ``changes()`` and otherwise reused for ``users_ttl`` seconds; unknown
+  user: None); ``account.typeId.value`` (contacts) from one ``id IN (...)`` accounts
+  request per page of contacts.
+- ``options("admin")``: the lowest-id active user whose ``level`` is ``admin_level`` (5).
+- Rate limit: the connector's sliding window defaults to 900 requests per 60 s, under the
+  sandbox's 1000; HttpClient honours ``Retry-After`` on a 429.
 - DELETE is FM's soft delete: ``deleted = true``, ``dateDeleted`` and ``dateUpdated`` set
   (so changed-since reads see it). DELETE or PUT of an unknown or deleted id: 400, code 910.
 """
@@ -585,7 +614,10 @@ class SageSalesManagementSandbox(Sandbox):
             return refused
         rows = [{k: fmt(v) if isinstance(v, datetime) else v for k, v in r.items()}
                 for r in self.account_types.values()]
-        return self._page(request, rows)
+        try:
+            return self._page(request, rows)
+        except Invalid as exc:
+            return self._invalid(exc)
 
     def _page(self, request: web.Request, rows: list) -> web.Response:
         size, page = self._paging(request)

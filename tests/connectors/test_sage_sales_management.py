@@ -377,3 +377,13 @@ async def test_the_sandbox_rate_limit_answers_429_with_retry_after():
     finally:
         await c.close()
         await sb.stop()
+
+
+async def test_find_by_reference_id_and_type_name(connector, sandbox):
+    prospects = {str(a["id"]) for a in sandbox.records("accounts")
+                 if a["typeId"] == sandbox.type_id("Prospect") and not a["deleted"]}
+    found = await connector.find("accounts", "typeId.value", ["PROSPECT", "Nonexistent"])
+    assert {r.id for r in found} == prospects
+    assert await connector.find("accounts", "typeId.value", ["Nonexistent"]) == []
+    with pytest.raises(KeyError):
+        await connector.find("accounts", "salesRep.fullName", ["Alice Martin"])
