@@ -330,6 +330,12 @@ class SageSalesManagementConnector:
         es = self._writable(entity)
         key = self._key(es, id)
         body = await self._payload(es, fields)
+        if not body:          # only computed or .value paths: nothing to send, no echo bump
+            record = await self._read_back(es, key)
+            if record.deleted:
+                raise NotFoundError(f"{self.name}: {entity} {key} has been deleted",
+                                    status=400)
+            return record
         await self._request("PUT", f"{es.path}/{key}", body=body)
         return await self._read_back(es, key)
 

@@ -387,3 +387,14 @@ async def test_find_by_reference_id_and_type_name(connector, sandbox):
     assert await connector.find("accounts", "typeId.value", ["Nonexistent"]) == []
     with pytest.raises(KeyError):
         await connector.find("accounts", "salesRep.fullName", ["Alice Martin"])
+
+
+async def test_an_update_of_computed_fields_only_sends_nothing(connector, sandbox):
+    rec = await connector.create("accounts", {"name": "Quiet", "salesRepId.id": "1"})
+    writes = sandbox.writes()
+    again = await connector.update("accounts", rec.id, {"salesRep.fullName": "X Y",
+                                                        "salesRepId.value": "X Y"})
+    assert sandbox.writes() == writes and again.fields == rec.fields
+    await connector.delete("accounts", rec.id)
+    with pytest.raises(NotFoundError):
+        await connector.update("accounts", rec.id, {"salesRep.fullName": "X Y"})
