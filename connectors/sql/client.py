@@ -19,6 +19,7 @@ Example (TOML)::
     soft_delete = { column = "DELETED", value = 1 }  # or: deletes = "ids"
     key_generation = { prefix = "C", width = 6 }     # creates without a key get "C000124"
     defaults = { TYPE = "C" }
+    created = "CREATED"                              # stamped on create; read-only
     touch_modified = true                            # default: true when modified is set
 
     [systems.erp.entities.contacts]
@@ -284,6 +285,8 @@ class SqlConnector:
         ent = _Entity(entity, spec, tbl, key_field, key, fields)
         if spec.modified:
             ent.modified = own(spec.modified, f"{prefix}.modified")[1]
+        if spec.created:
+            own(spec.created, f"{prefix}.created")
         if spec.soft_delete:
             ent.soft = (own(spec.soft_delete.column, f"{prefix}.soft_delete.column")[0],
                         spec.soft_delete.value)
@@ -307,6 +310,8 @@ class SqlConnector:
         read_only = set(spec.read_only) | set(ent.joined)
         if spec.touches:
             read_only.add(spec.modified)
+        if spec.created:
+            read_only.add(spec.created)
         ent.read_only = frozenset(read_only)
         return ent
 
@@ -602,6 +607,10 @@ class SqlConnector:
                 values[column.name] = V.to_column(value, column.type, self.zone)
         given = {**spec.defaults, **fields}
         self._touch(ent, values)
+        if spec.created:
+            column = ent.fields[spec.created]
+            values[column.name] = V.db_datetime(self.now(), self.zone,
+                                                not getattr(column.type, "timezone", False))
         keyname = ent.key.name
         generate = values.get(keyname) is None and spec.key_generation is not None
         if values.get(keyname) is None and not generate and not ent.integer_key:

@@ -63,6 +63,7 @@ class EntitySpec(_Model):
     columns: list[str] | dict[str, str] | None = None
     read_only: list[str] = []
     modified: str | None = None
+    created: str | None = None                  # a created-at column, stamped on create
     soft_delete: SoftDelete | None = None
     deletes: Literal["ids"] | None = None
     key_generation: KeyGeneration | None = None
