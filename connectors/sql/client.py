@@ -51,6 +51,9 @@ Changes:
   ``modified`` = when a scan first saw their current content.
 - ``deletes = "ids"``: every ``changes()`` also scans the ids; an id seen before and gone now
   comes back as a tombstone dated when a scan first missed it (the connector's clock, ``now``).
+  The state file (``state_path``, default ``./accord-sql-<connector name>.sqlite``, one per
+  connector) remembers which database and table it describes and starts afresh when they
+  change, rather than taking another database's ids for deletes.
   ``soft_delete``: rows flagged deleted come back as tombstones (with their fields).
 
 EntityInfo: incremental always; ordered when records come in (modified, key) order, which is
@@ -202,10 +205,10 @@ class SqlConnector:
             _sqlite_events(self.engine)
         try:
             await self._ready()
-        except (UnavailableError, ConnectorError) as exc:
-            if isinstance(exc, SqlConfigError):
-                raise
-            # unreachable or refused: check() says so, and the first use tries again
+        except SqlConfigError:
+            raise
+        except ConnectorError:
+            pass        # unreachable or refused: check() says so, and the first use retries
 
     async def close(self) -> None:
         if self.engine is not None:
@@ -444,7 +447,7 @@ class SqlConnector:
     async def _scan(self, ent: _Entity, *, hashed: bool) -> None:
         """Read the whole table in key order, page by page, into the state."""
         await self.state.open()
-        gen = await self.state.begin_scan(ent.name)
+        gen = await self.state.begin_scan(ent.name, f"{self.where} {ent.table.fullname}")
         now = self.now()
         size = self.settings.batch_size
         stmt = self._select(ent) if hashed else select(ent.key.label(ent.key_field))

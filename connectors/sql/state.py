@@ -6,7 +6,8 @@ seen (NULL when only ids are tracked), ``changed_at`` (when a scan first saw thi
 
 A scan streams the table in pages and hands each page here; one batched query per page
 compares it with the state, so memory stays flat whatever the table's size. Only a scan that
-read the whole table marks the ids it did not see as deleted. Changes since T are then the
+read the whole table marks the ids it did not see as deleted. The state of an entity is
+forgotten when the database or table it was made from changes. Changes since T are then the
 rows whose ``changed_at`` or ``deleted_at`` is at or after T: reading again with the same T
 gives the same answer, so a run that fails after reading loses nothing.
 """
@@ -33,7 +34,8 @@ rows = Table(
 scans = Table(
     "sql_scans", _meta,
     Column("entity", String, primary_key=True),
-    Column("gen", Integer, nullable=False))
+    Column("gen", Integer, nullable=False),
+    Column("source", String))         # the database and table the state describes
 
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"     # fixed width: text order is time order
 
@@ -75,15 +77,19 @@ class StateStore:
             await self.engine.dispose()
             self.engine = None
 
-    async def begin_scan(self, entity: str) -> int:
+    async def begin_scan(self, entity: str, source: str) -> int:
+        """A new scan generation. When ``source`` (database and table) is not the one the
+        state was made from, the state is forgotten: another database's ids are no deletes."""
         assert self.engine is not None
         async with self.engine.begin() as conn:
-            last = (await conn.execute(select(scans.c.gen).where(scans.c.entity == entity))
-                    ).scalar()
-            gen = (last or 0) + 1
-            stmt = sqlite_insert(scans).values(entity=entity, gen=gen)
-            await conn.execute(stmt.on_conflict_do_update(index_elements=[scans.c.entity],
-                                                          set_={"gen": gen}))
+            last = (await conn.execute(select(scans.c.gen, scans.c.source).where(
+                scans.c.entity == entity))).first()
+            if last is not None and last.source != source:
+                await conn.execute(rows.delete().where(rows.c.entity == entity))
+            gen = (last.gen if last is not None else 0) + 1
+            stmt = sqlite_insert(scans).values(entity=entity, gen=gen, source=source)
+            await conn.execute(stmt.on_conflict_do_update(
+                index_elements=[scans.c.entity], set_={"gen": gen, "source": source}))
         return gen
 
     async def apply_page(self, entity: str, gen: int, now: datetime,

@@ -127,6 +127,21 @@ async def test_hard_deletes_in_sage_come_back_as_tombstones(connector, sandbox):
     assert [(r.id, r.deleted) for r in got] == [(str(gone), True)]
 
 
+async def test_another_database_is_not_taken_for_deletes(connector, sandbox, tmp_path):
+    await read(connector, "invoices")                   # the state learns these ids
+    other = Sage50FrSandbox(seed=9, records=2, clock=sandbox.clock, path=tmp_path / "o.sqlite")
+    await other.start()
+    c = make(other.url, tmp_path, sandbox.clock)        # the same state file
+    await c.start()
+    try:
+        got = await read(c, "invoices")
+        assert got and not any(r.deleted for r in got)
+        assert len(got) == other.count("invoices")
+    finally:
+        await c.close()
+        await other.stop()
+
+
 async def test_item_images_are_base64_pngs(connector, sandbox):
     items = await read(connector, "items")
     pictures = [base64.b64decode(r.fields["IMAGE"]) for r in items if r.fields["IMAGE"]]
