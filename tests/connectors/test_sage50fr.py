@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import random
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import pytest
 
