@@ -14,6 +14,8 @@ third_parties -> ``THIRD_PARTY`` (customers and prospects, "tiers": clients et p
     NOTES         free notes ("observations")
     CREATED_AT    created at, stamped on create ("date de création")
     MODIFIED_AT   modified at, the change cursor ("date de modification")
+    CRM_ID        the Sales Management id of a company created from there: a custom field
+                  ("champ personnalisé"), so that an interrupted create is found again
     hard deletes, inferred from ids
 contacts -> ``CONTACT`` (addresses and contacts of a third party, "contacts / adresses")
     CONTACT_ID    key, integer autoincrement
@@ -23,6 +25,7 @@ contacts -> ``CONTACT`` (addresses and contacts of a third party, "contacts / ad
     CIVILITY, FIRST_NAME, LAST_NAME, FUNCTION   ("civilité", "prénom", "nom", "fonction")
     PHONE, MOBILE, EMAIL   ("téléphone", "portable", "e-mail")
     MODIFIED_AT   modified at
+    CRM_ID        the Sales Management id of a contact created from there (a custom field)
     ACCOUNT_TYPE  read-only, joined: THIRD_PARTY.TYPE of its third party; the third party's
                   MODIFIED_AT is folded in, so a contact counts as changed when its prospect
                   becomes a customer
@@ -73,12 +76,12 @@ DEFAULT: dict[str, Table] = {
         "THIRD_PARTY", "ACCOUNT_CODE",
         ("ACCOUNT_CODE", "TYPE", "NAME", "ADDRESS1", "ADDRESS2", "POSTCODE", "CITY", "COUNTRY",
          "PHONE", "EMAIL", "WEBSITE", "VAT_NUMBER", "SALES_REP", "NOTES", "CREATED_AT",
-         "MODIFIED_AT"),
+         "MODIFIED_AT", "CRM_ID"),
         {"created": "CREATED_AT"}),
     "contacts": Table(
         "CONTACT", "CONTACT_ID",
         ("CONTACT_ID", "ACCOUNT_CODE", "IS_CONTACT", "CIVILITY", "FIRST_NAME", "LAST_NAME",
-         "FUNCTION", "PHONE", "MOBILE", "EMAIL", "MODIFIED_AT"),
+         "FUNCTION", "PHONE", "MOBILE", "EMAIL", "MODIFIED_AT", "CRM_ID"),
         {"defaults": {"IS_CONTACT": 1}}),
     "items": Table(
         "ITEM", "ITEM_CODE",

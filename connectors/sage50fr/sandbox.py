@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS THIRD_PARTY (
     ADDRESS1 VARCHAR(35), ADDRESS2 VARCHAR(35), POSTCODE VARCHAR(9), CITY VARCHAR(35),
     COUNTRY VARCHAR(35), PHONE VARCHAR(21), EMAIL VARCHAR(69), WEBSITE VARCHAR(69),
     VAT_NUMBER VARCHAR(25), SALES_REP VARCHAR(69), NOTES TEXT,
-    CREATED_AT DATETIME, MODIFIED_AT DATETIME);
+    CREATED_AT DATETIME, MODIFIED_AT DATETIME, CRM_ID VARCHAR(30));
 CREATE INDEX IF NOT EXISTS THIRD_PARTY_MODIFIED ON THIRD_PARTY (MODIFIED_AT, ACCOUNT_CODE);
 CREATE TABLE IF NOT EXISTS CONTACT (
     CONTACT_ID INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS CONTACT (
     IS_CONTACT INTEGER NOT NULL DEFAULT 1,
     CIVILITY VARCHAR(10), FIRST_NAME VARCHAR(35), LAST_NAME VARCHAR(35) NOT NULL,
     FUNCTION VARCHAR(35), PHONE VARCHAR(21), MOBILE VARCHAR(21), EMAIL VARCHAR(69),
-    MODIFIED_AT DATETIME);
+    MODIFIED_AT DATETIME, CRM_ID VARCHAR(30));
 CREATE INDEX IF NOT EXISTS CONTACT_MODIFIED ON CONTACT (MODIFIED_AT, CONTACT_ID);
 CREATE INDEX IF NOT EXISTS CONTACT_ACCOUNT ON CONTACT (ACCOUNT_CODE);
 CREATE TABLE IF NOT EXISTS ITEM (
@@ -181,7 +181,7 @@ class Sage50FrSandbox:
                             f"https://www.{domain}" if rng.random() < 0.5 else None,
                             f"FR{rng.randrange(10**10, 10**11)}" if kind == "C" else None,
                             rng.choice(_REPS) if rng.random() < 0.3 else None, None,
-                            self.stamp(created), self.stamp(now)))
+                            self.stamp(created), self.stamp(now), None))
             if kind == "C":
                 customers.append(code)
             for _ in range(max(0, self.contacts_per_account + rng.choice((-1, 0, 0, 1)))
@@ -205,7 +205,7 @@ class Sage50FrSandbox:
                 number += 1
         with db:
             db.execute("BEGIN")
-            db.executemany(f"INSERT INTO THIRD_PARTY VALUES ({','.join('?' * 16)})", parties)
+            db.executemany(f"INSERT INTO THIRD_PARTY VALUES ({','.join('?' * 17)})", parties)
             db.executemany(
                 "INSERT INTO CONTACT (ACCOUNT_CODE, IS_CONTACT, CIVILITY, FIRST_NAME, LAST_NAME,"
                 " FUNCTION, PHONE, MOBILE, EMAIL, MODIFIED_AT) VALUES (?,?,?,?,?,?,?,?,?,?)",
