@@ -115,9 +115,10 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("integration")
     sp.add_argument("--flow", default=None)
 
-    sp = cmd("sandbox", "serve one vendor sandbox on 127.0.0.1", config=False)
+    sp = cmd("sandbox", "serve one vendor sandbox on 127.0.0.1 (a database sandbox: make "
+                        "its file)", config=False)
     sp.add_argument("system", help="a sandbox type (see the list in the error)")
-    sp.add_argument("--port", type=int, required=True)
+    sp.add_argument("--port", type=int, default=0, help="default: any free port")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--records", type=int, default=25)
     sp.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",

@@ -365,6 +365,41 @@ def test_sandbox_command_serves_and_stops_on_sigterm():
             proc.kill()
 
 
+def _serve(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "daemon.cli", "sandbox", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_sandbox_command_serves_sage_sales_management_with_its_keys():
+    proc = _serve("sage_sales_management", "--port", "0", "--records", "3")
+    try:
+        lines = [proc.stdout.readline() for _ in range(4)]
+        assert lines[0].startswith("sage_sales_management sandbox at http://127.0.0.1:")
+        assert "public_key = 'sandbox-public'" in "".join(lines)
+        assert "private_key = 'sandbox-private'" in "".join(lines)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_sandbox_command_generates_a_sage50_database_file(tmp_path):
+    import sqlite3
+    path = tmp_path / "sage50.sqlite"
+    proc = _serve("sage50fr", "--records", "4", "--option", f"path={path}")
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith(f"sage50fr sandbox at sqlite:///{path} with 4 records")
+        with sqlite3.connect(path) as db:
+            assert db.execute("SELECT count(*) FROM THIRD_PARTY").fetchone()[0] == 4
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
 async def test_sandbox_command_unknown_type_exits_2(capsys):
     code, _, err = await accord(capsys, "sandbox", "salesforce", "--port", "0")
     assert code == 2 and "unknown type 'salesforce'" in err and "unleashed" in err

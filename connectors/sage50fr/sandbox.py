@@ -114,13 +114,15 @@ class Sage50FrSandbox:
 
     def __init__(self, *, seed: int = 0, records: int = 0, clock: Clock | None = None,
                  path: str | Path | None = None, contacts_per_account: int = 2,
-                 products: int | None = None, invoices_per_account: int = 5) -> None:
+                 products: int | None = None, invoices_per_account: int = 5,
+                 invoices: int | None = None) -> None:
         self.clock = clock or Clock()
         self.rng = random.Random(seed)
         self.records = records
         self.contacts_per_account = contacts_per_account
         self.products = products
         self.invoices_per_account = invoices_per_account
+        self.invoices = invoices        # a total, spread over the customers (benchmarks)
         self._tmp: tempfile.TemporaryDirectory | None = None
         if path is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="accord-sage50fr-")
@@ -199,10 +201,11 @@ class Sage50FrSandbox:
                           rng.choice(images) if images and rng.random() < 0.4 else None,
                           0 if rng.random() < 0.1 else 1, self.stamp(now)))
         number = self._next_number("INVOICE", "NUMBER", "FA")
-        for code in customers:
-            for _ in range(self.invoices_per_account):
-                invoices.append(self._invoice_row(rng, code, number, now))
-                number += 1
+        total = (self.invoices if self.invoices is not None
+                 else self.invoices_per_account * len(customers))
+        for i in range(total if customers else 0):
+            invoices.append(self._invoice_row(rng, customers[i % len(customers)], number, now))
+            number += 1
         with db:
             db.execute("BEGIN")
             db.executemany(f"INSERT INTO THIRD_PARTY VALUES ({','.join('?' * 17)})", parties)
