@@ -409,3 +409,14 @@ async def test_sg_bad_sales_management_keys_stop_the_integration_with_one_line(e
     assert r.status == "failed"
     assert "sandbox-public" not in (r.message or "") and "changed" not in (r.message or "")
     assert env.ssm.logins - logins == 1
+
+
+def test_sg_options_turn_the_product_and_invoice_flows_off(tmp_path):
+    from daemon.config import load
+    from tests.integration.sg_env import config_text
+    path = tmp_path / "accord.toml"
+    path.write_text(config_text(tmp_path, sage_url="sqlite:///sage.sqlite",
+                                ssm_url="http://127.0.0.1:1",
+                                options="products = false\ninvoices = false"))
+    flows = [f.name for f in load(path).integrations["sg"].flows]
+    assert flows == ["companies", "contacts"]
