@@ -2,6 +2,7 @@
 starts itself on free ports, so it can look at what they received."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -350,54 +351,43 @@ async def test_presets_lists_the_bundled_preset(capsys):
     assert code == 0 and "unleashed_crm" in names and names == sorted(names)
 
 
-def test_sandbox_command_serves_and_stops_on_sigterm():
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "sandbox", "unleashed",
-                             "--port", "0", "--records", "2"], cwd=ROOT,
+@contextlib.contextmanager
+def served(*args: str):
+    """``accord sandbox ARGS`` in a process of its own; it must stop cleanly on SIGTERM."""
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "sandbox", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_sandbox_command_serves_and_stops_on_sigterm():
+    with served("unleashed", "--port", "0", "--records", "2") as proc:
         lines = [proc.stdout.readline() for _ in range(3)]
         assert lines[0].startswith("unleashed sandbox at http://127.0.0.1:")
         assert "api_key = 'sandbox-key'" in "".join(lines)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-
-
-def _serve(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "daemon.cli", "sandbox", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_sandbox_command_serves_sage_sales_management_with_its_keys():
-    proc = _serve("sage_sales_management", "--port", "0", "--records", "3")
-    try:
-        lines = [proc.stdout.readline() for _ in range(4)]
-        assert lines[0].startswith("sage_sales_management sandbox at http://127.0.0.1:")
-        assert "public_key = 'sandbox-public'" in "".join(lines)
-        assert "private_key = 'sandbox-private'" in "".join(lines)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    with served("sage_sales_management", "--port", "0", "--records", "3") as proc:
+        lines = "".join(proc.stdout.readline() for _ in range(4))
+        assert lines.startswith("sage_sales_management sandbox at http://127.0.0.1:")
+        assert "public_key = 'sandbox-public'" in lines
+        assert "private_key = 'sandbox-private'" in lines
 
 
 def test_sandbox_command_generates_a_sage50_database_file(tmp_path):
     import sqlite3
     path = tmp_path / "sage50.sqlite"
-    proc = _serve("sage50fr", "--records", "4", "--option", f"path={path}")
-    try:
+    with served("sage50fr", "--records", "4", "--option", f"path={path}") as proc:
         line = proc.stdout.readline()
         assert line.startswith(f"sage50fr sandbox at sqlite:///{path} with 4 records")
         with sqlite3.connect(path) as db:
             assert db.execute("SELECT count(*) FROM THIRD_PARTY").fetchone()[0] == 4
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
 
 
 async def test_sandbox_command_unknown_type_exits_2(capsys):
