@@ -52,11 +52,13 @@ def compile_flow(rules: FlowRules) -> Flow:
     shared = compile_fields(rules, owner=None) if rules.owner_when else None
     base: dict[Side, list[str]] = {}
     for side in ("left", "right"):
+        # the field paths as they always were (a link's hash is made of them), then what the
+        # if transforms and owner_when look at
         paths = [f.path(side) for f in fields]
-        paths += [p for f in fields for p in f.deps(side)]
+        extra = [p for f in fields for p in f.deps(side)]
         if side == rules.owner:
-            paths += [c.field for c in rules.owner_when]
-        base[side] = list(dict.fromkeys(paths))
+            extra += [c.field for c in rules.owner_when]
+        base[side] = paths + [p for p in dict.fromkeys(extra) if p not in paths]
     read: dict[Side, list[str]] = {}
     for side in ("left", "right"):
         paths = list(base[side])
