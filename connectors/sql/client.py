@@ -50,7 +50,10 @@ Changes:
   per row a hash in the state file (see ``connectors/sql/state.py``); records come back with
   ``modified`` = when a scan first saw their current content.
 - ``deletes = "ids"``: every ``changes()`` also scans the ids; an id seen before and gone now
-  comes back as a tombstone dated when a scan first missed it (the connector's clock, ``now``).
+  comes back as a tombstone dated when a scan first missed it: with ``modified``, in the
+  database's own time (the table's latest modified value, and not before ``since``), so that
+  the cursors the engine makes of these dates never mix two clocks; in hash mode, by the
+  connector's clock (``now``), like the changes it finds.
   The state file (``state_path``, default ``./accord-sql-<connector name>.sqlite``, one per
   connector) remembers which database and table it describes and starts afresh when they
   change, rather than taking another database's ids for deletes.
@@ -435,20 +438,38 @@ class SqlConnector:
             last = rows[-1]._mapping
             cursor = (last[_MODIFIED], last[ent.key_field])
         if ent.spec.deletes == "ids":
-            await self._scan(ent, hashed=False)
+            # tombstones are dated in the database's own time (the table's latest modified,
+            # and not before ``since``), never by this machine's clock: the engine's cursor
+            # is made of these dates too, and the database's clock (a Sage 50 workstation's)
+            # may be minutes away from ours
+            mark = await self._high_water(ent)
+            when = max([t for t in (mark, since) if t is not None], default=None)
+            await self._scan(ent, hashed=False, now=when or self.now())
             async for page in self._state_pages(ent, since, live=False):
                 yield page
+
+    async def _high_water(self, ent: _Entity) -> datetime | None:
+        """The table's latest modified value (the greater of own and parent), aware UTC."""
+        sub = self._select(ent, with_modified=True).subquery()
+        async with self._errors(ent):
+            async with self._engine().connect() as conn:
+                raw = (await conn.execute(select(func.max(sub.c[_MODIFIED])))).scalar()
+        if raw is None:
+            return None
+        value = V.parse_datetime(raw)
+        return None if value.replace(tzinfo=None) == _FLOOR else V.aware_utc(value, self.zone)
 
     async def _hash_changes(self, ent: _Entity, since: datetime | None):
         await self._scan(ent, hashed=True)
         async for page in self._state_pages(ent, since, live=True):
             yield page
 
-    async def _scan(self, ent: _Entity, *, hashed: bool) -> None:
-        """Read the whole table in key order, page by page, into the state."""
+    async def _scan(self, ent: _Entity, *, hashed: bool, now: datetime | None = None) -> None:
+        """Read the whole table in key order, page by page, into the state; what it finds
+        new, changed or gone is dated ``now`` (default: the connector's clock)."""
         await self.state.open()
         gen = await self.state.begin_scan(ent.name, f"{self.where} {ent.table.fullname}")
-        now = self.now()
+        now = now or self.now()
         size = self.settings.batch_size
         stmt = self._select(ent) if hashed else select(ent.key.label(ent.key_field))
         last = None

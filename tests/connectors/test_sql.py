@@ -189,6 +189,28 @@ async def test_hard_deletes_by_ids_come_back_as_tombstones(db, connector):
     assert await connector.get("contacts", [a.id, b.id]) == []
 
 
+@pytest.mark.parametrize("skew_hours", [-24, 24])
+async def test_tombstones_are_dated_in_the_databases_time_not_this_machines(
+        db, connector, skew_hours):
+    """The database's clock (a Sage 50 workstation's) is a day away from ours: a tombstone
+    dated by our clock would push the engine's cursor past edits still to come (ahead), or
+    fall before ``since`` and never be read (behind)."""
+    from datetime import timedelta
+    await db.insert("CUSTOMER", CODE="P1", NAME="Parent")
+    await db.insert("CONTACT", CUSTOMER_CODE="P1", NAME="A")
+    await db.insert("CONTACT", CUSTOMER_CODE="P1", NAME="B")
+    connector.now = lambda: db.clock.now() + timedelta(hours=skew_hours)
+    first = flat(await read(connector, "contacts"))            # the first scan learns the ids
+    since = max(r.modified for r in first)
+    db.clock.advance(60)
+    await db.update("CONTACT", int(first[1].id), NAME="B2")    # the table's latest: now
+    await db.delete("CONTACT", int(first[0].id))
+    got = {r.id: r for r in flat(await read(connector, "contacts", since))}
+    assert got[first[0].id].deleted and got[first[0].id].modified == db.clock.now()
+    again = {r.id for r in flat(await read(connector, "contacts", since))}
+    assert first[0].id in again                                  # a re-read loses nothing
+
+
 async def test_soft_deleted_rows_are_tombstones_and_left_out_of_get_and_find(db, connector):
     rec = await connector.create("customers", {"NAME": "Soft Ltd"})
     db.clock.advance(10)
