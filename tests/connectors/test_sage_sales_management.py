@@ -398,3 +398,47 @@ async def test_an_update_of_computed_fields_only_sends_nothing(connector, sandbo
     await connector.delete("accounts", rec.id)
     with pytest.raises(NotFoundError):
         await connector.update("accounts", rec.id, {"salesRep.fullName": "X Y"})
+
+
+# --- read-backs of concurrent writes ------------------------------------------------------------
+async def test_concurrent_creates_read_their_records_back_in_one_request(sandbox):
+    import asyncio
+    c = await started(sandbox, read_back_window=0.05)
+    try:
+        sandbox.reset_hits()
+        made = await asyncio.gather(*(c.create("accounts", {"name": f"Batch {i}"})
+                                      for i in range(12)))
+        assert sorted(r.fields["name"] for r in made) == sorted(f"Batch {i}" for i in range(12))
+        assert all(r.fields["dateCreated"] for r in made)
+        posts = sandbox.count("POST", "/api/v4/accounts")
+        gets = sandbox.count("GET", "/api/v4/accounts")
+        assert posts == 12 and gets == 1                 # one list request for the twelve
+    finally:
+        await c.close()
+
+
+async def test_a_record_gone_before_its_read_back_is_not_found_and_a_lone_write_still_works(
+        sandbox):
+    c = await started(sandbox, read_back_window=0.01)
+    try:
+        acc = await c.create("accounts", {"name": "Alone"})
+        assert acc.fields["name"] == "Alone"
+        fetch = c._fetch_many
+
+        async def vanished(es, keys):                    # deleted for good in between
+            return {k: r for k, r in (await fetch(es, keys)).items() if k != int(acc.id)}
+        c._read_backs.fetch = vanished
+        with pytest.raises(NotFoundError):
+            await c.update("accounts", acc.id, {"phone": "1"})
+    finally:
+        await c.close()
+
+
+async def test_without_a_window_each_write_reads_its_record_back_by_id(sandbox):
+    c = await started(sandbox, read_back_window=0)
+    try:
+        sandbox.reset_hits()
+        acc = await c.create("accounts", {"name": "By id"})
+        assert sandbox.count("GET", f"/api/v4/accounts/{acc.id}") == 1
+    finally:
+        await c.close()
