@@ -220,6 +220,7 @@ class SqlConnector:
         await self.state.close()
 
     async def check(self) -> None:
+        self._sqlite_file_missing()
         await self._ready()
         async with self._errors(None):
             async with self._engine().connect() as conn:
@@ -232,9 +233,21 @@ class SqlConnector:
             raise UnavailableError(f"{self.name}: not started")
         return self.engine
 
+    def _sqlite_file_missing(self) -> None:
+        """A SQLite file that is not there is said so without trying to open it (a failed
+        open leaves the driver's worker thread behind)."""
+        if not self._sqlite or self.engine is None:
+            return
+        database = self.engine.url.database or ""
+        if database.startswith("file:"):
+            path = Path(database[5:])
+            if not path.exists():
+                raise UnavailableError(f"{self.name}: the database file {path} does not exist")
+
     async def _ready(self) -> None:
         if self.entities:
             return
+        self._sqlite_file_missing()
         async with self._reflect_lock:
             if self.entities:
                 return
