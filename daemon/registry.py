@@ -18,6 +18,8 @@ BUILTIN_SANDBOXES = {
     "unleashed": "connectors.unleashed.sandbox:UnleashedSandbox",
     "prospect_crm": "connectors.prospect_crm.sandbox:ProspectSandbox",
     "sage50fr": "connectors.sage50fr.sandbox:Sage50FrSandbox",
+    # the SQL connector's sandbox: a generated database file (the Sage 50 FR default layout)
+    "sql": "connectors.sage50fr.sandbox:Sage50FrSandbox",
     "sage_sales_management": "connectors.sage_sales_management.sandbox:SageSalesManagementSandbox",
 }
 

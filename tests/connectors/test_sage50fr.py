@@ -259,3 +259,56 @@ async def test_a_temporary_file_when_no_path_is_given():
         assert sb.count("contacts") == 0
     finally:
         await sb.stop()
+
+
+async def test_the_daemon_starts_a_generated_database_for_a_sql_system(tmp_path):
+    """``type = "sql"`` with a ``sandbox`` table: the daemon makes the database file and points
+    the connector's ``url`` at it (its entities name the Sage 50 default layout's tables)."""
+    from daemon.app import App
+    from daemon.config import load
+    path = tmp_path / "accord.toml"
+    path.write_text(f"""
+[daemon]
+database = "sqlite:///{tmp_path / 'state.db'}"
+
+[systems.erp]
+type = "sql"
+state_path = "{tmp_path / 'ids.sqlite'}"
+sandbox = {{ records = 3, seed = 1, options = {{ path = "{tmp_path / 'erp.sqlite'}" }} }}
+
+[systems.erp.entities.customers]
+table = "THIRD_PARTY"
+key = "ACCOUNT_CODE"
+columns = ["ACCOUNT_CODE", "NAME", "TYPE", "MODIFIED_AT"]
+modified = "MODIFIED_AT"
+deletes = "ids"
+
+[systems.crm]
+type = "memory"
+entities = ["companies"]
+
+[integrations.t]
+left = "erp"
+right = "crm"
+
+[[integrations.t.flows]]
+name = "customers"
+left_entity = "customers"
+right_entity = "companies"
+direction = "left_to_right"
+fields = [{{ left = "ACCOUNT_CODE", right = "code" }}, {{ left = "NAME", right = "name" }}]
+match = [{{ left = "ACCOUNT_CODE", right = "code" }}]
+""")
+    from daemon.engine.runner import run
+    app = await App(load(path)).start(activity=False)
+    try:
+        erp = app.connectors["erp"]
+        await erp.check()
+        records = await read(erp, "customers")
+        assert len(records) == 3 and all(r.id.startswith("C") for r in records)
+        assert (tmp_path / "erp.sqlite").exists()
+        result = await run(app.db, app.integration("t"))
+        assert result.status == "ok"
+        assert len(app.connectors["crm"].data["companies"]) == 3
+    finally:
+        await app.close()
