@@ -272,13 +272,13 @@ def create_fields(fields: list[Field], source: Side, values: Mapping[str, Any],
         if not fld.flows_from(source):
             continue
         value = values.get(fld.path(source))
-        if value in EMPTY and not fld.deps(source):    # an if transform may still give one
+        if value in EMPTY and not fld.deps(source):
             continue
         try:
-            out[fld.path(target)] = carry(fld, source, value, ctx)
+            carried = carry(fld, source, value, ctx)
         except FieldRefused as exc:
             refused.append(Refusal(fld.name, target, str(exc)))
             continue
-        if out[fld.path(target)] in EMPTY:
-            del out[fld.path(target)]
+        if value not in EMPTY or carried not in EMPTY:    # an if transform may give a value
+            out[fld.path(target)] = carried
     return out, refused

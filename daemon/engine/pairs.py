@@ -91,7 +91,8 @@ async def merge_pair(step: "FlowStep", batch: Batch, link: dict, recs: dict, ctx
             state = "ok"          # an undelete (the soft-delete flag was cleared)
     mods = {s: (recs[s]["modified"] if recs[s] is not None else None) for s in recs}
     from datetime import datetime
-    d = merge(step.flow.fields_of(cur["left"], cur["right"]), step.rules.conflict, base["left"], base["right"],
+    d = merge(step.flow.fields_of(cur["left"], cur["right"]), step.rules.conflict,
+              base["left"], base["right"],
               cur["left"], cur["right"], ctx=ctx, link_key=str(link["id"]),
               lmod=datetime.fromisoformat(mods["left"]) if mods["left"] else None,
               rmod=datetime.fromisoformat(mods["right"]) if mods["right"] else None,
