@@ -53,9 +53,13 @@ class EntityInfo:
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
+    """``conditional_writes``: ``update(..., version=v)`` is refused with ConflictError when
+    the record's version is no longer ``v`` (optimistic concurrency: Tryton's ``_timestamp``,
+    an ETag, a publish stamp). Without it the engine passes no version."""
     entities: Mapping[str, EntityInfo]
     max_get: int = 100                 # ids per get() call the system accepts
     requests_per_second: float | None = None
+    conditional_writes: bool = False
 
 
 class ConnectorError(Exception):
@@ -93,6 +97,20 @@ class NotFoundError(RecordError):
     """The record does not exist (any more) on the system."""
 
 
+class ConflictError(RecordError):
+    """A conditional write was refused: the record changed since the version the engine
+    decided on. Nothing was written; the next run reads it again and decides by the flow's
+    conflict policy, never by overwriting."""
+
+
+class OutcomeUnknownError(ConnectorError):
+    """A write was sent and its answer never came: a timeout, a cut connection, a 5xx after
+    the request went out. The system may or may not have applied it, so it is never repeated
+    blindly: a create stays a pending intent and is resolved (external id, natural key)
+    before anything is created again; an update is read again and decided again.
+    The run goes on with the other records."""
+
+
 @runtime_checkable
 class Connector(Protocol):
     """A system, seen through its documented API.
@@ -112,6 +130,16 @@ class Connector(Protocol):
     async def check(self) -> None:
         """Reach the system and prove the credentials; raise AuthError / UnavailableError."""
 
+    async def clock(self) -> datetime | None:
+        """The system's own current time (the ``Date`` header of its latest answer, the
+        database's ``CURRENT_TIMESTAMP``), or None when it cannot tell. A change cursor never
+        moves past it: the vendor's clock is the only clock for its cursor."""
+
+    async def identity(self) -> str | None:
+        """A stable name of the instance reached (account, tenant, database file), never a
+        secret, or None when the system cannot tell. The engine keeps it with its state and
+        stops when a later run reaches a different instance."""
+
     def changes(self, entity: str, since: datetime | None) -> AsyncIterator[list[Record]]:
         """Pages of records created, changed (or, with reports_deletes, deleted) at or after
         ``since`` (a closed bound; None: everything). Must not lose a record edited while the
@@ -126,8 +154,11 @@ class Connector(Protocol):
 
     async def create(self, entity: str, fields: dict[str, Any]) -> Record: ...
 
-    async def update(self, entity: str, id: str, fields: dict[str, Any]) -> Record:
-        """Partial update: only ``fields`` change. Raises NotFoundError if the record is gone."""
+    async def update(self, entity: str, id: str, fields: dict[str, Any],
+                     version: str | None = None) -> Record:
+        """Partial update: only ``fields`` change. Raises NotFoundError if the record is gone.
+        With ``capabilities.conditional_writes``, ``version`` is the record's version as read
+        when the engine decided; a record that changed since raises ConflictError."""
 
     async def delete(self, entity: str, id: str) -> None:
         """Delete (or the system's own equivalent); NotFoundError if already gone."""
@@ -135,6 +166,18 @@ class Connector(Protocol):
     async def options(self, name: str) -> Any:
         """Reference data a flow or a preset checks against, by name: e.g. ``"salespersons"``
         (a list of names) or ``"account"`` (facts about the account). KeyError if unknown."""
+
+
+async def system_clock(conn: Any) -> datetime | None:
+    """``conn.clock()``, for connectors written before it was part of the contract."""
+    fn = getattr(conn, "clock", None)
+    return None if fn is None else await fn()
+
+
+async def system_identity(conn: Any) -> str | None:
+    """``conn.identity()``, for connectors written before it was part of the contract."""
+    fn = getattr(conn, "identity", None)
+    return None if fn is None else await fn()
 
 
 def utc(dt: datetime) -> datetime:

@@ -45,7 +45,7 @@ class MemoryConnector:
         self.capabilities = Capabilities(entities={
             e: EntityInfo(e, reports_deletes=self.settings.reports_deletes)
             for e in self.settings.entities}, max_get=100)
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.now = clock or (lambda: datetime.now(timezone.utc))
         self.data: dict[str, dict[str, dict]] = {e: {} for e in self.settings.entities}
         self.tombstones: dict[str, dict[str, datetime]] = {e: {} for e in self.settings.entities}
         self.flaky_versions = False
@@ -59,6 +59,7 @@ class MemoryConnector:
         self.options_data: dict[str, Any] = {}
         self._seq = itertools.count(1)
         self.auth_ok = True
+        self.instance: str | None = f"memory:{name}"
 
     # --- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -75,21 +76,27 @@ class MemoryConnector:
     async def options(self, name: str) -> Any:
         return self.options_data[name]
 
+    async def clock(self) -> datetime | None:
+        return self.now()
+
+    async def identity(self) -> str | None:
+        return self.instance
+
     # --- direct access for tests (no write counting, no faults) ----------------------------
     def put(self, entity: str, fields: dict[str, Any], id: str | None = None) -> str:
         id = id or f"{self.name[:1]}{next(self._seq)}"
-        self.data[entity][id] = {"fields": dict(fields), "modified": self.clock()}
+        self.data[entity][id] = {"fields": dict(fields), "modified": self.now()}
         self.tombstones[entity].pop(id, None)
         return id
 
     def edit(self, entity: str, id: str, fields: dict[str, Any]) -> None:
         row = self.data[entity][id]
         row["fields"].update(fields)
-        row["modified"] = self.clock()
+        row["modified"] = self.now()
 
     def remove(self, entity: str, id: str) -> None:
         self.data[entity].pop(id)
-        self.tombstones[entity][id] = self.clock()
+        self.tombstones[entity][id] = self.now()
 
     def values(self, entity: str) -> dict[str, dict]:
         return {k: dict(v["fields"]) for k, v in self.data[entity].items()}
@@ -152,7 +159,8 @@ class MemoryConnector:
             raise Crash()
         return self._record(entity, id)
 
-    async def update(self, entity: str, id: str, fields: dict[str, Any]) -> Record:
+    async def update(self, entity: str, id: str, fields: dict[str, Any],
+                     version: str | None = None) -> Record:
         fault = self._fault()
         if fault == "before":
             raise UnavailableError(f"{self.name}: 503 before the write")
