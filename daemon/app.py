@@ -135,4 +135,5 @@ def build_integration(name: str, spec: IntegrationSpec,
     return Integration(
         name=name, flows=order_flows(spec.flows),
         sides={"left": connectors[spec.left], "right": connectors[spec.right]},
-        guards=[Guard(g.side, g.option, g.refuse_when, g.message) for g in spec.guards])
+        guards=[Guard(g.side, g.option, g.refuse_when, g.message) for g in spec.guards],
+        confirm_first_run=spec.confirm_first_run)

@@ -74,6 +74,8 @@ class IntegrationSpec(Strict):
     guards: list[Guard] = Field(default_factory=list)
     schedule: Schedule = Schedule()
     enabled: bool = True
+    # the first run stores its plan and waits for `accord approve` before writing anything
+    confirm_first_run: bool = False
 
 
 class DaemonSpec(Strict):
