@@ -278,30 +278,6 @@ async def test_concurrent_calls_share_one_new_login(connector):
     assert connector.logins == 2          # one new login for the five refused calls
 
 
-async def test_an_edit_between_read_and_write_is_a_concurrency_record_error(
-        connector, tryton_server, shared_db):
-    """Updates carry Tryton's ``_timestamp``: a user's edit made after the connector read
-    the record makes Tryton answer ConcurrencyException (HTTP 200, an ``error`` member),
-    which becomes a record error with Tryton's message; nothing is overwritten."""
-    party = await connector.create("parties", {"name": "Locked Ltd"})
-    rpc = SyncRpc(tryton_server.url, shared_db)
-    read_stamp = connector._stamp
-
-    async def stamp_then_user_edits(m, id):
-        stamp = await read_stamp(m, id)
-        await asyncio.sleep(0.01)
-        rpc("party.party", "write", [int(id)], {"name": "Locked Ltd (user)"})
-        return stamp
-
-    connector._stamp = stamp_then_user_edits
-    with pytest.raises(RecordError) as info:
-        await connector.update("parties", party.id, {"name": "Locked Ltd (accord)"})
-    assert "modified in the meanwhile" in info.value.message
-    connector._stamp = read_stamp
-    got, = await connector.get("parties", [party.id])
-    assert got.fields["name"] == "Locked Ltd (user)"
-
-
 class TestTrytonContactsContract(ConnectorContract):
     """The contract again, for e-mail contacts (party 1 is the template company's party)."""
     entity = "contacts"
