@@ -75,7 +75,8 @@ naming the model, the permission and what grants it in trytond 8.2 (``access.py`
 run stops instead of failing record by record.
 
 ``clock()`` is the ``Date`` header of trytond's latest answer (its web server's clock, to the
-second; ``common.server.version`` is asked once when nothing was answered yet). Tryton has no
+second; ``common.server.version``, which needs no login, is asked when nothing was answered
+yet). Tryton has no
 call that returns the time: ``ir.date.today`` is a date, and reading a touched record's
 ``write_date`` would cost a write. ``identity()`` is the database name, the user's company
 and that company's ``create_date`` (stable, and different for another database of the same
@@ -203,9 +204,9 @@ class TrytonConnector:
     def _path(self) -> str:
         return f"/{self.settings.database}/rpc/"
 
-    async def _post(self, method: str, params: list) -> Any:
+    async def _post(self, method: str, params: list, path: str | None = None) -> Any:
         """One JSON-RPC call; application errors are RecordError with Tryton's message."""
-        response = await self.http.request("POST", self._path, json={
+        response = await self.http.request("POST", path or self._path, json={
             "id": next(self._ids), "method": method, "params": encode(params)})
         self._server_date = _http_date(response.headers.get("Date")) or self._server_date
         body = response.body
@@ -455,8 +456,8 @@ class TrytonConnector:
     async def clock(self) -> datetime | None:
         """The ``Date`` of trytond's latest answer (module docstring); None if it sends
         none (a proxy that strips it)."""
-        if self._server_date is None:
-            await self._post("common.server.version", [])
+        if self._server_date is None:          # the server's own path: no session needed
+            await self._post("common.server.version", [], path="/rpc/")
         return self._server_date
 
     async def identity(self) -> str | None:
