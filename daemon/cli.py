@@ -31,6 +31,7 @@ from daemon.lease import make_lease
 from daemon.app import App
 from daemon.config import Config, ConfigError, load
 from daemon.engine.runner import RunOptions, RunResult, run
+from daemon.store import queries
 from daemon.store import schema as store_schema
 from daemon.store.db import loads, make_engine, now
 from daemon.store.tables import T
@@ -111,9 +112,18 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("side", choices=SIDES, help="the side the record lives on")
     sp.add_argument("id")
 
-    sp = cmd("approve", "let the next run apply the deletes the circuit-breaker held")
+    sp = cmd("approve", "let the next run go past what holds the integration: the deletes "
+                        "the circuit-breaker held, a first run's stored plan, a system that "
+                        "is not the instance the state was built with")
     sp.add_argument("integration")
-    sp.add_argument("--flow", default=None)
+    sp.add_argument("--flow", default=None, help="only the deletes held in this flow")
+
+    sp = cmd("retry", "try quarantined records again next run (and creates whose answer "
+                      "was lost that could not be checked)")
+    sp.add_argument("integration")
+    sp.add_argument("flow", nargs="?", default=None)
+    sp.add_argument("side", nargs="?", choices=SIDES, default=None)
+    sp.add_argument("ids", nargs="*", help="record ids (default: every record of the flow)")
 
     sp = cmd("sandbox", "serve one vendor sandbox on 127.0.0.1 (a database sandbox: make "
                         "its file)", config=False)
@@ -297,7 +307,8 @@ async def cmd_sync(args, cfg: Config) -> int:
         for s in result.steps:
             print(f"{s.flow}: {s.status}" + (f" — {s.message}" if s.message else ""),
                   file=sys.stderr)
-        print(f"run {result.run_id}: {result.status}"
+        what = "plan" if result.run_id is None else f"run {result.run_id}"
+        print(f"{what}: {result.status}"
               + (f" — {result.message}" if result.message else ""), file=sys.stderr)
     return result.exit_code
 
@@ -360,11 +371,13 @@ async def cmd_status(args, cfg: Config) -> int:
                 print(f"    {s['flow']}: {s['status']}" + (f" [{counts}]" if counts else "")
                       + (f" — {s['message']}" if s["message"] else ""))
         print(f"  next run: {d['next_run']}")
+        for gate in d.get("gates", []):
+            print(f"  {'approved' if gate['approved'] else 'HELD'}: {gate['message']}")
         for j in d["jobs"]:
             print(f"  job {j['name']}: {j['flow']} at cron {j['cron']!r}")
         for title, key, cols in (
                 ("open record errors", "record_errors",
-                 ["flow", "side", "record", "count", "message"]),
+                 ["flow", "side", "record", "count", "quarantined", "message"]),
                 ("ambiguous matches awaiting review", "reviews",
                  ["flow", "side", "record", "reason"]),
                 ("held deletes (accord approve)", "held_deletes",
@@ -531,22 +544,41 @@ async def cmd_push(args, cfg: Config) -> int:
 
 
 async def cmd_approve(args, cfg: Config) -> int:
+    from daemon.store import gates as gates_lib
     _integration_spec(cfg, args.integration)
     if args.flow:
         _flow_name(cfg, args.integration, args.flow)
-    held = T["held_deletes"]
-    cond = [held.c.integration == args.integration, held.c.approved.is_(False)]
-    if args.flow:
-        cond.append(held.c.flow == args.flow)
     db = await _db(cfg)
     try:
         async with db.begin() as conn:
-            n = (await conn.execute(update(held).where(*cond).values(approved=True))).rowcount
+            open_ = [x for x in await gates_lib.open_gates(conn, args.integration)
+                     if not x["approved"]]
+            done = await gates_lib.approve(conn, args.integration, args.flow)
     finally:
         await db.dispose()
     where = f"{args.integration}" + (f" flow {args.flow}" if args.flow else "")
-    print(f"approved {n} held delete{'s' if n != 1 else ''} of {where}; "
-          f"the next run applies {'them' if n != 1 else 'it'}")
+    n = done["held_deletes"]
+    for x in open_:
+        print(f"approved: {x['message']}")
+    if n or not open_:
+        print(f"approved {n} held delete{'s' if n != 1 else ''} of {where}; "
+              f"the next run applies {'them' if n != 1 else 'it'}")
+    return EXIT_OK
+
+
+async def cmd_retry(args, cfg: Config) -> int:
+    _integration_spec(cfg, args.integration)
+    if args.flow:
+        _flow_name(cfg, args.integration, args.flow)
+    db = await _db(cfg)
+    try:
+        async with db.begin() as conn:
+            n = await queries.retry(conn, args.integration, args.flow, args.side,
+                                    args.ids or None)
+    finally:
+        await db.dispose()
+    print(f"{n} record{'s' if n != 1 else ''} of {args.integration} will be tried again "
+          f"next run")
     return EXIT_OK
 
 
@@ -625,6 +657,7 @@ COMMANDS = {
     "run": cmd_run, "sync": cmd_sync, "plan": cmd_plan, "status": cmd_status,
     "check": cmd_check, "history": cmd_history, "exclude": cmd_exclude,
     "include": cmd_include, "push": cmd_push, "approve": cmd_approve,
+    "retry": cmd_retry,
     "migrate": cmd_migrate, "sandbox": cmd_sandbox, "presets": cmd_presets,
 }
 

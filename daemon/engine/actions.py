@@ -66,6 +66,7 @@ class Create:
     pushed: bool = False
     waits_for: tuple[str, ...] = ()              # records this run creates first (a plan)
     refusals: tuple[Refusal, ...] = ()           # fields left out, reported on the source
+    revert: dict[str, Any] = field(default_factory=dict)   # the write-back it should need
 
 
 @dataclass(frozen=True)
@@ -190,6 +191,7 @@ class Recover:
     unresolvable: bool = False                   # nothing to look it up by: kept, reviewed
     found_fields: dict[str, Any] = field(default_factory=dict)
     target_base: dict[str, Any] = field(default_factory=dict)
+    revert: dict[str, Any] = field(default_factory=dict)
 
 
 Action = Union[Update, Link, Create, Recreate, Delete, Mark, Unlink, Tombstone, Hold, DropHold,
@@ -212,9 +214,11 @@ def tally(action: Action, counts: Counter) -> None:
             counts["conflicts"] += len(c)
             counts["ownership"] += len(v)
             counts["errors"] += len(r)
-        case Create(target=target, refusals=r):
+        case Create(target=target, refusals=r, revert=revert, source=source):
             counts[f"created_{target}"] += 1
             counts["errors"] += len(r)
+            if revert:
+                counts[f"updated_{source}"] += 1
         case Recreate():
             counts["ownership"] += 1
             counts["recreated"] += 1
@@ -238,9 +242,12 @@ def tally(action: Action, counts: Counter) -> None:
             counts["errors"] += 1
         case Skip(reason=reason):
             counts[reason] += 1
-        case Recover(found=found, candidates=cands, unresolvable=unresolvable):
+        case Recover(found=found, candidates=cands, unresolvable=unresolvable,
+                     revert=revert, source=source):
             if found is not None:
                 counts["recovered"] += 1
+                if revert:
+                    counts[f"updated_{source}"] += 1
             elif cands or unresolvable:
                 counts["review"] += 1
 

@@ -20,9 +20,9 @@ from daemon.engine.actions import (Action, Create, Delete, DropHold, Fail, Hold,
 from daemon.engine.chunk import UnitOfWork
 from daemon.engine.context import StepContext
 from daemon.engine.flow import mapped, value_hash
-from daemon.engine.merge import carry, same
+from daemon.engine.plan import owned_by
 from daemon.engine.rules import Side, other
-from daemon.engine.transforms import Context, FieldRefused
+from daemon.engine.transforms import Context
 from daemon.store.db import dumps, now
 
 ABORTS = (AuthError, UnavailableError)
@@ -304,7 +304,7 @@ class Applier:
         for path, value in a.fields.items():
             u.audit_write(a.target, rec.id, path, None, rec.fields.get(path, value),
                           f"create from {a.source} {a.source_id}")
-        revert = owned_values(c, a.target, rec.fields, a.source_values, self.tctx)
+        revert = owned_by(c.flow, a.target, rec.fields, a.source_values, self.tctx)
         # the link first: whatever happens to the write-back, the new record is linked;
         # its base already says "reverted", so a failed write-back is retried next run
         row = {"integration": c.integration, "flow": c.flow.name,
@@ -393,7 +393,7 @@ class Applier:
                            reason=a.reason or "nothing was created")
             return
         source_values = dict(a.source_base)
-        revert = owned_values(c, a.target, a.found_fields, source_values, self.tctx)
+        revert = owned_by(c.flow, a.target, a.found_fields, source_values, self.tctx)
         row = {"integration": c.integration, "flow": c.flow.name,
                f"{a.source}_id": a.source_id, f"{a.target}_id": a.found, "state": "ok",
                "updated_at": now(), "left_version": None, "right_version": None,
@@ -405,27 +405,6 @@ class Applier:
                                    row)
         c.counts["recovered"] += 1
         c.log.info("intent.resolved", side=a.target, record=a.found, source=a.source_id)
-
-
-def owned_values(ctx: StepContext, owner: Side, owner_values: dict, source_values: dict,
-                 tctx: Context) -> dict[str, Any]:
-    """After a create in ``owner``: one-way fields it owns whose value the source
-    contradicts, with ``revert`` ownership, are written back to the source (the owner's value
-    wins)."""
-    source = other(owner)
-    out: dict[str, Any] = {}
-    sides = {owner: owner_values, source: source_values}
-    tctx.records = dict(sides)
-    for fld in ctx.flow.fields_of(sides["left"], sides["right"]):
-        if fld.flows_from(source) or not fld.flows_from(owner) or fld.ownership != "revert":
-            continue
-        try:
-            want = carry(fld, owner, owner_values.get(fld.path(owner)), tctx)
-        except FieldRefused:
-            continue
-        if not same(want, source_values.get(fld.path(source))):
-            out[fld.path(source)] = want
-    return out
 
 
 def _both(first: RecordError, bad: list[str], again: RecordError) -> str:

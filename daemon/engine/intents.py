@@ -13,8 +13,10 @@ from connectors.base import Record
 from daemon.engine.actions import Recover
 from daemon.engine.context import StepContext
 from daemon.engine.merge import same
+from daemon.engine.plan import owned_by
+from daemon.engine.transforms import Context
 from daemon.engine.rules import other
-from daemon.engine.transforms import normalize
+from daemon.engine.transforms import normalize  # noqa: E402
 from daemon.store import queries as q
 
 
@@ -59,5 +61,7 @@ async def lookup(ctx: StepContext, intent: dict[str, Any]) -> Recover:
     target_base = {p: (rec.fields.get(p) if same(rec.fields.get(p), sent.get(p))
                        else sent.get(p)) for p in ctx.flow.base_paths[target]
                    if p in rec.fields or p in sent}
-    return Recover(source, sid, target, rec.id, source_base=keys.get("source_base", {}),
-                   found_fields=dict(rec.fields), target_base=target_base)
+    source_base = keys.get("source_base", {})
+    return Recover(source, sid, target, rec.id, source_base=source_base,
+                   found_fields=dict(rec.fields), target_base=target_base,
+                   revert=owned_by(ctx.flow, target, rec.fields, source_base, Context()))

@@ -18,9 +18,9 @@ from daemon.engine.actions import (Action, Create, Delete, DropHold, Fail, Hold,
                                    Park, Recreate, Review, Skip, Tombstone, Unchanged, Unlink,
                                    Update, Write)
 from daemon.engine.flow import Flow, create_default, holds, mapped
-from daemon.engine.merge import Decision, create_fields, merge
+from daemon.engine.merge import Decision, carry, create_fields, merge, same
 from daemon.engine.rules import Side, other
-from daemon.engine.transforms import Context
+from daemon.engine.transforms import Context, FieldRefused
 
 
 @dataclass(frozen=True)
@@ -244,6 +244,29 @@ def plan_create(flow: Flow, side: Side, rec: Mapping[str, Any], ctx: Context) ->
                         for k in rules.match if fields.get(getattr(k, target))],
               "source_base": mapped(flow.base_paths[side], data),
               "sent": fields}
+    # what a create usually stores is what it sent: the write-back it would then need
+    revert = owned_by(flow, target, fields, data, ctx)
     return Create(side, rec["record_id"], target, fields, dict(data), intent,
                   bool(rec.get("pushed")), tuple(sorted(ctx.pending)),
-                  tuple(x for x in refused if x not in refs))
+                  tuple(x for x in refused if x not in refs), revert)
+
+
+def owned_by(flow: Flow, owner: Side, owner_values: Mapping[str, Any],
+             source_values: Mapping[str, Any], ctx: Context) -> dict[str, Any]:
+    """After a create in ``owner``: one-way fields it owns whose value the source
+    contradicts, with ``revert`` ownership, are written back to the source (the owner's value
+    wins)."""
+    source = other(owner)
+    out: dict[str, Any] = {}
+    sides = {owner: owner_values, source: source_values}
+    ctx.records = dict(sides)
+    for fld in flow.fields_of(sides["left"], sides["right"]):
+        if fld.flows_from(source) or not fld.flows_from(owner) or fld.ownership != "revert":
+            continue
+        try:
+            want = carry(fld, owner, owner_values.get(fld.path(owner)), ctx)
+        except FieldRefused:
+            continue
+        if not same(want, source_values.get(fld.path(source))):
+            out[fld.path(source)] = want
+    return out
