@@ -237,6 +237,7 @@ class SqlConnector:
     async def clock(self) -> datetime | None:
         """The database's own time (see ``instance.py``); None when it cannot be reached."""
         try:
+            self._sqlite_file_missing()
             async with self._errors(None):
                 return await instance.database_now(self._engine(), self.zone)
         except ConnectorError:
@@ -245,6 +246,7 @@ class SqlConnector:
     async def identity(self) -> str | None:
         """Where the database is, plus what names it (see ``instance.py``); no credentials."""
         engine = self._engine()
+        self._sqlite_file_missing()
         parts = [instance.location(engine.url)]
         marker = self.settings.identity_marker
         async with self._errors(None):

@@ -435,3 +435,12 @@ async def test_unit_keyset_uses_the_server_timestamp_verbatim_and_guards_loops(u
     assert len(pages) == 1 and "did not advance" in str(info.value)
     assert len(urls) == 2 and "$filter" not in urls[0]
     assert "gt+2025-03-01T09:00:00.1234567Z" in urls[1].replace("%20", "+")
+
+
+async def test_unit_identity_without_a_tenant_singleton_is_a_hash_of_the_token(unit):
+    with mocked() as m:
+        m.get(re.compile(r"https://crm\.test/Tenant.*"), status=404,
+              payload={"error": {"code": "NotFound", "message": "No resource."}})
+        identity = await unit.identity()
+    assert identity.startswith("prospect_crm:token/") and len(identity) == 35
+    assert "pat-123" not in identity
