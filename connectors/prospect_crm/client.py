@@ -19,9 +19,21 @@ read later, and any number of records may share one timestamp. A server-capped p
 ``@odata.nextLink``) is continued the same way rather than by the link's ``$skip``. Deleted
 records (``StatusFlag 'D'``, Prospect's soft delete) come back as tombstones; ``get`` and
 ``find`` leave them out. Other multi-page reads (users, get, find) follow ``@odata.nextLink``.
+
+A property the answer does not carry is left out of ``Record.fields`` (unknown, not empty);
+a null one is None. ``MainAddress`` null means no address: every line None.
+``AccountManager.UserName`` is there only when the answer carries ``AccountManager``.
+
+``clock()``: the ``Date`` header of the latest answer (``HttpClient.server_time``).
+``identity()``: ``prospect_crm:tenant/<TenantId>`` from the ``Tenant`` singleton; where the
+service has none (404), ``prospect_crm:token/<first 16 hex of SHA-256 of the token>``: the
+token is the only handle on the workspace then, and a hash of it is no secret.
+Every POST is a create and is never repeated after a fault that may follow its arrival
+(``OutcomeUnknownError``); no read here is a POST.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, AsyncIterator, Sequence
@@ -29,13 +41,16 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from connectors.base import (AuthError, Capabilities, EntityInfo, NotFoundError, Record,
-                             RecordError, UnavailableError, flatten, unflatten)
+from connectors.base import (AuthError, Capabilities, ConnectorError, EntityInfo,
+                             NotFoundError, Record, RecordError, UnavailableError, flatten,
+                             unflatten)
 from connectors.http import HttpClient, SlidingWindowLimiter, default_error_parser
 from connectors.prospect_crm.odata import format_datetime, literal, parse_datetime, query_string
 
 MODIFIED = "LastUpdatedTimestamp"
 MANAGER_FIELD = "AccountManager.UserName"
+ADDRESS_LINES = ("AddressLine1", "AddressLine2", "AddressLine3", "AddressLine4",
+                 "AddressLine5", "Postcode", "Country")
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,23 @@ class ProspectCrmConnector:
                             "Integrations > Custom API Integration > My Tokens",
                             status=exc.status) from None
 
+    async def clock(self) -> datetime | None:
+        if self.http.server_time() is None:
+            try:                                # the cheapest request; any answer has a Date
+                await self._request("GET", "/Companies", {"$top": 1, "$select": "CompanyId"})
+            except ConnectorError:
+                pass
+        return self.http.server_time()
+
+    async def identity(self) -> str | None:
+        try:
+            body = await self._request("GET", "/Tenant")
+        except NotFoundError:
+            token = self.settings.token.get_secret_value().encode()
+            return f"prospect_crm:token/{hashlib.sha256(token).hexdigest()[:16]}"
+        tenant = body.get("TenantId") if isinstance(body, dict) else None
+        return f"prospect_crm:tenant/{tenant}" if tenant else None
+
     # --- reading -----------------------------------------------------------------------------
     async def changes(self, entity: str, since: datetime | None) -> AsyncIterator[list[Record]]:
         es = self._set(entity)
@@ -185,7 +217,8 @@ class ProspectCrmConnector:
         created = await self._request("POST", f"/{es.name}", {"$expand": es.expand}, body)
         return self._record(es, created)
 
-    async def update(self, entity: str, id: str, fields: dict[str, Any]) -> Record:
+    async def update(self, entity: str, id: str, fields: dict[str, Any],
+                     version: str | None = None) -> Record:
         es = self._set(entity)
         key = self._key(es, id)
         body = await self._payload(es, fields)
@@ -291,14 +324,19 @@ class ProspectCrmConnector:
 
     def _record(self, es: _Set, row: dict[str, Any]) -> Record:
         row = {k: v for k, v in row.items() if not k.startswith("@odata.")}
+        has_manager = "AccountManager" in row
         manager = row.pop("AccountManager", None)
+        if "MainAddress" in row and row["MainAddress"] is None:
+            row["MainAddress"] = dict.fromkeys(ADDRESS_LINES)
         fields = flatten(row)
         for ref in es.refs:
             if fields.get(ref) is not None:
                 fields[ref] = str(fields[ref])
-        if es.expand:
-            fields[MANAGER_FIELD] = manager.get("UserName") if isinstance(manager, dict) \
-                else None
+        if es.expand and has_manager:
+            if manager is None:                 # no account manager
+                fields[MANAGER_FIELD] = None
+            elif isinstance(manager, dict) and "UserName" in manager:
+                fields[MANAGER_FIELD] = manager["UserName"]
         modified = row.get(MODIFIED)
         return Record(id=str(row[es.key]), fields=fields,
                       modified=parse_datetime(modified) if modified else None,

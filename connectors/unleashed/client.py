@@ -17,6 +17,19 @@ Entities and the field paths they expose (vendor names, flattened):
 ``changes("customers")`` pages by keyset: ``orderBy=LastModifiedOn`` with ``modifiedSince``
 moved to the last time seen, dropping the (id, time) pairs already yielded at that boundary,
 so a customer edited while the pages are read moves to the end and is still read.
+
+A property the answer does not carry is left out of ``Record.fields`` (unknown, not empty):
+``SalesPerson.*`` only when the answer has ``SalesPerson`` (null: both None), ``Address.*``
+only when it has ``Addresses`` (an empty list: no address, every line None). A contact update
+sends only the properties known, so one left out of a read is never blanked.
+
+Writes are upserts keyed by a Guid this client chooses (``POST /Customers/{guid}``, a contact
+POST with its ``Guid``; the sandbox documents both), so sending one again after a timeout or a
+5xx cannot make a second record: they go with ``idempotent=True`` and are retried like reads.
+
+``clock()``: the ``Date`` header of the latest answer (``HttpClient.server_time``).
+``identity()``: ``unleashed:company/<Guid>`` of the default company in ``GET /Companies``
+(the one with ``IsDefault``, else the first); never the API id or key.
 """
 from __future__ import annotations
 
@@ -28,8 +41,8 @@ from typing import Any, AsyncIterator, Sequence
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from yarl import URL
 
-from connectors.base import (Capabilities, EntityInfo, NotFoundError, Record, RecordError,
-                             flatten, unflatten, utc)
+from connectors.base import (Capabilities, ConnectorError, EntityInfo, NotFoundError, Record,
+                             RecordError, flatten, unflatten, utc)
 from connectors.http import HttpClient, default_error_parser
 from connectors.unleashed.wire import decode_date, format_since, sign, to_ms
 
@@ -101,11 +114,12 @@ class UnleashedConnector:
         headers["api-auth-signature"] = sign(self.settings.api_key.get_secret_value(), query)
 
     async def _call(self, method: str, path: str, params: dict | None = None,
-                    body: Any = None) -> Any:
+                    body: Any = None, *, idempotent: bool | None = None) -> Any:
         # Encoded here, once, in yarl's canonical form (which aiohttp leaves as it is), so the
         # signed bytes are the bytes sent.
         query = URL("/").with_query(params).raw_query_string if params else None
-        response = await self.http.request(method, path, query=query, json=body)
+        response = await self.http.request(method, path, query=query, json=body,
+                                           idempotent=idempotent)
         return response.body
 
     async def start(self) -> None:
@@ -117,6 +131,21 @@ class UnleashedConnector:
 
     async def check(self) -> None:
         await self._call("GET", "/Customers/1", {"pageSize": 1})
+
+    async def clock(self) -> datetime | None:
+        if self.http.server_time() is None:
+            try:                                # the cheapest request; any answer has a Date
+                await self.check()
+            except ConnectorError:
+                pass
+        return self.http.server_time()
+
+    async def identity(self) -> str | None:
+        body = await self._call("GET", "/Companies")
+        items = [i for i in (body or {}).get("Items") or [] if isinstance(i, dict)]
+        default = next((i for i in items if i.get("IsDefault")), items[0] if items else None)
+        guid = default.get("Guid") if default else None
+        return f"unleashed:company/{str(guid).lower()}" if guid else None
 
     def _entity(self, entity: str) -> str:
         if entity not in self.capabilities.entities:
@@ -135,19 +164,27 @@ class UnleashedConnector:
         plain = {k: v for k, v in raw.items()
                  if k not in _READ_ONLY and k not in ("SalesPerson", "Addresses")}
         fields = {k: v for k, v in flatten(plain).items() if not isinstance(v, list)}
-        sp = raw.get("SalesPerson") or {}
-        fields["SalesPerson.FullName"] = sp.get("FullName")
-        fields["SalesPerson.Guid"] = sp.get("Guid")
-        address = self._default_address(raw.get("Addresses")) or {}
-        for key in ADDRESS_FIELDS:
-            fields[f"Address.{key}"] = address.get(key)
+        if "SalesPerson" in raw:
+            sp = raw["SalesPerson"]
+            for key in ("FullName", "Guid"):
+                if not isinstance(sp, dict):        # null: no sales person
+                    fields[f"SalesPerson.{key}"] = None
+                elif key in sp:
+                    fields[f"SalesPerson.{key}"] = sp[key]
+        if "Addresses" in raw:
+            address = self._default_address(raw["Addresses"])
+            for key in ADDRESS_FIELDS:
+                if address is None:                 # no address at all
+                    fields[f"Address.{key}"] = None
+                elif key in address:
+                    fields[f"Address.{key}"] = address[key]
         modified = decode_date(raw.get("LastModifiedOn"))
         return Record(id=str(raw["Guid"]).lower(), fields=fields, modified=modified,
                       version=str(to_ms(modified)) if modified else None)
 
     def _contact_record(self, raw: dict, customer: str) -> Record:
         self._remember(str(raw["Guid"]).lower(), customer)
-        fields = {k: raw.get(k) for k in CONTACT_FIELDS}
+        fields = {k: raw[k] for k in CONTACT_FIELDS if k in raw}
         fields["CustomerGuid"] = customer
         modified = decode_date(raw.get("LastModifiedOn"))
         return Record(id=str(raw["Guid"]).lower(), fields=fields, modified=modified,
@@ -322,7 +359,7 @@ class UnleashedConnector:
         raise RecordError(f"unleashed: no active sales person named {full_name!r}",
                           fields=("SalesPerson.FullName",))
 
-    async def _apply(self, raw: dict, fields: dict[str, Any]) -> dict:
+    async def _apply(self, raw: dict, fields: dict[str, Any], *, existing: bool = False) -> dict:
         body = {k: v for k, v in raw.items() if k not in ("LastModifiedOn", "CreatedOn")}
         nested: dict[str, Any] = {}
         for path, value in fields.items():
@@ -334,6 +371,12 @@ class UnleashedConnector:
                 if "SalesPerson.FullName" not in fields:
                     body["SalesPerson"] = {"Guid": value} if value else None
             elif path.startswith("Address."):
+                if existing and "Addresses" not in raw:
+                    # an existing customer read without its addresses: writing one default
+                    # address would replace the ones we were not shown
+                    raise RecordError("unleashed: the customer was read without its "
+                                      "Addresses; its address is not written",
+                                      fields=[f for f in fields if f.startswith("Address.")])
                 addresses = [dict(a) for a in body.get("Addresses") or []]
                 default = self._default_address(addresses)
                 if default is None:
@@ -360,9 +403,11 @@ class UnleashedConnector:
             # hex digits; stable for this Guid, so a retried create sends the same code.
             stem = "".join(ch for ch in str(body.get("CustomerName") or "") if ch.isalnum())
             body["CustomerCode"] = f"{(stem[:8] or 'CUST').upper()}-{guid[:6].upper()}"
-        return self._customer_record(await self._call("POST", f"/Customers/{guid}", body=body))
+        return self._customer_record(await self._call("POST", f"/Customers/{guid}", body=body,
+                                                      idempotent=True))
 
-    async def update(self, entity: str, id: str, fields: dict[str, Any]) -> Record:
+    async def update(self, entity: str, id: str, fields: dict[str, Any],
+                     version: str | None = None) -> Record:
         if self._entity(entity) == "contacts":
             return await self._update_contact(id, fields)
         try:
@@ -370,8 +415,9 @@ class UnleashedConnector:
         except ValueError:
             raise NotFoundError(f"unleashed: not found: customer {id}") from None
         raw = await self._call("GET", f"/Customers/{id}")
-        body = await self._apply(raw, fields)
-        return self._customer_record(await self._call("POST", f"/Customers/{id}", body=body))
+        body = await self._apply(raw, fields, existing=True)
+        return self._customer_record(await self._call("POST", f"/Customers/{id}", body=body,
+                                                      idempotent=True))
 
     async def delete(self, entity: str, id: str) -> None:
         if self._entity(entity) == "customers":
@@ -388,7 +434,8 @@ class UnleashedConnector:
         body = {"Guid": str(uuid.uuid4()),
                 **{k: v for k, v in fields.items() if k in CONTACT_FIELDS}}
         try:
-            raw = await self._call("POST", f"/Customers/{customer}/Contacts", body=body)
+            raw = await self._call("POST", f"/Customers/{customer}/Contacts", body=body,
+                                   idempotent=True)
         except NotFoundError as exc:
             raise RecordError(f"unleashed: customer {customer} not found ({exc.message})",
                               status=exc.status, fields=("CustomerGuid",)) from None
@@ -412,7 +459,8 @@ class UnleashedConnector:
         if current is None:
             self._contact_owner.pop(str(id).lower(), None)
             raise NotFoundError(f"unleashed: not found: contact {id}")
-        body = {"Guid": current.id, **{k: current.fields.get(k) for k in CONTACT_FIELDS},
+        body = {"Guid": current.id,
+                **{k: current.fields[k] for k in CONTACT_FIELDS if k in current.fields},
                 **{k: v for k, v in fields.items() if k in CONTACT_FIELDS}}
         raw = await self._call("PUT", f"/Customers/{customer}/Contacts/{current.id}",
                                body=body)
