@@ -205,9 +205,13 @@ class TrytonConnector:
         return f"/{self.settings.database}/rpc/"
 
     async def _post(self, method: str, params: list, path: str | None = None) -> Any:
-        """One JSON-RPC call; application errors are RecordError with Tryton's message."""
+        """One JSON-RPC call; application errors are RecordError with Tryton's message.
+        JSON-RPC sends reads as POSTs too: those are retried on a transient fault; a write
+        (create, write, delete) whose answer is lost is never sent again."""
+        writes = method.rsplit(".", 1)[-1] in {"create", "write", "delete"}
         response = await self.http.request("POST", path or self._path, json={
-            "id": next(self._ids), "method": method, "params": encode(params)})
+            "id": next(self._ids), "method": method, "params": encode(params)},
+            idempotent=not writes)
         self._server_date = _http_date(response.headers.get("Date")) or self._server_date
         body = response.body
         if not isinstance(body, dict):
