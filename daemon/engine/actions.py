@@ -36,6 +36,7 @@ class Update:
     current: dict[Side, dict[str, Any]]          # each side's values (staged, or the base)
     state: str
     seen: tuple[tuple[Side, str], ...]           # the staged records it settles
+    versions: dict[Side, str | None]             # as read (or as last written)
     conflicts: tuple[Conflict, ...] = ()
     violations: tuple[Violation, ...] = ()
     refusals: tuple[Refusal, ...] = ()
@@ -67,6 +68,7 @@ class Create:
     waits_for: tuple[str, ...] = ()              # records this run creates first (a plan)
     refusals: tuple[Refusal, ...] = ()           # fields left out, reported on the source
     revert: dict[str, Any] = field(default_factory=dict)   # the write-back it should need
+    source_version: str | None = None
 
 
 @dataclass(frozen=True)

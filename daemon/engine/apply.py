@@ -94,8 +94,7 @@ class Applier:
             self._fail(action, hashes, f"changed since it was read, decided again next run: "
                                        f"{exc.message}")
         except OutcomeUnknownError as exc:
-            self._fail(action, hashes, f"the answer to a write was lost ({exc.message}); "
-                                       f"it is checked, not repeated, next run")
+            self._fail(action, hashes, f"{exc.message}; looked up next run, not repeated")
         except NotFoundError as exc:
             self._fail(action, hashes, f"record gone during the write: {exc.message}")
         except RecordError as exc:
@@ -251,7 +250,9 @@ class Applier:
 
     async def _update(self, a: Update) -> None:
         self._report(a)
-        row: dict[str, Any] = {"id": a.link_id, "state": a.state, "updated_at": now()}
+        row: dict[str, Any] = {"id": a.link_id, "state": a.state, "updated_at": now(),
+                               "left_version": a.versions["left"],
+                               "right_version": a.versions["right"]}
         stored = dict(a.current)
         for w in a.writes:
             rec, written = await self.write(w)
@@ -310,7 +311,7 @@ class Applier:
         row = {"integration": c.integration, "flow": c.flow.name,
                f"{a.source}_id": a.source_id, f"{a.target}_id": rec.id, "state": "ok",
                "updated_at": now(), f"{a.target}_version": rec.version,
-               f"{a.source}_version": None,
+               f"{a.source}_version": a.source_version,
                **base_row(c, a.source, {**a.source_values, **revert}),
                **base_row(c, a.target, rec.fields)}
         u.inserts.append(row)

@@ -104,7 +104,7 @@ def plan_merge(flow: Flow, link: Mapping[str, Any], recs: Mapping[Side, dict | N
                 or link.get(f"{s}_version") for s in ("left", "right")}
     return Update(link["id"], ids, _writes(d, ids, cur, versions), cur, state,
                   tuple((s, r["record_id"]) for s, r in recs.items() if r is not None),
-                  tuple(d.conflicts), tuple(d.violations), tuple(d.refusals))
+                  versions, tuple(d.conflicts), tuple(d.violations), tuple(d.refusals))
 
 
 def _writes(d: Decision, ids: Mapping[Side, str], cur: Mapping[Side, dict],
@@ -248,7 +248,7 @@ def plan_create(flow: Flow, side: Side, rec: Mapping[str, Any], ctx: Context) ->
     revert = owned_by(flow, target, fields, data, ctx)
     return Create(side, rec["record_id"], target, fields, dict(data), intent,
                   bool(rec.get("pushed")), tuple(sorted(ctx.pending)),
-                  tuple(x for x in refused if x not in refs), revert)
+                  tuple(x for x in refused if x not in refs), revert, rec.get("version"))
 
 
 def owned_by(flow: Flow, owner: Side, owner_values: Mapping[str, Any],

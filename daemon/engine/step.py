@@ -21,7 +21,7 @@ from connectors.base import AuthError, Connector, UnavailableError
 from daemon.engine import intents, match
 from daemon.engine.actions import (Action, Create, Delete, Link, Mark, Recover, Skip, describe,
                                    tally)
-from daemon.engine.apply import Applier
+from daemon.engine.apply import Applier, base_row
 from daemon.engine.chunk import UnitOfWork
 from daemon.engine.context import Reading, StepContext, StepOptions
 from daemon.engine.flow import Flow, value_hash
@@ -88,6 +88,8 @@ class _Step:
         self.claimed: dict[Side, set[str]] = {"left": set(), "right": set()}
         self.blocked: dict[Side, set[str]] = {"left": set(), "right": set()}
         self.staging = Staging(ctx)
+        # a plan: links the run would have made before reading (creates found again)
+        self.virtual: list[dict] = []
 
     async def run(self) -> None:
         c = self.ctx
@@ -163,6 +165,18 @@ class _Step:
             for a, _ in actions:
                 if isinstance(a, Recover) and a.unresolvable:
                     self.blocked[a.source].add(a.source_id)
+                elif isinstance(a, Recover) and a.found and self.dry:
+                    self.virtual.append(self._virtual_link(a))
+
+    def _virtual_link(self, a: Recover) -> dict:
+        """The link a found create makes, as the run would store it (a plan only)."""
+        c = self.ctx
+        return {"id": -len(self.virtual) - 1, "revert": (a.source, a.revert),
+                f"{a.source}_id": a.source_id,
+                f"{a.target}_id": a.found, "state": "ok", "left_version": None,
+                "right_version": None,
+                **base_row(c, a.source, {**a.source_base, **a.revert}),
+                **base_row(c, a.target, a.target_base)}
 
     async def _approved(self) -> None:
         c = self.ctx
@@ -234,8 +248,35 @@ class _Step:
         return {s: (unit[s] if unit[s] is not None and not unit[s]["excluded"] else None)
                 for s in ("left", "right")}
 
+    async def _virtual_pairs(self) -> None:
+        """A plan: the pairs a found create links are planned as the run plans them."""
+        c = self.ctx
+        uow = UnitOfWork(c)
+        async with c.db.begin() as conn:
+            found = {s: await q.staged_records(conn, c.run_id, c.flow.name, s,
+                                               [v[f"{s}_id"] for v in self.virtual])
+                     for s in ("left", "right")}
+        tctx = Context(planned=c.options.planned)
+        actions: list[tuple[Action, dict]] = []
+        for link in self.virtual:
+            recs = {s: found[s].get(link[f"{s}_id"]) for s in ("left", "right")}
+            recs = {s: (r if r is not None and not r["excluded"] else None)
+                    for s, r in recs.items()}
+            source, revert = link["revert"]
+            if revert and recs[source] is not None:     # read after the run's write-back
+                data = {**recs[source]["data"], **revert}
+                recs[source] = {**recs[source], "data": data,
+                                "hash": value_hash(c.flow.base_paths[source], data)}
+            for s in ("left", "right"):
+                uow.handled[s].append(link[f"{s}_id"])
+            actions += [(a, {}) for a in plan_pair(c.flow, link, recs, tctx, self.sit)]
+        self.virtual = []
+        await self._do(actions, tctx, uow)
+
     async def _linked(self, side: Side) -> None:
         c = self.ctx
+        if self.virtual:
+            await self._virtual_pairs()
         after = 0
         while True:
             async with c.db.begin() as conn:

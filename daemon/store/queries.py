@@ -158,6 +158,17 @@ def _staged_row(row) -> dict:
     return out
 
 
+async def staged_records(conn: AsyncConnection, run_id: int, flow: str, side: str,
+                         ids: Sequence[str]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for part in _chunks(list(ids)):
+        rows = await conn.execute(select(staged).where(
+            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
+            staged.c.record_id.in_(part)))
+        out.update({r["record_id"]: _staged_row(r) for r in rows.mappings()})
+    return out
+
+
 async def staged_linked_chunk(conn: AsyncConnection, run_id: int, integration: str, flow: str,
                               side: str, after_seq: int, limit: int,
                               deleted_only: bool = False) -> list[dict]:

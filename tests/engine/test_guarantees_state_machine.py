@@ -236,7 +236,10 @@ class Guarantees(RuleBasedStateMachine):
         assert plan.run_id is None and plan.status == result.status, (plan, result)
         assert [s.flow for s in plan.steps] == [s.flow for s in result.steps]
         for p, r in zip(plan.steps, result.steps):
-            assert p.actions == r.actions, f"plan {p.actions} != run {r.actions}"
+            # the same actions (a pair found again by a lost create's look-up is planned
+            # after the others: the order of independent actions may differ)
+            assert sorted(map(repr, p.actions)) == sorted(map(repr, r.actions)), \
+                f"plan {p.actions} != run {r.actions}"
             assert +p.counts == +r.counts, f"plan {dict(p.counts)} != run {dict(r.counts)}"
 
     def _runs(self) -> int:
