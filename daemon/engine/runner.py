@@ -1,6 +1,14 @@
-"""One run of one integration: check both systems, then each flow in dependency order."""
+"""One run of one integration: check both systems, then each flow in dependency order.
+
+Every run that got its row ends with a final status in that row and a ``run.end`` line:
+``ok``, ``errors``, ``failed``, ``stopped`` (``stop()`` said so at a chunk boundary, or the
+task was cancelled) or ``crashed`` (an unexpected exception, its traceback logged once as
+``run.crashed``). ``stop`` is asked after every staged page and committed chunk (the points
+where the step reports progress) and between flows: stopping there loses nothing.
+"""
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -16,6 +24,7 @@ from daemon.engine.flow import Flow, compile_flow, holds
 from daemon.engine.rules import FlowRules, Side
 from daemon.engine.step import FlowStep, StepAborted, StepOptions, StepResult
 from daemon.store.db import now
+from daemon.store.run_status import end_run
 from daemon.store.tables import T
 
 log = structlog.get_logger("accord.run")
@@ -78,7 +87,7 @@ class RunOptions:
 @dataclass
 class RunResult:
     run_id: int
-    status: str                     # ok | errors | failed
+    status: str                     # ok | errors | failed | stopped | crashed
     message: str = ""
     steps: list[StepResult] = field(default_factory=list)
     more: bool = False
@@ -88,8 +97,18 @@ class RunResult:
         return {"ok": 0, "errors": 1}.get(self.status, 2)
 
 
+class RunStopped(Exception):
+    """``stop()`` said so: the run ends at this chunk boundary, ``stopped``."""
+
+
+STOPPED = "stopped by the daemon's shutdown; the next run goes on from there"
+CANCELLED = ("cancelled by the daemon's shutdown after its grace period; the chunk under way "
+             "is done again by the next run")
+
+
 async def run(db: AsyncEngine, integ: Integration, options: RunOptions | None = None,
-              progress: Callable[[str, Counter], None] | None = None) -> RunResult:
+              progress: Callable[[str, Counter], None] | None = None, *,
+              stop: Callable[[], bool] | None = None) -> RunResult:
     opt = options or RunOptions()
     runs = T["runs"]
     async with db.begin() as conn:
@@ -100,39 +119,72 @@ async def run(db: AsyncEngine, integ: Integration, options: RunOptions | None = 
     started = time.monotonic()
     rlog.info("run.start", trigger=opt.trigger, dry_run=opt.dry_run)
     result = RunResult(run_id, "ok")
+
+    def tick(flow: str, counts: Counter) -> None:
+        if progress is not None:
+            progress(flow, counts)
+        if stop is not None and stop():
+            raise RunStopped()
+    try:
+        await _flows(db, integ, opt, result, tick, rlog, stop)
+    except RunStopped:
+        result.status, result.message = "stopped", STOPPED
+    except asyncio.CancelledError:
+        result.status, result.message = "stopped", CANCELLED
+        await _end(db, result, rlog, started)
+        raise
+    except Exception as exc:            # a bug, or the state database: logged once, here
+        rlog.error("run.crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+        result.status, result.message = "crashed", f"crashed: {type(exc).__name__}: {exc}"
+    await _end(db, result, rlog, started)
+    return result
+
+
+async def _flows(db, integ: Integration, opt: RunOptions, result: RunResult, tick, rlog,
+                 stop: Callable[[], bool] | None) -> None:
     try:
         reference = await _check(integ)
     except StepAborted as exc:
         result.status, result.message = "failed", str(exc)
-    else:
-        failed: set[str] = set()
-        stopped: str | None = None
-        for flow in integ.flows:
-            if opt.flows is not None and flow.name not in opt.flows:
-                continue
-            step = await _step(db, integ, flow, run_id, opt, reference, failed, progress, rlog,
-                               stopped)
-            result.steps.append(step)
-            result.more = result.more or step.more
-            if step.status == "failed":
-                failed.add(flow.name)
-                result.status = "failed"
-                result.message = result.message or step.message
-                stopped = stopped or f"skipped: the run stopped at {flow.name}"
-            elif step.status == "errors" and result.status == "ok":
-                result.status = "errors"
-            elif step.status == "skipped" and result.status == "ok":
-                result.status = "errors"
-    async with db.begin() as conn:
-        await conn.execute(update(runs).where(runs.c.id == run_id).values(
-            status=result.status, message=result.message[:2000], finished_at=now()))
+        return
+    failed: set[str] = set()
+    stopped: str | None = None
+    for flow in integ.flows:
+        if opt.flows is not None and flow.name not in opt.flows:
+            continue
+        if stop is not None and stop():
+            raise RunStopped()
+        step = await _step(db, integ, flow, result.run_id, opt, reference, failed, tick, rlog,
+                           stopped)
+        result.steps.append(step)
+        result.more = result.more or step.more
+        if step.status == "failed":
+            failed.add(flow.name)
+            result.status = "failed"
+            result.message = result.message or step.message
+            stopped = stopped or f"skipped: the run stopped at {flow.name}"
+        elif step.status == "errors" and result.status == "ok":
+            result.status = "errors"
+        elif step.status == "skipped" and result.status == "ok":
+            result.status = "errors"
+
+
+async def _end(db, result: RunResult, rlog, started: float) -> None:
+    """The final status in the run's row (best effort: the state database may be what
+    failed; a row left ``running`` is closed as ``interrupted`` at the next start), then the
+    ``run.end`` line."""
+    try:
+        await end_run(db, result.run_id, result.status, result.message)
+    except Exception as exc:
+        rlog.warning("run.unrecorded", status=result.status,
+                     error=f"{type(exc).__name__}: {exc}")
     total = Counter()
     for s in result.steps:
         total.update(s.counts)
-    event = rlog.error if result.status == "failed" else rlog.info
+    event = rlog.error if result.status in ("failed", "crashed") else (
+        rlog.warning if result.status == "stopped" else rlog.info)
     event("run.end", status=result.status, message=result.message or None,
           seconds=round(time.monotonic() - started, 3), **dict(total))
-    return result
 
 
 async def _check(integ: Integration) -> dict[Side, dict[str, Any]]:
