@@ -110,12 +110,14 @@ class Service:
     def __init__(self, config_path: str | Path, *,
                  scheduler_factory: Callable[[], AsyncIOScheduler] | None = None,
                  grace: float = 30.0, sandboxes: bool = True, activity: bool = True,
-                 configure_logging: bool = True) -> None:
+                 configure_logging: bool = True, log_format: str | None = None,
+                 verbose: bool = False) -> None:
         self.config_path = str(config_path)
         self.scheduler_factory = scheduler_factory or AsyncIOScheduler
         self.grace = grace
         self.sandboxes, self.activity = sandboxes, activity
         self.configure_logging = configure_logging
+        self.log_format, self.verbose = log_format, verbose    # `accord run --console -v`
         self.cfg: Config | None = None
         self.app: App | None = None
         self.scheduler: AsyncIOScheduler | None = None
@@ -176,7 +178,8 @@ class Service:
 
     def _configure_logging(self, cfg: Config) -> None:
         if self.configure_logging:
-            accord_logging.configure(cfg.daemon.log_format, cfg.daemon.log_level)
+            accord_logging.configure(self.log_format or cfg.daemon.log_format,
+                                     cfg.daemon.log_level, verbose=self.verbose)
 
     def _install_jobs(self, plan: list[dict[str, Any]]) -> None:
         assert self.scheduler is not None
