@@ -12,8 +12,8 @@ logged, for machines (journald, ``jq``).
 Console (``log_format = "console"``, ``auto`` on a terminal, ``accord run --console``):
 ``ConsoleRenderer``, one short line per event for a person reading along -- the local time,
 the level when it is a warning or an error, the event, ``integration/flow``, then the other
-keys in the order they were logged, ``None`` left out, each value cut at 60 characters and the
-line at 160; a traceback under its line. The chatter of a run (``run.start``, ``step.start``
+keys in the order they were logged, ``None`` and a summary's zero counts left out, each value
+cut at 60 characters and the line at 160; a traceback under its line. The chatter of a run (``run.start``, ``step.start``
 and the record lines that are not an error, a conflict or a refusal: ``record.created``,
 ``link.matched`` ...) is left out unless ``verbose``: what remains is a line per step and per
 run with its counts and duration, and every line that needs a person.
@@ -167,9 +167,11 @@ class ConsoleRenderer:
         head = "/".join(str(event_dict.pop(k)) for k in _HEAD if event_dict.get(k) is not None)
         if head:
             parts.append(head)
-        seconds = event_dict.pop("seconds", None) if event.endswith(".end") else None
+        seconds_key = event.endswith(".end")    # a summary: its zero counts say nothing
+        seconds = event_dict.pop("seconds", None) if seconds_key else None
         for key, value in event_dict.items():
-            if value is None or key in _HEAD:
+            if value is None or key in _HEAD or (seconds_key and value == 0
+                                                 and type(value) is int):
                 continue
             if key == "status" and event.endswith(".end"):
                 parts.append(str(value))
