@@ -489,3 +489,50 @@ async def test_a_state_database_that_was_read_only_is_used_again_once_it_is_writ
         _immutable(state, False)
         if svc is not None:
             await svc.stop()
+
+
+@pytest.mark.postgres
+async def test_on_a_shared_postgresql_only_runs_whose_lease_it_takes_are_closed(tmp_path,
+                                                                              sandboxes, logs):
+    """Another daemon holds ``ul``: its running run is left alone, until the lease is ours."""
+    from sqlalchemy import insert, select
+    from daemon.lease import PostgresLease
+    from daemon.store.db import create_schema, make_engine, now
+    from daemon.store.tables import T
+    from tests.dbs import PG_URL, create_pg_database, drop_pg_database
+    if PG_URL is None:
+        pytest.skip("ACCORD_TEST_POSTGRES_URL is not set (a PostgreSQL to make test "
+                    "databases in, e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    ul, crm = sandboxes
+    url = await create_pg_database()
+    other = PostgresLease(url, holder="other-host:1")
+    db = make_engine(url)
+    svc = None
+    try:
+        await create_schema(db)
+        async with db.begin() as conn:
+            run_id = (await conn.execute(insert(T["runs"]).values(
+                integration=INTEG, trigger="schedule", status="running", started_at=now()))
+            ).inserted_primary_key[0]
+
+        async def status() -> str:
+            async with db.connect() as conn:
+                return (await conn.execute(select(T["runs"].c.status).where(
+                    T["runs"].c.id == run_id))).scalar_one()
+        assert await other.acquire(INTEG)           # the other daemon, alive, running it
+        text = config_text(tmp_path, ul_url=ul.url, crm_url=crm.url).replace(
+            f"sqlite:///{tmp_path / 'state.db'}", url)
+        (tmp_path / "pg.toml").write_text(text)
+        svc = await started(str(tmp_path / "pg.toml"))
+        assert await svc.run_job("sync:ul") is None             # lease held: skipped
+        assert await status() == "running"                      # not ours to close
+        await other.close()                                     # it died
+        assert (await svc.run_job("sync:ul")).status == "ok"
+        assert await status() == "interrupted"
+        assert [e["run"] for e in logs if e["event"] == "run.interrupted"] == [run_id]
+    finally:
+        if svc is not None:
+            await svc.stop()
+        await other.close()
+        await db.dispose()
+        await drop_pg_database(url)
