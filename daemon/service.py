@@ -224,7 +224,15 @@ class Service:
     async def _scheduled(self, name: str, trigger: str, *, flows: list[str] | None = None,
                          full: bool = False, enforce: dict | None = None) -> RunResult | None:
         opts = RunOptions(trigger=trigger, flows=flows, full=full, enforce=enforce or {})
-        return await self.trigger(name, opts)
+        try:
+            return await self.trigger(name, opts)
+        except asyncio.CancelledError:
+            # cancelled by stop() after the grace: the run wrote ``stopped`` and its run.end;
+            # the scheduler's executor would log the cancellation as a job error with its
+            # traceback. This coroutine is the top of its task: nothing above it waits.
+            if self._stopping:
+                return None
+            raise
 
     async def trigger(self, name: str, options: RunOptions | None = None) -> RunResult | None:
         """Run one integration now, unless a run of it is under way (then None, logged)."""

@@ -312,7 +312,9 @@ async def test_stop_during_a_scheduled_run_ends_it_at_a_chunk_boundary_within_th
 
 
 async def test_stop_after_the_grace_cancels_and_still_writes_stopped_and_run_end(
-        tmp_path, sandboxes, logs):
+        tmp_path, sandboxes, logs, caplog):
+    import logging
+    caplog.set_level(logging.INFO, logger="apscheduler")
     ul, crm = sandboxes
     svc = await started(write_config(tmp_path, ul_url=ul.url, crm_url=crm.url), grace=0.05)
     ul.faults.latency = 1.5                     # no chunk boundary comes within the grace
@@ -323,6 +325,8 @@ async def test_stop_after_the_grace_cancels_and_still_writes_stopped_and_run_end
     assert [e["status"] for e in logs if e["event"] == "run.end"] == ["stopped"]
     assert [e for e in logs if e["event"] == "run.cancelled"][0]["integrations"] == [INTEG]
     assert [r["status"] for r in await rows(tmp_path, "runs")] == ["stopped"]
+    # no "Job raised an exception" with a CancelledError traceback from the scheduler
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_runs_a_dead_process_left_running_are_closed_as_interrupted_at_start(
