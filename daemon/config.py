@@ -94,9 +94,12 @@ class Schedule(Strict):
 
     @model_validator(mode="after")
     def _jitter_below_every(self) -> "Schedule":
-        if self.cron is None and seconds(self.jitter) >= seconds(self.every or "15m"):
-            raise ValueError(f"jitter {self.jitter!r} must be shorter than every "
-                             f"{self.every or '15m'!r}")
+        if self.cron is None and seconds(self.jitter) >= self.interval():
+            if "jitter" not in self.model_fields_set:   # the default 30s, for a short every
+                self.jitter = "0s"
+            else:
+                raise ValueError(f"jitter {self.jitter!r} must be shorter than every "
+                                 f"{self.every or '15m'!r}")
         return self
 
     def interval(self) -> float:

@@ -156,6 +156,7 @@ def test_a_good_schedule_and_cron_load():
     from daemon.config import Schedule
     assert Schedule(every="10s", jitter="0s").interval() == 10
     assert Schedule(cron="*/5 * * * *", jitter="1h").cron == "*/5 * * * *"
+    assert Schedule(every="20s").jitter == "0s"         # the default 30s does not fit in 20s
 
 
 # --- files and the state database -------------------------------------------------------------
