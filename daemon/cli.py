@@ -385,7 +385,7 @@ async def cmd_plan(args, cfg: Config) -> int:
                             "counts": {s.flow: dict(s.counts) for s in result.steps}},
                            default=str, option=orjson.OPT_INDENT_2).decode())
         return result.exit_code
-    if result.status == "failed":
+    if result.status in ("failed", "crashed", "stopped"):
         print(f"cannot plan: {result.message}")
         return result.exit_code
     if not rows:
@@ -634,7 +634,7 @@ async def cmd_push(args, cfg: Config) -> int:
         await db.dispose()
     result = await _one_run(cfg, args.integration, RunOptions(
         trigger="push", flows=[args.flow], only={args.flow: {args.side: [args.id]}}))
-    if result.status == "failed":
+    if result.status in ("failed", "crashed", "stopped"):
         print(f"push failed: {result.message}")
         return result.exit_code
     db = await _db(cfg)
