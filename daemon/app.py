@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,24 +16,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.base import Connector
 from daemon.config import Config, IntegrationSpec, system_settings
+from daemon.durations import seconds
 from daemon.engine.runner import Guard, Integration, order_flows
 from daemon.registry import connector_class, sandbox_class
 from daemon.store import schema
 from daemon.store.db import make_engine
 
 log = structlog.get_logger("accord.app")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-
-
-def seconds(text: str | int | float) -> float:
-    """'15m' -> 900.0; bare numbers are seconds."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 1h)")
-    unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]
-    return float(m.group(1)) * unit
 
 
 @dataclass
@@ -46,20 +34,12 @@ class App:
     integrations: dict[str, Integration] = field(default_factory=dict)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
-    async def start(self, *, sandboxes: bool = True, activity: bool = True) -> "App":
-        self.db = make_engine(self.cfg.daemon.database)
-        # an empty database is migrated; one that is behind is refused (SchemaBehind)
-        try:
-            await schema.check(self.db, config_path=self.cfg.path or None)
-        except OSError as exc:                  # unreachable (or a timeout): say which one
-            await self.db.dispose()
-            self.db = None
-            where = make_url(self.cfg.daemon.database).render_as_string(hide_password=True)
-            raise OSError(f"state database {where}: {exc.strerror or exc}") from None
-        except BaseException:
-            await self.db.dispose()
-            self.db = None
-            raise
+    async def start(self, *, sandboxes: bool = True, activity: bool = True,
+                    state: bool = True) -> "App":
+        """``state=False``: the systems only (``accord check`` looks at the state database
+        itself, without migrating or creating it)."""
+        if state:
+            await self._open_state()
         for name, spec in self.cfg.systems.items():
             settings = system_settings(spec)
             if spec.sandbox is not None and sandboxes:
@@ -75,6 +55,21 @@ class App:
             if spec.enabled:
                 self.integrations[name] = build_integration(name, spec, self.connectors)
         return self
+
+    async def _open_state(self) -> None:
+        self.db = make_engine(self.cfg.daemon.database)
+        # an empty database is migrated; one that is behind is refused (SchemaBehind)
+        try:
+            await schema.check(self.db, config_path=self.cfg.path or None)
+        except OSError as exc:                  # unreachable (or a timeout): say which one
+            await self.db.dispose()
+            self.db = None
+            where = make_url(self.cfg.daemon.database).render_as_string(hide_password=True)
+            raise OSError(f"state database {where}: {exc.strerror or exc}") from None
+        except BaseException:
+            await self.db.dispose()
+            self.db = None
+            raise
 
     async def _start_sandbox(self, name: str, spec, activity: bool):
         sbspec = spec.sandbox

@@ -1,6 +1,11 @@
 """One run of one integration: check both systems and their gates, then each flow in order.
 
-A real run is a row in ``runs`` that always ends with a final status. A plan (``dry_run``)
+A real run is a row in ``runs`` that always ends with a final status and a ``run.end`` line:
+``ok``, ``errors``, ``failed``, ``waiting`` (a gate holds it), ``stopped`` (``stop()`` said so
+at a chunk boundary, or the task was cancelled) or ``crashed`` (an unexpected exception, its
+traceback logged once as ``run.crashed``). ``stop`` is asked after every staged page and
+committed chunk (the points where the step reports progress) and between flows: stopping
+there loses nothing. A plan (``dry_run``)
 is not a run: it writes nothing to the state but scratch staging rows under an ephemeral id,
 and it never shows as the last run. Gates stop an integration before it writes: a system that
 is not the instance the state was built with, and (opt-in) a first run waiting for its plan to
@@ -9,6 +14,7 @@ is read completely once, so every existing link gets the new fields (a back-fill
 """
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import Counter
@@ -25,6 +31,7 @@ from daemon.engine.rules import FlowRules, Side
 from daemon.engine.step import StepAborted, StepOptions, StepResult, run_step
 from daemon.store import gates as g
 from daemon.store import runs as r
+from daemon.store.run_status import end_run
 
 log = structlog.get_logger("accord.run")
 PLAN_ROWS = 1000            # rows of a first run's plan kept with its gate
@@ -89,7 +96,7 @@ class RunOptions:
 @dataclass
 class RunResult:
     run_id: int | None                # None: a plan, not a run
-    status: str                       # ok | errors | failed | waiting
+    status: str                       # ok | errors | failed | waiting | stopped | crashed
     message: str = ""
     steps: list[StepResult] = field(default_factory=list)
     more: bool = False
@@ -103,13 +110,23 @@ class Gated(Exception):
     """A gate stops the integration until someone approves it."""
 
 
+class RunStopped(Exception):
+    """``stop()`` said so: the run ends at this chunk boundary, ``stopped``."""
+
+
+STOPPED = "stopped by the daemon's shutdown; the next run goes on from there"
+CANCELLED = ("cancelled by the daemon's shutdown after its grace period; the chunk under way "
+             "is done again by the next run")
+
+
 def fields_fingerprint(flow: Flow) -> tuple[str, list]:
     fields = [f.model_dump(mode="json") for f in flow.rules.fields]
     return value_hash(["f"], {"f": fields})[:16], fields
 
 
 async def run(db: AsyncEngine, integ: Integration, options: RunOptions | None = None,
-              progress: Callable[[str, Counter], None] | None = None) -> RunResult:
+              progress: Callable[[str, Counter], None] | None = None, *,
+              stop: Callable[[], bool] | None = None) -> RunResult:
     opt = options or RunOptions()
     if opt.dry_run:
         run_id = -random.randrange(1, 2**31)     # staging scratch only: not a run
@@ -121,50 +138,68 @@ async def run(db: AsyncEngine, integ: Integration, options: RunOptions | None = 
     if not opt.dry_run:
         rlog.info("run.start", trigger=opt.trigger)
     result = RunResult(None if opt.dry_run else run_id, "ok")
+
+    def tick(flow: str, counts: Counter) -> None:
+        if progress is not None:
+            progress(flow, counts)
+        if stop is not None and stop():
+            raise RunStopped()
     try:
         reference = await _check(db, integ, opt)
         if integ.confirm_first_run and not opt.dry_run and opt.only is None:
             await _first_run_gate(db, integ, opt)
-        await _flows(db, integ, opt, run_id, reference, result, progress, rlog)
+        await _flows(db, integ, opt, run_id, reference, result, tick, rlog, stop)
     except StepAborted as exc:
         result.status, result.message = "failed", str(exc)
     except Gated as exc:
         result.status, result.message = "waiting", str(exc)
-    except Exception as exc:        # noqa: BLE001 - the run must end with a final status
-        rlog.exception("run.crashed")
-        result.status, result.message = "crashed", f"{type(exc).__name__}: {exc}"
-    except BaseException:
+    except RunStopped:
+        result.status, result.message = "stopped", STOPPED
+    except asyncio.CancelledError:
+        result.status, result.message = "stopped", CANCELLED
         if not opt.dry_run:
-            async with db.begin() as conn:
-                await r.finish_run(conn, run_id, "stopped", "stopped before it finished")
-            rlog.warning("run.end", status="stopped",
-                         seconds=round(time.monotonic() - started, 3))
+            await _end(db, run_id, result, rlog, started)
         raise
+    except Exception as exc:        # a bug, or the state database: logged once, here
+        rlog.error("run.crashed", error=f"{type(exc).__name__}: {exc}", exc_info=True)
+        result.status, result.message = "crashed", f"crashed: {type(exc).__name__}: {exc}"
     if opt.dry_run:
         return result
     if result.status in ("ok", "errors") and integ.confirm_first_run and opt.only is None:
         async with db.begin() as conn:
             await g.close_gate(conn, integ.name, "first_run")
-    async with db.begin() as conn:
-        await r.finish_run(conn, run_id, result.status, result.message)
+    await _end(db, run_id, result, rlog, started)
+    return result
+
+
+async def _end(db, run_id: int, result: RunResult, rlog, started: float) -> None:
+    """The final status in the run's row (best effort: the state database may be what
+    failed; a row left ``running`` is closed as ``interrupted`` at the next start), then the
+    ``run.end`` line."""
+    try:
+        await end_run(db, run_id, result.status, result.message)
+    except Exception as exc:  # noqa: BLE001
+        rlog.warning("run.unrecorded", status=result.status,
+                     error=f"{type(exc).__name__}: {exc}")
     total = Counter()
     for s in result.steps:
         total.update(s.counts)
     event = rlog.error if result.status in ("failed", "crashed") else (
-        rlog.warning if result.status == "waiting" else rlog.info)
+        rlog.warning if result.status in ("stopped", "waiting") else rlog.info)
     event("run.end", status=result.status, message=result.message or None,
           seconds=round(time.monotonic() - started, 3), **dict(total))
-    return result
 
 
 async def _flows(db, integ: Integration, opt: RunOptions, run_id: int, reference,
-                 result: RunResult, progress, rlog) -> None:
+                 result: RunResult, progress, rlog, stop: Callable[[], bool] | None) -> None:
     failed: set[str] = set()
     stopped: str | None = None
     planned: dict[Any, dict[str, str]] = {}
     for flow in integ.flows:
         if opt.flows is not None and flow.name not in opt.flows:
             continue
+        if stop is not None and stop():
+            raise RunStopped()
         step = await _step(db, integ, flow, run_id, opt, reference, failed, progress, rlog,
                            stopped, planned)
         result.steps.append(step)

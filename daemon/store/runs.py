@@ -16,11 +16,6 @@ async def start_run(conn: AsyncConnection, integration: str, trigger: str) -> in
             ).inserted_primary_key[0]
 
 
-async def finish_run(conn: AsyncConnection, run_id: int, status: str, message: str) -> None:
-    await conn.execute(update(runs).where(runs.c.id == run_id).values(
-        status=status, message=message[:2000], finished_at=now()))
-
-
 async def start_step(conn: AsyncConnection, run_id: int, flow: str) -> int:
     return (await conn.execute(insert(steps).values(
         run_id=run_id, flow=flow, status="running", counts="{}", started_at=now()))
