@@ -30,6 +30,11 @@ service has none (404), ``prospect_crm:token/<first 16 hex of SHA-256 of the tok
 token is the only handle on the workspace then, and a hash of it is no secret.
 Every POST is a create and is never repeated after a fault that may follow its arrival
 (``OutcomeUnknownError``); no read here is a POST.
+
+Optimistic concurrency: OData allows ETags with ``If-Match``, but Prospect CRM's documented
+entities carry none, so ``conditional_writes`` is off: a PATCH sends only the fields that
+changed, within a chunk of the read (seconds), and an edit made in between to those fields is
+overwritten; an edit to other fields is kept and read next run.
 """
 from __future__ import annotations
 

@@ -54,6 +54,9 @@ is never sent again after a fault that may follow its arrival (``OutcomeUnknownE
 session key (the documented login example is base64 of ``<time>|<base64 of {"ImplementationId",
 "UserId", "TimeInit"...}>|<signature>``); when a key does not have that shape,
 ``sage_sales_management:key/<first 16 hex of SHA-256 of the public key>``. Never a key.
+
+Optimistic concurrency: the API documents no version or ``If-Match``, so ``conditional_writes``
+is off: an update sends only the fields that changed, seconds after the read of its page.
 """
 from __future__ import annotations
 

@@ -74,6 +74,9 @@ data errors (NOT NULL, unique, foreign key, too long) are RecordError with the d
 and ``fields`` when the column can be told; unknown, read-only and joined fields in a write, and
 values a column cannot hold, are RecordError naming them before anything is sent. The URL's
 password never appears in a message (rendered with ``hide_password``).
+
+Optimistic concurrency: not offered (``conditional_writes`` off); an UPDATE sets only the
+columns that changed, in its own short transaction, seconds after the page was read.
 """
 from __future__ import annotations
 

@@ -30,6 +30,12 @@ POST with its ``Guid``; the sandbox documents both), so sending one again after 
 ``clock()``: the ``Date`` header of the latest answer (``HttpClient.server_time``).
 ``identity()``: ``unleashed:company/<Guid>`` of the default company in ``GET /Companies``
 (the one with ``IsDefault``, else the first); never the API id or key.
+
+Optimistic concurrency: the Unleashed API documents none (no ETag, no version to send back),
+so ``conditional_writes`` is off: a customer edited in Unleashed between the engine's read and
+its write is overwritten by that write for the fields it sends (only the fields that changed),
+and the next run sees the edit as a change. The window is one chunk's decisions: the record is
+read, decided and written within seconds, one page at a time.
 """
 from __future__ import annotations
 
