@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.base import AuthError, Connector, UnavailableError
+from connectors.base import AuthError, Connector, ConnectorError, UnavailableError
 from daemon.engine import intents, match
 from daemon.engine.actions import (Action, Create, Delete, Link, Mark, Recover, Skip, describe,
                                    tally)
@@ -72,6 +72,8 @@ async def run_step(db: AsyncEngine, integration: str, flow: Flow,
         await step.run()
     except (AuthError, UnavailableError) as exc:
         raise StepAborted(exc.message) from None
+    except ConnectorError as exc:       # a read the system answered in a way we cannot use
+        raise StepAborted(f"{exc.message}") from None
     finally:
         async with db.begin() as conn:
             await q.clear_staged(conn, run_id=run_id, flow=flow.name)
