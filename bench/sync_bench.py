@@ -72,14 +72,15 @@ preset = "unleashed_crm"
         crm.clock.advance(120)
         await measure(f"incremental ({len(guids)} changed)", app.db, integ, (ul, crm),
                       changed=len(guids))
-        await measure("idle", app.db, integ, (ul, crm), changed=0)
+        await measure("idle", app.db, integ, (ul, crm), changed=0, breakdown=True)
     finally:
         await app.close()
         await ul.stop()
         await crm.stop()
 
 
-async def measure(label: str, db, integ, boxes, changed: int | None = None) -> None:
+async def measure(label: str, db, integ, boxes, changed: int | None = None,
+                  breakdown: bool = False) -> None:
     for b in boxes:
         b.reset_hits()
     t0 = time.perf_counter()
@@ -98,6 +99,15 @@ async def measure(label: str, db, integ, boxes, changed: int | None = None) -> N
           f"  {written:6d} written  {requests:6d} requests"
           + (f"  {per:5.2f} requests/changed record" if changed else "")
           + f"  peak RSS {peak_mib():6.0f} MiB  status {result.status}")
+    if breakdown:
+        for b in boxes:
+            kinds: dict[str, int] = {}
+            for h in b.hits:
+                path = "/".join("{id}" if len(part) > 20 else part
+                                for part in h.path.split("/"))
+                kinds[f"{h.method} {path}"] = kinds.get(f"{h.method} {path}", 0) + 1
+            print(f"{'':>30}{type(b).__name__}: " + ", ".join(
+                f"{k} x{v}" for k, v in sorted(kinds.items())))
 
 
 async def memory(n: int, changed: float) -> None:

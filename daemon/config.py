@@ -31,14 +31,11 @@ from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError,
 from daemon.durations import crontab, seconds
 from daemon.engine.rules import Condition, FlowRules, Side
 from daemon import presets as preset_lib
+from daemon.errors import ConfigError
 from daemon.registry import connector_class
 
 MIN_EVERY = 10.0        # seconds: below this the runs go back to back and hammer the vendors
 DEFAULT_DATABASE = "sqlite:///accord-state.db"
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be used; ``str()`` is one clear line."""
 
 
 class Strict(BaseModel):

@@ -51,7 +51,7 @@ def _keep(items: list[dict], options: dict[str, Any]) -> list[dict]:
 
 def expand(spec: dict[str, Any], where: str) -> dict[str, Any]:
     """An integration table naming a preset -> the same table with flows, jobs and guards."""
-    from daemon.config import ConfigError
+    from daemon.errors import ConfigError
     try:
         preset = load(spec["preset"])
     except PresetError as exc:

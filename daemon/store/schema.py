@@ -30,7 +30,7 @@ from alembic.util import CommandError
 from sqlalchemy import inspect, make_url, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon.store.db import make_engine
+from daemon.store.engine import make_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 BASE = "0001"                  # the first revision: the tables of the accord before migrations
