@@ -200,5 +200,14 @@ class Push(SQLModel, table=True):
     created_at: datetime = Field(sa_type=TZ)
 
 
+class Pause(SQLModel, table=True):
+    """An integration an operator paused: its scheduled runs and webhooks wait until resumed
+    (kept in the state, so a restart or a reload keeps it paused)."""
+    __tablename__ = "pauses"
+    integration: str = Field(primary_key=True)
+    reason: str = ""
+    paused_at: datetime = Field(sa_type=TZ)
+
+
 metadata = SQLModel.metadata
 T = {t.name: t for t in metadata.sorted_tables}
