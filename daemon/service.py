@@ -41,6 +41,7 @@ from daemon.config import Config, ConfigError, IntegrationSpec, load
 from daemon.engine.runner import RunOptions, RunResult, run
 from daemon.lease import Lease, NoLease, make_lease
 from daemon.status import LiveProgress
+from daemon.store import operator
 from daemon.store.db import now
 from daemon.store.tables import T
 
@@ -176,7 +177,18 @@ class Service:
     async def _scheduled(self, name: str, trigger: str, *, flows: list[str] | None = None,
                          full: bool = False, enforce: dict | None = None) -> RunResult | None:
         opts = RunOptions(trigger=trigger, flows=flows, full=full, enforce=enforce or {})
+        if await self._paused(name):            # paused from the status page (kept in state)
+            log.info("run.skipped", integration=name, trigger=trigger, reason="paused")
+            return None
         return await self.trigger(name, opts)
+
+    async def _paused(self, name: str) -> bool:
+        """A state database that does not answer is not a pause: the run meets it itself."""
+        try:
+            async with self.app.db.connect() as conn:  # type: ignore[union-attr]
+                return await operator.is_paused(conn, name)
+        except Exception:
+            return False
 
     async def trigger(self, name: str, options: RunOptions | None = None) -> RunResult | None:
         """Run one integration now, unless a run of it is under way (then None, logged)."""
