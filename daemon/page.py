@@ -64,11 +64,14 @@ def ago(text: str | None, now: datetime, empty: str = "—") -> str:
             f'{_e(relative(utc, now))}</time>')
 
 
-def took(start: str | None, end: str | None) -> str:
-    a, b = _parse(start), _parse(end)
-    if a is None or b is None:
-        return ""
-    secs = max(0.0, (b - a).total_seconds())
+def took(item: Mapping[str, Any]) -> str:
+    """A run's or step's duration: its ``seconds``, else the difference of its stamps."""
+    secs = item.get("seconds")
+    if secs is None:
+        a, b = _parse(item.get("started_at")), _parse(item.get("finished_at"))
+        if a is None or b is None:
+            return ""
+        secs = max(0.0, (b - a).total_seconds())
     return f"{secs:.1f} s" if secs < 60 else span(secs)
 
 
@@ -179,7 +182,7 @@ class _Integration:
             text = (f'Last run: <b>#{_e(last["id"])}</b> {_badge(last["status"])} '
                     f'{ago(last["started_at"], self.now)}')
             if last.get("finished_at"):
-                text += f' · took {_e(took(last["started_at"], last["finished_at"]))}'
+                text += f' · took {_e(took(last))}'
         nxt = self.d.get("next_run")
         when = ago(nxt, self.now) if _parse(nxt) else _e(nxt or "—")
         if self.d.get("paused"):
@@ -216,7 +219,7 @@ class _Integration:
             {k: v for k, v in total.items() if not k.startswith("read_") and k != "unchanged"},
             self.names)[:4]
         summary = ", ".join(f"{label} {v}" for _, label, v in summary_counts)
-        length = took(r["started_at"], r["finished_at"])
+        length = took(r)
         head = (f'<summary><span class="rid">#{_e(r["id"])}</span> {_badge(r["status"])} '
                 f'<span class="trigger">{_e(r["trigger"])}</span> '
                 f'{ago(r["started_at"], self.now)}'
@@ -229,7 +232,7 @@ class _Integration:
                 f'<tr class="step" data-flow="{_e(s["flow"])}" data-status="{_e(s["status"])}">'
                 f'<td>{_e(s["flow"])}</td><td>{_badge(s["status"])}</td>'
                 f'<td class="counts">{_counts(s.get("counts") or {}, self.names)}</td>'
-                f'<td>{_e(took(s.get("started_at"), s.get("finished_at")))}</td>'
+                f'<td>{_e(took(s))}</td>'
                 f'<td class="msg">{_e(s.get("message"))}</td></tr>')
         body = [head]
         if r.get("message"):

@@ -89,15 +89,24 @@ FAILED = ("failed", "crashed")     # a run that did not get through (stopped is 
 RECENT_RUNS = 20
 
 
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    """How long it took (the ISO stamps are to the second; this is not)."""
+    if start is None or end is None:
+        return None
+    return round(max(0.0, (end - start).total_seconds()), 3)
+
+
 def _step_doc(s: Mapping) -> dict:
     return {"flow": s["flow"], "status": s["status"], "counts": s["counts"],
             "message": s["message"], "started_at": iso(s["started_at"]),
-            "finished_at": iso(s["finished_at"])}
+            "finished_at": iso(s["finished_at"]),
+            "seconds": _seconds(s["started_at"], s["finished_at"])}
 
 
 def _run_doc(r: Mapping) -> dict:
     return {"id": r["id"], "trigger": r["trigger"], "status": r["status"],
             "started_at": iso(r["started_at"]), "finished_at": iso(r["finished_at"]),
+            "seconds": _seconds(r["started_at"], r["finished_at"]),
             "message": r["message"], "steps": [_step_doc(s) for s in r["steps"]]}
 
 

@@ -17,12 +17,15 @@ import asyncio
 import os
 import shutil
 import tempfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 
 from connectors.prospect_crm.sandbox import ProspectSandbox
 from connectors.unleashed.sandbox import UnleashedSandbox
+from daemon.store.tables import T
 from tests.test_cli import ROOT
 from tests.web.conftest import (SECRETS, TOKEN, refused_company, start_service, until_idle,
                                 web_config)
@@ -256,3 +259,78 @@ async def test_an_operator_clicks_through_the_page(service, sandboxes, user_data
         assert secret not in seen["source"]
     for png in ("drilldown", "retry", "paused"):
         assert (ARTIFACTS / f"status-page-{png}.png").stat().st_size > 10_000
+
+
+# --- the demo: config.example.toml as a user runs it ------------------------------------------
+def demo_config(tmp: Path) -> Path:
+    """config.example.toml with free ports and its files in ``tmp`` (nothing else changed)."""
+    text = (ROOT / "config.example.toml").read_text()
+    for port in ("8701", "8702", "8703", "8080"):
+        text = text.replace(f"port = {port}", "port = 0")
+    text = text.replace("sqlite:///accord-state.db", f"sqlite:///{tmp / 'accord-state.db'}")
+    text = text.replace('"accord-sage50-ids.sqlite"', f'"{tmp / "accord-sage50-ids.sqlite"}"')
+    path = tmp / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def look_at_the_demo(url: str, user_data: str) -> dict:
+    """In a thread: the whole page as one screenshot, and what it shows."""
+    from selenium.webdriver.common.by import By
+    driver = chromium(user_data)
+    try:
+        driver.get(url + "/")
+        height, chrome = driver.execute_script(
+            "return [document.documentElement.scrollHeight, "
+            "window.outerHeight - window.innerHeight]")
+        driver.set_window_size(1280, min(int(height) + int(chrome) + 16, 6000))
+        seen = {"sections": [s.get_attribute("data-name") for s in driver.find_elements(
+                    By.CSS_SELECTOR, "section.integration")],
+                "systems": [p.text for p in driver.find_elements(By.CSS_SELECTOR,
+                                                                 "p.systems")],
+                "errors": [r.text for r in driver.find_elements(By.CSS_SELECTOR,
+                                                                "tr.record-error")],
+                "jobs": [r.text for r in driver.find_elements(By.CSS_SELECTOR, "tr.job")],
+                "token_field": driver.find_element(By.ID, "token").get_attribute("type"),
+                "shot": shot(driver, "status-page-demo"), "source": driver.page_source}
+    finally:
+        driver.quit()
+    return seen
+
+
+@pytest.mark.slow
+async def test_the_demo_page(tmp_path, user_data):
+    """The page of the demo configuration after its first runs, one refused website in it:
+    ``artifacts/status-page-demo.png`` is the README's docs/status-page.png."""
+    from daemon.service import Service
+    from tests.web.conftest import BAD_WEBSITE
+    svc = Service(demo_config(tmp_path), configure_logging=False, activity=False)
+    await svc.start(paused=True)
+    try:
+        for name in ("unleashed-prospect", "sage50-salesmgmt"):
+            assert (await svc.run_job(f"sync:{name}")).status == "ok", name
+        links = T["links"]
+        async with svc.app.db.connect() as conn:
+            key = (await conn.execute(select(func.min(links.c.right_id)).where(
+                links.c.integration == "unleashed-prospect",
+                links.c.flow == "companies"))).scalar_one()
+        svc.app.sandboxes["prospect"].modify("Companies", int(key), {"Website": BAD_WEBSITE})
+        assert (await svc.run_job("sync:unleashed-prospect")).status == "errors"
+        soon = datetime.now(timezone.utc) + timedelta(minutes=1)
+        for job in svc.jobs():                     # next runs as the daemon would show them
+            if job.id.startswith("sync:"):
+                svc.scheduler.modify_job(job.id, next_run_time=soon)
+        svc.scheduler.resume()
+        seen = await asyncio.to_thread(look_at_the_demo, svc.web.url, user_data)
+    finally:
+        await svc.stop()
+    assert seen["sections"] == ["unleashed-prospect", "sage50-salesmgmt"]
+    assert "a run is under way" not in seen["source"]
+    assert seen["systems"] == ["unleashed ⇄ prospect (prospect_crm)",
+                               "sage50 (sage50fr) ⇄ salesmgmt (sage_sales_management)"]
+    assert len(seen["errors"]) == 1 and "not a valid URL" in seen["errors"][0]
+    assert any("contacts-nightly" in j for j in seen["jobs"])
+    assert seen["token_field"] == "password"          # the demo has a token: buttons work
+    for secret in ("sandbox-key", "sandbox-token", "sandbox-private", "demo-token"):
+        assert secret not in seen["source"]
+    assert seen["shot"].stat().st_size > 50_000

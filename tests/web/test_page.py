@@ -43,7 +43,11 @@ def test_relative_times():
                     '3 min ago</time>')
     assert page.ago(None, NOW) == '<span class="muted">—</span>'
     assert page.ago("not scheduled", NOW) == "not scheduled"
-    assert page.took("2026-05-04T11:57:00+00:00", "2026-05-04T11:57:02.5+00:00") == "2.5 s"
+    assert page.took({"started_at": "2026-05-04T11:57:00+00:00",
+                      "finished_at": "2026-05-04T11:58:30+00:00"}) == "1 min"
+    assert page.took({"seconds": 2.53, "started_at": "2026-05-04T11:57:00+00:00",
+                      "finished_at": "2026-05-04T11:57:03+00:00"}) == "2.5 s"
+    assert page.took({"started_at": "2026-05-04T11:57:00+00:00", "finished_at": None}) == ""
 
 
 def test_a_flow_in_a_sentence_in_the_systems_names():
