@@ -153,9 +153,10 @@ class _Integration:
             + (f' <span class="muted">({_e(systems[s]["type"])})</span>'
                if systems.get(s, {}).get("type") not in (None, self.names[s]) else "")
             for s in ("left", "right"))
+        buttons = (f'{_button("Run now", f"{self.api}/run", cls="run")}{pause}'
+                   if d.get("enabled", True) else "")
         return (f'<div class="head"><h2>{_e(self.name)} {" ".join(badges)}</h2>'
-                f'<div class="buttons">{_button("Run now", f"{self.api}/run", cls="run")}'
-                f'{pause}</div></div><p class="systems">{line}</p>')
+                f'<div class="buttons">{buttons}</div></div><p class="systems">{line}</p>')
 
     def notices(self) -> str:
         d, out = self.d, []

@@ -177,10 +177,7 @@ class Service:
     async def _scheduled(self, name: str, trigger: str, *, flows: list[str] | None = None,
                          full: bool = False, enforce: dict | None = None) -> RunResult | None:
         opts = RunOptions(trigger=trigger, flows=flows, full=full, enforce=enforce or {})
-        if await self._paused(name):            # paused from the status page (kept in state)
-            log.info("run.skipped", integration=name, trigger=trigger, reason="paused")
-            return None
-        return await self.trigger(name, opts)
+        return await self.trigger(name, opts, scheduled=True)
 
     async def _paused(self, name: str) -> bool:
         """A state database that does not answer is not a pause: the run meets it itself."""
@@ -190,8 +187,10 @@ class Service:
         except Exception:
             return False
 
-    async def trigger(self, name: str, options: RunOptions | None = None) -> RunResult | None:
-        """Run one integration now, unless a run of it is under way (then None, logged)."""
+    async def trigger(self, name: str, options: RunOptions | None = None, *,
+                      scheduled: bool = False) -> RunResult | None:
+        """Run one integration now, unless a run of it is under way (then None, logged), or
+        it is ``scheduled`` and an operator paused the integration (daemon/store/operator)."""
         options = options or RunOptions(trigger="manual")
         if self._stopping:
             log.info("run.skipped", integration=name, trigger=options.trigger,
@@ -209,6 +208,10 @@ class Service:
             if app is None or name not in app.integrations:
                 log.info("run.skipped", integration=name, trigger=options.trigger,
                          reason="no longer configured")
+                return None
+            if scheduled and await self._paused(name):
+                log.info("run.skipped", integration=name, trigger=options.trigger,
+                         reason="paused")
                 return None
             # --- lease: one daemon per integration on a shared PostgreSQL (daemon/lease.py)
             if not await self.lease.acquire(name):

@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 
 from connectors.prospect_crm.sandbox import ProspectSandbox
 from connectors.unleashed.sandbox import UnleashedSandbox
+from daemon.store import operator
 from daemon.store.tables import T
 from tests.test_cli import ROOT
 from tests.web.conftest import (SECRETS, TOKEN, refused_company, start_service, until_idle,
@@ -254,7 +255,8 @@ async def test_an_operator_clicks_through_the_page(service, sandboxes, user_data
     assert seen["pause"].startswith("ul paused") and "paused" in seen["badges"]
     assert "scheduled runs and webhooks wait" in seen["paused_notice"]
     assert seen["resume"].startswith("ul resumed") and seen["notices_after"] == 0
-    assert await service.web._paused("ul") is False
+    async with service.app.db.connect() as conn:
+        assert await operator.is_paused(conn, "ul") is False
     for secret in SECRETS:
         assert secret not in seen["source"]
     for png in ("drilldown", "retry", "paused"):

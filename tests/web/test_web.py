@@ -9,6 +9,7 @@ from sqlalchemy import insert, select
 
 from daemon.store.db import now
 from daemon.store.tables import T
+from tests.test_cli import logs  # noqa: F401  (the fixture)
 from tests.web.conftest import (TOKEN, get, post, refused_company, start_service, until_idle,
                                 web_config)
 
@@ -61,11 +62,11 @@ async def test_without_a_configured_token_post_is_forbidden(tmp_path, sandboxes,
 
 async def test_unknown_integration_and_a_run_under_way(service, http, sandboxes):
     ul, _ = sandboxes
-    for path in POSTS:
-        status, body = await post(http, service, f"/api/integrations/nope/{path}",
-                                  json={"flow": "companies", "side": "left", "id": "1"})
+    for path in [f"/api/integrations/nope/{p}" for p in POSTS] + ["/api/webhooks/nope"]:
+        status, body = await post(http, service, path, json={
+            "flow": "companies", "side": "left", "id": "1", "ids": ["1"]})
         assert status == 404 and body["integrations"] == ["ul"], path
-        assert "nope" in body["error"]
+        assert body["error"] == "no enabled integration named 'nope'"
     ul.faults.latency = 0.2
     status, first = await post(http, service, "/api/integrations/ul/run")
     assert status == 202
@@ -349,3 +350,15 @@ async def test_a_reload_takes_a_new_token_and_keeps_serving(tmp_path, sandboxes,
         await get(http, svc, "/readyz")
     finally:
         await svc.stop()
+
+
+async def test_the_example_token_is_flagged_off_loopback(tmp_path, sandboxes, logs):
+    ul, crm = sandboxes
+    for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
+        (tmp_path / host).mkdir()
+        svc = await start_service(web_config(tmp_path / host, ul, crm, token="demo-token",
+                                             web=f'host = "{host}"'))
+        await svc.stop()
+        events = [e for e in logs if e["event"] == "web.example_token"]
+        assert bool(events) is warned, host
+        assert all("demo-token" not in str(e) for e in logs)      # never logged itself
