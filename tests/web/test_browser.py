@@ -75,37 +75,45 @@ def user_data():
 # --- DT-10: a run under way ---------------------------------------------------------------------
 def watch_a_run(url: str, user_data: str) -> dict:
     """In a thread: load the page during the run, wait for live counts, screenshot."""
+    from selenium.common.exceptions import (NoSuchElementException,
+                                            StaleElementReferenceException)
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     driver = chromium(user_data)
     seen: dict = {}
+
+    def wait(cond, timeout: float = 60):
+        return WebDriverWait(driver, timeout, poll_frequency=0.2,
+                             ignored_exceptions=(NoSuchElementException,
+                                                 StaleElementReferenceException)).until(cond)
     try:
         driver.get(url + "/")
         seen["title"] = driver.title
 
         def running_with_counts(d):
+            """What the page shows at one moment while a step runs with its live counts (the
+            body is swapped every 2 s: a stale read is simply tried again)."""
             for row in d.find_elements(By.CSS_SELECTOR,
                                        "details.run[open] tr.step[data-status=running]"):
                 counts = row.find_element(By.CSS_SELECTOR, "td.counts").text
                 if "read from unleashed" in counts:
-                    return row.get_attribute("data-flow"), counts
+                    return {
+                        "running": (row.get_attribute("data-flow"), counts),
+                        "steps": [(r.get_attribute("data-flow"), r.get_attribute("data-status"))
+                                  for r in d.find_elements(By.CSS_SELECTOR,
+                                                           "details.run[open] tr.step")],
+                        "badge": d.find_element(By.CSS_SELECTOR, "section h2 .b.running").text,
+                        "refresh_note": d.find_element(By.ID, "updated").text}
             return False
 
-        seen["running"] = WebDriverWait(driver, 30, poll_frequency=0.2).until(
-            running_with_counts)
-        seen["steps"] = [(r.get_attribute("data-flow"), r.get_attribute("data-status"))
-                         for r in driver.find_elements(By.CSS_SELECTOR,
-                                                       "details.run[open] tr.step")]
-        seen["badge"] = driver.find_element(By.CSS_SELECTOR, "section h2 .b.running").text
-        seen["refresh_note"] = driver.find_element(By.ID, "updated").text
+        seen.update(wait(running_with_counts))
         seen["shot"] = shot(driver, "status-page-running")
         # the page goes on refreshing by itself: the run ends, the steps say ok
-        WebDriverWait(driver, 60, poll_frequency=0.2).until(
-            lambda d: d.find_element(By.ID, "status").get_attribute("data-running") == "0")
-        seen["final"] = [(r.get_attribute("data-flow"), r.get_attribute("data-status"))
-                         for r in driver.find_elements(By.CSS_SELECTOR,
-                                                       "details.run[open] tr.step")]
+        wait(lambda d: d.find_element(By.ID, "status").get_attribute("data-running") == "0")
+        seen["final"] = wait(lambda d: [
+            (r.get_attribute("data-flow"), r.get_attribute("data-status"))
+            for r in d.find_elements(By.CSS_SELECTOR, "details.run[open] tr.step")])
         seen["source"] = driver.page_source
     finally:
         driver.quit()
@@ -153,6 +161,8 @@ async def test_status_page_shows_the_run_under_way_in_a_browser(tmp_path, user_d
 # --- an operator's round -----------------------------------------------------------------------
 def operate(url: str, user_data: str, key: str) -> dict:
     """In a thread: the clicks an operator makes, with what the page shows after each."""
+    from selenium.common.exceptions import (NoSuchElementException,
+                                            StaleElementReferenceException)
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -161,7 +171,16 @@ def operate(url: str, user_data: str, key: str) -> dict:
     seen: dict = {}
 
     def wait(cond, timeout: float = 30):
-        return WebDriverWait(driver, timeout, poll_frequency=0.1).until(cond)
+        # the page swaps its body in on each refresh: an element found may go stale
+        return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(NoSuchElementException,
+                                                 StaleElementReferenceException)).until(cond)
+
+    def click(find) -> None:
+        def done(_):
+            find().click()
+            return True
+        wait(done)
 
     def msg_says(text: str):
         return wait(lambda d: text in d.find_element(By.ID, "msg").text
@@ -181,51 +200,51 @@ def operate(url: str, user_data: str, key: str) -> dict:
         driver.get(url + "/")
         section = 'section[data-name="ul"]'
         # without the token: refused, and the page says so and points at the field
-        button(section, "Pause").click()
+        click(lambda: button(section, "Pause"))
         seen["no_token"] = msg_says("token")
         seen["focus"] = driver.switch_to.active_element.get_attribute("id")
         driver.find_element(By.ID, "token").send_keys(TOKEN, Keys.TAB)
 
         # run now: a new run appears, the newest open (it still meets the refused website)
-        button(section, "Run now").click()
+        click(lambda: button(section, "Run now"))
         seen["run_now"] = msg_says("started")
         wait(lambda d: d.find_elements(By.CSS_SELECTOR,
                                        'details.run[data-run="3"][data-status="errors"]'))
-        seen["open_runs"] = [r for r in ("1", "2", "3") if run_open(r)]
+        seen["open_runs"] = wait(lambda d: [r for r in ("1", "2", "3") if run_open(r)])
 
         # drill down into run #2
-        driver.find_element(By.CSS_SELECTOR, 'details.run[data-run="2"] summary').click()
-        step = driver.find_element(By.CSS_SELECTOR,
-                                   'details.run[data-run="2"] tr.step[data-flow="companies"]')
-        wait(lambda d: step.is_displayed())
-        seen["run2_counts"] = step.find_element(By.CSS_SELECTOR, "td.counts").text
+        click(lambda: driver.find_element(By.CSS_SELECTOR, 'details.run[data-run="2"] summary'))
+        step = 'details.run[data-run="2"] tr.step[data-flow="companies"]'
+        seen["run2_counts"] = wait(lambda d: d.find_element(By.CSS_SELECTOR, step).is_displayed()
+                                   and d.find_element(By.CSS_SELECTOR, f"{step} td.counts").text)
         # an open record error is listed under the last run that met it
-        seen["run2_errors"] = driver.find_elements(By.CSS_SELECTOR,
-                                                   'details.run[data-run="2"] ul.run-errors')
-        seen["run3_errors"] = driver.find_element(
-            By.CSS_SELECTOR, 'details.run[data-run="3"] ul.run-errors').text
+        seen["run2_errors"] = len(driver.find_elements(By.CSS_SELECTOR,
+                                                       'details.run[data-run="2"] ul.run-errors'))
+        seen["run3_errors"] = wait(lambda d: d.find_element(
+            By.CSS_SELECTOR, 'details.run[data-run="3"] ul.run-errors').text)
         shot(driver, "status-page-drilldown")
 
         # retry the record error, found by the company's name
-        row = driver.find_element(By.CSS_SELECTOR, f'tr.record-error[data-record="{key}"]')
-        seen["error_row"] = row.text
-        row.find_element(By.CSS_SELECTOR, "button.retry").click()
+        row = f'tr.record-error[data-record="{key}"]'
+        seen["error_row"] = wait(lambda d: d.find_element(By.CSS_SELECTOR, row).text)
+        click(lambda: driver.find_element(By.CSS_SELECTOR, f"{row} button.retry"))
         seen["retry"] = msg_says("marked for retry")
         wait(lambda d: "retry queued" in d.find_element(
             By.CSS_SELECTOR, f'tr.record-error[data-record="{key}"]').text)
-        seen["open_after_refresh"] = [r for r in ("1", "2", "3") if run_open(r)]
+        seen["open_after_refresh"] = wait(lambda d: [r for r in ("1", "2", "3") if run_open(r)])
         shot(driver, "status-page-retry")
 
         # pause, then resume
-        button(section, "Pause").click()
-        seen["pause"] = msg_says("paused")
+        click(lambda: button(section, "Pause"))
+        seen["pause"] = msg_says("ul paused:")
         wait(lambda d: d.find_element(By.CSS_SELECTOR, section).get_attribute(
             "data-paused") == "1")
-        seen["paused_notice"] = driver.find_element(By.CSS_SELECTOR, ".notice.paused").text
-        seen["badges"] = driver.find_element(By.CSS_SELECTOR, f"{section} h2").text
+        seen["paused_notice"] = wait(lambda d: d.find_element(By.CSS_SELECTOR,
+                                                              ".notice.paused").text)
+        seen["badges"] = wait(lambda d: d.find_element(By.CSS_SELECTOR, f"{section} h2").text)
         shot(driver, "status-page-paused")
-        button(section, "Resume").click()
-        seen["resume"] = msg_says("resumed")
+        click(lambda: button(section, "Resume"))
+        seen["resume"] = msg_says("ul resumed:")      # not "... until it is resumed"
         wait(lambda d: d.find_element(By.CSS_SELECTOR, section).get_attribute(
             "data-paused") == "0")
         seen["notices_after"] = len(driver.find_elements(By.CSS_SELECTOR, ".notice.paused"))
@@ -245,7 +264,7 @@ async def test_an_operator_clicks_through_the_page(service, sandboxes, user_data
     assert seen["open_runs"] == ["3"]                          # the newest run shows open
     assert "read from prospect 6" in seen["run2_counts"]
     assert "record errors 1" in seen["run2_counts"]
-    assert seen["run2_errors"] == []
+    assert seen["run2_errors"] == 0
     assert name in seen["run3_errors"] and "is not a valid URL" in seen["run3_errors"]
     assert name in seen["error_row"] and f"id {key}" in seen["error_row"]
     assert "is not a valid URL" in seen["error_row"]
