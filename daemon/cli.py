@@ -34,7 +34,7 @@ from daemon.lease import make_lease
 from daemon.app import App
 from daemon.config import Config, ConfigError, load
 from daemon.engine.runner import RunOptions, RunResult, run
-from daemon.store import queries
+from daemon.store import operator
 from daemon.store import schema as store_schema
 from daemon.store.db import loads, make_engine, now
 from daemon.store.tables import T
@@ -691,7 +691,7 @@ async def cmd_approve(args, cfg: Config) -> int:
         async with db.begin() as conn:
             open_ = [x for x in await gates_lib.open_gates(conn, args.integration)
                      if not x["approved"]]
-            done = await gates_lib.approve(conn, args.integration, args.flow)
+            done = await operator.approve(conn, args.integration, args.flow)
     finally:
         await db.dispose()
     where = f"{args.integration}" + (f" flow {args.flow}" if args.flow else "")
@@ -711,8 +711,8 @@ async def cmd_retry(args, cfg: Config) -> int:
     db = await _db(cfg)
     try:
         async with db.begin() as conn:
-            n = await queries.retry(conn, args.integration, args.flow, args.side,
-                                    args.ids or None)
+            n = await operator.retry(conn, args.integration, args.flow, args.side,
+                                     args.ids or None)
     finally:
         await db.dispose()
     print(f"{n} record{'s' if n != 1 else ''} of {args.integration} will be tried again "

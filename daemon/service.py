@@ -53,6 +53,7 @@ from daemon.lease import Lease, NoLease, make_lease
 from daemon.status import LiveProgress
 from daemon.statewatch import StateWatch
 from daemon.store.run_status import close_interrupted
+from daemon.store import operator
 
 log = structlog.get_logger("accord.service")
 
@@ -225,7 +226,7 @@ class Service:
                          full: bool = False, enforce: dict | None = None) -> RunResult | None:
         opts = RunOptions(trigger=trigger, flows=flows, full=full, enforce=enforce or {})
         try:
-            return await self.trigger(name, opts)
+            return await self.trigger(name, opts, scheduled=True)
         except asyncio.CancelledError:
             # cancelled by stop() after the grace: the run wrote ``stopped`` and its run.end;
             # the scheduler's executor would log the cancellation as a job error with its
@@ -234,8 +235,18 @@ class Service:
                 return None
             raise
 
-    async def trigger(self, name: str, options: RunOptions | None = None) -> RunResult | None:
-        """Run one integration now, unless a run of it is under way (then None, logged)."""
+    async def _paused(self, name: str) -> bool:
+        """A state database that does not answer is not a pause: the run meets it itself."""
+        try:
+            async with self.app.db.connect() as conn:  # type: ignore[union-attr]
+                return await operator.is_paused(conn, name)
+        except Exception:
+            return False
+
+    async def trigger(self, name: str, options: RunOptions | None = None, *,
+                      scheduled: bool = False) -> RunResult | None:
+        """Run one integration now, unless a run of it is under way (then None, logged), or
+        it is ``scheduled`` and an operator paused the integration (daemon/store/operator)."""
         options = options or RunOptions(trigger="manual")
         if self._stopping:
             log.info("run.skipped", integration=name, trigger=options.trigger,
@@ -253,6 +264,10 @@ class Service:
             if app is None or name not in app.integrations:
                 log.info("run.skipped", integration=name, trigger=options.trigger,
                          reason="no longer configured")
+                return None
+            if scheduled and await self._paused(name):
+                log.info("run.skipped", integration=name, trigger=options.trigger,
+                         reason="paused")
                 return None
             # --- lease: one daemon per integration on a shared PostgreSQL (daemon/lease.py)
             if not await self.lease.acquire(name):

@@ -1,9 +1,10 @@
 """What ``accord status`` and the web status page show, gathered in one place.
 
-``gather(cfg, db)`` reads the state database: every integration's last run with its steps,
-next run, jobs, open record errors, ambiguous matches awaiting review, held deletes and
-exclusions. The daemon adds what only it knows: the scheduler's next run times and the live
-counts of the steps under way (``LiveProgress``, fed by the runner's progress callback).
+``gather(cfg, db)`` reads the state database (through daemon/store/reports.py): every
+integration's systems and flows, its recent runs with their steps, why it fails, next run, jobs,
+pause, open record errors, ambiguous matches awaiting review, held deletes and exclusions.
+The daemon adds what only it knows: the scheduler's next run times and the live counts of the
+steps under way (``LiveProgress``, fed by the runner's progress callback).
 Nothing here holds or shows a secret.
 """
 from __future__ import annotations
@@ -12,13 +13,14 @@ from collections import Counter
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from daemon import describe
 from daemon.app import seconds
 from daemon.config import Config
-from daemon.store.db import loads
-from daemon.store.tables import T
+from daemon.engine.rules import FlowRules
+from daemon.store import gates as gates_store
+from daemon.store import operator, reports
 
 
 def iso(value: Any) -> str | None:
@@ -84,81 +86,158 @@ class LiveProgress:
         return name in self.steps
 
 
-async def _rows(conn, table: str, integration: str) -> list:
-    t = T[table]
-    order = [t.c[k] for k in ("flow", "side", "record_id") if k in t.c] or list(t.primary_key)
-    return (await conn.execute(select(t).where(t.c.integration == integration)
-                               .order_by(*order))).mappings().all()
+FAILED = ("failed", "crashed")     # a run that did not get through (stopped is a shutdown)
+RECENT_RUNS = 20
+
+
+def _seconds(start: datetime | None, end: datetime | None) -> float | None:
+    """How long it took (the ISO stamps are to the second; this is not)."""
+    if start is None or end is None:
+        return None
+    return round(max(0.0, (end - start).total_seconds()), 3)
+
+
+def _step_doc(s: Mapping) -> dict:
+    return {"flow": s["flow"], "status": s["status"], "counts": s["counts"],
+            "message": s["message"], "started_at": iso(s["started_at"]),
+            "finished_at": iso(s["finished_at"]),
+            "seconds": _seconds(s["started_at"], s["finished_at"])}
+
+
+def _run_doc(r: Mapping) -> dict:
+    return {"id": r["id"], "trigger": r["trigger"], "status": r["status"],
+            "started_at": iso(r["started_at"]), "finished_at": iso(r["finished_at"]),
+            "seconds": _seconds(r["started_at"], r["finished_at"]),
+            "message": r["message"], "steps": [_step_doc(s) for s in r["steps"]]}
+
+
+def _failure(runs: list[dict]) -> dict | None:
+    """The reason the integration is failing: its newest finished run failed. ``since``: when
+    the first of the failed runs in a row (among the recent ones) started."""
+    done = [r for r in runs if r["status"] != "running"]
+    if not done or done[0]["status"] not in FAILED:
+        return None
+    streak = 0
+    while streak < len(done) and done[streak]["status"] in FAILED:
+        streak += 1
+    last = done[0]
+    message = last["message"] or next((s["message"] for s in last["steps"]
+                                       if s["status"] == "failed" and s["message"]), "")
+    return {"run": last["id"], "message": message or "no reason recorded",
+            "at": last["finished_at"], "since": done[streak - 1]["started_at"],
+            "runs": streak}
+
+
+async def _labelled(conn, name: str, rules: Mapping[str, FlowRules], rows: list[dict],
+                    side_of: Callable[[dict], str]) -> None:
+    """Give each row (a record error, review, held delete, exclusion) the record's ``name``
+    and ``key``, from what its link keeps of it (describe.record_label)."""
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for r in rows:
+        wanted.setdefault((r["flow"], side_of(r)), set()).add(r["record"])
+    bases: dict[tuple[str, str, str], dict] = {}
+    for (flow, side), ids in wanted.items():
+        if flow in rules:
+            found = await reports.link_bases(conn, name, flow, side, sorted(ids))
+            bases.update({(flow, side, rid): b for rid, b in found.items()})
+    for r in rows:
+        side = side_of(r)
+        flow_rules = rules.get(r["flow"])
+        label = (describe.record_label(flow_rules, side, bases.get((r["flow"], side, r["record"])))
+                 if flow_rules is not None else {"name": None, "key": None})
+        r.update(label)
 
 
 async def gather(cfg: Config, db: AsyncEngine, *,
                  next_runs: Mapping[str, str | None] | None = None,
+                 job_runs: Mapping[tuple[str, str], str | None] | None = None,
                  live: LiveProgress | None = None,
-                 health: Mapping[str, str] | None = None) -> dict:
-    """The status document (``accord status --json``, ``GET /api/status``)."""
-    runs, steps = T["runs"], T["steps"]
+                 health: Mapping[str, str] | None = None,
+                 recent: int = RECENT_RUNS) -> dict:
+    """The status document (``accord status --json``, ``GET /api/status``).
+
+    Per integration: its two systems by name and type, its flows in a sentence, whether it is
+    paused, the ``recent`` newest runs with their steps (``last_run`` is the newest), why it is
+    failing (``failure``), the next run and the jobs, and what waits for a person: record
+    errors, reviews, held deletes and exclusions, each with the record's name and key where its
+    link knows them."""
     out: dict[str, Any] = {"integrations": {}}
     async with db.connect() as conn:
+        paused = await operator.paused(conn)
         for name, spec in cfg.integrations.items():
-            last = (await conn.execute(select(runs).where(runs.c.integration == name)
-                                       .order_by(runs.c.id.desc()).limit(1))
-                    ).mappings().first()
-            doc: dict[str, Any] = {"enabled": spec.enabled, "last_run": None}
+            systems = {side: {"name": getattr(spec, side),
+                              "type": cfg.systems[getattr(spec, side)].type
+                              if getattr(spec, side) in cfg.systems else None}
+                       for side in ("left", "right")}
+            names = {side: s["name"] for side, s in systems.items()}
+            rules = {f.name: f for f in spec.flows}
+            pause = paused.get(name)
+            doc: dict[str, Any] = {
+                "enabled": spec.enabled, "systems": systems,
+                "flows": [{"name": f.name, "description": describe.describe_flow(f, names)}
+                          for f in spec.flows],
+                "paused": None if pause is None else {
+                    "reason": pause["reason"], "at": iso(pause["paused_at"])},
+                "last_run": None}
             if live is not None:
                 doc["running"] = live.running(name)
             if health is not None:
                 doc["health"] = health.get(name, "ok")
-            if last is not None:
-                st = (await conn.execute(select(steps).where(steps.c.run_id == last["id"])
-                                         .order_by(steps.c.id))).mappings().all()
-                now_counts = (live.steps.get(name, {})
-                              if live is not None and last["status"] == "running" else {})
-                doc["last_run"] = {
-                    "id": last["id"], "trigger": last["trigger"], "status": last["status"],
-                    "started_at": iso(last["started_at"]),
-                    "finished_at": iso(last["finished_at"]),
-                    "message": last["message"],
-                    "steps": [{"flow": s["flow"], "status": s["status"],
-                               "counts": (now_counts.get(s["flow"], {})
-                                          if s["status"] == "running"
-                                          else loads(s["counts"]) or {}),
-                               "message": s["message"]}
-                              for s in st]}
-                if live is not None and last["status"] == "running":
-                    begun = {s["flow"] for s in st}
-                    doc["last_run"]["steps"] += [
-                        {"flow": f, "status": "waiting", "counts": {}, "message": ""}
-                        for f in live.planned.get(name, []) if f not in begun]
+            runs = [_run_doc(r) for r in await reports.recent_runs(conn, name, recent)]
+            if runs and runs[0]["status"] == "running" and live is not None:
+                last = runs[0]
+                now_counts = live.steps.get(name, {})
+                for s in last["steps"]:
+                    if s["status"] == "running":
+                        s["counts"] = now_counts.get(s["flow"], {})
+                begun = {s["flow"] for s in last["steps"]}
+                last["steps"] += [
+                    {"flow": f, "status": "waiting", "counts": {}, "message": "",
+                     "started_at": None, "finished_at": None}
+                    for f in live.planned.get(name, []) if f not in begun]
+            doc["runs"] = runs
+            doc["last_run"] = runs[0] if runs else None
+            doc["failure"] = _failure(runs)
             if next_runs is not None and name in next_runs:
                 doc["next_run"] = next_runs[name] or ("disabled" if not spec.enabled
                                                       else "not scheduled")
             else:
-                doc["next_run"] = next_run(spec, last["started_at"] if last else None)
-            doc["jobs"] = [{"name": j.name, "flow": j.flow, "cron": j.cron}
+                doc["next_run"] = next_run(spec, _when(runs[0]["started_at"]) if runs else None)
+            doc["jobs"] = [{"name": j.name, "flow": j.flow, "cron": j.cron, "full": j.full,
+                            "next_run": (job_runs or {}).get((name, j.name))}
                            for j in spec.jobs]
             doc["record_errors"] = [
                 {"integration": r["integration"], "flow": r["flow"], "side": r["side"],
                  "record": r["record_id"], "message": r["message"], "count": r["count"],
-                 "retry": r["retry"], "quarantined": r["quarantined"],
-                 "updated_at": iso(r["updated_at"])}
-                for r in await _rows(conn, "record_errors", name)]
+                 "retry": r["retry"], "run": r["run_id"], "updated_at": iso(r["updated_at"]),
+                 **({"quarantined": r["quarantined"]} if "quarantined" in r else {})}
+                for r in await reports.record_errors(conn, name)]
+            await _labelled(conn, name, rules, doc["record_errors"], lambda r: r["side"])
             doc["gates"] = [
-                {"kind": r["kind"], "flow": r["flow"], "message": r["message"],
-                 "approved": r["approved"], "created_at": iso(r["created_at"]),
-                 "counts": (loads(r["detail"]) or {}).get("counts")}
-                for r in await _rows(conn, "gates", name)]
+                {"id": g["id"], "kind": g["kind"], "flow": g["flow"],
+                 "message": g["message"], "approved": g["approved"],
+                 "created_at": iso(g["created_at"]), "counts": g["detail"].get("counts"),
+                 "actions": g["detail"].get("actions")}
+                for g in await gates_store.open_gates(conn, name)]
             doc["reviews"] = [
                 {"flow": r["flow"], "side": r["side"], "record": r["record_id"],
-                 "candidates": loads(r["candidates"]), "reason": r["reason"]}
-                for r in await _rows(conn, "reviews", name)]
+                 "candidates": r["candidates"], "reason": r["reason"],
+                 "updated_at": iso(r["updated_at"])}
+                for r in await reports.reviews_of(conn, name)]
             doc["held_deletes"] = [
                 {"id": r["id"], "flow": r["flow"], "target": r["target"],
                  "record": r["record_id"], "action": r["action"], "run": r["run_id"],
-                 "approved": r["approved"]}
-                for r in await _rows(conn, "held_deletes", name)]
+                 "approved": r["approved"], "created_at": iso(r["created_at"])}
+                for r in await reports.held_deletes(conn, name)]
+            await _labelled(conn, name, rules, doc["held_deletes"], lambda r: r["target"])
             doc["exclusions"] = [
                 {"flow": r["flow"], "side": r["side"], "record": r["record_id"],
-                 "mode": r["mode"], "reason": r["reason"]}
-                for r in await _rows(conn, "exclusions", name)]
+                 "mode": r["mode"], "reason": r["reason"], "created_at": iso(r["created_at"])}
+                for r in await reports.exclusions_of(conn, name)]
+            await _labelled(conn, name, rules, doc["exclusions"], lambda r: r["side"])
             out["integrations"][name] = doc
     return out
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None

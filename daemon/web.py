@@ -1,20 +1,28 @@
-"""The daemon's web side: a status page, a JSON API, Prometheus metrics, health checks.
+"""The daemon's web side: routes and auth for the status page, the JSON API, metrics, health.
 
 Served by aiohttp in the daemon's own event loop, started and stopped by ``Service``, bound to
-``[web] host`` (127.0.0.1 unless configured) and ``port`` (8080; 0 picks a free one).
+``[web] host`` (127.0.0.1 unless configured) and ``port`` (8080; 0 picks a free one). The page
+is rendered by daemon/page.py, the metrics by daemon/metrics.py; the state is read through
+daemon/store/reports.py (via daemon/status.py) and changed through daemon/store/operator.py.
 
-- ``GET /``: the status page (server-rendered HTML, small inline CSS/JS). It fetches
-  ``GET /partial`` (the same HTML, body only) every 2 s while a run is under way and every
-  30 s otherwise (DT-10); the steps of a run under way show their live counts.
+- ``GET /``: the status page; ``GET /partial``: its refreshing part (DT-10).
 - ``GET /api/status``: the same as JSON (the document of ``accord status --json``, plus what
-  only the daemon knows: running, health, the scheduler's next run).
+  only the daemon knows: running, health, the scheduler's next runs).
 - ``POST /api/integrations/{name}/run``: start a run now (202 with its id; 409 when a run of it
-  is under way).
-- ``POST /api/integrations/{name}/approve``: approve the deletes the circuit-breaker held
-  (optional JSON ``{"flow": ...}``); the next run applies them.
-- ``POST /api/webhooks/{name}``: ``{"flow", "side": "left|right", "ids": [...]}`` starts a
-  targeted run of those records (UL-4); while a run is under way they wait for it, merged.
+  is under way). It runs a paused integration too: pausing stops the schedule, not a person.
+- ``.../approve`` (optional ``{"flow"}``): approve the deletes the circuit-breaker held.
+- ``.../retry`` ``{"flow", "side"?, "id"?}``: read the record (or every record error of the
+  flow, or of one side) again next run, out of quarantine (404: no such record error).
+- ``.../exclude`` ``{"flow", "side", "id", "once"?, "reason"?}``: leave a record out.
+- ``.../include`` ``{"flow", "side", "id"}``: lift an exclusion (404: not excluded).
+- ``.../pause`` (optional ``{"reason"}``) and ``.../resume``: no scheduled runs (nor webhooks)
+  while paused, kept in the state across restarts (409: already paused / not paused).
+- ``POST /api/webhooks/{name}``: ``{"flow", "side", "ids": [...]}`` starts a targeted run of
+  those records (UL-4); while a run is under way they wait for it, merged. ``side`` is
+  ``left``/``right`` or the system's name. 409 while the integration is paused.
 - ``GET /metrics`` (Prometheus text), ``GET /healthz``, ``GET /readyz``.
+
+A ``side`` in a body may be ``left``/``right`` or the system's configured name.
 
 Every POST needs ``Authorization: Bearer <[web] token>`` (401 otherwise, compared in constant
 time); without a configured token the POST endpoints answer 403. GETs need no token and never
@@ -25,20 +33,19 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import html
-from collections import defaultdict
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 from aiohttp import web
-from sqlalchemy import func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
+from daemon import metrics as metrics_lib
+from daemon import page as page_lib
 from daemon import status as status_lib
 from daemon.engine.runner import RunOptions
-from daemon.store.db import loads
-from daemon.store.tables import T
+from daemon.store import operator, reports
 
 if TYPE_CHECKING:
     from daemon.service import Service
@@ -46,6 +53,9 @@ if TYPE_CHECKING:
 log = structlog.get_logger("accord.web")
 
 MAX_IDS = 1000                  # records one webhook call may name
+# config.example.toml's token: fine for the demo on loopback, a warning anywhere else
+EXAMPLE_TOKEN = "demo-token"
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
 def _json(data: Any, status: int = 200, headers: dict | None = None) -> web.Response:
@@ -55,7 +65,7 @@ def _json(data: Any, status: int = 200, headers: dict | None = None) -> web.Resp
 
 def _error(status: int, message: str, **extra) -> web.Response:
     headers = {"WWW-Authenticate": 'Bearer realm="accord"'} if status == 401 else None
-    return _json({"error": message, **extra}, status, headers)
+    return _json({"error": message, "message": message, **extra}, status, headers)
 
 
 class WebServer:
@@ -69,7 +79,7 @@ class WebServer:
         self._pending: dict[str, dict[str, dict[str, set[str]]]] = {}
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._drainers: dict[str, asyncio.Task] = {}
-        self._agg: tuple[int, dict] = (0, {})   # metrics: (step id watermark, sums)
+        self.prometheus = metrics_lib.Metrics(service)     # this web app's own registry
 
     # --- life cycle ------------------------------------------------------------------------
     def application(self) -> web.Application:
@@ -80,6 +90,11 @@ class WebServer:
             web.get("/healthz", self.healthz), web.get("/readyz", self.readyz),
             web.post("/api/integrations/{name}/run", self.run_now),
             web.post("/api/integrations/{name}/approve", self.approve),
+            web.post("/api/integrations/{name}/retry", self.retry),
+            web.post("/api/integrations/{name}/exclude", self.exclude),
+            web.post("/api/integrations/{name}/include", self.include),
+            web.post("/api/integrations/{name}/pause", self.pause),
+            web.post("/api/integrations/{name}/resume", self.resume),
             web.post("/api/webhooks/{name}", self.webhook),
         ])
         return app
@@ -98,6 +113,10 @@ class WebServer:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.started = True
         log.info("web.started", url=self.url)
+        if self._token() == EXAMPLE_TOKEN and host not in LOOPBACK:
+            log.warning("web.example_token", host=host,
+                        reason="the POST endpoints take the example configuration's token on "
+                               "a non-loopback address: set [web] token_file")
         return self
 
     @property
@@ -115,11 +134,14 @@ class WebServer:
         self.started = False
 
     # --- auth ------------------------------------------------------------------------------
+    def _token(self) -> str:
+        spec = self.service.cfg.web if self.service.cfg is not None else None
+        return spec.token.get_secret_value() if spec and spec.token else ""
+
     @web.middleware
     async def _auth(self, request: web.Request, handler):
         if request.method not in ("GET", "HEAD", "OPTIONS"):
-            spec = self.service.cfg.web if self.service.cfg is not None else None
-            token = spec.token.get_secret_value() if spec and spec.token else ""
+            token = self._token()
             if not token:
                 return _error(403, "POST endpoints are off: set [web] token (or token_file) "
                                    "in the configuration to use them")
@@ -142,15 +164,21 @@ class WebServer:
                 content_type="application/json")
         return name
 
-    def _next_runs(self) -> dict[str, str | None]:
-        from daemon.service import sync_job_id
-        out: dict[str, str | None] = {}
-        for name in (self.service.cfg.integrations if self.service.cfg else {}):
-            job = (self.service.scheduler.get_job(sync_job_id(name))
-                   if self.service.scheduler is not None else None)
-            out[name] = status_lib.iso(job.next_run_time) if job is not None and \
-                job.next_run_time is not None else None
-        return out
+    def _next_time(self, job_id: str) -> str | None:
+        sched = self.service.scheduler
+        job = sched.get_job(job_id) if sched is not None else None
+        return status_lib.iso(getattr(job, "next_run_time", None))
+
+    def _next_runs(self) -> tuple[dict[str, str | None], dict[tuple[str, str], str | None]]:
+        """The scheduler's next run of each integration, and of each of its jobs."""
+        from daemon.service import extra_job_id, sync_job_id
+        runs: dict[str, str | None] = {}
+        jobs: dict[tuple[str, str], str | None] = {}
+        for name, spec in (self.service.cfg.integrations if self.service.cfg else {}).items():
+            runs[name] = self._next_time(sync_job_id(name))
+            for job in spec.jobs:
+                jobs[(name, job.name)] = self._next_time(extra_job_id(name, job.name))
+        return runs, jobs
 
     async def status_doc(self) -> dict:
         svc = self.service
@@ -158,17 +186,16 @@ class WebServer:
             raise web.HTTPServiceUnavailable(
                 text=orjson.dumps({"error": "starting or reloading; try again"}).decode(),
                 content_type="application/json")
-        doc = await status_lib.gather(svc.cfg, svc.app.db, next_runs=self._next_runs(),
-                                      live=svc.live, health=svc.health)
+        next_runs, job_runs = self._next_runs()
+        doc = await status_lib.gather(svc.cfg, svc.app.db, next_runs=next_runs,
+                                      job_runs=job_runs, live=svc.live, health=svc.health)
         doc["generated_at"] = status_lib.iso(datetime.now(timezone.utc))
         doc["running"] = any(d.get("running") for d in doc["integrations"].values())
         return doc
 
     async def _last_run_id(self, name: str) -> int:
-        runs = T["runs"]
         async with self.service.app.db.connect() as conn:  # type: ignore[union-attr]
-            return (await conn.execute(select(func.max(runs.c.id)).where(
-                runs.c.integration == name))).scalar() or 0
+            return await reports.last_run_id(conn, name)
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.get_running_loop().create_task(coro)
@@ -204,14 +231,14 @@ class WebServer:
         return _json(await self.status_doc())
 
     async def page(self, request: web.Request) -> web.Response:
-        doc = await self.status_doc()
-        return web.Response(text=PAGE.replace("%BODY%", render(doc)),
-                             content_type="text/html", charset="utf-8",
-                             headers={"Cache-Control": "no-store"})
+        html = page_lib.page(await self.status_doc(), buttons=bool(self._token()))
+        return web.Response(text=html, content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
 
     async def partial(self, request: web.Request) -> web.Response:
-        return web.Response(text=render(await self.status_doc()), content_type="text/html",
-                            charset="utf-8", headers={"Cache-Control": "no-store"})
+        return web.Response(text=page_lib.body(await self.status_doc()),
+                            content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
 
     async def healthz(self, request: web.Request) -> web.Response:
         sched = self.service.scheduler
@@ -236,7 +263,8 @@ class WebServer:
         _, run_id = await self._start_run(name, RunOptions(trigger="web"))
         if run_id is None:
             return self._not_started(name)
-        return _json({"status": "started", "run": run_id}, 202)
+        return _json({"status": "started", "run": run_id,
+                      "message": f"run #{run_id} of {name} started"}, 202)
 
     def _not_started(self, name: str) -> web.Response:
         if self.service._stopping:
@@ -250,37 +278,109 @@ class WebServer:
 
     async def approve(self, request: web.Request) -> web.Response:
         name = self._integration(request)
-        body = await self._body(request, required=False)
-        flow = body.get("flow") if isinstance(body, dict) else None
+        body = await self._object(request, required=False)
+        flow = body.get("flow")
         if flow is not None:
             self._check_flow(name, flow)
-        held = T["held_deletes"]
-        cond = [held.c.integration == name, held.c.approved.is_(False)]
-        if flow:
-            cond.append(held.c.flow == flow)
         async with self.service.app.db.begin() as conn:  # type: ignore[union-attr]
-            n = (await conn.execute(update(held).where(*cond).values(approved=True))).rowcount
-        log.info("web.approved", integration=name, flow=flow, held_deletes=n)
-        return _json({"approved": n, "message": f"approved {n} held delete"
-                      f"{'s' if n != 1 else ''}; the next run applies "
-                      f"{'them' if n != 1 else 'it'}"})
+            done = await operator.approve(conn, name, flow)
+        n, gates = done["held_deletes"], done["gates"]
+        log.info("web.approved", integration=name, flow=flow, held_deletes=n, gates=gates)
+        message = (f"approved {n} held delete{'s' if n != 1 else ''}"
+                   + (f" and {gates} gate{'s' if gates != 1 else ''}" if gates else "")
+                   + "; the next run goes on")
+        return _json({"approved": n, "gates": gates, "message": message})
+
+    async def retry(self, request: web.Request) -> web.Response:
+        """One record error (flow, side, id), one side's, or a whole flow's."""
+        name = self._integration(request)
+        body = await self._object(request, required=True)
+        flow = self._flow_of(name, body)
+        side = self._side_of(name, body, required="id" in body)
+        ids = [self._id_of(body)] if "id" in body else None
+        async with self.service.app.db.begin() as conn:  # type: ignore[union-attr]
+            n = await operator.retry(conn, name, flow, side, ids)
+        what = self._what(name, flow, side, ids)
+        if not n:
+            return _error(404, f"no open record error for {what}")
+        log.info("web.retry", integration=name, flow=flow, side=side, record_errors=n)
+        return _json({"retried": n, "message": f"{what}: {n} record error"
+                      f"{'s' if n != 1 else ''} marked for retry; the next run reads "
+                      f"{'them' if n != 1 else 'it'} again"})
+
+    async def exclude(self, request: web.Request) -> web.Response:
+        name = self._integration(request)
+        body = await self._object(request, required=True)
+        flow, side, rid = (self._flow_of(name, body), self._side_of(name, body, required=True),
+                           self._id_of(body))
+        once = bool(body.get("once", False))
+        reason = body.get("reason") or ""
+        if not isinstance(reason, str):
+            raise _bad("reason: text")
+        async with self.service.app.db.begin() as conn:  # type: ignore[union-attr]
+            await operator.exclude(conn, name, flow, side, rid, once=once, reason=reason[:500])
+        log.info("web.excluded", integration=name, flow=flow, side=side, record=rid, once=once)
+        when = "from the next run" if once else "until it is included again"
+        return _json({"excluded": rid, "message": f"{self._what(name, flow, side, [rid])} is "
+                      f"left out {when}"})
+
+    async def include(self, request: web.Request) -> web.Response:
+        name = self._integration(request)
+        body = await self._object(request, required=True)
+        flow, side, rid = (self._flow_of(name, body), self._side_of(name, body, required=True),
+                           self._id_of(body))
+        async with self.service.app.db.begin() as conn:  # type: ignore[union-attr]
+            done = await operator.include(conn, name, flow, side, rid)
+        what = self._what(name, flow, side, [rid])
+        if not done:
+            return _error(404, f"{what} is not excluded")
+        log.info("web.included", integration=name, flow=flow, side=side, record=rid)
+        return _json({"included": rid, "message": f"{what} is included again: the next run "
+                      f"reads it"})
+
+    async def pause(self, request: web.Request) -> web.Response:
+        name = self._integration(request)
+        body = await self._object(request, required=False)
+        reason = body.get("reason") or ""
+        if not isinstance(reason, str):
+            raise _bad("reason: text")
+        async with self.service.app.db.begin() as conn:  # type: ignore[union-attr]
+            done = await operator.pause(conn, name, reason[:500])
+        if not done:
+            return _error(409, f"{name} is already paused")
+        log.info("web.paused", integration=name, reason=reason or None)
+        return _json({"paused": name, "message": f"{name} paused: no scheduled runs until it "
+                      f"is resumed"})
+
+    async def resume(self, request: web.Request) -> web.Response:
+        name = self._integration(request)
+        async with self.service.app.db.begin() as conn:  # type: ignore[union-attr]
+            done = await operator.resume(conn, name)
+        if not done:
+            return _error(409, f"{name} is not paused")
+        log.info("web.resumed", integration=name)
+        return _json({"resumed": name, "message": f"{name} resumed: it runs on its schedule "
+                      f"again"})
+
+    async def _paused(self, name: str) -> bool:
+        async with self.service.app.db.connect() as conn:  # type: ignore[union-attr]
+            return await operator.is_paused(conn, name)
 
     async def webhook(self, request: web.Request) -> web.Response:
         name = self._integration(request)
         body = await self._body(request, required=True)
         if not isinstance(body, dict):
             raise _bad("the body must be a JSON object {flow, side, ids}")
-        flow, side, ids = body.get("flow"), body.get("side"), body.get("ids")
-        if not isinstance(flow, str):
-            raise _bad("flow: a flow name is required")
-        self._check_flow(name, flow)
-        if side not in ("left", "right"):
-            raise _bad("side: left or right")
+        flow, ids = self._flow_of(name, body), body.get("ids")
+        side = self._side_of(name, body, required=True)
         if isinstance(ids, (str, int)):
             ids = [ids]
         if not isinstance(ids, list) or not ids or len(ids) > MAX_IDS or not all(
                 isinstance(i, (str, int)) and str(i) for i in ids):
             raise _bad(f"ids: a list of 1 to {MAX_IDS} record ids")
+        if await self._paused(name):
+            return _error(409, f"{name} is paused: the change is picked up by the first run "
+                               f"after it is resumed")
         lock = self.service.locks.get(name)
         busy = (lock is not None and lock.locked()) or name in self._drainers
         pending = self._pending.setdefault(name, {})
@@ -302,7 +402,8 @@ class WebServer:
             return queued
         if run_id is None:
             return self._not_started(name)
-        return _json({"status": "started", "run": run_id}, 202)
+        return _json({"status": "started", "run": run_id,
+                      "message": f"targeted run #{run_id} of {name} started"}, 202)
 
     async def _drain(self, name: str) -> None:
         """Targeted runs of the records webhooks named: one at a time, merged while waiting."""
@@ -347,6 +448,45 @@ class WebServer:
         except orjson.JSONDecodeError:
             raise _bad("the body is not valid JSON") from None
 
+    async def _object(self, request: web.Request, *, required: bool) -> dict:
+        body = await self._body(request, required=required)
+        if not isinstance(body, dict):
+            raise _bad("the body must be a JSON object")
+        return body
+
+    def _flow_of(self, name: str, body: dict) -> str:
+        flow = body.get("flow")
+        if not isinstance(flow, str) or not flow:
+            raise _bad("flow: a flow name is required")
+        self._check_flow(name, flow)
+        return flow
+
+    def _side_of(self, name: str, body: dict, *, required: bool) -> str | None:
+        """``left``/``right``, or the name of the integration's system on that side."""
+        side = body.get("side")
+        if side is None and not required:
+            return None
+        spec = self.service.cfg.integrations[name]  # type: ignore[union-attr]
+        by_name = {spec.left: "left", spec.right: "right"}
+        if side in ("left", "right"):
+            return side
+        if isinstance(side, str) and side in by_name and spec.left != spec.right:
+            return by_name[side]
+        raise _bad(f"side: left, right, {spec.left!r} or {spec.right!r}")
+
+    def _id_of(self, body: dict) -> str:
+        rid = body.get("id")
+        if isinstance(rid, bool) or not isinstance(rid, (str, int)) or not str(rid):
+            raise _bad("id: a record id is required")
+        return str(rid)
+
+    def _what(self, name: str, flow: str, side: str | None, ids: list[str] | None) -> str:
+        """"prospect companies record 42", in the systems' names."""
+        spec = self.service.cfg.integrations[name]  # type: ignore[union-attr]
+        system = {"left": spec.left, "right": spec.right}.get(side or "", "")
+        where = f"{system} {flow}".strip()
+        return f"{where} record {ids[0]}" if ids else f"{where} of {name}"
+
     def _check_flow(self, name: str, flow: Any) -> None:
         flows = [f.name for f in self.service.app.integration(name).flows]  # type: ignore
         if flow not in flows:
@@ -357,311 +497,14 @@ class WebServer:
         app = self.service.app
         if app is None or app.db is None:
             return web.Response(status=503, text="# starting or reloading\n")
-        return web.Response(text=await self.metrics_text(),
-                            content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
-
-    async def _step_sums(self, conn) -> dict[tuple[str, str, str], int]:
-        """Sums of the finished steps' counts by (integration, flow, key). Steps up to the
-        first one still running are summed once and kept; the rest is read each time."""
-        runs, steps = T["runs"], T["steps"]
-        mark, kept = self._agg
-        rows = (await conn.execute(
-            select(steps.c.id, steps.c.flow, steps.c.status, steps.c.counts,
-                   runs.c.integration)
-            .join(runs, runs.c.id == steps.c.run_id)
-            .where(steps.c.id > mark).order_by(steps.c.id))).all()
-        sums = defaultdict(int, kept)
-        blocked = False
-        new_mark, new_kept = mark, None
-        for sid, flow, status, counts, integ in rows:
-            if status == "running":
-                if not blocked:
-                    blocked, new_kept = True, dict(sums)
-                continue
-            for k, v in (loads(counts) or {}).items():
-                if isinstance(v, (int, float)):
-                    sums[(integ, flow, k)] += int(v)
-            if not blocked:
-                new_mark = sid
-        self._agg = (new_mark, new_kept if blocked else dict(sums))
-        return sums
-
-    async def metrics_text(self) -> str:
-        app, svc = self.service.app, self.service
-        runs, errors, reviews, held, cursors = (T["runs"], T["record_errors"], T["reviews"],
-                                                T["held_deletes"], T["cursors"])
-        m = Metrics()
-        async with app.db.connect() as conn:  # type: ignore[union-attr]
-            m.family("accord_runs_total", "counter",
-                     "Runs by integration and outcome (ok, errors, failed, stopped, running).")
-            for integ, status, n in (await conn.execute(
-                    select(runs.c.integration, runs.c.status, func.count())
-                    .group_by(runs.c.integration, runs.c.status))).all():
-                m.sample("accord_runs_total", n, integration=integ, outcome=status)
-
-            sums = await self._step_sums(conn)
-            m.family("accord_records_total", "counter",
-                     "Records by outcome, from the counts of finished steps.")
-            m.family("accord_records_read_total", "counter", "Records read, by side.")
-            m.family("accord_conflicts_total", "counter",
-                     "Fields changed on both sides within one window (resolved, logged).")
-            for (integ, flow, key), n in sorted(sums.items()):
-                if key.startswith("read_"):
-                    m.sample("accord_records_read_total", n, integration=integ, flow=flow,
-                             side=key[len("read_"):])
-                elif key == "conflicts":
-                    m.sample("accord_conflicts_total", n, integration=integ, flow=flow)
-                else:
-                    m.sample("accord_records_total", n, integration=integ, flow=flow,
-                             outcome=key)
-
-            for fam, table, help_ in (
-                    ("accord_record_errors", errors, "Open record errors."),
-                    ("accord_reviews", reviews, "Ambiguous matches awaiting review.")):
-                m.family(fam, "gauge", help_)
-                for integ, flow, side, n in (await conn.execute(
-                        select(table.c.integration, table.c.flow, table.c.side, func.count())
-                        .group_by(table.c.integration, table.c.flow, table.c.side))).all():
-                    m.sample(fam, n, integration=integ, flow=flow, side=side)
-            m.family("accord_held_deletes", "gauge",
-                     "Deletes held by the circuit-breaker, not yet approved.")
-            for integ, flow, n in (await conn.execute(
-                    select(held.c.integration, held.c.flow, func.count())
-                    .where(held.c.approved.is_(False))
-                    .group_by(held.c.integration, held.c.flow))).all():
-                m.sample("accord_held_deletes", n, integration=integ, flow=flow)
-
-            m.family("accord_last_run_duration_seconds", "gauge",
-                     "Duration of the last finished run.")
-            m.family("accord_last_run_finished_timestamp_seconds", "gauge",
-                     "When the last finished run ended (Unix time).")
-            last_ids = select(func.max(runs.c.id).label("id")).where(
-                runs.c.finished_at.is_not(None)).group_by(runs.c.integration).subquery()
-            for integ, started, finished in (await conn.execute(
-                    select(runs.c.integration, runs.c.started_at, runs.c.finished_at)
-                    .where(runs.c.id.in_(select(last_ids.c.id))))).all():
-                s, f = _utc(started), _utc(finished)
-                m.sample("accord_last_run_duration_seconds",
-                         round(max(0.0, (f - s).total_seconds()), 3), integration=integ)
-                m.sample("accord_last_run_finished_timestamp_seconds",
-                         round(f.timestamp(), 3), integration=integ)
-
-            m.family("accord_cursor_lag_seconds", "gauge",
-                     "Now minus the cursor's time, per flow and side (how far behind the "
-                     "incremental reads are).")
-            now = datetime.now(timezone.utc)
-            for integ, flow, side, value in (await conn.execute(
-                    select(cursors.c.integration, cursors.c.flow, cursors.c.side,
-                           cursors.c.value))).all():
-                at = (loads(value) or {}).get("at") if value else None
-                try:
-                    when = _utc(datetime.fromisoformat(at)) if at else None
-                except (TypeError, ValueError):
-                    when = None
-                if when is not None:
-                    m.sample("accord_cursor_lag_seconds",
-                             round(max(0.0, (now - when).total_seconds()), 3),
-                             integration=integ, flow=flow, side=side)
-
-        m.family("accord_run_in_progress", "gauge", "1 while a run of the integration is under way.")
-        m.family("accord_integration_failing", "gauge", "1 when the last run failed.")
-        for name in sorted(app.integrations):  # type: ignore[union-attr]
-            m.sample("accord_run_in_progress", int(svc.live.running(name)), integration=name)
-            m.sample("accord_integration_failing", int(svc.health.get(name) == "failing"),
-                     integration=name)
-        m.family("accord_http_requests_total", "counter",
-                 "HTTP requests sent to each system (since the connector started).")
-        m.family("accord_http_throttled_total", "counter",
-                 "HTTP 429 answers from each system (since the connector started).")
-        for sysname, conn_ in sorted(app.connectors.items()):  # type: ignore[union-attr]
-            http = getattr(conn_, "http", None)
-            if http is not None and hasattr(http, "requests"):
-                m.sample("accord_http_requests_total", http.requests, system=sysname)
-                m.sample("accord_http_throttled_total", getattr(http, "throttled", 0),
-                         system=sysname)
-        return m.text()
+        try:
+            body = await self.prometheus.exposition()
+        except (OSError, SQLAlchemyError) as exc:
+            return web.Response(status=503, text=f"# state database: {type(exc).__name__}\n")
+        return web.Response(body=body, headers={"Content-Type": metrics_lib.CONTENT_TYPE,
+                                                "X-Content-Type-Options": "nosniff"})
 
 
 def _bad(message: str, **extra) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=orjson.dumps({"error": message, **extra}).decode(),
                               content_type="application/json")
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
-
-
-class Metrics:
-    """The Prometheus text exposition format (0.0.4), written by hand."""
-
-    def __init__(self) -> None:
-        self.lines: list[str] = []
-
-    def family(self, name: str, kind: str, help_: str) -> None:
-        self.lines += [f"# HELP {name} {help_}", f"# TYPE {name} {kind}"]
-
-    def sample(self, name: str, value: float, **labels: Any) -> None:
-        lab = ",".join(f'{k}="{_label(v)}"' for k, v in labels.items())
-        self.lines.append(f"{name}{{{lab}}} {value}" if lab else f"{name} {value}")
-
-    def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
-
-
-def _label(value: Any) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-# --- the page ----------------------------------------------------------------------------------
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value))
-
-
-def _counts(counts: dict) -> str:
-    items = [(k, v) for k, v in sorted(counts.items()) if v]
-    if not items:
-        return '<span class="muted">—</span>'
-    return " ".join(f'<span class="c">{_e(k)} <b>{_e(v)}</b></span>' for k, v in items)
-
-
-def _table(rows: list[dict], cols: list[str], cls: str) -> str:
-    if not rows:
-        return '<p class="muted">none</p>'
-    head = "".join(f"<th>{_e(c)}</th>" for c in cols)
-    body = "".join(
-        f'<tr class="{cls}">' + "".join(f"<td>{_e(_cell(r.get(c)))}</td>" for c in cols)
-        + "</tr>" for r in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, (list, dict)):
-        return orjson.dumps(value, default=str).decode()
-    return value
-
-
-def render(doc: dict) -> str:
-    """The body of the status page (also ``GET /partial``)."""
-    running = doc.get("running")
-    parts = [f'<div id="status" data-running="{1 if running else 0}">',
-             f'<p class="muted">updated {_e(doc.get("generated_at"))} · refreshes every '
-             f'{"2 s (a run is under way)" if running else "30 s"}</p>']
-    for name, d in doc["integrations"].items():
-        last = d.get("last_run")
-        badges = []
-        if not d.get("enabled", True):
-            badges.append('<span class="b off">disabled</span>')
-        if d.get("running"):
-            badges.append('<span class="b running">running</span>')
-        if d.get("health") == "failing":
-            badges.append('<span class="b failed">failing</span>')
-        parts.append(f'<section class="integration" data-name="{_e(name)}">'
-                     f'<h2>{_e(name)} {" ".join(badges)}'
-                     f'<button class="act" data-url="/api/integrations/{_e(name)}/run">'
-                     f'Run now</button></h2>')
-        if last is None:
-            parts.append('<p>Last run: <b>never</b></p>')
-        else:
-            parts.append(
-                f'<p>Last run: <b>#{_e(last["id"])}</b> <span class="b {_e(last["status"])}">'
-                f'{_e(last["status"])}</span> ({_e(last["trigger"])}) '
-                f'{_e(last["started_at"])} → {_e(last["finished_at"] or "under way")}'
-                + (f' — {_e(last["message"])}' if last.get("message") else "") + "</p>")
-        parts.append(f'<p>Next run: {_e(d.get("next_run"))}</p>')
-        if last is not None and last["steps"]:
-            parts.append("<table><tr><th>flow</th><th>status</th><th>counts</th>"
-                         "<th>message</th></tr>")
-            for s in last["steps"]:
-                parts.append(
-                    f'<tr class="step" data-flow="{_e(s["flow"])}" '
-                    f'data-status="{_e(s["status"])}"><td>{_e(s["flow"])}</td>'
-                    f'<td><span class="b {_e(s["status"])}">{_e(s["status"])}</span></td>'
-                    f'<td class="counts">{_counts(s["counts"])}</td>'
-                    f'<td>{_e(s["message"])}</td></tr>')
-            parts.append("</table>")
-        parts.append(f'<h3>Open record errors ({len(d["record_errors"])})</h3>')
-        parts.append(_table(d["record_errors"],
-                            ["flow", "side", "record", "count", "message"], "record-error"))
-        parts.append(f'<h3>Ambiguous matches awaiting review ({len(d["reviews"])})</h3>')
-        parts.append(_table(d["reviews"], ["flow", "side", "record", "reason", "candidates"],
-                            "review"))
-        waiting = [h for h in d["held_deletes"] if not h["approved"]]
-        parts.append(f'<h3>Deletes held by the circuit-breaker ({len(waiting)} waiting)</h3>')
-        parts.append(_table(d["held_deletes"],
-                            ["flow", "target", "record", "action", "run", "approved"], "held"))
-        if waiting:
-            parts.append(f'<button class="act" data-url="/api/integrations/{_e(name)}/approve"'
-                         f'>Approve {len(waiting)} held delete'
-                         f'{"s" if len(waiting) != 1 else ""}</button>')
-        parts.append("</section>")
-    parts.append("</div>")
-    return "\n".join(parts)
-
-
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>accord — status</title>
-<style>
-body{font:14px/1.45 system-ui,sans-serif;margin:1.5em auto;max-width:1100px;padding:0 1em;
-color:#1d232b;background:#f6f7f9}
-h1{font-size:20px;margin:0 0 .3em}h2{font-size:17px;margin:0 0 .4em}h3{font-size:14px;
-margin:1em 0 .3em}
-section{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:1em 1.2em;
-margin:1em 0}
-table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3em .5em;
-border-bottom:1px solid #eceff2;vertical-align:top}th{font-weight:600;color:#555}
-.muted{color:#777}.b{display:inline-block;padding:0 .5em;border-radius:9px;font-size:12px;
-background:#e6e8eb}.b.ok{background:#d8f3dc;color:#1b5e20}.b.errors,.b.skipped{
-background:#fff3cd;color:#7a5a00}.b.failed,.b.stopped{background:#fde2e1;color:#9b1c1c}
-.b.running{background:#dbeafe;color:#1e40af}.b.off{background:#eee;color:#666}
-.c{display:inline-block;margin-right:.6em;white-space:nowrap}
-button{font:inherit;padding:.2em .8em;margin-left:.6em;border:1px solid #99a;border-radius:4px;
-background:#fff;cursor:pointer}
-#bar{display:flex;gap:.6em;align-items:center}#msg{color:#1e40af}
-</style></head><body>
-<h1>accord — status</h1>
-<div id="bar"><label>API token (for the buttons)
-<input id="token" type="password" autocomplete="off" size="24"></label>
-<span id="msg" role="status"></span></div>
-%BODY%
-<script>
-(function(){
-  var timer = null;
-  var tok = document.getElementById('token');
-  tok.value = sessionStorage.getItem('accord-token') || '';
-  tok.addEventListener('change', function(){ sessionStorage.setItem('accord-token', tok.value); });
-  function schedule(){
-    var el = document.getElementById('status');
-    var running = el && el.getAttribute('data-running') === '1';
-    clearTimeout(timer);
-    timer = setTimeout(refresh, running ? 2000 : 30000);
-  }
-  function refresh(){
-    fetch('/partial', {cache: 'no-store'}).then(function(r){
-      if (!r.ok) throw new Error('HTTP ' + r.status);
-      return r.text();
-    }).then(function(text){
-      document.getElementById('status').outerHTML = text;
-    }).catch(function(e){
-      document.getElementById('msg').textContent = 'refresh failed: ' + e.message;
-    }).then(schedule);
-  }
-  document.addEventListener('click', function(ev){
-    var b = ev.target.closest('button.act');
-    if (!b) return;
-    fetch(b.getAttribute('data-url'), {method: 'POST',
-      headers: {'Authorization': 'Bearer ' + tok.value}}).then(function(r){
-      return r.json().then(function(j){
-        document.getElementById('msg').textContent =
-          (j.message || j.error || j.status || '') + (j.run ? ' (run ' + j.run + ')' : '');
-      });
-    }).catch(function(e){
-      document.getElementById('msg').textContent = e.message;
-    }).then(refresh);
-  });
-  schedule();
-})();
-</script></body></html>
-"""

@@ -317,39 +317,6 @@ async def quarantined(conn: AsyncConnection, integration: str, flow: str, side: 
     return out
 
 
-async def retry(conn: AsyncConnection, integration: str, flow: str | None = None,
-                side: str | None = None, ids: Sequence[str] | None = None) -> int:
-    """Lift quarantine (and unresolvable creates) so the next run tries these records again:
-    every record error of the integration, or of a flow, or of some records."""
-    cond = [errors.c.integration == integration]
-    icond = [intents.c.integration == integration]
-    if flow:
-        cond.append(errors.c.flow == flow)
-        icond.append(intents.c.flow == flow)
-    if side:
-        cond.append(errors.c.side == side)
-    if ids is not None:
-        cond.append(errors.c.record_id.in_(list(ids)))
-        icond.append(intents.c.source_id.in_(list(ids)))
-    done = await conn.execute(update(errors).where(*cond).values(
-        quarantined=False, count=0, retry=True))
-    # an unresolvable create someone looked into: the record may be created again
-    unresolved = select(reviews.c.record_id).where(
-        reviews.c.integration == intents.c.integration, reviews.c.flow == intents.c.flow,
-        reviews.c.record_id == intents.c.source_id).exists()
-    stuck = (await conn.execute(select(intents.c.flow, intents.c.source_id).where(
-        *icond, unresolved))).all()
-    for f, sid in stuck:
-        await conn.execute(delete(intents).where(
-            intents.c.integration == integration, intents.c.flow == f,
-            intents.c.source_id == sid))
-        await conn.execute(delete(reviews).where(
-            reviews.c.integration == integration, reviews.c.flow == f,
-            reviews.c.record_id == sid))
-    gone = len(stuck)
-    return (done.rowcount or 0) + (gone or 0)
-
-
 async def clear_errors(conn: AsyncConnection, integration: str, flow: str, side: str,
                        ids: Sequence[str], only_retry: bool = False) -> None:
     extra = [errors.c.retry.is_(True)] if only_retry else []

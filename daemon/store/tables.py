@@ -241,6 +241,13 @@ class FlowState(SQLModel, table=True):
     fields: str = Field(sa_column=Column(Text, nullable=False))   # JSON: the field rules
     fingerprint: str
     updated_at: datetime = Field(sa_type=TZ)
+class Pause(SQLModel, table=True):
+    """An integration an operator paused: its scheduled runs and webhooks wait until resumed
+    (kept in the state, so a restart or a reload keeps it paused)."""
+    __tablename__ = "pauses"
+    integration: str = Field(primary_key=True)
+    reason: str = ""
+    paused_at: datetime = Field(sa_type=TZ)
 
 
 metadata = SQLModel.metadata

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import select
 
+from daemon.store import operator
 from daemon.store import queries as q
 from daemon.store.db import create_schema, dumps, make_engine
 from daemon.store.tables import T
@@ -101,7 +102,7 @@ async def test_record_errors_failing_the_same_way_n_runs_in_a_row_are_quarantine
             await q.record_errors(conn, [{**row, "run_id": run}], quarantine_after=3)
         assert await q.quarantined(conn, I, F, "right", ["R1"]) == {"R1": "h1"}
         assert await q.revisit_ids(conn, I, F, "right") == []      # not re-read every run
-        assert await q.retry(conn, I, F, "right", ["R1"]) == 1
+        assert await operator.retry(conn, I, F, "right", ["R1"]) == 1
         assert await q.quarantined(conn, I, F, "right", ["R1"]) == {}
         assert await q.revisit_ids(conn, I, F, "right") == ["R1"]
 

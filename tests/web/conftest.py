@@ -7,21 +7,25 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from sqlalchemy import select
 
 from daemon.service import Service
+from daemon.store.tables import T
 from tests.test_cli import sandboxes, write_config  # noqa: F401
 
 TOKEN = "web-token-s3cret-9911"
 SECRETS = ("sandbox-key", "sandbox-token", TOKEN)      # none may appear in a GET answer
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+BAD_WEBSITE = "https://-shop-.example.com"             # the CRM takes it, Unleashed refuses it
 
 
 def web_config(tmp: Path, ul, crm, *, token: str | None = TOKEN, ul_extra: str = "",
-               web: str = "") -> str:
+               web: str = "", **kw) -> str:
     lines = ["[web]", "port = 0"]
     if token is not None:
         lines.append(f'token = "{token}"')
     return write_config(tmp, ul_url=ul.url, crm_url=crm.url, ul_extra=ul_extra,
-                        extra="\n".join(lines) + "\n" + web)
+                        extra="\n".join(lines) + "\n" + web, **kw)
 
 
 async def start_service(path: str) -> Service:
@@ -53,3 +57,36 @@ async def service(tmp_path, sandboxes):
 async def http():
     async with aiohttp.ClientSession() as session:
         yield session
+
+
+async def get(http, svc, path: str, status: int = 200):
+    """GET through the socket; checks the status and that no secret is in the answer."""
+    async with http.get(svc.web.url + path) as r:
+        body = await r.text()
+        assert r.status == status, body
+        for secret in SECRETS:
+            assert secret not in body, f"{secret!r} shown by GET {path}"
+        return r, body
+
+
+async def post(http, svc, path: str, *, headers=AUTH, json=None):
+    async with http.post(svc.web.url + path, headers=headers, json=json) as r:
+        return r.status, await r.json()
+
+
+async def companies(svc) -> list[tuple[str, str]]:
+    """(Unleashed guid, CRM key) of the linked companies, in order."""
+    links = T["links"]
+    async with svc.app.db.connect() as conn:
+        return sorted(tuple(r) for r in await conn.execute(
+            select(links.c.left_id, links.c.right_id).where(links.c.flow == "companies")))
+
+
+async def refused_company(svc, crm) -> tuple[str, str, str]:
+    """Sync, then give a linked CRM company a website Unleashed refuses and sync again: an
+    open record error on the CRM side (UL-7). Returns (guid, key, the company's name)."""
+    assert (await svc.run_job("sync:ul")).status == "ok"
+    guid, key = (await companies(svc))[0]
+    crm.modify("Companies", int(key), {"Website": BAD_WEBSITE})
+    assert (await svc.run_job("sync:ul")).status == "errors"
+    return guid, key, crm.data["Companies"][int(key)]["Name"]

@@ -1,44 +1,44 @@
-"""daemon/web.py: the JSON API, auth on POST, webhooks (UL-4), metrics, health, no secrets."""
+"""daemon/web.py: the JSON API, auth on POST, the operator's buttons (retry, exclude, include,
+approve, pause, resume), webhooks (UL-4), health, no secrets. Metrics: test_metrics.py."""
 from __future__ import annotations
 
-import re
+import json
 from urllib.parse import unquote
 
 from sqlalchemy import insert, select
 
 from daemon.store.db import now
 from daemon.store.tables import T
-from tests.web.conftest import SECRETS, TOKEN, start_service, until_idle, web_config
+from tests.test_cli import logs  # noqa: F401  (the fixture)
+from tests.web.conftest import (TOKEN, get, post, refused_company, start_service, until_idle,
+                                web_config)
 
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*"'
-                    r'(,[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\]|\\.)*")*)?\})? '
-                    r'(-?[0-9.]+(e[+-]?[0-9]+)?|NaN|[+-]Inf)$')
-
-
-async def get(http, svc, path: str, status: int = 200):
-    async with http.get(svc.web.url + path) as r:
-        body = await r.text()
-        assert r.status == status, body
-        for secret in SECRETS:
-            assert secret not in body, f"{secret!r} shown by GET {path}"
-        return r, body
+POSTS = ("run", "approve", "retry", "exclude", "include", "pause", "resume")
+PATHS = tuple(f"/api/integrations/ul/{p}" for p in POSTS) + ("/api/webhooks/ul",)
 
 
-async def post(http, svc, path: str, *, headers=AUTH, json=None):
-    async with http.post(svc.web.url + path, headers=headers, json=json) as r:
-        return r.status, await r.json()
+async def open_errors(svc) -> list[dict]:
+    async with svc.app.db.connect() as conn:
+        return [dict(r) for r in (await conn.execute(select(T["record_errors"]))).mappings()]
+
+
+async def exclusions(svc) -> list[tuple]:
+    ex = T["exclusions"]
+    async with svc.app.db.connect() as conn:
+        return [tuple(r) for r in await conn.execute(
+            select(ex.c.flow, ex.c.side, ex.c.record_id, ex.c.mode).order_by(ex.c.record_id))]
 
 
 # --- auth --------------------------------------------------------------------------------------
 async def test_post_needs_the_token(service, http):
     for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
                     {"Authorization": f"Basic {TOKEN}"}):
-        for path in ("/api/integrations/ul/run", "/api/integrations/ul/approve",
-                     "/api/webhooks/ul"):
+        for path in PATHS:
             status, body = await post(http, service, path, headers=headers, json={})
             assert status == 401 and "token" in body["error"], (path, headers)
     assert not (await service.web._last_run_id("ul"))          # nothing ran
+    async with service.app.db.connect() as conn:
+        assert not (await conn.execute(select(T["pauses"]))).all()   # nor was paused
     status, body = await post(http, service, "/api/integrations/ul/run")
     assert status == 202 and body["status"] == "started" and body["run"] >= 1
     await until_idle(service)
@@ -49,9 +49,12 @@ async def test_without_a_configured_token_post_is_forbidden(tmp_path, sandboxes,
     ul, crm = sandboxes
     svc = await start_service(web_config(tmp_path, ul, crm, token=None))
     try:
-        status, body = await post(http, svc, "/api/integrations/ul/run")
-        assert status == 403 and "set [web] token" in body["error"]
+        for path in PATHS:
+            status, body = await post(http, svc, path)
+            assert status == 403 and "set [web] token" in body["error"], path
         await get(http, svc, "/api/status")                    # GETs still answer
+        _, page = await get(http, svc, "/")
+        assert "Buttons are off" in page and 'id="token" type="hidden"' in page
     finally:
         await svc.stop()
     assert ul.count() == 0
@@ -59,8 +62,11 @@ async def test_without_a_configured_token_post_is_forbidden(tmp_path, sandboxes,
 
 async def test_unknown_integration_and_a_run_under_way(service, http, sandboxes):
     ul, _ = sandboxes
-    status, body = await post(http, service, "/api/integrations/nope/run")
-    assert status == 404 and body["integrations"] == ["ul"]
+    for path in [f"/api/integrations/nope/{p}" for p in POSTS] + ["/api/webhooks/nope"]:
+        status, body = await post(http, service, path, json={
+            "flow": "companies", "side": "left", "id": "1", "ids": ["1"]})
+        assert status == 404 and body["integrations"] == ["ul"], path
+        assert body["error"] == "no enabled integration named 'nope'"
     ul.faults.latency = 0.2
     status, first = await post(http, service, "/api/integrations/ul/run")
     assert status == 202
@@ -75,9 +81,15 @@ async def test_status_json_after_a_run(service, http):
     result = await service.run_job("sync:ul")
     assert result.status == "ok"
     _, body = await get(http, service, "/api/status")
-    import json
     doc = json.loads(body)
     ul = doc["integrations"]["ul"]
+    assert ul["systems"] == {"left": {"name": "unleashed", "type": "unleashed"},
+                             "right": {"name": "prospect", "type": "prospect_crm"}}
+    assert [f["name"] for f in ul["flows"]] == ["companies", "contacts"]
+    assert ul["flows"][0]["description"].startswith(
+        "unleashed customers ⇄ prospect companies, both ways")
+    assert ul["paused"] is None and ul["failure"] is None
+    assert ul["runs"][0] == ul["last_run"] and len(ul["runs"]) == 1
     assert doc["running"] is False and ul["running"] is False and ul["health"] == "ok"
     assert ul["last_run"]["id"] == result.run_id and ul["last_run"]["status"] == "ok"
     assert [s["flow"] for s in ul["last_run"]["steps"]] == [s.flow for s in result.steps]
@@ -86,7 +98,7 @@ async def test_status_json_after_a_run(service, http):
     assert ul["next_run"] and ul["next_run"][:4].isdigit()      # the scheduler's time
     assert ul["record_errors"] == [] and ul["held_deletes"] == []
     _, page = await get(http, service, "/")
-    assert "created_right" in page and 'data-status="ok"' in page
+    assert "created in prospect <b>4</b>" in page and 'data-status="ok"' in page
 
 
 async def test_status_page_lists_errors_reviews_and_held_deletes_with_approve(service, http):
@@ -115,6 +127,104 @@ async def test_status_page_lists_errors_reviews_and_held_deletes_with_approve(se
     assert [h["approved"] for h in held] == [True]
     _, page = await get(http, service, "/")
     assert "Approve 1 held delete" not in page
+
+
+# --- the operator's buttons --------------------------------------------------------------------
+async def test_retry_a_record_error_then_the_next_run_reads_it_again(service, http, sandboxes):
+    ul, crm = sandboxes
+    guid, key, _ = await refused_company(service, crm)
+    async with service.app.db.begin() as conn:          # as if it had been set aside
+        await conn.execute(T["record_errors"].update().values(retry=False, count=4))
+    for bad, status in (({"side": "right", "id": key}, 400),                 # no flow
+                        ({"flow": "nope", "side": "right", "id": key}, 400),
+                        ({"flow": "companies", "side": "up", "id": key}, 400),
+                        ({"flow": "companies", "id": key}, 400),             # id needs a side
+                        ({"flow": "companies", "side": "right", "id": "999"}, 404),
+                        ({"flow": "contacts"}, 404)):                        # none in that flow
+        code, body = await post(http, service, "/api/integrations/ul/retry", json=bad)
+        assert code == status, (bad, body)
+    code, body = await post(http, service, "/api/integrations/ul/retry",
+                            json={"flow": "companies", "side": "prospect", "id": key})
+    assert code == 200 and body["retried"] == 1
+    assert body["message"] == (f"prospect companies record {key}: 1 record error marked for "
+                               f"retry; the next run reads it again")
+    [err] = await open_errors(service)
+    assert (err["retry"], err["count"]) == (True, 0)
+    crm.modify("Companies", int(key), {"Website": "https://fixed.example.com"})
+    result = await service.run_job("sync:ul")
+    assert result.status == "ok" and await open_errors(service) == []
+    assert ul.customers[guid]["Website"] == "https://fixed.example.com"
+
+
+async def test_retry_all_of_a_flow(service, http, sandboxes):
+    _, crm = sandboxes
+    await refused_company(service, crm)
+    code, body = await post(http, service, "/api/integrations/ul/retry",
+                            json={"flow": "companies"})
+    assert code == 200 and body["retried"] == 1 and "prospect" not in body["message"]
+
+
+async def test_exclude_a_refused_record_and_include_it_again(service, http, sandboxes):
+    ul, crm = sandboxes
+    guid, key, _ = await refused_company(service, crm)
+    target = {"flow": "companies", "side": "right", "id": key}
+    code, body = await post(http, service, "/api/integrations/ul/exclude",
+                            json={"flow": "companies", "side": "right"})
+    assert code == 400 and "id" in body["error"]
+    code, body = await post(http, service, "/api/integrations/ul/exclude", json=target)
+    assert code == 200 and "left out until it is included again" in body["message"]
+    assert await open_errors(service) == []               # decided: no longer an error
+    assert await exclusions(service) == [("companies", "right", key, "never")]
+    crm.modify("Companies", int(key), {"Telephone": "+64 9 555 0101"})
+    before = ul.customers[guid]["PhoneNumber"]
+    assert (await service.run_job("sync:ul")).status == "ok"
+    assert ul.customers[guid]["PhoneNumber"] == before    # excluded: not synced
+    code, body = await post(http, service, "/api/integrations/ul/include", json=target)
+    assert code == 200 and "the next run reads it" in body["message"]
+    code, body = await post(http, service, "/api/integrations/ul/include", json=target)
+    assert code == 404 and "is not excluded" in body["error"]
+    crm.modify("Companies", int(key), {"Website": "https://fixed.example.com"})
+    assert (await service.run_job("sync:ul")).status == "ok"
+    assert ul.customers[guid]["PhoneNumber"] == "+64 9 555 0101"
+
+
+async def test_pause_stops_scheduled_runs_and_webhooks_and_survives_a_restart(
+        tmp_path, sandboxes, http):
+    ul, crm = sandboxes
+    path = web_config(tmp_path, ul, crm)
+    svc = await start_service(path)
+    try:
+        code, body = await post(http, svc, "/api/integrations/ul/pause",
+                                json={"reason": "ERP upgrade"})
+        assert code == 200 and body["message"] == ("ul paused: no scheduled runs until it is "
+                                                   "resumed")
+        code, body = await post(http, svc, "/api/integrations/ul/pause")
+        assert code == 409 and body["error"] == "ul is already paused"
+        assert await svc.run_job("sync:ul") is None          # the scheduler's tick: skipped
+        assert not await svc.web._last_run_id("ul")
+        code, body = await post(http, svc, "/api/webhooks/ul",
+                                json={"flow": "companies", "side": "right", "ids": ["1"]})
+        assert code == 409 and "paused" in body["error"]
+        _, text = await get(http, svc, "/api/status")
+        assert json.loads(text)["integrations"]["ul"]["paused"]["reason"] == "ERP upgrade"
+    finally:
+        await svc.stop()
+    svc = await start_service(path)                          # kept in the state
+    try:
+        assert await svc.run_job("sync:ul") is None
+        _, page = await get(http, svc, "/")
+        assert 'data-paused="1"' in page and "(ERP upgrade)" in page and ">Resume<" in page
+        code, body = await post(http, svc, "/api/integrations/ul/run")   # a person still can
+        assert code == 202
+        await until_idle(svc)
+        code, body = await post(http, svc, "/api/integrations/ul/resume")
+        assert code == 200 and "on its schedule again" in body["message"]
+        code, body = await post(http, svc, "/api/integrations/ul/resume")
+        assert code == 409 and body["error"] == "ul is not paused"
+        result = await svc.run_job("sync:ul")
+        assert result is not None and result.status == "ok"
+    finally:
+        await svc.stop()
 
 
 # --- webhooks (UL-4) ---------------------------------------------------------------------------
@@ -177,53 +287,13 @@ async def test_webhooks_during_a_run_wait_for_it_and_are_merged(service, http, s
         assert status == 202 and body["status"] == "queued", body
     ul.faults.latency = 0
     await until_idle(service)
-    import json
     _, text = await get(http, service, "/api/status")
     last = json.loads(text)["integrations"]["ul"]["last_run"]
     assert last["trigger"] == "webhook" and last["id"] == running["run"] + 1  # one, merged
     assert [s["flow"] for s in last["steps"]] == ["companies"]
 
 
-# --- metrics and health ------------------------------------------------------------------------
-async def test_metrics_parse_and_have_the_families(service, http, sandboxes):
-    ul, crm = sandboxes
-    assert (await service.run_job("sync:ul")).status == "ok"
-    crm.faults.fail_next(1, 429, retry_after=0)
-    assert (await service.run_job("sync:ul")).status == "ok"
-    r, text = await get(http, service, "/metrics")
-    assert r.headers["Content-Type"].startswith("text/plain")
-    samples: dict[str, list[tuple[str, float]]] = {}
-    for line in text.splitlines():
-        if line.startswith("#"):
-            assert re.match(r"^# (HELP|TYPE) [a-z_]+ .+$", line), line
-            continue
-        m = SAMPLE.match(line)
-        assert m, f"not a sample line: {line!r}"
-        samples.setdefault(m.group(1), []).append((m.group(2) or "", float(m.group(5))))
-    for family in ("accord_runs_total", "accord_records_total", "accord_records_read_total",
-                   "accord_http_requests_total", "accord_http_throttled_total",
-                   "accord_last_run_duration_seconds", "accord_cursor_lag_seconds",
-                   "accord_run_in_progress"):
-        assert family in samples, family
-    for family in ("accord_conflicts_total", "accord_record_errors", "accord_held_deletes"):
-        assert f"# TYPE {family} " in text
-    assert samples["accord_runs_total"] == [('{integration="ul",outcome="ok"}', 2.0)]
-    created = dict(samples["accord_records_total"])
-    assert created['{integration="ul",flow="companies",outcome="created_right"}'] == 4
-    http_req = dict(samples["accord_http_requests_total"])
-    assert http_req['{system="prospect"}'] >= 2 and http_req['{system="unleashed"}'] >= 2
-    assert dict(samples["accord_http_throttled_total"])['{system="prospect"}'] == 1
-    lags = samples["accord_cursor_lag_seconds"]
-    assert lags and all(v >= 0 for _, v in lags)
-    assert any('side="left"' in labels for labels, _ in lags)
-    # cached sums stay right as more runs come
-    assert (await service.run_job("sync:ul")).status == "ok"
-    _, text2 = await get(http, service, "/metrics")
-    assert 'accord_runs_total{integration="ul",outcome="ok"} 3' in text2
-    assert 'accord_records_total{integration="ul",flow="companies",outcome="created_right"} 4' \
-        in text2
-
-
+# --- health ------------------------------------------------------------------------------------
 async def test_healthz_and_readyz(service, http):
     r, body = await get(http, service, "/healthz")
     assert '"alive"' in body
@@ -280,3 +350,15 @@ async def test_a_reload_takes_a_new_token_and_keeps_serving(tmp_path, sandboxes,
         await get(http, svc, "/readyz")
     finally:
         await svc.stop()
+
+
+async def test_the_example_token_is_flagged_off_loopback(tmp_path, sandboxes, logs):
+    ul, crm = sandboxes
+    for host, warned in (("127.0.0.1", False), ("0.0.0.0", True)):
+        (tmp_path / host).mkdir()
+        svc = await start_service(web_config(tmp_path / host, ul, crm, token="demo-token",
+                                             web=f'host = "{host}"'))
+        await svc.stop()
+        events = [e for e in logs if e["event"] == "web.example_token"]
+        assert bool(events) is warned, host
+        assert all("demo-token" not in str(e) for e in logs)      # never logged itself
