@@ -8,6 +8,8 @@ the vendor's message. Messages never include headers, so secrets cannot leak thr
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -34,9 +36,40 @@ class TransientHTTPError(Exception):
 
 @dataclass
 class Response:
+    """One answer. ``request`` ("GET /Customers/1", never the query string: it may carry a
+    signature or a key) and ``system`` name it in the errors of the shape checks below."""
     status: int
     headers: Mapping[str, str]
     body: Any
+    request: str = ""
+    system: str = ""
+
+    def malformed(self, reason: str) -> UnavailableError:
+        """The error for an answer that is not what the API documents: the run stops (nothing
+        is lost: cursors move only after a step's last chunk) and says what came instead."""
+        return UnavailableError(f"{self.system}: {self.request}: {reason}", status=self.status)
+
+    def object(self) -> dict[str, Any]:
+        """The body as a JSON object, else UnavailableError."""
+        if isinstance(self.body, dict):
+            return self.body
+        raise self.malformed(f"expected a JSON object, got {kind_of(self.body)}")
+
+    def rows(self, key: str | None = None) -> list[Any]:
+        """The JSON list in the body (``key``: in that member of the body's object; a null
+        member is an empty list, a missing one is malformed), else UnavailableError."""
+        value = self.body
+        if key is not None:
+            body = self.object()
+            if key not in body:
+                raise self.malformed(f"the answer has no {key!r} list")
+            value = body[key]
+            if value is None:
+                return []
+        if isinstance(value, list):
+            return value
+        where = f" in {key!r}" if key is not None else ""
+        raise self.malformed(f"expected a JSON list{where}, got {kind_of(value)}")
 
 
 class SlidingWindowLimiter:
@@ -160,14 +193,28 @@ class HttpClient:
         try:
             async with self.session.request(method, url, params=None if query else params,
                                             data=data, headers=headers) as resp:
-                raw = await resp.read()
-                body = _decode(raw, resp.headers.get("Content-Type", ""))
                 status = resp.status
                 resp_headers = resp.headers
+                try:
+                    raw = await resp.read()
+                except aiohttp.ClientPayloadError:
+                    body: Any = Unreadable("a body cut short (the connection closed before "
+                                           "its announced length)")
+                else:
+                    body = _decode(raw, resp.headers.get("Content-Type", ""))
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
             raise TransientHTTPError(0, f"{method} {path}: {type(exc).__name__}", None) from None
+        except aiohttp.ClientError as exc:      # not HTTP at all, or a body that never ends
+            raise UnavailableError(f"{self.system}: {method} {path}: an answer that cannot be "
+                                   f"read ({type(exc).__name__})") from None
         if status < 400:
-            return Response(status, resp_headers, body)
+            if isinstance(body, (Unreadable, Text)):
+                what = body if isinstance(body, Unreadable) else _not_json(body)
+                raise UnavailableError(f"{self.system}: {method} {path}: answered {what} "
+                                       "instead of JSON", status=status)
+            return Response(status, resp_headers, body, f"{method} {path}", self.system)
+        if isinstance(body, Unreadable):
+            body = Text(str(body))
         message, fields = self.error_parser(status, body)
         if status == 429 or status >= 500:
             if status == 429:
@@ -182,12 +229,83 @@ class HttpClient:
         raise RecordError(f"{self.system}: {message}", status=status, fields=fields)
 
 
+# --- decoding answers ------------------------------------------------------------------------
+# Every API behind this client answers JSON. What else can come (a proxy's HTML error page, a
+# body cut short, plain text) is never pasted into a message: it is summarised in a few words,
+# an HTML page by its title or first heading.
+
+HTML_SUMMARY = 120          # characters of an HTML page's title or heading, at most
+
+
+class Text(str):
+    """A body that is text, not JSON (kept for the error parsers of 4xx/5xx answers)."""
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A body that cannot be read as what it says it is; ``reason`` in a few words."""
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def kind_of(value: Any) -> str:
+    """What a JSON value is, for messages ("a JSON list", "nothing"), never its content."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, Text):
+        return _not_json(value)
+    names = {dict: "a JSON object", list: "a JSON list", str: "a JSON string",
+             bool: "a JSON boolean", int: "a JSON number", float: "a JSON number"}
+    return names.get(type(value), type(value).__name__)
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+_HEADING = re.compile(r"<h[1-6][^>]*>(.*?)</h[1-6]\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def html_summary(text: str) -> str:
+    """An HTML page in a few words: its ``<title>``, else its first heading, at most
+    HTML_SUMMARY characters, tags and entities resolved; "an HTML page" when it has neither."""
+    for pattern in (_TITLE, _HEADING):
+        m = pattern.search(text)
+        if m:
+            words = " ".join(html.unescape(_TAG.sub(" ", m.group(1))).split())
+            if words:
+                if len(words) > HTML_SUMMARY:
+                    words = words[:HTML_SUMMARY - 1].rstrip() + "…"
+                return f'an HTML page "{words}"'
+    return "an HTML page"
+
+
+def _looks_html(text: str) -> bool:
+    head = text[:512].lstrip().lower()
+    return head.startswith(("<!doctype html", "<html", "<head", "<body", "<title")) \
+        or ("<html" in head and "</" in text)
+
+
+def _not_json(text: str) -> str:
+    return f"text ({len(text.encode())} bytes)"
+
+
 def _decode(raw: bytes, content_type: str) -> Any:
-    if not raw:
+    """The JSON value of a body; ``Text`` for a text body that does not claim to be JSON;
+    ``Unreadable`` for a JSON body that does not parse (truncated or not JSON) or an HTML
+    page. Empty bodies (204) are None."""
+    if not raw.strip():
         return None
-    if "json" in content_type or raw[:1] in (b"{", b"["):
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    text = raw.decode("utf-8", "replace")
+    if "html" in ctype or _looks_html(text):
+        return Unreadable(html_summary(text))
+    if "json" in ctype or raw.lstrip()[:1] in (b"{", b"["):
         try:
             return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    return raw.decode("utf-8", "replace")
+        except orjson.JSONDecodeError as exc:
+            if "unexpected end of data" in str(exc):
+                return Unreadable(f"a truncated JSON body ({len(raw)} bytes)")
+            return Unreadable(f"a body that is not valid JSON ({len(raw)} bytes, at "
+                              f"character {exc.pos})")
+    return Text(text)

@@ -7,7 +7,11 @@ demo so a newcomer sees records flow). Fault knobs are set by tests and benchmar
 - ``faults.latency``: seconds added to every request;
 - ``faults.fail_next(n, status, retry_after=None)``: the next n requests answer ``status``;
 - ``faults.drop_next(n)``: the next n requests have their connection closed without answer;
-- ``faults.fail_after_commit(n)``: the next n writes are applied and then answered 500.
+- ``faults.fail_after_commit(n)``: the next n writes are applied and then answered 500;
+- ``faults.garbage_next(n, kind)``: the next n requests get a malformed answer: ``"html502"``
+  (a proxy's HTML error page, status 502, not handled), ``"not_json"`` (200 with a text body,
+  not handled), ``"truncated"`` (handled: a write is applied; the real answer's first half,
+  then the connection closes before its announced length).
 """
 from __future__ import annotations
 
@@ -37,12 +41,25 @@ class Clock:
         self._fixed = self.now() + timedelta(seconds=seconds)
 
 
+GARBAGE = ("html502", "not_json", "truncated")
+BAD_GATEWAY_PAGE = ("<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head>\n"
+                    "<body><center><h1>502 Bad Gateway</h1></center>\n"
+                    + "<p>The upstream server did not answer in time.</p>\n" * 40
+                    + "<hr><center>nginx</center></body></html>\n")
+
+
 @dataclass
 class Faults:
     latency: float = 0.0
     _fail: list[tuple[int, float | None]] = field(default_factory=list)
     _drop: int = 0
     _after_commit: int = 0
+    _garbage: list[str] = field(default_factory=list)
+
+    def garbage_next(self, n: int, kind: str = "not_json") -> None:
+        if kind not in GARBAGE:
+            raise ValueError(f"garbage kind {kind!r}: one of {', '.join(GARBAGE)}")
+        self._garbage.extend([kind] * n)
 
     def fail_next(self, n: int, status: int = 500, retry_after: float | None = None) -> None:
         self._fail.extend([(status, retry_after)] * n)
@@ -61,6 +78,7 @@ class Faults:
 
     def clear(self) -> None:
         self.latency, self._fail, self._drop, self._after_commit = 0.0, [], 0, 0
+        self._garbage = []
 
 
 @dataclass(frozen=True)
@@ -151,4 +169,26 @@ class Sandbox:
             headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
             return web.json_response({"message": f"injected fault {status}"}, status=status,
                                      headers=headers)
+        if self.faults._garbage:
+            return await _garbage(request, handler, self.faults._garbage.pop(0))
         return await handler(request)
+
+
+async def _garbage(request: web.Request, handler, kind: str) -> web.StreamResponse:
+    """One malformed answer (``faults.garbage_next``)."""
+    if kind == "html502":
+        return web.Response(status=502, text=BAD_GATEWAY_PAGE, content_type="text/html")
+    if kind == "not_json":
+        return web.Response(status=200, text="Service temporarily in maintenance mode.",
+                            content_type="text/plain")
+    real = await handler(request)
+    body = real.body if isinstance(getattr(real, "body", None), bytes) else b""
+    cut = web.StreamResponse(status=real.status,
+                             headers={"Content-Type": real.headers.get("Content-Type",
+                                                                       "application/json")})
+    cut.content_length = len(body) + 1
+    await cut.prepare(request)
+    await cut.write(body[: len(body) // 2])
+    if request.transport is not None:
+        request.transport.close()
+    return cut
