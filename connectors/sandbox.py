@@ -1,8 +1,16 @@
-"""What every vendor sandbox shares: serving on loopback, a request log, fault knobs, a clock.
+"""What every vendor sandbox shares: serving on loopback, a request log, fault knobs, a clock,
+and a file that keeps its records.
 
 A sandbox is an aiohttp imitation of one vendor's documented API. Subclasses add the routes
-(``routes()``), the data (``seed(n, rng)``) and ``touch(rng)`` (one random edit, used by the
-demo so a newcomer sees records flow). Fault knobs are set by tests and benchmarks:
+(``routes()``), the data (``seed(n, rng)``), ``touch(rng)`` (one random edit, used by the
+demo so a newcomer sees records flow) and ``persisted`` (the attributes holding the data).
+
+``keep_in(path)`` keeps the records in a JSON file (the demo: a restart, a reload and a second
+terminal see the same systems): read back when it exists, else written at once; then written
+again after every change (a request other than GET, or ``changed()``), at most every
+``save_delay`` seconds, and at ``stop()``. Without it (tests, benchmarks) nothing is written.
+
+Fault knobs are set by tests and benchmarks:
 
 - ``faults.latency``: seconds added to every request;
 - ``faults.fail_next(n, status, retry_after=None)``: the next n requests answer ``status``;
@@ -16,12 +24,16 @@ demo so a newcomer sees records flow). Fault knobs are set by tests and benchmar
 from __future__ import annotations
 
 import asyncio
+import base64
+import os
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Callable
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable
 
+import orjson
 from aiohttp import web
 
 
@@ -92,17 +104,24 @@ class Sandbox:
     """Base class. ``app`` is built once; ``start(port)`` serves it on 127.0.0.1."""
 
     system = "sandbox"
+    persisted: tuple[str, ...] = ()     # the attributes that hold the records (keep_in)
+    store_suffix = ".json"
 
     def __init__(self, *, seed: int = 0, records: int = 0, clock: Clock | None = None) -> None:
         self.clock = clock or Clock()
         self.faults = Faults()
         self.hits: list[Hit] = []
         self.rng = random.Random(seed)
-        self.app = web.Application(middlewares=[self._middleware])
-        self.app.add_routes(self.routes())
+        self.app = web.Application(middlewares=[self._middleware, self._changes])
+        # first, so that a sandbox whose routes catch every path still answers it
         self.app.router.add_get("/_sandbox/stats", self._stats)
+        self.app.add_routes(self.routes())
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.store: Path | None = None
+        self.save_delay = 0.5
+        self._dirty = False
+        self._saving: asyncio.TimerHandle | None = None
         if records:
             self.seed(records, self.rng)
 
@@ -134,6 +153,84 @@ class Sandbox:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        self._save_pending()
+
+    # --- storage -------------------------------------------------------------------------
+    def keep_in(self, path: str | Path, *, delay: float = 0.5) -> bool:
+        """Keep the records in the file ``path`` (see the module docstring). True when they
+        were read back from it, False when it was new (the current records are written)."""
+        self.store, self.save_delay = Path(path), delay
+        if self.store.exists():
+            self.restore(self.store)
+            return True
+        self.save()
+        return False
+
+    def changed(self) -> None:
+        """Records changed: write them ``save_delay`` seconds from now (one write for all the
+        changes made meanwhile)."""
+        if self.store is None:
+            return
+        self._dirty = True
+        if self._saving is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.save()
+            return
+        self._saving = loop.call_later(self.save_delay, self._save_pending)
+
+    def _save_pending(self) -> None:
+        if self._saving is not None:
+            self._saving.cancel()
+            self._saving = None
+        if self._dirty:
+            self.save()
+
+    def save(self) -> None:
+        """Write the records now (a whole new file, then renamed: never half a file)."""
+        assert self.store is not None
+        doc = {"sandbox": self.system, "format": 1,
+               "saved_at": datetime.now(timezone.utc).isoformat(),
+               "rng": _encode(self.rng.getstate()),
+               "records": {name: _encode(getattr(self, name)) for name in self.persisted}}
+        self.store.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.store.with_name(self.store.name + ".tmp")
+        tmp.write_bytes(orjson.dumps(doc))
+        os.replace(tmp, self.store)
+        self._dirty = False
+
+    def restore(self, path: Path) -> None:
+        """Replace the records with those kept in ``path``; SandboxFileError if it cannot be
+        read (the file is left as it is)."""
+        try:
+            doc = orjson.loads(path.read_bytes())
+        except OSError as exc:
+            raise SandboxFileError(f"{path}: cannot read the {self.system} sandbox's "
+                                   f"records: {exc.strerror or exc}") from None
+        except orjson.JSONDecodeError:
+            raise SandboxFileError(f"{path}: not a sandbox file (not JSON); "
+                                   f"{_AFRESH}") from None
+        kind = doc.get("sandbox") if isinstance(doc, dict) else None
+        if kind != self.system:
+            raise SandboxFileError(f"{path}: holds the records of a {kind or 'unknown'} "
+                                   f"sandbox, not of a {self.system} one; {_AFRESH}")
+        records = doc.get("records")
+        missing = [n for n in self.persisted
+                   if not isinstance(records, dict) or n not in records]
+        if missing or doc.get("format") != 1:
+            raise SandboxFileError(f"{path}: an unknown or incomplete sandbox file "
+                                   f"({', '.join(missing) or 'format'}); {_AFRESH}")
+        try:
+            values = {name: _decode(records[name]) for name in self.persisted}
+            rng_state = _decode(doc["rng"])
+            self.rng.setstate(rng_state)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SandboxFileError(f"{path}: a damaged sandbox file ({exc}); "
+                                   f"{_AFRESH}") from None
+        for name, value in values.items():
+            setattr(self, name, value)
 
     # --- bookkeeping ---------------------------------------------------------------------
     def count(self, method: str | None = None, path_prefix: str = "",
@@ -150,7 +247,17 @@ class Sandbox:
 
     async def _stats(self, request: web.Request) -> web.Response:
         counts = Counter(f"{h.method} {h.path}" for h in self.hits)
-        return web.json_response({"requests": len(self.hits), "by_route": counts})
+        return web.json_response({"system": self.system, "requests": len(self.hits),
+                                  "by_route": counts})
+
+    @web.middleware
+    async def _changes(self, request: web.Request, handler):
+        """A request that may have written something: keep the records (``keep_in``)."""
+        try:
+            return await handler(request)
+        finally:
+            if request.method not in ("GET", "HEAD", "OPTIONS"):
+                self.changed()
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler):
@@ -192,3 +299,57 @@ async def _garbage(request: web.Request, handler, kind: str) -> web.StreamRespon
     if request.transport is not None:
         request.transport.close()
     return cut
+
+
+# --- the records file -----------------------------------------------------------------------
+_AFRESH = "delete it to start afresh (accord demo reset)"
+
+
+class SandboxFileError(OSError):
+    """A sandbox's records file cannot be read back; it is left as it is."""
+
+
+def _encode(value: Any) -> Any:
+    """JSON for the records: datetimes, dates, tuples, sets, bytes and maps with keys other
+    than text are tagged (``{"$dt": ...}``) so that they come back as they were."""
+    if isinstance(value, datetime):
+        return {"$dt": value.isoformat()}
+    if isinstance(value, date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, tuple):
+        return {"$tuple": [_encode(v) for v in value]}
+    if isinstance(value, (set, frozenset)):
+        return {"$set": [_encode(v) for v in sorted(value, key=repr)]}
+    if isinstance(value, bytes):
+        return {"$bytes": base64.b64encode(value).decode()}
+    if isinstance(value, dict):
+        if all(isinstance(k, str) and not k.startswith("$") for k in value):
+            return {k: _encode(v) for k, v in value.items()}
+        return {"$map": [[_encode(k), _encode(v)] for k, v in value.items()]}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    raise TypeError(f"a sandbox cannot keep a {type(value).__name__} in its file")
+
+
+_TAGS: dict[str, Callable[[Any], Any]] = {
+    "$dt": datetime.fromisoformat,
+    "$date": date.fromisoformat,
+    "$tuple": lambda v: tuple(_decode(x) for x in v),
+    "$set": lambda v: {_decode(x) for x in v},
+    "$bytes": lambda v: base64.b64decode(v),
+    "$map": lambda v: {_decode(k): _decode(x) for k, x in v},
+}
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1:
+            (key, inner), = value.items()
+            if key in _TAGS:
+                return _TAGS[key](inner)
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value

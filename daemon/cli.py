@@ -1,5 +1,5 @@
 """The command line: ``accord run | sync | plan | status | check | history | exclude | include |
-push | approve | migrate | sandbox | presets``.
+push | approve | migrate | demo reset | sandbox | presets``.
 
 Every command but ``sandbox`` and ``presets`` takes ``--config FILE`` (default: $ACCORD_CONFIG,
 else ./config.toml). A configuration that cannot be used prints its one-line error on stderr
@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import orjson
 from sqlalchemy import delete, insert, select, update
 
+from daemon import demo
 from daemon import logging as accord_logging
 from daemon import presets as preset_lib
 from daemon import status as status_lib
@@ -128,6 +129,11 @@ def parser() -> argparse.ArgumentParser:
     cmd("migrate", "upgrade the state database to the schema this accord needs "
                    "(run it after upgrading accord)")
 
+    sp = cmd("demo", "the demo's files (the bundled sandboxes' records and the state)")
+    sp.add_argument("action", choices=["reset"],
+                    help="reset: delete them (after asking), so the demo starts afresh")
+    sp.add_argument("--yes", action="store_true", help="do not ask")
+
     cmd("presets", "list the bundled presets", config=False)
     return p
 
@@ -179,9 +185,13 @@ def _flow_name(cfg: Config, integ: str, flow: str) -> str:
 
 
 async def _open_app(cfg: Config) -> App:
+    running = await demo.running_sandboxes(cfg)     # a daemon serving this demo: use them
+    if running:
+        print(f"accord: using the sandboxes of the running daemon (pid {demo.daemon_pid(cfg)})"
+              f": {', '.join(sorted(running))}", file=sys.stderr)
     app = App(cfg)
     try:
-        return await app.start(sandboxes=True, activity=False)
+        return await app.start(sandboxes=True, activity=False, running=running)
     except store_schema.SchemaError as exc:      # behind: one line that says `accord migrate`
         await app.close()
         raise Fail(str(exc)) from None
@@ -569,6 +579,49 @@ async def cmd_migrate(args, cfg: Config) -> int:
     return EXIT_OK
 
 
+# --- demo ----------------------------------------------------------------------------------
+async def cmd_demo(args, cfg: Config) -> int:
+    """``accord demo reset``: delete the demo's files after asking (daemon/demo.py)."""
+    try:
+        paths = demo.reset_plan(cfg)
+    except demo.NotADemo as exc:
+        raise Fail(f"{cfg.path} is not a demo ({exc}): a reset deletes the files of a config "
+                   "whose systems are all bundled sandboxes, and nothing else") from None
+    pid = demo.daemon_pid(cfg)
+    if pid is not None:
+        raise Fail(f"the daemon (pid {pid}) is running on this demo; stop it first")
+    if demo.files(cfg).state is None:
+        print(f"the state database ({store_schema.where(cfg.daemon.database)}) is not a file: "
+              "left as it is")
+    if not paths:
+        print("nothing to delete: the demo starts afresh")
+        return EXIT_OK
+    print("accord demo reset deletes:")
+    for path in paths:
+        print(f"  {path}")
+    if not args.yes and not _confirm("delete these files? [y/N] "):
+        print("nothing deleted")
+        return EXIT_ERRORS
+    demo.delete(paths)
+    print(f"deleted {len(paths)} file{'s' if len(paths) != 1 else ''}: the next start "
+          "generates the sandboxes' records afresh")
+    return EXIT_OK
+
+
+def _confirm(prompt: str) -> bool:
+    try:
+        answer = input(prompt)
+    except (EOFError, OSError):         # no terminal to ask on: no
+        answer = ""
+    try:
+        echoed = sys.stdin.isatty()
+    except (OSError, ValueError):
+        echoed = False
+    if not echoed:
+        print()                         # the answer was not echoed: end the prompt's line
+    return answer.strip().lower() in ("y", "yes")
+
+
 # --- sandbox, presets ------------------------------------------------------------------------
 async def cmd_sandbox(args) -> int:
     from daemon.registry import sandbox_class, sandbox_names
@@ -625,7 +678,8 @@ COMMANDS = {
     "run": cmd_run, "sync": cmd_sync, "plan": cmd_plan, "status": cmd_status,
     "check": cmd_check, "history": cmd_history, "exclude": cmd_exclude,
     "include": cmd_include, "push": cmd_push, "approve": cmd_approve,
-    "migrate": cmd_migrate, "sandbox": cmd_sandbox, "presets": cmd_presets,
+    "migrate": cmd_migrate, "demo": cmd_demo, "sandbox": cmd_sandbox,
+    "presets": cmd_presets,
 }
 
 if __name__ == "__main__":
