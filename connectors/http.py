@@ -282,8 +282,8 @@ def html_summary(text: str) -> str:
 
 def _looks_html(text: str) -> bool:
     head = text[:512].lstrip().lower()
-    return head.startswith(("<!doctype html", "<html", "<head", "<body", "<title")) \
-        or ("<html" in head and "</" in text)
+    return head.startswith("<") and any(tag in head for tag in (
+        "<!doctype html", "<html", "<head", "<body", "<title", "<h1"))
 
 
 def _not_json(text: str) -> str:
@@ -297,15 +297,18 @@ def _decode(raw: bytes, content_type: str) -> Any:
     if not raw.strip():
         return None
     ctype = content_type.split(";", 1)[0].strip().lower()
-    text = raw.decode("utf-8", "replace")
-    if "html" in ctype or _looks_html(text):
-        return Unreadable(html_summary(text))
     if "json" in ctype or raw.lstrip()[:1] in (b"{", b"["):
         try:
             return orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
+            text = raw.decode("utf-8", "replace")
+            if _looks_html(text):               # a proxy's page, labelled JSON
+                return Unreadable(html_summary(text))
             if "unexpected end of data" in str(exc):
                 return Unreadable(f"a truncated JSON body ({len(raw)} bytes)")
             return Unreadable(f"a body that is not valid JSON ({len(raw)} bytes, at "
                               f"character {exc.pos})")
+    text = raw.decode("utf-8", "replace")
+    if "html" in ctype or _looks_html(text):
+        return Unreadable(html_summary(text))
     return Text(text)

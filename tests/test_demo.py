@@ -90,24 +90,25 @@ async def test_a_sandbox_reads_back_exactly_what_it_kept(tmp_path, cls):
     assert again.rng.getstate() == first.rng.getstate()     # no new id repeats an old one
 
 
-async def test_changes_through_the_api_are_written_after_a_short_delay(tmp_path):
+async def test_changes_through_the_api_are_written_once_after_a_delay_and_at_stop(tmp_path):
+    import aiohttp
     path = tmp_path / "crm.json"
     sb = ProspectSandbox(seed=2, records=1)
-    sb.keep_in(path, delay=0.01)
+    sb.keep_in(path, delay=3600)                # debounced: nothing written for now
     await sb.start()
     try:
-        import aiohttp
         async with aiohttp.ClientSession() as s:
-            async with s.post(f"{sb.url}/Companies", json={"Name": "Kept Ltd"},
-                              headers={"Authorization": "Bearer sandbox-token"}) as r:
-                assert r.status == 201
-        assert sb._saving is not None               # one write pending, not one per change
-        sb._save_pending()
+            for name in ("Kept Ltd", "Also Kept Ltd"):
+                async with s.post(f"{sb.url}/Companies", json={"Name": name},
+                                  headers={"Authorization": "Bearer sandbox-token"}) as r:
+                    assert r.status == 201
+        assert "Kept Ltd" not in path.read_text()
     finally:
-        await sb.stop()
+        await sb.stop()                         # what is pending is written now
     back = ProspectSandbox(records=0)
     back.keep_in(path)
-    assert "Kept Ltd" in [c["Name"] for c in back.data["Companies"].values()]
+    names = [c["Name"] for c in back.data["Companies"].values()]
+    assert "Kept Ltd" in names and "Also Kept Ltd" in names
 
 
 def test_a_damaged_records_file_is_refused_and_left_alone(tmp_path):

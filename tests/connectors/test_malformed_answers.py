@@ -24,6 +24,7 @@ from connectors.sage_sales_management.sandbox import SageSalesManagementSandbox
 from connectors.sandbox import BAD_GATEWAY_PAGE
 from connectors.unleashed import UnleashedConnector
 from connectors.unleashed.sandbox import UnleashedSandbox
+from tests.test_cli import logs  # noqa: F401  (every structlog event, as a fixture)
 
 
 class _Response(aiohttp.ClientResponse):
@@ -234,7 +235,7 @@ async def test_a_wrongly_typed_date_is_an_error_record_and_the_others_go_on(clie
     assert f"{kind.date_key} is not a date" in bad_rec.error
 
 
-async def test_a_record_without_its_id_is_left_out_and_counted(client):
+async def test_a_record_without_its_id_is_left_out_counted_and_logged(client, logs):
     kind, c = client
     nameless = kind.row(2)
     del nameless[kind.id_key]
@@ -245,6 +246,10 @@ async def test_a_record_without_its_id_is_left_out_and_counted(client):
         records = await read(c, kind.entity)
     assert [r.error for r in records] == [None, None]
     assert c.reader.skipped == 2
+    warned = [e for e in logs if e["event"] == "record.skipped"]
+    assert [e["log_level"] for e in warned] == ["warning", "warning"]
+    assert warned[0]["system"] == kind.name and warned[0]["request"] == kind.request
+    assert "without an id" in warned[0]["reason"] and warned[1]["skipped"] == 2
 
 
 async def test_a_record_missing_a_field_it_needs_is_an_error_record():
@@ -379,3 +384,26 @@ async def test_a_sync_that_meets_garbage_fails_in_one_line_and_the_next_one_sync
     finally:
         await ul.stop()
         await crm.stop()
+
+
+async def test_the_client_tells_json_html_and_text_apart():
+    from connectors.http import HttpClient
+    http = HttpClient("https://x.test", system="x", attempts=1)
+    await http.start()
+    try:
+        with mocked() as m:
+            m.get("https://x.test/a", body='{"message": "<html><title>t</title></html>"}',
+                  content_type="application/json")
+            m.get("https://x.test/b", body=BAD_GATEWAY_PAGE, content_type="application/json")
+            m.get("https://x.test/c", body='{"a": 1} trailing', content_type="application/json")
+            m.get("https://x.test/d", status=204, body="")
+            assert (await http.request("GET", "/a")).body == {
+                "message": "<html><title>t</title></html>"}
+            with pytest.raises(UnavailableError, match='"502 Bad Gateway" instead of JSON'):
+                await http.request("GET", "/b")             # a proxy's page, labelled JSON
+            with pytest.raises(UnavailableError, match="x: GET /c: answered a body that is "
+                                                        "not valid JSON"):
+                await http.request("GET", "/c")
+            assert (await http.request("GET", "/d")).body is None
+    finally:
+        await http.close()
