@@ -17,7 +17,7 @@ from connectors.prospect_crm.sandbox import ProspectSandbox
 from connectors.sage_sales_management.sandbox import SageSalesManagementSandbox
 from connectors.sandbox import SandboxFileError
 from connectors.unleashed.sandbox import UnleashedSandbox
-from daemon import cli, demo
+from daemon import demo
 from daemon.config import load
 from daemon.service import Service
 from tests.test_cli import INTEG, ROOT, accord
