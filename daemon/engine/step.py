@@ -71,6 +71,7 @@ class FlowStep:
         self.listed_empty: dict[Side, bool] = {"left": False, "right": False}
         self.hold_deletes = False
         self.held: dict[int, dict] = {}
+        self.unreadable: dict[Side, set[str]] = {"left": set(), "right": set()}
         self.progress = progress
         self.log = log.bind(integration=integration, flow=flow.name, run=run_id)
         # parked records are looked at again when the flow's rules change
@@ -191,8 +192,19 @@ class FlowStep:
             ex = await q.excluded(conn, self.integration, self.flow.name, side,
                                   [r.id for r in page])
             rows, keys = [], []
+            unreadable: list[Record] = []
             for rec in page:
                 seq += 1
+                if rec.error is not None:
+                    # a record the connector could not read (Record.error): staged as left
+                    # out, so it is neither merged from fields it does not have nor taken for
+                    # deleted by a complete listing; a record error, read again next run
+                    unreadable.append(rec)
+                    rows.append(dict(
+                        run_id=self.run_id, flow=self.flow.name, side=side, record_id=rec.id,
+                        seq=seq, modified=None, deleted=False, passes=False, excluded=True,
+                        pushed=False, data=dumps({}), hash=value_hash(mapped_paths, {})))
+                    continue
                 data = mapped(paths, rec.fields)
                 deleted = rec.deleted or is_soft_deleted(self.rules, side, rec.fields)
                 rows.append(dict(
@@ -209,6 +221,13 @@ class FlowStep:
                         keys.append(dict(run_id=self.run_id, flow=self.flow.name, side=side,
                                          record_id=rec.id, key=str(i), value=value))
             await q.stage(conn, rows, keys)
+        fresh = [r for r in unreadable if r.id not in self.unreadable[side]]
+        if fresh:                       # once per step (a record may be staged twice)
+            batch = Batch(self)
+            for rec in fresh:
+                self.unreadable[side].add(rec.id)
+                batch.error(side, rec.id, rec.error or "")
+            await batch.commit()
         return seq
 
     async def _stage_unseen(self, side: Side, seq: int) -> None:

@@ -407,3 +407,39 @@ async def test_the_client_tells_json_html_and_text_apart():
             assert (await http.request("GET", "/d")).body is None
     finally:
         await http.close()
+
+
+async def test_a_record_that_cannot_be_read_is_a_record_error_and_its_partner_is_left_alone(
+        tmp_path, capsys, monkeypatch):
+    """Through the engine: the other side is not blanked from fields the record does not
+    have, nor is the record taken for deleted; once readable again its error clears."""
+    from tests.test_cli import INTEG, accord, log_lines, write_config
+    ul, crm = UnleashedSandbox(seed=1, records=3), ProspectSandbox(seed=2, records=0)
+    await ul.start()
+    await crm.start()
+    try:
+        path = write_config(tmp_path, ul_url=ul.url, crm_url=crm.url)
+        assert (await accord(capsys, "sync", INTEG, "--config", path))[0] == 0
+        before = {k: dict(v) for k, v in crm.data["Companies"].items()}
+        guid = sorted(ul.customers)[0]
+        ul.customers[guid]["LastModifiedOn"] = ul.clock.now()
+        render = ul.render_customer
+
+        def unreadable(c):
+            out = render(c)
+            return {**out, "LastModifiedOn": "yesterday"} if c["Guid"] == guid else out
+        monkeypatch.setattr(ul, "render_customer", unreadable)
+        for _ in range(2):                      # the next run reads it again by id
+            code, out, _ = await accord(capsys, "sync", INTEG, "--full", "--config", path)
+            assert code == 1
+            errors = [e for e in log_lines(out) if e["event"] == "record.error"]
+            assert [e["record"] for e in errors] == [guid]
+            assert "LastModifiedOn is not a date: 'yesterday'" in errors[0]["error"]
+            assert {k: dict(v) for k, v in crm.data["Companies"].items()} == before
+        monkeypatch.setattr(ul, "render_customer", render)
+        assert (await accord(capsys, "sync", INTEG, "--config", path))[0] == 0
+        code, out, _ = await accord(capsys, "status", "--json", "--config", path)
+        assert json.loads(out)["integrations"][INTEG]["record_errors"] == []
+    finally:
+        await ul.stop()
+        await crm.stop()
