@@ -1,9 +1,32 @@
-"""One HTTP client for every connector: the session, auth hook, retries, rate limit.
+"""One HTTP client for every connector: the session, auth hook, retries, rate limit, and
+the vendor's clock.
 
-Retries (tenacity) are for transient faults only: connection errors, timeouts, 5xx and 429.
+Retries (tenacity) are for transient faults only, and only where repeating cannot do a
+second time what the first try may already have done:
+
+- A request that provably never reached the server (connection refused, DNS failure, a TCP
+  connect that timed out: ``ClientConnectorError`` / ``ConnectionTimeoutError``) and a 429
+  (the server says it did not process it) are retried for every method.
+- A timeout, a server disconnect or cut connection, or any 5xx answer may come after the
+  server applied the request. Idempotent requests (GET, HEAD, OPTIONS, PUT, DELETE, or any
+  request sent with ``idempotent=True``: a POST that is a read, an upsert by a key the client
+  chose) are retried; POST and PATCH are not: they raise ``OutcomeUnknownError`` at once, so
+  the engine resolves a create before making it again.
+
 A 429 or 503 with ``Retry-After`` waits what the server asked (capped). Authentication
 failures (401/403) and other 4xx are never retried: they become AuthError / RecordError with
-the vendor's message. Messages never include headers, so secrets cannot leak through them.
+the vendor's message. Messages name the system, the method and the path, never headers, so
+secrets cannot leak through them.
+
+A successful answer that is not what the API documents (an HTML page, plain text, a body cut
+short before its announced length, JSON that does not parse or of another shape) is not
+retried and never pasted into a message: it is summarised in a few words (an error page by its
+title). To a read it is ``UnavailableError`` (the run stops, nothing is lost); to a request
+that is not idempotent it is ``OutcomeUnknownError``: the write was sent and may have been
+applied, only its answer cannot be read.
+
+``server_time()`` is the vendor's own clock: the ``Date`` header of the latest answer (any
+status), moved on by the time elapsed here since it arrived.
 """
 from __future__ import annotations
 
@@ -13,6 +36,8 @@ import re
 import time
 from collections import deque
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Awaitable, Callable, Mapping
 
 import aiohttp
@@ -20,18 +45,29 @@ import orjson
 from tenacity import (AsyncRetrying, retry_if_exception_type, stop_after_attempt,
                       wait_exponential_jitter)
 
-from connectors.base import (AuthError, ConnectorError, NotFoundError, RecordError,
-                             UnavailableError)
+from connectors.base import (AuthError, ConnectorError, NotFoundError, OutcomeUnknownError,
+                             RecordError, UnavailableError)
 
 AuthHook = Callable[[str, str, dict[str, str]], Awaitable[None] | None]
 ErrorParser = Callable[[int, Any], tuple[str, tuple[str, ...]]]
 
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+# failures that prove the request never left: no connection was ever made
+_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+# failures after the request may have been sent (and applied)
+_MAYBE_SENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError)
+
 
 class TransientHTTPError(Exception):
-    def __init__(self, status: int, message: str, retry_after: float | None) -> None:
+    """A fault worth another try. ``maybe_applied``: the server may have acted on the request
+    (a timeout, a cut connection, a 5xx), so only an idempotent request may be repeated."""
+
+    def __init__(self, status: int, message: str, retry_after: float | None, *,
+                 maybe_applied: bool = True) -> None:
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after
+        self.maybe_applied = maybe_applied
 
 
 @dataclass
@@ -43,21 +79,25 @@ class Response:
     body: Any
     request: str = ""
     system: str = ""
+    idempotent: bool = True
 
-    def malformed(self, reason: str) -> UnavailableError:
-        """The error for an answer that is not what the API documents: the run stops (nothing
-        is lost: cursors move only after a step's last chunk) and says what came instead."""
-        return UnavailableError(f"{self.system}: {self.request}: {reason}", status=self.status)
+    def malformed(self, reason: str) -> ConnectorError:
+        """The error for an answer that is not what the API documents, saying what came
+        instead. To a read: UnavailableError, the run stops (nothing is lost: cursors move only
+        after a step's last chunk); to a request that is not idempotent: OutcomeUnknownError
+        (it was sent and may have been applied)."""
+        return _unreadable_answer(f"{self.system}: {self.request}: {reason}", self.status,
+                                  self.idempotent)
 
     def object(self) -> dict[str, Any]:
-        """The body as a JSON object, else UnavailableError."""
+        """The body as a JSON object, else ``malformed``."""
         if isinstance(self.body, dict):
             return self.body
         raise self.malformed(f"expected a JSON object, got {kind_of(self.body)}")
 
     def rows(self, key: str | None = None) -> list[Any]:
         """The JSON list in the body (``key``: in that member of the body's object; a null
-        member is an empty list, a missing one is malformed), else UnavailableError."""
+        member is an empty list, a missing one is malformed), else ``malformed``."""
         value = self.body
         if key is not None:
             body = self.object()
@@ -123,7 +163,8 @@ class HttpClient:
                  headers: Mapping[str, str] | None = None, timeout: float = 30.0,
                  attempts: int = 5, max_wait: float = 30.0,
                  limiter: SlidingWindowLimiter | None = None,
-                 error_parser: ErrorParser = default_error_parser) -> None:
+                 error_parser: ErrorParser = default_error_parser,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.base_url = base_url.rstrip("/")
         self.system = system
         self.auth = auth
@@ -136,6 +177,8 @@ class HttpClient:
         self.session: aiohttp.ClientSession | None = None
         self.requests = 0          # counters for metrics and benchmarks
         self.throttled = 0
+        self._monotonic = monotonic
+        self._date: tuple[datetime, float] | None = None   # (Date header, local monotonic)
 
     async def start(self) -> None:
         if self.session is None:
@@ -148,20 +191,52 @@ class HttpClient:
             await self.session.close()
             self.session = None
 
+    def server_time(self) -> datetime | None:
+        """The vendor's current time (aware UTC) as its latest answer told it, or None before
+        any answer. The ``Date`` header has whole seconds, cut down, so this is never ahead of
+        the server's clock by more than our own clock's drift since that answer."""
+        if self._date is None:
+            return None
+        date, seen = self._date
+        return date + timedelta(seconds=max(0.0, self._monotonic() - seen))
+
+    def _note_date(self, value: str | None) -> None:
+        if not value:
+            return
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return                              # a malformed Date tells nothing
+        if when.tzinfo is None:                 # "-0000": UTC, source unknown (RFC 5322)
+            when = when.replace(tzinfo=timezone.utc)
+        self._date = (when.astimezone(timezone.utc), self._monotonic())
+
     async def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-                      json: Any = None, query: str | None = None) -> Response:
+                      json: Any = None, query: str | None = None,
+                      idempotent: bool | None = None) -> Response:
         """Send one request with retries for transient faults; raise ConnectorError kinds.
 
         ``query`` is a pre-encoded query string (for APIs that sign it); else ``params``.
+        ``idempotent``: may the request be sent again after a fault that came after it may
+        have reached the server? Default: by method (see the module docstring). A POST that
+        only reads, or that creates-or-updates by a key the client chose, passes True; a
+        non-idempotent request whose outcome is unknown raises OutcomeUnknownError.
         """
+        if idempotent is None:
+            idempotent = method.upper() in IDEMPOTENT_METHODS
         async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.attempts),
                 wait=self._wait, retry=retry_if_exception_type(TransientHTTPError),
                 reraise=True):
             with attempt:
                 try:
-                    return await self._once(method, path, params, json, query)
+                    return await self._once(method, path, params, json, query, idempotent)
                 except TransientHTTPError as exc:
+                    if exc.maybe_applied and not idempotent:
+                        raise OutcomeUnknownError(
+                            f"{self.system}: {exc} (outcome unknown: the request may have "
+                            "been applied, so it is not sent again)",
+                            status=exc.status or None) from None
                     if attempt.retry_state.attempt_number >= self.attempts:
                         raise UnavailableError(
                             f"{self.system}: {exc} (gave up after {self.attempts} attempts)",
@@ -175,7 +250,8 @@ class HttpClient:
             return min(exc.retry_after, self.max_wait)
         return wait_exponential_jitter(multiplier=0.2, jitter=0.5, max=self.max_wait)(state)
 
-    async def _once(self, method: str, path: str, params, json, query) -> Response:
+    async def _once(self, method: str, path: str, params, json, query,
+                    idempotent: bool = True) -> Response:
         if self.session is None:
             raise ConnectorError(f"{self.system}: client used before start()")
         if self.limiter is not None:
@@ -193,6 +269,7 @@ class HttpClient:
         try:
             async with self.session.request(method, url, params=None if query else params,
                                             data=data, headers=headers) as resp:
+                self._note_date(resp.headers.get("Date"))
                 status = resp.status
                 resp_headers = resp.headers
                 try:
@@ -202,17 +279,22 @@ class HttpClient:
                                            "its announced length)")
                 else:
                     body = _decode(raw, resp.headers.get("Content-Type", ""))
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
-            raise TransientHTTPError(0, f"{method} {path}: {type(exc).__name__}", None) from None
+        except _NOT_SENT as exc:
+            raise TransientHTTPError(0, f"{method} {path}: {_fault_name(exc)}", None,
+                                     maybe_applied=False) from None
+        except _MAYBE_SENT as exc:
+            raise TransientHTTPError(0, f"{method} {path}: {_fault_name(exc)}", None) from None
         except aiohttp.ClientError as exc:      # not HTTP at all, or a body that never ends
-            raise UnavailableError(f"{self.system}: {method} {path}: an answer that cannot be "
-                                   f"read ({type(exc).__name__})") from None
+            raise _unreadable_answer(
+                f"{self.system}: {method} {path}: an answer that cannot be read "
+                f"({type(exc).__name__})", None, idempotent) from None
         if status < 400:
             if isinstance(body, (Unreadable, Text)):
                 what = body if isinstance(body, Unreadable) else _not_json(body)
-                raise UnavailableError(f"{self.system}: {method} {path}: answered {what} "
-                                       "instead of JSON", status=status)
-            return Response(status, resp_headers, body, f"{method} {path}", self.system)
+                raise _unreadable_answer(f"{self.system}: {method} {path}: answered {what} "
+                                         "instead of JSON", status, idempotent)
+            return Response(status, resp_headers, body, f"{method} {path}", self.system,
+                            idempotent)
         if isinstance(body, Unreadable):
             body = Text(str(body))
         message, fields = self.error_parser(status, body)
@@ -220,13 +302,31 @@ class HttpClient:
             if status == 429:
                 self.throttled += 1
             raise TransientHTTPError(status, f"{method} {path}: {status} {message}",
-                                     _retry_after(resp_headers.get("Retry-After")))
+                                     _retry_after(resp_headers.get("Retry-After")),
+                                     maybe_applied=status != 429)
         if status in (401, 403):
             raise AuthError(f"{self.system}: credentials refused ({status}: {message})",
                             status=status)
         if status == 404:
             raise NotFoundError(f"{self.system}: not found: {message}", status=status)
         raise RecordError(f"{self.system}: {message}", status=status, fields=fields)
+
+
+def _unreadable_answer(message: str, status: int | None, idempotent: bool) -> ConnectorError:
+    """An answer that cannot be read: to a read, UnavailableError; to a request that is not
+    idempotent, OutcomeUnknownError (it was sent and may have been applied, so it is not sent
+    again and the engine resolves it before doing it again)."""
+    if idempotent:
+        return UnavailableError(message, status=status)
+    return OutcomeUnknownError(f"{message} (outcome unknown: the request may have been "
+                               "applied, so it is not sent again)", status=status)
+
+
+def _fault_name(exc: BaseException) -> str:
+    """What went wrong, in a word: the exception's class (its text may carry a URL)."""
+    if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, aiohttp.ClientError):
+        return "timeout (no answer in time)"
+    return type(exc).__name__
 
 
 # --- decoding answers ------------------------------------------------------------------------

@@ -6,9 +6,15 @@ case-insensitive find, and partial updates that return the stored record. Faults
 - ``clock``: any callable returning an aware datetime; a coarse one makes many records share
   one timestamp;
 - ``flaky_versions``: every read returns a new version string;
-- ``fail_writes``: a list of "before" / "after" / "refuse" consumed by the next writes: the
-  write fails before it is applied, is applied and then fails (a timeout after the remote
-  commit), or is refused as a record error;
+- ``fail_writes``: a list of "before" / "after" / "lost" / "refuse" / "crash" consumed by the
+  next writes: the write fails before it is applied, is applied and then the system is
+  unreachable, is applied and its answer is lost (``OutcomeUnknownError``: stored, then a
+  500 or a timeout), is refused as a record error, or raises an unexpected ``RuntimeError``;
+- ``drop_fields``: reads leave these fields out (a vendor answer without some fields);
+- ``unreadable``: record id -> reason: reads return that record with ``error`` set, no fields
+  and no modified time, as a connector does with a row it cannot read (a date that is not a
+  date); listings still page by the stored time;
+- ``conditional``: updates honour ``version=`` (optimistic concurrency, ConflictError);
 - ``crash_after_create``: the next create is applied, then :class:`Crash` is raised (a process
   killed between the remote create and the local commit);
 - ``empty``: listings return nothing (a wrong account, a vendor outage that answers 200);
@@ -24,8 +30,8 @@ from typing import Any, AsyncIterator, Callable, Sequence
 
 from pydantic import BaseModel
 
-from connectors.base import (Capabilities, EntityInfo, NotFoundError, Record, RecordError,
-                             UnavailableError)
+from connectors.base import (Capabilities, ConflictError, EntityInfo, NotFoundError,
+                             OutcomeUnknownError, Record, RecordError, UnavailableError)
 
 
 class Crash(BaseException):
@@ -37,6 +43,7 @@ class MemoryConnector:
         entities: list[str] = ["items"]
         page_size: int = 50
         reports_deletes: bool = True
+        conditional: bool = False
 
     def __init__(self, name: str, settings: "MemoryConnector.Settings | None" = None, *,
                  clock: Callable[[], datetime] | None = None) -> None:
@@ -44,7 +51,8 @@ class MemoryConnector:
         self.settings = settings or self.Settings()
         self.capabilities = Capabilities(entities={
             e: EntityInfo(e, reports_deletes=self.settings.reports_deletes)
-            for e in self.settings.entities}, max_get=100)
+            for e in self.settings.entities}, max_get=100,
+            conditional_writes=self.settings.conditional)
         self.now = clock or (lambda: datetime.now(timezone.utc))
         self.data: dict[str, dict[str, dict]] = {e: {} for e in self.settings.entities}
         self.tombstones: dict[str, dict[str, datetime]] = {e: {} for e in self.settings.entities}
@@ -53,11 +61,14 @@ class MemoryConnector:
         self.crash_after_create = False
         self.empty = False
         self.normalize = False
+        self.drop_fields: set[str] = set()
+        self.unreadable: dict[str, str] = {}
         self.on_page: Callable[[], None] | None = None
         self.writes = 0
         self.change_queries = 0
         self.options_data: dict[str, Any] = {}
         self._seq = itertools.count(1)
+        self._versions = itertools.count(1)
         self.auth_ok = True
         self.instance: str | None = f"memory:{name}"
 
@@ -85,7 +96,8 @@ class MemoryConnector:
     # --- direct access for tests (no write counting, no faults) ----------------------------
     def put(self, entity: str, fields: dict[str, Any], id: str | None = None) -> str:
         id = id or f"{self.name[:1]}{next(self._seq)}"
-        self.data[entity][id] = {"fields": dict(fields), "modified": self.now()}
+        self.data[entity][id] = {"fields": dict(fields), "modified": self.now(),
+                                 "version": f"v{next(self._versions)}"}
         self.tombstones[entity].pop(id, None)
         return id
 
@@ -93,6 +105,7 @@ class MemoryConnector:
         row = self.data[entity][id]
         row["fields"].update(fields)
         row["modified"] = self.now()
+        row["version"] = f"v{next(self._versions)}"
 
     def remove(self, entity: str, id: str) -> None:
         self.data[entity].pop(id)
@@ -104,8 +117,12 @@ class MemoryConnector:
     # --- the Connector protocol -----------------------------------------------------------
     def _record(self, entity: str, id: str) -> Record:
         row = self.data[entity][id]
-        version = uuid.uuid4().hex if self.flaky_versions else row["modified"].isoformat()
-        return Record(id, dict(row["fields"]), row["modified"], version)
+        if id in self.unreadable:
+            return Record(id, {}, error=f"{self.name}: record {id} cannot be read: "
+                                        f"{self.unreadable[id]}")
+        version = uuid.uuid4().hex if self.flaky_versions else row["version"]
+        fields = {k: v for k, v in row["fields"].items() if k not in self.drop_fields}
+        return Record(id, fields, row["modified"], version)
 
     async def changes(self, entity: str, since: datetime | None) -> AsyncIterator[list[Record]]:
         self.change_queries += 1
@@ -151,9 +168,13 @@ class MemoryConnector:
             raise UnavailableError(f"{self.name}: 503 before the write")
         if fault == "refuse":
             raise RecordError(f"{self.name}: refused by validation", status=400)
+        if fault == "crash":
+            raise RuntimeError("an unexpected bug")
         id = self.put(entity, self._clean(fields))
         if fault == "after":
             raise UnavailableError(f"{self.name}: timeout after the write")
+        if fault == "lost":
+            raise OutcomeUnknownError(f"{self.name}: POST /{entity}: 500 after the write")
         if self.crash_after_create:
             self.crash_after_create = False
             raise Crash()
@@ -166,11 +187,19 @@ class MemoryConnector:
             raise UnavailableError(f"{self.name}: 503 before the write")
         if fault == "refuse":
             raise RecordError(f"{self.name}: refused by validation", status=400)
+        if fault == "crash":
+            raise RuntimeError("an unexpected bug")
         if id not in self.data[entity]:
             raise NotFoundError(f"{self.name}: {entity} {id} not found", status=404)
+        if (self.settings.conditional and version is not None
+                and self.data[entity][id]["version"] != version):
+            raise ConflictError(f"{self.name}: {entity} {id} was changed since version "
+                                f"{version}", status=409)
         self.edit(entity, id, self._clean(fields))
         if fault == "after":
             raise UnavailableError(f"{self.name}: timeout after the write")
+        if fault == "lost":
+            raise OutcomeUnknownError(f"{self.name}: PATCH /{entity}/{id}: timed out")
         return self._record(entity, id)
 
     async def delete(self, entity: str, id: str) -> None:

@@ -15,11 +15,29 @@ Fault knobs are set by tests and benchmarks:
 - ``faults.latency``: seconds added to every request;
 - ``faults.fail_next(n, status, retry_after=None)``: the next n requests answer ``status``;
 - ``faults.drop_next(n)``: the next n requests have their connection closed without answer;
-- ``faults.fail_after_commit(n)``: the next n writes are applied and then answered 500;
+- ``faults.fail_after_commit(n)``: the next n writes (every create, update and delete route)
+  are applied and then answered 500;
+- ``faults.hang_after_commit(n, seconds=3600)``: the next n writes are applied and then not
+  answered for ``seconds`` (a client with a shorter timeout gives up: "stored, then no answer
+  before the client's timeout"). The wait ends early when the sandbox stops, or when
+  ``faults.release()`` is called, so a test never waits for it and shutdown stays clean;
+- ``faults.drop_fields(n, *names)``: the next n answers that carry records (reads and write
+  answers alike) leave the named fields out of every record in them (a vendor answer without
+  some fields); a dotted name (``MainAddress.Postcode``) reaches into a nested object;
+- ``faults.clock_ahead(seconds)``: records written or edited from now on (through the API or
+  by ``touch``) are stamped ``seconds`` ahead of the sandbox clock, as by a workstation whose
+  clock is fast, while the ``Date`` header stays honest (0 turns it off);
 - ``faults.garbage_next(n, kind)``: the next n requests get a malformed answer: ``"html502"``
   (a proxy's HTML error page, status 502, not handled), ``"not_json"`` (200 with a text body,
   not handled), ``"truncated"`` (handled: a write is applied; the real answer's first half,
   then the connection closes before its announced length).
+
+Every answer carries a ``Date`` header from the sandbox clock (``self.clock``), not the real
+time, so a test that sets the clock sees a coherent vendor clock. ``instance_id`` is a random
+id made when the sandbox is built, independent of the seed: a fresh generation is a different
+instance even with the same seed; each sandbox exposes it where its vendor names an instance.
+A sandbox kept in a file (``keep_in``) keeps its ``instance_id`` there too: read back, it is
+the same instance, not a fresh one.
 """
 from __future__ import annotations
 
@@ -27,11 +45,13 @@ import asyncio
 import base64
 import os
 import random
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
+from email.utils import format_datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import orjson
 from aiohttp import web
@@ -62,10 +82,16 @@ BAD_GATEWAY_PAGE = ("<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title>
 
 @dataclass
 class Faults:
+    """The knobs of the module docstring; a sandbox consumes them."""
+
     latency: float = 0.0
+    stamp_offset: float = 0.0            # clock_ahead: seconds added to record stamps
     _fail: list[tuple[int, float | None]] = field(default_factory=list)
     _drop: int = 0
     _after_commit: int = 0
+    _hang: list[float] = field(default_factory=list)
+    _drop_fields: list[tuple[str, ...]] = field(default_factory=list)
+    _release: asyncio.Event | None = None
     _garbage: list[str] = field(default_factory=list)
 
     def garbage_next(self, n: int, kind: str = "not_json") -> None:
@@ -82,15 +108,58 @@ class Faults:
     def fail_after_commit(self, n: int) -> None:
         self._after_commit += n
 
+    def hang_after_commit(self, n: int, seconds: float = 3600.0) -> None:
+        self._hang.extend([seconds] * n)
+
+    def drop_fields(self, n: int, *names: str) -> None:
+        self._drop_fields.extend([tuple(names)] * n)
+
+    def clock_ahead(self, seconds: float) -> None:
+        self.stamp_offset = seconds
+
     def take_after_commit(self) -> bool:
         if self._after_commit > 0:
             self._after_commit -= 1
             return True
         return False
 
+    async def hold_after_commit(self) -> None:
+        """Wait as a server that applied a write and then stalls (hang_after_commit), until
+        the time is up, ``release()`` or the sandbox stops; cancellable."""
+        if not self._hang:
+            return
+        seconds = self._hang.pop(0)
+        if self._release is None or self._release.is_set():
+            self._release = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._release.wait(), seconds)
+        except asyncio.TimeoutError:
+            pass
+
+    def release(self) -> None:
+        """End every wait of hang_after_commit now."""
+        if self._release is not None:
+            self._release.set()
+
+    def take_drop_fields(self) -> tuple[str, ...]:
+        return self._drop_fields.pop(0) if self._drop_fields else ()
+
     def clear(self) -> None:
+        self.release()
         self.latency, self._fail, self._drop, self._after_commit = 0.0, [], 0, 0
+        self._hang, self._drop_fields, self.stamp_offset = [], [], 0.0
         self._garbage = []
+
+
+def drop_paths(record: dict, names: Iterable[str]) -> None:
+    """Remove each name (a dotted path reaches into nested objects) from one record."""
+    for name in names:
+        node: Any = record
+        *parents, leaf = name.split(".")
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
 
 
 @dataclass(frozen=True)
@@ -112,7 +181,11 @@ class Sandbox:
         self.faults = Faults()
         self.hits: list[Hit] = []
         self.rng = random.Random(seed)
+        # from the OS, not from the seed: the same seed generated twice is two instances
+        # (kept with the records by keep_in: a sandbox read back is the same instance)
+        self.instance_id = str(uuid.uuid4())
         self.app = web.Application(middlewares=[self._middleware, self._changes])
+        self.app.on_response_prepare.append(self._date_header)
         # first, so that a sandbox whose routes catch every path still answers it
         self.app.router.add_get("/_sandbox/stats", self._stats)
         self.app.add_routes(self.routes())
@@ -136,6 +209,35 @@ class Sandbox:
         """Make one random edit, as a user of the system would; return what it did."""
         return "nothing"
 
+    def records_in(self, body: Any) -> list[dict]:
+        """The records an answer's JSON body carries (for ``faults.drop_fields``): a list of
+        them, a collection under ``value`` or ``Items``, or one record. Override where the
+        vendor's answers differ."""
+        if isinstance(body, list):
+            return [r for r in body if isinstance(r, dict)]
+        if isinstance(body, dict):
+            for key in ("value", "Items"):
+                if isinstance(body.get(key), list):
+                    return [r for r in body[key] if isinstance(r, dict)]
+            return [body]
+        return []
+
+    # --- for subclasses ------------------------------------------------------------------
+    def stamp(self) -> datetime:
+        """The time to stamp on a record written or edited now: the sandbox clock, plus the
+        ``clock_ahead`` offset of a fast workstation."""
+        now = self.clock.now()
+        faults = getattr(self, "faults", None)      # None while a subclass builds its data
+        if faults is not None and faults.stamp_offset:
+            now += timedelta(seconds=faults.stamp_offset)
+        return now
+
+    async def after_commit(self) -> bool:
+        """Call once a write is applied: stalls for ``hang_after_commit``, then True when
+        the write must be answered 500 (``fail_after_commit``)."""
+        await self.faults.hold_after_commit()
+        return self.faults.take_after_commit()
+
     # --- serving -------------------------------------------------------------------------
     async def start(self, port: int = 0, host: str = "127.0.0.1") -> str:
         self._runner = web.AppRunner(self.app, access_log=None)
@@ -150,6 +252,7 @@ class Sandbox:
         return f"http://127.0.0.1:{self.port}"
 
     async def stop(self) -> None:
+        self.faults.release()              # a stalled write ends, so shutdown does not wait
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -193,6 +296,7 @@ class Sandbox:
         assert self.store is not None
         doc = {"sandbox": self.system, "format": 1,
                "saved_at": datetime.now(timezone.utc).isoformat(),
+               "instance_id": self.instance_id,
                "rng": _encode(self.rng.getstate()),
                "records": {name: _encode(getattr(self, name)) for name in self.persisted}}
         self.store.parent.mkdir(parents=True, exist_ok=True)
@@ -231,6 +335,11 @@ class Sandbox:
                                    f"{_AFRESH}") from None
         for name, value in values.items():
             setattr(self, name, value)
+        instance = doc.get("instance_id")
+        if isinstance(instance, str) and instance:
+            # the same instance as before the restart (a file written without one, before
+            # instances were named, keeps the id this sandbox was built with)
+            self.instance_id = instance
 
     # --- bookkeeping ---------------------------------------------------------------------
     def count(self, method: str | None = None, path_prefix: str = "",
@@ -259,6 +368,24 @@ class Sandbox:
             if request.method not in ("GET", "HEAD", "OPTIONS"):
                 self.changed()
 
+    async def _date_header(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["Date"] = format_datetime(self.clock.now().astimezone(timezone.utc),
+                                                   usegmt=True)
+
+    def _drop_fields(self, response: web.StreamResponse) -> None:
+        """Apply ``faults.drop_fields`` to a JSON answer that carries records."""
+        if not self.faults._drop_fields or not isinstance(response, web.Response) \
+                or response.status >= 400 or "json" not in (response.content_type or "") \
+                or not isinstance(response.body, bytes):
+            return
+        body = orjson.loads(response.body)
+        records = self.records_in(body)
+        if records:
+            names = self.faults.take_drop_fields()
+            for record in records:
+                drop_paths(record, names)
+            response.body = orjson.dumps(body)
+
     @web.middleware
     async def _middleware(self, request: web.Request, handler):
         if request.path.startswith("/_sandbox/"):
@@ -278,7 +405,9 @@ class Sandbox:
                                      headers=headers)
         if self.faults._garbage:
             return await _garbage(request, handler, self.faults._garbage.pop(0))
-        return await handler(request)
+        response = await handler(request)
+        self._drop_fields(response)
+        return response
 
 
 async def _garbage(request: web.Request, handler, kind: str) -> web.StreamResponse:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,24 +22,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connectors.base import Connector
 from daemon import demo
 from daemon.config import Config, IntegrationSpec, system_settings
+from daemon.durations import seconds
 from daemon.engine.runner import Guard, Integration, order_flows
 from daemon.registry import connector_class, sandbox_class
 from daemon.store import schema
 from daemon.store.db import make_engine
 
 log = structlog.get_logger("accord.app")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-
-
-def seconds(text: str | int | float) -> float:
-    """'15m' -> 900.0; bare numbers are seconds."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 15m, 1h)")
-    unit = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2) or "s"]
-    return float(m.group(1)) * unit
 
 
 @dataclass
@@ -55,10 +43,13 @@ class App:
 
     async def start(self, *, sandboxes: bool = True, activity: bool = True,
                     running: dict[str, str] | None = None,
-                    adopt: dict[str, Any] | None = None) -> "App":
+                    adopt: dict[str, Any] | None = None, state: bool = True) -> "App":
+        """``state=False``: the systems only (``accord check`` looks at the state database
+        itself, without migrating or creating it)."""
         adopt = dict(adopt or {})
         try:
-            await self._open_state()
+            if state:
+                await self._open_state()
             await self._start_systems(sandboxes, activity, running or {}, adopt)
         except BaseException:
             for sb in adopt.values():   # not taken over: stopped, their files keep the records
@@ -73,8 +64,14 @@ class App:
         try:
             await schema.check(self.db, config_path=self.cfg.path or None)
         except OSError as exc:                  # unreachable (or a timeout): say which one
+            await self.db.dispose()
+            self.db = None
             where = make_url(self.cfg.daemon.database).render_as_string(hide_password=True)
             raise OSError(f"state database {where}: {exc.strerror or exc}") from None
+        except BaseException:
+            await self.db.dispose()
+            self.db = None
+            raise
 
     async def _start_systems(self, sandboxes: bool, activity: bool, running: dict[str, str],
                              adopt: dict[str, Any]) -> None:
@@ -192,4 +189,5 @@ def build_integration(name: str, spec: IntegrationSpec,
     return Integration(
         name=name, flows=order_flows(spec.flows),
         sides={"left": connectors[spec.left], "right": connectors[spec.right]},
-        guards=[Guard(g.side, g.option, g.refuse_when, g.message) for g in spec.guards])
+        guards=[Guard(g.side, g.option, g.refuse_when, g.message) for g in spec.guards],
+        confirm_first_run=spec.confirm_first_run)

@@ -1,10 +1,11 @@
-"""The command line: ``accord run | sync | plan | status | check | history | exclude | include |
-push | approve | migrate | demo reset | sandbox | presets``.
+"""The command line: ``accord run | sync | plan | status | check | health | history | exclude |
+include | push | approve | retry | migrate | demo reset | sandbox | presets``, and
+``accord --version``.
 
-Every command but ``sandbox`` and ``presets`` takes ``--config FILE`` (default: $ACCORD_CONFIG,
-else ./config.toml). A configuration that cannot be used prints its one-line error on stderr
-and exits 2. Exit codes of the commands that run something: 0 clean, 1 finished with record
-errors, 2 could not run.
+Every command takes ``--config FILE`` (default: $ACCORD_CONFIG, else ./config.toml; ``presets``
+reads it only when given, ``sandbox`` not at all). A configuration that cannot be used prints
+its one-line error on stderr and exits 2, never a traceback. Exit codes of the commands that
+run something: 0 clean, 1 finished with record errors, 2 could not run.
 
 ``main(argv)`` is the console script; ``await amain(argv)`` is the same from inside a running
 event loop (tests).
@@ -18,13 +19,15 @@ import json
 import os
 import signal
 import sys
+import time
 from collections import Counter
 from typing import Any, Sequence
 
 import orjson
 from sqlalchemy import delete, insert, select, update
+from sqlalchemy.engine import make_url
 
-from daemon import demo
+from daemon import __version__, demo
 from daemon import logging as accord_logging
 from daemon import presets as preset_lib
 from daemon import status as status_lib
@@ -32,6 +35,7 @@ from daemon.lease import make_lease
 from daemon.app import App
 from daemon.config import Config, ConfigError, load
 from daemon.engine.runner import RunOptions, RunResult, run
+from daemon.store import queries
 from daemon.store import schema as store_schema
 from daemon.store.db import loads, make_engine, now
 from daemon.store.tables import T
@@ -54,119 +58,182 @@ def _default_config() -> str:
 
 # --- parser --------------------------------------------------------------------------------
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="accord",
-                                description="Keeps a CRM and an ERP in agreement.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = argparse.ArgumentParser(
+        prog="accord", description="Keeps a CRM and an ERP in agreement, both ways, on a "
+        "schedule. `accord COMMAND --help` tells more about each command.",
+        epilog="Exit codes: 0 done, 1 done with record errors, 2 could not run (a bad "
+               "config, an unreachable system or state database).")
+    p.add_argument("--version", action="version", version=f"accord {__version__}",
+                   help="print the version and exit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           title="commands")
 
-    def cmd(name: str, help: str, config: bool = True) -> argparse.ArgumentParser:
+    def cmd(name: str, help: str, logs: bool = False) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help, description=help)
-        if config:
-            sp.add_argument("--config", default=None, metavar="FILE",
-                            help="configuration file (default: $ACCORD_CONFIG or ./config.toml)")
+        sp.add_argument("--config", default=None, metavar="FILE",
+                        help="the configuration file (default: $ACCORD_CONFIG, else "
+                             "./config.toml)")
+        if logs:
+            sp.add_argument("--console", action="store_true",
+                            help="log for people, one short line per event, even when "
+                                 "stdout is not a terminal (default: as [daemon] log_format "
+                                 "says; auto is console on a terminal, JSON otherwise)")
+            sp.add_argument("--verbose", "-v", action="store_true",
+                            help="on the console, show every record line and the start "
+                                 "of each run and step too")
         return sp
 
-    sp = cmd("run", "run the daemon until SIGTERM/SIGINT (SIGHUP reloads the config)")
-    sp.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
-                    help="on stop, how long a run under way may go on (default 30)")
+    def integration(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("integration", help="the integration's name, as in "
+                                            "[integrations.NAME] of the config")
 
-    sp = cmd("sync", "run one integration now")
-    sp.add_argument("integration")
+    def record(sp: argparse.ArgumentParser, side_help: str) -> None:
+        integration(sp)
+        sp.add_argument("flow", help="the flow's name (e.g. companies, contacts)")
+        sp.add_argument("side", choices=SIDES, help=side_help)
+        sp.add_argument("id", help="the record's id in that system")
+
+    sp = cmd("run", "run the daemon until SIGTERM/SIGINT (SIGHUP reloads the config)",
+             logs=True)
+    sp.add_argument("--grace", type=float, default=30.0, metavar="SECONDS",
+                    help="on stop, how long a run under way may take to reach a chunk "
+                         "boundary before it is cancelled (default 30)")
+
+    sp = cmd("sync", "run one integration now", logs=True)
+    integration(sp)
     sp.add_argument("--flow", action="append", default=None, metavar="FLOW",
                     help="only this flow (repeatable)")
     sp.add_argument("--dry-run", action="store_true", help="decide but write nothing")
-    sp.add_argument("--full", action="store_true", help="read everything, not only changes")
+    sp.add_argument("--full", action="store_true",
+                    help="read everything, not only the changes since the last run")
 
-    sp = cmd("plan", "what a run would do, record by record, without writing")
-    sp.add_argument("integration")
-    sp.add_argument("--flow", action="append", default=None, metavar="FLOW")
-    sp.add_argument("--full", action="store_true")
-    sp.add_argument("--json", action="store_true")
+    sp = cmd("plan", "what a run would do, record by record, without writing", logs=True)
+    integration(sp)
+    sp.add_argument("--flow", action="append", default=None, metavar="FLOW",
+                    help="only this flow (repeatable)")
+    sp.add_argument("--full", action="store_true",
+                    help="plan over everything, not only the changes since the last run")
+    sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
     sp = cmd("status", "last and next run of every integration, open errors, reviews, holds")
-    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
-    cmd("check", "validate the config and check every system's connectivity and credentials")
+    cmd("check", "validate the config, look at the state database and check every "
+                 "system's connectivity and credentials", logs=True)
+
+    cmd("health", "ask the running daemon's /healthz on the configured [web] port (exit 0 "
+                  "alive, 1 not): the container HEALTHCHECK")
 
     sp = cmd("history", "the audit trail of one record: why did this value change?")
-    sp.add_argument("integration")
-    sp.add_argument("record")
-    sp.add_argument("--json", action="store_true")
+    integration(sp)
+    sp.add_argument("record", help="the record's id, in either system")
+    sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
 
     sp = cmd("exclude", "leave one record out of the sync (BB-6), or of the next run (--once)")
-    for a in ("integration", "flow"):
-        sp.add_argument(a)
-    sp.add_argument("side", choices=SIDES)
-    sp.add_argument("id")
+    record(sp, "the system the id belongs to")
     sp.add_argument("--once", action="store_true", help="skip it in the next run only (BB-7)")
-    sp.add_argument("--reason", default="")
+    sp.add_argument("--reason", default="", help="why, shown by status")
 
     sp = cmd("include", "lift an exclusion; the record is read again next run")
-    for a in ("integration", "flow"):
-        sp.add_argument(a)
-    sp.add_argument("side", choices=SIDES)
-    sp.add_argument("id")
+    record(sp, "the system the id belongs to")
 
-    sp = cmd("push", "sync one record to the other side now (UL-3's explicit push)")
-    for a in ("integration", "flow"):
-        sp.add_argument(a)
-    sp.add_argument("side", choices=SIDES, help="the side the record lives on")
-    sp.add_argument("id")
+    sp = cmd("push", "sync one record to the other side now (UL-3's explicit push)",
+             logs=True)
+    record(sp, "the side the record lives on")
 
-    sp = cmd("approve", "let the next run apply the deletes the circuit-breaker held")
-    sp.add_argument("integration")
-    sp.add_argument("--flow", default=None)
+    sp = cmd("approve", "let the next run go past what holds the integration: the deletes "
+                        "the circuit-breaker held, a first run's stored plan, a system that "
+                        "is not the instance the state was built with")
+    integration(sp)
+    sp.add_argument("--flow", default=None, metavar="FLOW",
+                    help="only the held deletes of this flow")
+
+    sp = cmd("retry", "try quarantined records again next run (and creates whose answer "
+                      "was lost that could not be checked by any key)")
+    integration(sp)
+    sp.add_argument("flow", nargs="?", default=None, help="only this flow")
+    sp.add_argument("side", nargs="?", choices=SIDES, default=None,
+                    help="only records of this side")
+    sp.add_argument("ids", nargs="*", help="record ids (default: every record of the flow)")
 
     sp = cmd("sandbox", "serve one vendor sandbox on 127.0.0.1 (a database sandbox: make "
-                        "its file)", config=False)
-    sp.add_argument("system", help="a sandbox type (see the list in the error)")
+                        "its file); --config is accepted and not read")
+    sp.add_argument("system", help="a sandbox type: " + ", ".join(_sandbox_names()))
     sp.add_argument("--port", type=int, default=0, help="default: any free port")
-    sp.add_argument("--seed", type=int, default=0)
-    sp.add_argument("--records", type=int, default=25)
+    sp.add_argument("--seed", type=int, default=0,
+                    help="the seed of the generated records (default 0)")
+    sp.add_argument("--records", type=int, default=25,
+                    help="how many records to generate (default 25)")
     sp.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                     help="a sandbox constructor option, e.g. operating_companies=2 or "
                          "rate_limit=100000 (VALUE read as JSON when it parses)")
 
     cmd("migrate", "upgrade the state database to the schema this accord needs "
-                   "(run it after upgrading accord)")
+                   "(run it after upgrading accord)", logs=True)
 
     sp = cmd("demo", "the demo's files (the bundled sandboxes' records and the state)")
     sp.add_argument("action", choices=["reset"],
                     help="reset: delete them (after asking), so the demo starts afresh")
     sp.add_argument("--yes", action="store_true", help="do not ask")
 
-    cmd("presets", "list the bundled presets", config=False)
+    cmd("presets", "list the bundled presets (with --config: which integrations use them)")
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _sandbox_names() -> list[str]:
+    from daemon.registry import sandbox_names
     try:
-        return asyncio.run(amain(argv))
+        return sandbox_names()
+    except Exception:                   # broken entry points: the error comes when used
+        return []
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script. State files the daemon creates are its own (umask 077, as the
+    systemd unit sets it); a closed pipe (``accord status | head -1``) ends it quietly."""
+    os.umask(0o077)
+    try:
+        code = asyncio.run(amain(argv))
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # Python flushes stdout again at exit: point it at /dev/null so that it says nothing
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141                      # 128 + SIGPIPE, as other tools in a pipe
 
 
 async def amain(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(list(sys.argv[1:] if argv is None else argv))
     handler = COMMANDS[args.command]
     try:
-        if args.command in ("sandbox", "presets"):
+        if args.command == "sandbox":
             return await handler(args)
-        path = args.config or _default_config()
-        try:
-            cfg = load(path)
-        except ConfigError as exc:
-            raise Fail(str(exc)) from None
-        return await handler(args, cfg)
+        if args.command == "presets":
+            return await handler(args, _load(args.config) if args.config else None)
+        return await handler(args, _load(args.config or _default_config()))
     except Fail as exc:
         print(f"accord {args.command}: {exc}", file=sys.stderr)
         return exc.code
 
 
+def _load(path: str) -> Config:
+    try:
+        return load(path)
+    except ConfigError as exc:
+        raise Fail(str(exc)) from None
+
+
 # --- helpers -------------------------------------------------------------------------------
-def _log_setup(cfg: Config, stream: str = "stdout") -> None:
+def _log_setup(cfg: Config, stream: str = "stdout", args=None) -> None:
     """``run``/``sync`` log on stdout (it is their output); commands that print a result
     (plan, status, push ...) log on stderr so that their stdout stays parseable."""
-    accord_logging.configure(cfg.daemon.log_format, cfg.daemon.log_level, stream=stream)
+    console = getattr(args, "console", False)
+    accord_logging.configure("console" if console else cfg.daemon.log_format,
+                             cfg.daemon.log_level, stream=stream,
+                             verbose=getattr(args, "verbose", False))
 
 
 def _integration_spec(cfg: Config, name: str):
@@ -184,14 +251,16 @@ def _flow_name(cfg: Config, integ: str, flow: str) -> str:
     return flow
 
 
-async def _open_app(cfg: Config) -> App:
-    running = await demo.running_sandboxes(cfg)     # a daemon serving this demo: use them
+async def _open_app(cfg: Config, *, state: bool = True) -> App:
+    """The systems (and, unless ``state=False``, the state database). A daemon serving this
+    demo's sandboxes: its sandboxes are used, not started a second time on the same files."""
+    running = await demo.running_sandboxes(cfg)
     if running:
         print(f"accord: using the sandboxes of the running daemon (pid {demo.daemon_pid(cfg)})"
               f": {', '.join(sorted(running))}", file=sys.stderr)
     app = App(cfg)
     try:
-        return await app.start(sandboxes=True, activity=False, running=running)
+        return await app.start(sandboxes=True, activity=False, running=running, state=state)
     except store_schema.SchemaError as exc:      # behind: one line that says `accord migrate`
         await app.close()
         raise Fail(str(exc)) from None
@@ -235,37 +304,57 @@ DECIDED = WRITES + ("unchanged", "matched", "excluded", "held", "conflicts", "er
 
 
 class Progress:
-    """One line per flow on a terminal (stderr), redrawn as counts change."""
+    """One line per flow on a terminal (stderr), redrawn as counts change; log lines go
+    above it (``daemon.logging.status_line``), not into it."""
 
     def __init__(self, out=None) -> None:
         self.out = out or sys.stderr
         self.current: str | None = None
 
-    def line(self, flow: str, c: Counter) -> str:
+    @staticmethod
+    def counts(c: Counter) -> str:
         read = c["read_left"] + c["read_right"]
         decided = sum(c[k] for k in DECIDED)
         written = sum(c[k] for k in WRITES)
         extra = "".join(f", {k} {c[k]}" for k in ("errors", "conflicts", "held") if c[k])
-        return (f"{flow}: read {read} (left {c['read_left']}, right {c['read_right']}), "
+        return (f"read {read} (left {c['read_left']}, right {c['read_right']}), "
                 f"decided {decided}, written {written}{extra}")
 
+    def line(self, flow: str, c: Counter) -> str:
+        return f"{flow}: {self.counts(c)}"
+
     def __call__(self, flow: str, counts: Counter) -> None:
+        line = accord_logging.status_line
         if self.current not in (None, flow):
-            self.out.write("\n")
+            line.end()
         self.current = flow
-        self.out.write("\r\x1b[K" + self.line(flow, counts))
-        self.out.flush()
+        line.show(self.line(flow, counts), self.out)
 
     def done(self) -> None:
         if self.current is not None:
-            self.out.write("\n")
-            self.out.flush()
+            accord_logging.status_line.end()
+
+
+def summary(result: RunResult, seconds: float) -> list[str]:
+    """The lines a person reads at the end of ``accord sync``: each step, then the run."""
+    lines = [f"{s.flow}: {s.status} — {Progress.counts(s.counts)}"
+             + (f" — {s.message}" if s.message else "") for s in result.steps]
+    total: Counter = Counter()
+    for s in result.steps:
+        total.update(s.counts)
+    what = "plan" if result.run_id is None else f"run {result.run_id}"
+    lines.append(f"{what}: {result.status} in {seconds:.1f}s — "
+                 f"{len(result.steps)} flow{'s' if len(result.steps) != 1 else ''}, "
+                 f"{Progress.counts(total)}"
+                 + (f" — {result.message}" if result.message else ""))
+    return lines
 
 
 # --- run, sync, plan -------------------------------------------------------------------------
 async def cmd_run(args, cfg: Config) -> int:
     from daemon.service import Service
-    service = Service(args.config or _default_config(), grace=args.grace)
+    service = Service(args.config or _default_config(), grace=args.grace,
+                      log_format="console" if args.console else None, verbose=args.verbose)
     try:
         return await service.serve()
     except ConfigError as exc:          # changed between our check and the service's load
@@ -297,23 +386,20 @@ async def _one_run(cfg: Config, name: str, options: RunOptions,
 
 
 async def cmd_sync(args, cfg: Config) -> int:
-    _log_setup(cfg)
+    _log_setup(cfg, args=args)
     tty = sys.stderr.isatty()
     progress = Progress() if tty else None
+    started = time.monotonic()
     result = await _one_run(cfg, args.integration, RunOptions(
         trigger="cli", flows=args.flow, dry_run=args.dry_run, full=args.full), progress)
     if progress is not None:
         progress.done()
-        for s in result.steps:
-            print(f"{s.flow}: {s.status}" + (f" — {s.message}" if s.message else ""),
-                  file=sys.stderr)
-        print(f"run {result.run_id}: {result.status}"
-              + (f" — {result.message}" if result.message else ""), file=sys.stderr)
+        print("\n".join(summary(result, time.monotonic() - started)), file=sys.stderr)
     return result.exit_code
 
 
 async def cmd_plan(args, cfg: Config) -> int:
-    _log_setup(cfg, "stderr")
+    _log_setup(cfg, "stderr", args)
     result = await _one_run(cfg, args.integration, RunOptions(
         trigger="plan", flows=args.flow, dry_run=True, full=args.full))
     rows = [{"flow": s.flow, **p} for s in result.steps for p in s.planned]
@@ -323,7 +409,7 @@ async def cmd_plan(args, cfg: Config) -> int:
                             "counts": {s.flow: dict(s.counts) for s in result.steps}},
                            default=str, option=orjson.OPT_INDENT_2).decode())
         return result.exit_code
-    if result.status == "failed":
+    if result.status in ("failed", "crashed", "stopped"):
         print(f"cannot plan: {result.message}")
         return result.exit_code
     if not rows:
@@ -370,11 +456,13 @@ async def cmd_status(args, cfg: Config) -> int:
                 print(f"    {s['flow']}: {s['status']}" + (f" [{counts}]" if counts else "")
                       + (f" — {s['message']}" if s["message"] else ""))
         print(f"  next run: {d['next_run']}")
+        for gate in d.get("gates", []):
+            print(f"  {'approved' if gate['approved'] else 'HELD'}: {gate['message']}")
         for j in d["jobs"]:
             print(f"  job {j['name']}: {j['flow']} at cron {j['cron']!r}")
         for title, key, cols in (
                 ("open record errors", "record_errors",
-                 ["flow", "side", "record", "count", "message"]),
+                 ["flow", "side", "record", "count", "quarantined", "message"]),
                 ("ambiguous matches awaiting review", "reviews",
                  ["flow", "side", "record", "reason"]),
                 ("held deletes (accord approve)", "held_deletes",
@@ -390,9 +478,13 @@ async def cmd_status(args, cfg: Config) -> int:
 
 # --- check -----------------------------------------------------------------------------------
 async def cmd_check(args, cfg: Config) -> int:
-    _log_setup(cfg, "stderr")
+    """The config, then the state database (stop there if it does not answer: the daemon
+    cannot start without it), then every system. Changes nothing: an empty or missing state
+    database is reported, not created or migrated."""
+    _log_setup(cfg, "stderr", args)
     print(f"config {cfg.path}: OK")
-    app = await _open_app(cfg)
+    print(await _check_state(cfg))
+    app = await _open_app(cfg, state=False)
     ok = True
     try:
         for name, conn in app.connectors.items():
@@ -407,6 +499,62 @@ async def cmd_check(args, cfg: Config) -> int:
     finally:
         await app.close()
     return EXIT_OK if ok else EXIT_FAILED
+
+
+async def _check_state(cfg: Config) -> str:
+    """One line on the state database, or Fail (exit 2) when the daemon could not use it."""
+    url = cfg.daemon.database
+    where = store_schema.where(url)
+    sqlite_file = make_url(url).database if url.startswith("sqlite") else None
+    if sqlite_file and sqlite_file != ":memory:" and not os.path.exists(sqlite_file):
+        return f"state database {where}: not created yet (the first start creates it)"
+    try:
+        rev, tables = await store_schema.describe(url)
+    except Exception as exc:
+        raise Fail(f"state database {where}: unreachable: "
+                   f"{_one_line(exc)}") from None
+    head = store_schema.head()
+    if rev == head:
+        return f"state database {where}: reachable, schema {rev} (current)"
+    if rev is None and not tables:
+        return f"state database {where}: reachable, empty (the first start makes its tables)"
+    if rev is not None and not store_schema.known(rev):
+        raise Fail(f"state database {where}: schema {rev} is newer than this accord "
+                   f"(it needs {head}): upgrade accord")
+    raise Fail(f"state database {where}: schema {rev or 'from before migrations'} is behind "
+               f"{head}: run `accord migrate --config {cfg.path}`")
+
+
+def _one_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc) or type(exc).__name__
+    return " ".join(text.split())[:300]
+
+
+async def cmd_health(args, cfg: Config) -> int:
+    """GET /healthz of the daemon this config runs, on 127.0.0.1 when it listens on all
+    addresses. Exit 0 alive, 1 not (Docker's HEALTHCHECK reads just that)."""
+    import aiohttp
+    spec = cfg.web
+    if not spec.enabled:
+        print("the web side is disabled ([web] enabled = false): no /healthz to ask")
+        return EXIT_OK
+    if spec.port == 0:
+        raise Fail("[web] port = 0: the daemon picks its port at start, so there is no "
+                   "known /healthz to ask; set a port", EXIT_ERRORS)
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(spec.host, spec.host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{spec.port}/healthz"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=4)) as http:
+            async with http.get(url) as r:
+                body = (await r.text())[:200]
+                status = r.status
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        raise Fail(f"{url}: no answer ({type(exc).__name__}: {exc})", EXIT_ERRORS) from None
+    if status != 200:
+        raise Fail(f"{url}: {status} {body}", EXIT_ERRORS)
+    print(f"{url}: alive")
+    return EXIT_OK
 
 
 # --- history ---------------------------------------------------------------------------------
@@ -493,7 +641,7 @@ async def cmd_include(args, cfg: Config) -> int:
 
 async def cmd_push(args, cfg: Config) -> int:
     _flow_name(cfg, args.integration, args.flow)
-    _log_setup(cfg, "stderr")
+    _log_setup(cfg, "stderr", args)
     pushes, links, errors = T["pushes"], T["links"], T["record_errors"]
     target = "left" if args.side == "right" else "right"
     db = await _db(cfg)
@@ -507,7 +655,7 @@ async def cmd_push(args, cfg: Config) -> int:
         await db.dispose()
     result = await _one_run(cfg, args.integration, RunOptions(
         trigger="push", flows=[args.flow], only={args.flow: {args.side: [args.id]}}))
-    if result.status == "failed":
+    if result.status in ("failed", "crashed", "stopped"):
         print(f"push failed: {result.message}")
         return result.exit_code
     db = await _db(cfg)
@@ -541,28 +689,48 @@ async def cmd_push(args, cfg: Config) -> int:
 
 
 async def cmd_approve(args, cfg: Config) -> int:
+    from daemon.store import gates as gates_lib
     _integration_spec(cfg, args.integration)
     if args.flow:
         _flow_name(cfg, args.integration, args.flow)
-    held = T["held_deletes"]
-    cond = [held.c.integration == args.integration, held.c.approved.is_(False)]
-    if args.flow:
-        cond.append(held.c.flow == args.flow)
     db = await _db(cfg)
     try:
         async with db.begin() as conn:
-            n = (await conn.execute(update(held).where(*cond).values(approved=True))).rowcount
+            open_ = [x for x in await gates_lib.open_gates(conn, args.integration)
+                     if not x["approved"]]
+            done = await gates_lib.approve(conn, args.integration, args.flow)
     finally:
         await db.dispose()
     where = f"{args.integration}" + (f" flow {args.flow}" if args.flow else "")
-    print(f"approved {n} held delete{'s' if n != 1 else ''} of {where}; "
-          f"the next run applies {'them' if n != 1 else 'it'}")
+    n = done["held_deletes"]
+    for x in open_:
+        print(f"approved: {x['message']}")
+    if n or not open_:
+        print(f"approved {n} held delete{'s' if n != 1 else ''} of {where}; "
+              f"the next run applies {'them' if n != 1 else 'it'}")
+    return EXIT_OK
+
+
+async def cmd_retry(args, cfg: Config) -> int:
+    _integration_spec(cfg, args.integration)
+    if args.flow:
+        _flow_name(cfg, args.integration, args.flow)
+    db = await _db(cfg)
+    try:
+        async with db.begin() as conn:
+            n = await queries.retry(conn, args.integration, args.flow, args.side,
+                                    args.ids or None)
+    finally:
+        await db.dispose()
+    print(f"{n} record{'s' if n != 1 else ''} of {args.integration} will be tried again "
+          f"next run")
     return EXIT_OK
 
 
 # --- migrate ---------------------------------------------------------------------------------
 async def cmd_migrate(args, cfg: Config) -> int:
     """Upgrade the state database to the head revision; prints ``from → to``."""
+    _log_setup(cfg, "stderr", args)
     url = cfg.daemon.database
     try:
         before, after = await store_schema.upgrade(url)
@@ -667,19 +835,24 @@ async def cmd_sandbox(args) -> int:
     return EXIT_OK
 
 
-async def cmd_presets(args) -> int:
+async def cmd_presets(args, cfg: Config | None) -> int:
+    used: dict[str, list[str]] = {}
+    for integ, spec in (cfg.integrations if cfg is not None else {}).items():
+        if spec.preset:
+            used.setdefault(spec.preset, []).append(integ)
     for name in preset_lib.names():
         desc = preset_lib.load(name).get("description", "")
-        print(f"{name}" + (f"  {desc}" if desc else ""))
+        print(f"{name}" + (f"  {desc}" if desc else "")
+              + (f"  (used by {', '.join(used[name])})" if name in used else ""))
     return EXIT_OK
 
 
 COMMANDS = {
     "run": cmd_run, "sync": cmd_sync, "plan": cmd_plan, "status": cmd_status,
-    "check": cmd_check, "history": cmd_history, "exclude": cmd_exclude,
+    "check": cmd_check, "health": cmd_health, "history": cmd_history, "exclude": cmd_exclude,
     "include": cmd_include, "push": cmd_push, "approve": cmd_approve,
-    "migrate": cmd_migrate, "demo": cmd_demo, "sandbox": cmd_sandbox,
-    "presets": cmd_presets,
+    "retry": cmd_retry,
+    "migrate": cmd_migrate, "demo": cmd_demo, "sandbox": cmd_sandbox, "presets": cmd_presets,
 }
 
 if __name__ == "__main__":

@@ -1,8 +1,21 @@
-"""The TOML configuration, validated at start-up.
+"""The TOML configuration, validated at start-up, by ``accord check`` and by a reload.
 
-Every error names the file, the key and the reason. Secrets come from ``${ENV}`` references
+Every error is one line naming the file, the key and the reason (``ConfigError``); ``load``
+never lets another exception out for a bad file. Secrets come from ``${ENV}`` references
 (in any string) or from ``<key>_file`` keys (the file's content, stripped); they are held as
 pydantic ``SecretStr`` by the connectors' settings and never logged.
+
+Relative paths in a config are relative to the config file's directory, not to the current
+directory, so ``accord status`` run from elsewhere finds the daemon's state: ``*_file``
+secrets, ``[daemon] database = "sqlite:///…"``, and in ``[systems.*]`` (settings and sandbox
+options) any ``path`` or ``*_path`` key and any ``sqlite:///…`` URL. The default database,
+when the key is absent, stays ``accord-state.db`` in the working directory: the state
+directory of the systemd unit and of the Docker image, where ``/etc/accord`` is read-only.
+
+Checked beyond the types: schedules (``every`` ≥ 10 s, ``jitter`` shorter than ``every``,
+cron expressions of the integration and of its jobs), the state database URL (parsable, a
+SQLite or PostgreSQL URL whose async driver is installed, a SQLite file whose directory
+exists) and the config and secret files (readable UTF-8 text).
 """
 from __future__ import annotations
 
@@ -13,11 +26,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import (BaseModel, ConfigDict, Field, SecretStr, ValidationError,
-                      field_validator)
+                      field_validator, model_validator)
 
+from daemon.durations import crontab, seconds
 from daemon.engine.rules import Condition, FlowRules, Side
 from daemon import presets as preset_lib
 from daemon.registry import connector_class
+
+MIN_EVERY = 10.0        # seconds: below this the runs go back to back and hammer the vendors
+DEFAULT_DATABASE = "sqlite:///accord-state.db"
 
 
 class ConfigError(Exception):
@@ -35,6 +52,13 @@ class SandboxSpec(Strict):
     activity: str | None = None     # e.g. "30s": a random user-like edit this often (demo)
     options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("activity")
+    @classmethod
+    def _activity(cls, v: str | None) -> str | None:
+        if v is not None and seconds(v) <= 0:
+            raise ValueError(f"{v!r}: must be longer than 0 s")
+        return v
+
 
 class SystemSpec(Strict):
     model_config = ConfigDict(extra="allow")
@@ -44,9 +68,42 @@ class SystemSpec(Strict):
 
 class Schedule(Strict):
     every: str | None = "15m"
-    cron: str | None = None
+    cron: str | None = None             # wins over every
     jitter: str = "30s"
     run_at_start: bool = True
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, v: str | None) -> str | None:
+        if v is not None and seconds(v) < MIN_EVERY:
+            raise ValueError(f"{v!r} is too short: at least {MIN_EVERY:g}s between runs")
+        return v
+
+    @field_validator("jitter")
+    @classmethod
+    def _jitter(cls, v: str) -> str:
+        seconds(v)
+        return v
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None:
+            crontab(v)
+        return v
+
+    @model_validator(mode="after")
+    def _jitter_below_every(self) -> "Schedule":
+        if self.cron is None and seconds(self.jitter) >= self.interval():
+            if "jitter" not in self.model_fields_set:   # the default 30s, for a short every
+                self.jitter = "0s"
+            else:
+                raise ValueError(f"jitter {self.jitter!r} must be shorter than every "
+                                 f"{self.every or '15m'!r}")
+        return self
+
+    def interval(self) -> float:
+        return seconds(self.every or "15m")
 
 
 class Job(Strict):
@@ -55,6 +112,12 @@ class Job(Strict):
     cron: str
     full: bool = True
     enforce: dict[str, Side] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        crontab(v)
+        return v
 
 
 class Guard(Strict):
@@ -74,10 +137,12 @@ class IntegrationSpec(Strict):
     guards: list[Guard] = Field(default_factory=list)
     schedule: Schedule = Schedule()
     enabled: bool = True
+    # the first run stores its plan and waits for `accord approve` before writing anything
+    confirm_first_run: bool = False
 
 
 class DaemonSpec(Strict):
-    database: str = "sqlite:///accord-state.db"
+    database: str = DEFAULT_DATABASE
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # several daemons on one PostgreSQL database: one runs each integration (daemon/lease.py);
@@ -119,6 +184,24 @@ class Config(Strict):
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
+def _read_text(p: Path, what: str) -> str:
+    """A file's text, or a ConfigError saying why not (``what`` names the key, or nothing for
+    the config file itself)."""
+    prefix = f"{what}: {p}" if what else str(p)
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{prefix}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{prefix}: is a directory, not a file") from None
+    except PermissionError:
+        raise ConfigError(f"{prefix}: cannot read it: permission denied") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{prefix}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{prefix}: cannot read it: {exc.strerror or exc}") from None
+
+
 def _resolve(value: Any, where: str, base: Path) -> Any:
     if isinstance(value, dict):
         out = {}
@@ -127,10 +210,7 @@ def _resolve(value: Any, where: str, base: Path) -> Any:
                 target = k[: -len("_file")]
                 p = Path(_resolve(v, f"{where}.{k}", base))
                 p = p if p.is_absolute() else base / p
-                try:
-                    out[target] = p.read_text().strip()
-                except OSError as exc:
-                    raise ConfigError(f"{where}.{k}: cannot read {p}: {exc.strerror}") from None
+                out[target] = _read_text(p, f"{where}.{k}").strip()
             else:
                 out[k] = _resolve(v, f"{where}.{k}" if where else k, base)
         return out
@@ -146,21 +226,59 @@ def _resolve(value: Any, where: str, base: Path) -> Any:
     return value
 
 
+_SQLITE = re.compile(r"^(sqlite(?:\+\w+)?:///)([^?]*)(\?.*)?$")
+
+
+def absolute_sqlite_url(url: str, base: Path) -> str:
+    """``sqlite:///state.db`` -> ``sqlite:////<base>/state.db``; anything else as it is."""
+    m = _SQLITE.match(url)
+    if not m or not m.group(2) or m.group(2) == ":memory:" or Path(m.group(2)).is_absolute():
+        return url
+    return f"{m.group(1)}{base / m.group(2)}{m.group(3) or ''}"
+
+
+def _paths(value: Any, base: Path, key: str = "") -> Any:
+    """Relative paths of a system's settings and sandbox options, made absolute."""
+    if isinstance(value, dict):
+        return {k: _paths(v, base, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_paths(v, base) for v in value]
+    if isinstance(value, str):
+        if value.startswith("sqlite"):
+            return absolute_sqlite_url(value, base)
+        if (key == "path" or key.endswith("_path")) and value and not Path(value).is_absolute():
+            return str(base / value)
+    return value
+
+
 def _loc(err: dict) -> str:
     return ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
 
 
+def _msg(err: dict) -> str:
+    msg = err["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if msg.startswith(prefix):
+            return msg[len(prefix):]
+    return msg
+
+
 def load(path: str | Path) -> Config:
-    """Read, resolve and validate; raises ConfigError naming the file and the key."""
+    """Read, resolve and validate; raises ConfigError naming the file and the key, and
+    nothing else for a bad file."""
     path = Path(path)
+    base = path.absolute().parent
     try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such file") from None
+        raw = tomllib.loads(_read_text(path, ""))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     try:
-        data = _resolve(raw, "", path.parent)
+        data = _resolve(raw, "", base)
+        daemon = data.get("daemon")
+        if isinstance(daemon, dict) and isinstance(daemon.get("database"), str):
+            daemon["database"] = absolute_sqlite_url(daemon["database"], base)
+        if isinstance(data.get("systems"), dict):
+            data["systems"] = _paths(data["systems"], base)
         for name, spec in (data.get("integrations") or {}).items():
             if isinstance(spec, dict) and spec.get("preset"):
                 data["integrations"][name] = preset_lib.expand(spec, f"integrations.{name}")
@@ -172,10 +290,45 @@ def load(path: str | Path) -> Config:
     except ValidationError as exc:
         first = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{path}: {_loc(first)}: {first['msg']}{more}") from None
+        raise ConfigError(f"{path}: {_loc(first)}: {_msg(first)}{more}") from None
+
+
+def check_database(url: str, where: str = "daemon.database") -> None:
+    """The state database URL: parsable, SQLite or PostgreSQL, its async driver installed,
+    a SQLite file's directory there. Nothing is opened or created. The URL is never
+    repeated in a message (it may hold a password)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+    from daemon.store.db import to_async_url
+    try:
+        u = make_url(to_async_url(url))
+    except (ArgumentError, ValueError):
+        raise ConfigError(f"{where}: not a database URL (use sqlite:///PATH or "
+                          f"postgresql://USER:PASSWORD@HOST:PORT/DATABASE)") from None
+    backend = u.get_backend_name()
+    if backend not in ("sqlite", "postgresql"):
+        raise ConfigError(f"{where}: {backend} is not supported: accord keeps its state in "
+                          f"SQLite or PostgreSQL")
+    try:
+        dialect = u.get_dialect(_is_async=True)
+        dialect.import_dbapi()
+    except (NoSuchModuleError, ImportError) as exc:
+        raise ConfigError(f"{where}: the database driver for {u.drivername} is not installed "
+                          f"({exc})") from None
+    if not getattr(dialect, "is_async", False):
+        raise ConfigError(f"{where}: {u.drivername} is not an asyncio driver (use "
+                          f"sqlite:/// or postgresql://, which use aiosqlite and asyncpg)")
+    if backend == "sqlite" and u.database and u.database != ":memory:":
+        file = Path(u.database)
+        if file.is_dir():
+            raise ConfigError(f"{where}: {file} is a directory, not a SQLite file")
+        if not file.parent.is_dir():
+            raise ConfigError(f"{where}: the directory {file.parent} does not exist "
+                              f"(SQLite creates the file, not its directory)")
 
 
 def _check(cfg: Config) -> None:
+    check_database(cfg.daemon.database)
     for name, spec in cfg.systems.items():
         try:
             cls = connector_class(spec.type)
@@ -186,7 +339,7 @@ def _check(cfg: Config) -> None:
             cls.Settings.model_validate(settings)
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise ConfigError(f"systems.{name}.{_loc(first)}: {first['msg']}") from None
+            raise ConfigError(f"systems.{name}.{_loc(first)}: {_msg(first)}") from None
     for name, integ in cfg.integrations.items():
         where = f"integrations.{name}"
         for side in ("left", "right"):

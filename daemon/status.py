@@ -139,8 +139,14 @@ async def gather(cfg: Config, db: AsyncEngine, *,
             doc["record_errors"] = [
                 {"integration": r["integration"], "flow": r["flow"], "side": r["side"],
                  "record": r["record_id"], "message": r["message"], "count": r["count"],
-                 "retry": r["retry"], "updated_at": iso(r["updated_at"])}
+                 "retry": r["retry"], "quarantined": r["quarantined"],
+                 "updated_at": iso(r["updated_at"])}
                 for r in await _rows(conn, "record_errors", name)]
+            doc["gates"] = [
+                {"kind": r["kind"], "flow": r["flow"], "message": r["message"],
+                 "approved": r["approved"], "created_at": iso(r["created_at"]),
+                 "counts": (loads(r["detail"]) or {}).get("counts")}
+                for r in await _rows(conn, "gates", name)]
             doc["reviews"] = [
                 {"flow": r["flow"], "side": r["side"], "record": r["record_id"],
                  "candidates": loads(r["candidates"]), "reason": r["reason"]}

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 import structlog
 from aiohttp import web
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 
 from daemon import status as status_lib
 from daemon.engine.runner import RunOptions
@@ -223,12 +223,9 @@ class WebServer:
         app = self.service.app
         if not self.started or app is None or app.db is None:
             return _json({"status": "not ready", "reason": "starting or reloading"}, 503)
-        try:
-            async with app.db.connect() as conn:
-                await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=5)
-        except Exception as exc:
+        if not await self.service.state.check():    # daemon/statewatch.py
             return _json({"status": "not ready",
-                          "reason": f"state database: {type(exc).__name__}"}, 503)
+                          "reason": f"state database: {self.service.state.error}"}, 503)
         return _json({"status": "ready"})
 
     # --- POST ------------------------------------------------------------------------------

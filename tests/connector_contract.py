@@ -6,11 +6,12 @@ A connector's test module subclasses ``ConnectorContract`` and provides the fixt
 """
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
-from connectors.base import AuthError, NotFoundError, Record, RecordError
+from connectors.base import (AuthError, NotFoundError, Record, RecordError, system_clock,
+                             system_identity)
 
 
 class ConnectorContract:
@@ -83,3 +84,12 @@ class ConnectorContract:
         sandbox.faults.fail_next(1, 429, retry_after=0)
         await connector.check()
         assert connector.http.throttled >= 1
+
+    async def test_clock_is_the_systems_time_as_aware_utc_or_none(self, connector):
+        now = await system_clock(connector)
+        assert now is None or (isinstance(now, datetime) and now.utcoffset() == timedelta(0))
+
+    async def test_identity_is_a_stable_string_or_none(self, connector):
+        first = await system_identity(connector)
+        assert first is None or (isinstance(first, str) and first.strip())
+        assert await system_identity(connector) == first

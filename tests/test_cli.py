@@ -406,3 +406,161 @@ def test_progress_line_counts_read_decided_written():
     text = out.getvalue()
     assert ("companies: read 6 (left 4, right 2), decided 5, written 3, errors 1") in text
     assert text.endswith("contacts: read 5 (left 5, right 0), decided 0, written 0\n")
+
+
+# --- the command line itself -------------------------------------------------------------------
+async def test_version_is_the_package_version(capsys):
+    import tomllib
+    from daemon import __version__
+    with pytest.raises(SystemExit) as info:
+        await cli.amain(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"accord {__version__}"
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" in project["dynamic"]
+
+
+def _subcommands() -> dict:
+    import argparse
+    p = cli.parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def test_every_command_option_and_argument_has_help_and_takes_config():
+    import argparse
+    commands = _subcommands()
+    assert set(commands) == set(cli.COMMANDS)
+    for name, sp in commands.items():
+        assert sp.description, name
+        for action in sp._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            assert action.help and action.help.strip(), f"{name} {action.dest}: no help"
+        assert "--config" in sp._option_string_actions, f"{name} takes no --config"
+
+
+async def test_presets_takes_a_config_and_says_which_integrations_use_them(capsys, cfg_path):
+    code, out, err = await accord(capsys, "presets", "--config", cfg_path)
+    assert code == 0 and err == ""
+    line = next(x for x in out.splitlines() if x.startswith("unleashed_crm"))
+    assert line.endswith(f"(used by {INTEG})")
+
+
+async def test_check_reports_the_state_database(capsys, tmp_path, cfg_path):
+    code, out, _ = await accord(capsys, "check", "--config", cfg_path)
+    assert code == 0 and "state database sqlite:///" in out and "not created yet" in out
+    assert not (tmp_path / "state.db").exists()            # check creates nothing
+    assert await cli.amain(["sync", INTEG, "--config", cfg_path]) == 0
+    code, out, _ = await accord(capsys, "check", "--config", cfg_path)
+    from daemon.store.schema import head, stamp
+    assert code == 0 and f"reachable, schema {head()} (current)" in out
+    await stamp(f"sqlite:///{tmp_path / 'state.db'}", "0001")
+    code, out, err = await accord(capsys, "check", "--config", cfg_path)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert f"is behind {head()}: run `accord migrate --config {cfg_path}`" in err
+
+
+async def test_health_without_a_daemon_exits_1_and_a_disabled_web_side_exits_0(capsys,
+                                                                               tmp_path):
+    from tests.test_crash_recovery import free_port
+    path = write_config(tmp_path, extra=f"[web]\nport = {free_port()}\n")
+    code, _, err = await accord(capsys, "health", "--config", path)
+    assert code == 1 and "/healthz: no answer" in err
+    path = write_config(tmp_path, "off.toml", extra="[web]\nenabled = false\n")
+    code, out, _ = await accord(capsys, "health", "--config", path)
+    assert code == 0 and "disabled" in out
+
+
+def test_a_closed_pipe_ends_status_quietly(tmp_path):
+    path = write_config(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "status", "--config", path],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()                         # `| head -1` that has already gone
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err and err == ""
+
+
+# --- what a person reads -------------------------------------------------------------------------
+def test_console_lines_are_short_ordered_and_leave_out_none_and_chatter(capsys):
+    from daemon import logging as accord_logging
+    accord_logging.configure("console", "info")
+    log = structlog.get_logger("accord.run").bind(integration="ul", run=3)
+    step = log.bind(flow="companies")
+    log.info("run.start", trigger="schedule", dry_run=False)
+    for i in range(350):
+        step.info("record.created", side="right", record=f"r{i}", source=f"s{i}")
+    step.error("record.error", side="right", record="G-1", error="refused: " + "x" * 300,
+               message=None)
+    step.warning("conflict", field="Phone", left="1", right="2", winner="left")
+    step.info("ownership.violation", field="AccountManager", side="right", value="EW")
+    step.info("step.end", status="ok", message=None, seconds=1.25, read_left=4,
+              created_right=4)
+    log.info("run.end", status="ok", message=None, seconds=2.5, read_left=4,
+             created_right=4, api_key="k-1")
+    lines = capsys.readouterr().out.splitlines()
+    events = [line.split()[1] if line.split()[1] not in ("warn", "ERROR") else line.split()[2]
+              for line in lines]
+    assert events == ["record.error", "conflict", "ownership.violation", "step.end",
+                      "run.end"]
+    assert all(len(line) <= 160 for line in lines)
+    assert all("None" not in line and "message=" not in line for line in lines)
+    err = lines[0]
+    assert err.split()[1:5] == ["ERROR", "record.error", "ul/companies", "run=3"]
+    assert err.index("side=right") < err.index("record=G-1") < err.index("error=")
+    value = err.split("error=", 1)[1]
+    assert len(value) <= 62 and value.endswith("…\"")
+    assert lines[3].split()[1:6] == ["step.end", "ul/companies", "run=3", "ok", "1.2s"]
+    assert "read_left=4 created_right=4" in lines[3]
+    assert "k-1" not in lines[4] and "api_key=***" in lines[4]
+
+
+def test_console_verbose_shows_the_chatter_and_json_keeps_every_key(capsys):
+    from daemon import logging as accord_logging
+    accord_logging.configure("console", "info", verbose=True)
+    structlog.get_logger("accord.step").bind(integration="ul", flow="c").info(
+        "record.created", side="right", record="r1", source=None)
+    out = capsys.readouterr().out
+    assert "record.created ul/c side=right record=r1" in out and "source" not in out
+    accord_logging.configure("json", "info")
+    structlog.get_logger("accord.step").bind(integration="ul", flow="c").info(
+        "record.created", side="right", record="r1", source=None)
+    doc = json.loads(capsys.readouterr().out)
+    assert list(doc)[:4] == ["timestamp", "level", "event", "logger"]
+    assert doc["source"] is None and doc["record"] == "r1"
+
+
+def test_progress_is_cleared_before_a_log_line_and_drawn_again_under_it(capsys):
+    import io
+    from collections import Counter
+    from daemon import logging as accord_logging
+    accord_logging.configure("console", "info")
+    term = io.StringIO()
+    p = cli.Progress(term)
+    p("companies", Counter(read_left=1))
+    structlog.get_logger("accord.step").error("record.error", record="x", error="no")
+    p("companies", Counter(read_left=2))
+    p.done()
+    text = term.getvalue()
+    # the progress line was wiped (\r ESC[K) before the log line and redrawn after it
+    assert text.count("\r\x1b[K") >= 3
+    assert text.endswith("companies: read 2 (left 2, right 0), decided 0, written 0\n")
+    assert "record.error" in capsys.readouterr().out
+    assert accord_logging.status_line.text is None
+
+
+def test_the_sync_summary_has_the_counts_of_each_step_and_of_the_run():
+    from collections import Counter
+    from daemon.engine.runner import RunResult
+    from daemon.engine.step import StepResult
+    result = RunResult(7, "errors", steps=[
+        StepResult("companies", "ok", Counter(read_left=4, created_right=4)),
+        StepResult("contacts", "errors", Counter(read_right=2, errors=1, unchanged=1),
+                   message="1 record error")])
+    lines = cli.summary(result, 2.04)
+    assert lines[0] == ("companies: ok — read 4 (left 4, right 0), decided 4, written 4")
+    assert lines[1].startswith("contacts: errors — read 2 (left 0, right 2), decided 2, "
+                               "written 0, errors 1 — 1 record error")
+    assert lines[2] == ("run 7: errors in 2.0s — 2 flows, read 6 (left 4, right 2), "
+                        "decided 6, written 4, errors 1")

@@ -128,3 +128,130 @@ def test_stdlib_warnings_go_to_the_same_output(capsys):
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [(x["logger"], x["event"], x["level"]) for x in lines] == \
         [("aiohttp.client", "something odd: x", "warning")]
+
+
+# --- schedules: what `check` passes, the scheduler takes ---------------------------------------
+@pytest.mark.parametrize("schedule, key, words", [
+    ('every = "1 minute"', "integrations.ul.schedule.every", "not a duration"),
+    ('every = "0s"', "integrations.ul.schedule.every", "too short"),
+    ('every = "9s", jitter = "0s"', "integrations.ul.schedule.every", "at least 10s"),
+    ('every = "1m", jitter = "soon"', "integrations.ul.schedule.jitter", "not a duration"),
+    ('every = "1m", jitter = "2m"', "integrations.ul.schedule", "shorter than every"),
+    ('cron = "61 * * * *"', "integrations.ul.schedule.cron", "not a cron expression"),
+    ('cron = "* * *"', "integrations.ul.schedule.cron", "five fields"),
+])
+def test_a_bad_schedule_is_named(tmp_path, schedule, key, words):
+    msg = error_of(write(tmp_path, config_text(tmp_path, schedule=schedule)))
+    assert f"{key}: " in msg and words in msg and "Value error" not in msg
+
+
+def test_a_bad_job_cron_is_named(tmp_path):
+    extra = ('[[integrations.ul.jobs]]\nname = "night"\nflow = "companies"\n'
+             'cron = "0 25 * * *"\n')
+    msg = error_of(write(tmp_path, config_text(tmp_path, extra=extra)))
+    assert "integrations.ul.jobs.0.cron: not a cron expression: '0 25 * * *'" in msg
+
+
+def test_a_good_schedule_and_cron_load():
+    from daemon.config import Schedule
+    assert Schedule(every="10s", jitter="0s").interval() == 10
+    assert Schedule(cron="*/5 * * * *", jitter="1h").cron == "*/5 * * * *"
+    assert Schedule(every="20s").jitter == "0s"         # the default 30s does not fit in 20s
+
+
+# --- files and the state database -------------------------------------------------------------
+def test_a_config_that_is_a_directory_or_not_utf8_is_one_line(tmp_path):
+    (tmp_path / "dir.toml").mkdir()
+    assert "is a directory" in error_of(tmp_path / "dir.toml")
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes(config_text(tmp_path).encode() + "# caf\xe9\n".encode("latin-1"))
+    assert "not UTF-8 text" in error_of(latin)
+
+
+def test_a_secret_file_that_is_not_utf8_is_named_without_its_content(tmp_path):
+    (tmp_path / "crm.token").write_bytes(b"\xff\xfesecret-bytes")
+    msg = error_of(write(tmp_path, config_text(tmp_path, token='token_file = "crm.token"')))
+    assert "systems.prospect.token_file" in msg and "not UTF-8" in msg
+    assert "secret-bytes" not in msg
+
+
+@pytest.mark.parametrize("url, words", [
+    ("postgresql://accord:pw-123@db:notaport/accord", "not a database URL"),
+    ("nonsense", "not a database URL"),
+    ("postgresql+psycopg://accord:pw-123@db/accord", "driver for postgresql+psycopg is not "
+                                                      "installed"),
+    ("mysql+aiomysql://accord:pw-123@db/accord", "mysql is not supported"),
+    ("sqlite:///no/such/dir/state.db", "does not exist"),
+])
+def test_a_bad_database_url_is_named_without_its_password(tmp_path, url, words):
+    text = config_text(tmp_path).replace(f"sqlite:///{tmp_path / 'state.db'}", url)
+    msg = error_of(write(tmp_path, text))
+    assert "daemon.database: " in msg and words in msg and "pw-123" not in msg
+
+
+def test_relative_paths_follow_the_config_file_not_the_current_directory(tmp_path,
+                                                                        monkeypatch):
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    (conf / "crm.token").write_text("file-secret\n")
+    text = (config_text(tmp_path, token='token_file = "crm.token"')
+            .replace(f"sqlite:///{tmp_path / 'state.db'}", "sqlite:///state.db")
+            + '\n[systems.sage50]\ntype = "sage50fr"\nstate_path = "ids.sqlite"\n'
+              'sandbox = { records = 1, options = { path = "sage50.sqlite" } }\n')
+    (conf / "config.toml").write_text(text)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cfg = load(Path("../etc/config.toml"))
+    assert cfg.daemon.database.startswith("sqlite:////")
+    assert Path(cfg.daemon.database[len("sqlite:///"):]).resolve() == conf / "state.db"
+    assert cfg.systems["prospect"].model_extra["token"] == "file-secret"
+    sage = cfg.systems["sage50"]
+    assert Path(sage.model_extra["state_path"]).resolve() == conf / "ids.sqlite"
+    assert Path(sage.sandbox.options["path"]).resolve() == conf / "sage50.sqlite"
+
+
+def test_the_default_database_stays_in_the_working_directory(tmp_path):
+    text = config_text(tmp_path).replace(f'database = "sqlite:///{tmp_path / "state.db"}"', "")
+    assert load(write(tmp_path, text)).daemon.database == "sqlite:///accord-state.db"
+
+
+# --- presets: a flow turned off takes its jobs with it -------------------------------------------
+def test_sage_preset_contacts_false_drops_the_nightly_contacts_job(tmp_path):
+    text = f"""
+[daemon]
+database = "sqlite:///{tmp_path / 'state.db'}"
+[systems.sage50]
+type = "sage50fr"
+state_path = "ids.sqlite"
+sandbox = {{ records = 2 }}
+[systems.ssm]
+type = "sage_sales_management"
+public_key = "sandbox-public"
+private_key = "sandbox-private"
+sandbox = {{ port = 0, records = 2 }}
+[integrations.sg]
+left = "sage50"
+right = "ssm"
+preset = "sage50fr_sales_management"
+[integrations.sg.options]
+contacts = false
+"""
+    cfg = load(write(tmp_path, text))
+    sg = cfg.integrations["sg"]
+    assert "contacts" not in [f.name for f in sg.flows]
+    assert [j.name for j in sg.jobs] == []
+    # a job of the user's own that names a flow that is not there is still an error
+    msg = error_of(write(tmp_path, text + '[[integrations.sg.jobs]]\nname = "mine"\n'
+                                          'flow = "contacts"\ncron = "0 1 * * *"\n'))
+    assert "integrations.sg.jobs.mine.flow: no flow named 'contacts'" in msg
+
+
+async def test_check_and_run_refuse_a_bad_schedule_with_one_line_and_exit_2(tmp_path, capsys):
+    p = write(tmp_path, config_text(tmp_path, schedule='every = "1 minute"'))
+    for command in ("check", "run", "status"):
+        code = await cli.amain([command, "--config", str(p)])
+        out, err = capsys.readouterr()
+        assert code == 2 and out == ""
+        assert err.count("\n") == 1 and "integrations.ul.schedule.every" in err
+        assert "Traceback" not in err

@@ -88,6 +88,7 @@ async def test_a_sandbox_reads_back_exactly_what_it_kept(tmp_path, cls):
     for name in cls.persisted:
         assert getattr(again, name) == getattr(first, name), name
     assert again.rng.getstate() == first.rng.getstate()     # no new id repeats an old one
+    assert again.instance_id == first.instance_id   # the same instance, not a changed system
 
 
 async def test_changes_through_the_api_are_written_once_after_a_delay_and_at_stop(tmp_path):

@@ -111,7 +111,9 @@ def test_the_dockerfile_has_the_instructions_an_image_needs():
         for src in rest.split()[:-1]:
             assert (ROOT / src).exists(), f"COPY {src}: not in the repository"
     health = by["HEALTHCHECK"][-1]
-    assert "CMD" in health and "http://127.0.0.1:8080/healthz" in health and "curl" not in health
+    # the check follows the config's [web] port instead of a port written in the image
+    assert json.loads(health.split(" CMD ", 1)[1]) == ["accord", "health"]
+    assert parser().parse_args(["health"]).command == "health"
     assert by["STOPSIGNAL"] == ["SIGTERM"]
     entry, cmd = json.loads(by["ENTRYPOINT"][-1]), json.loads(by["CMD"][-1])
     assert entry == ["accord"]
@@ -120,11 +122,13 @@ def test_the_dockerfile_has_the_instructions_an_image_needs():
     assert args.command == "run"
 
 
-def healthcheck_command(port: int) -> list[str]:
+def healthcheck_command() -> list[str]:
+    """The image's HEALTHCHECK as it runs here: ``accord`` is this checkout's CLI; the
+    config comes from $ACCORD_CONFIG, as in the image."""
     health = dict(instructions())["HEALTHCHECK"]
     exec_form = json.loads(health.split(" CMD ", 1)[1])
-    return [sys.executable if a == "python3" else
-            a.replace("127.0.0.1:8080", f"127.0.0.1:{port}") for a in exec_form]
+    assert exec_form[0] == "accord"
+    return [sys.executable, "-m", "daemon.cli", *exec_form[1:]]
 
 
 def test_the_healthcheck_passes_on_a_running_daemon_and_fails_without_one(tmp_path):
@@ -151,14 +155,16 @@ right = "prospect"
 preset = "unleashed_crm"
 schedule = {{ every = "1h", jitter = "0s", run_at_start = false }}
 """)
-    assert subprocess.run(healthcheck_command(web), capture_output=True,
-                          timeout=30).returncode != 0
+    env = {**os.environ, "ACCORD_CONFIG": str(cfg)}
+    assert subprocess.run(healthcheck_command(), capture_output=True, cwd=ROOT, env=env,
+                          timeout=30).returncode == 1
     daemon = Proc("run", "--config", str(cfg), cwd=tmp_path)
     try:
         daemon.wait_for(event_is("service.started"), 60)
-        out = subprocess.run(healthcheck_command(web), capture_output=True, text=True,
-                             timeout=30)
+        out = subprocess.run(healthcheck_command(), capture_output=True, text=True, cwd=ROOT,
+                             env=env, timeout=30)
         assert out.returncode == 0, out.stderr
+        assert f"127.0.0.1:{web}/healthz: alive" in out.stdout
     finally:
         daemon.stop()
     assert daemon.p.returncode == 0
@@ -176,7 +182,7 @@ def test_compose_has_the_daemon_and_postgresql_with_healthchecks(monkeypatch):
     assert db["healthcheck"]["test"] and "pg_isready" in " ".join(db["healthcheck"]["test"])
     assert any(v.split(":")[0] in doc["volumes"] for v in db["volumes"])
     assert accord["depends_on"]["db"]["condition"] == "service_healthy"
-    assert "/healthz" in " ".join(accord["healthcheck"]["test"])
+    assert accord["healthcheck"]["test"] == ["CMD", "accord", "health"]
     build = accord["build"]
     assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
     mounts = {v.split(":")[1]: v.split(":")[0] for v in accord["volumes"]}
@@ -305,7 +311,7 @@ def test_the_image_builds_runs_answers_its_healthcheck_and_stops_on_sigterm(tmp_
     meta = json.loads(podman("image", "inspect", IMAGE).stdout)[0]
     assert meta["Config"]["User"] == "accord" and meta["Config"]["Entrypoint"] == ["accord"]
     health = meta.get("Healthcheck") or meta["Config"].get("Healthcheck")   # podman | docker
-    assert "/healthz" in " ".join(health["Test"])
+    assert health["Test"][-2:] == ["accord", "health"]
 
     assert "run" in podman("run", "--rm", IMAGE, "--help").stdout
     out = podman("run", "--rm", *[a for k, v in DOCKER_ENV.items() for a in ("-e", f"{k}={v}")],
@@ -362,3 +368,66 @@ schedule = { every = "1h", jitter = "0s" }
         logs.kill()
         logs.wait()
         podman("rm", "-f", name, check=False)
+
+
+# --- project hygiene -------------------------------------------------------------------------------
+async def test_the_sqlite_state_file_is_created_0600(tmp_path):
+    from daemon import cli
+    from tests.test_cli import write_config
+    path = write_config(tmp_path)               # sandboxes of its own, state in tmp_path
+    assert await cli.amain(["sync", "ul", "--config", path]) == 0
+    made = [p for p in tmp_path.iterdir() if p.name.startswith("state.db")]
+    assert any(p.name == "state.db" for p in made)
+    for p in made:                              # state.db and its -wal / -shm
+        assert p.stat().st_mode & 0o777 == 0o600, p.name
+
+
+def test_the_console_script_creates_files_for_its_own_user_only(tmp_path):
+    """``main()`` sets umask 077 (as the systemd unit does): the SQL connector's id file and
+    the demo's sandbox files are private too."""
+    script = ("import sys; from daemon import cli; code = cli.main(['presets']); "
+              "open(sys.argv[1], 'w').close(); sys.exit(code)")
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "made")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "made").stat().st_mode & 0o777 == 0o600
+
+
+def test_state_files_are_ignored_by_git_and_docker():
+    import fnmatch
+    names = ["accord-state.db", "demo-state.db", "accord-sage50-ids.sqlite",
+             "accord-state.db-wal", "artifacts/bench.json", ".ci/venv/bin/python"]
+    out = subprocess.run(["git", "check-ignore", *names], cwd=ROOT, capture_output=True,
+                         text=True, timeout=30)
+    assert sorted(out.stdout.split()) == sorted(names)
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+
+    def ignored(path: str) -> bool:
+        return any(fnmatch.fnmatch(path, p) or path.startswith(p.rstrip("/") + "/")
+                   or fnmatch.fnmatch(path, p.replace("**/", "")) for p in patterns)
+    for secret in ("deploy/.env", ".git/config", "accord-state.db", "x.sqlite"):
+        assert ignored(secret), secret
+    for needed in ("pyproject.toml", "README.md", "daemon/cli.py", "connectors/base.py"):
+        assert not ignored(needed), needed
+
+
+def test_the_project_links_to_nothing_outside_it():
+    out = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=30)
+    offenders = []
+    for name in out.stdout.split() + ["docs/architecture.md"]:
+        if name == "tests/test_deploy.py" or not name.endswith(
+                (".md", ".py", ".toml", ".txt", ".yaml", ".service")):
+            continue
+        text = (ROOT / name).read_text(encoding="utf-8", errors="replace")
+        if "../shared" in text or "/work/shared" in text:
+            offenders.append(name)
+    assert offenders == []
+    readme = (ROOT / "README.md").read_text()
+    assert "(docs/architecture.md)" in readme
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    for words in ("stage", "match", "plan", "apply", "commit", "signpost", "quarantine",
+                  "gate", "Converge", "No duplicates", "No lost update", "No echo",
+                  "Rules hold", "Idempotent", "Bounded"):
+        assert words.lower() in doc.lower(), words

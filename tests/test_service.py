@@ -24,6 +24,7 @@ from daemon.service import Service
 from tests.test_cli import (INTEG, ROOT, config_text, logs,  # noqa: F401
                             rows, sandboxes, write_config)
 
+WEB0 = "[web]\nport = 0\n"
 SECOND = f"""
 [integrations.ul2]
 left = "unleashed"
@@ -272,3 +273,270 @@ def test_sighup_refuses_a_broken_file_reloads_a_good_one_and_sigterm_exits_0(tmp
     events = [json.loads(x)["event"] for x in d.lines if x.startswith("{")]
     assert events.count("config.reloaded") == 1 and events.count("config.reload_refused") == 1
     assert events.index("service.stopping") < events.index("service.stopped")
+
+
+# --- stop: the grace is kept, every run ends with a status ---------------------------------------
+
+
+async def until(check, what: str, timeout: float = 20.0) -> None:
+    """Wait (bounded) for something real (a socket answered, a task moved on) to be true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, f"{what}: not within {timeout} s"
+        await asyncio.sleep(0.01)
+
+
+async def test_stop_during_a_scheduled_run_ends_it_at_a_chunk_boundary_within_the_grace(
+        tmp_path, sandboxes, logs):
+    ul, crm = sandboxes
+    ul.faults.latency = 0.05                    # one customer a page: many chunk boundaries
+    svc = await started(write_config(tmp_path, ul_url=ul.url, crm_url=crm.url,
+                                     ul_extra="page_size = 1"), grace=30.0)
+    # fired by the scheduler itself (its executor's task), as in production
+    svc.scheduler.modify_job("sync:ul", next_run_time=datetime.now(timezone.utc))
+    svc.scheduler.resume()
+    await until(lambda: svc.live.steps.get(INTEG), "the first page staged")
+    t0 = time.monotonic()
+    await svc.stop()
+    assert time.monotonic() - t0 < 5.0                  # a chunk, not the whole run nor 30 s
+    events = [e["event"] for e in logs]
+    assert "run.cancelled" not in events                # stopped, not cancelled
+    end = [e for e in logs if e["event"] == "run.end"]
+    assert len(end) == 1 and end[0]["status"] == "stopped" and end[0]["log_level"] == "warning"
+    runs = await rows(tmp_path, "runs")
+    assert [(r["status"], r["finished_at"] is not None) for r in runs] == [("stopped", True)]
+    steps = await rows(tmp_path, "steps")
+    assert steps and all(s["status"] != "running" for s in steps)
+    assert events.index("run.end") < events.index("service.stopped")
+
+
+async def test_stop_after_the_grace_cancels_and_still_writes_stopped_and_run_end(
+        tmp_path, sandboxes, logs, caplog):
+    import logging
+    caplog.set_level(logging.INFO, logger="apscheduler")
+    ul, crm = sandboxes
+    svc = await started(write_config(tmp_path, ul_url=ul.url, crm_url=crm.url), grace=0.05)
+    ul.faults.latency = 1.5                     # no chunk boundary comes within the grace
+    svc.scheduler.modify_job("sync:ul", next_run_time=datetime.now(timezone.utc))
+    svc.scheduler.resume()
+    await until(lambda: ul.count() > 0, "the first request")
+    await svc.stop()
+    assert [e["status"] for e in logs if e["event"] == "run.end"] == ["stopped"]
+    assert [e for e in logs if e["event"] == "run.cancelled"][0]["integrations"] == [INTEG]
+    assert [r["status"] for r in await rows(tmp_path, "runs")] == ["stopped"]
+    # no "Job raised an exception" with a CancelledError traceback from the scheduler
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_runs_a_dead_process_left_running_are_closed_as_interrupted_at_start(
+        tmp_path, sandboxes, logs):
+    from daemon.store.db import create_schema, make_engine, now
+    from daemon.store.tables import T
+    from sqlalchemy import insert
+    ul, crm = sandboxes
+    path = write_config(tmp_path, ul_url=ul.url, crm_url=crm.url)
+    db = make_engine(f"sqlite:///{tmp_path / 'state.db'}")
+    await create_schema(db)
+    async with db.begin() as conn:               # what a SIGKILL leaves behind
+        run_id = (await conn.execute(insert(T["runs"]).values(
+            integration=INTEG, trigger="schedule", status="running", started_at=now()))
+        ).inserted_primary_key[0]
+        await conn.execute(insert(T["steps"]).values(
+            run_id=run_id, flow="companies", status="running", counts="{}", started_at=now()))
+    await db.dispose()
+    svc = await started(path)
+    try:
+        [run_row] = await rows(tmp_path, "runs")
+        assert run_row["status"] == "interrupted" and run_row["finished_at"] is not None
+        assert [s["status"] for s in await rows(tmp_path, "steps")] == ["interrupted"]
+        said = [e for e in logs if e["event"] == "run.interrupted"]
+        assert [(e["integration"], e["run"]) for e in said] == [(INTEG, run_id)]
+        # this daemon's own runs are not touched by it
+        assert (await svc.run_job("sync:ul")).status == "ok"
+        assert [r["status"] for r in await rows(tmp_path, "runs")] == ["interrupted", "ok"]
+    finally:
+        await svc.stop()
+
+
+async def test_an_unexpected_exception_ends_the_run_crashed_with_one_traceback(tmp_path, logs):
+    from tests.engine import harness
+    pair = await harness.make_pair(tmp_path, [harness.item_flow()])
+    pair.L.put("items", {"key": "A", "name": "a"})
+
+    async def changes(entity, since):           # a bug in a connector, half-way through a step
+        raise ZeroDivisionError("division by zero in a connector")
+        yield
+    pair.L.changes = changes
+    try:
+        result = await pair.sync()
+    finally:
+        while harness.OPEN:
+            await harness.OPEN.pop().dispose()
+    assert result.status == "crashed" and "ZeroDivisionError" in result.message
+    assert result.exit_code == 2
+    crashed = [e for e in logs if e["event"] == "run.crashed"]
+    assert len(crashed) == 1 and crashed[0]["exc_info"] is True
+    assert [e["status"] for e in logs if e["event"] == "run.end"] == ["crashed"]
+    db = harness.make_engine(f"sqlite:///{tmp_path}/state.db")
+    try:
+        async with db.connect() as conn:
+            from sqlalchemy import text
+            runs = (await conn.execute(text("select status, finished_at from runs"))).all()
+            steps = (await conn.execute(text("select status from steps"))).all()
+    finally:
+        await db.dispose()
+    assert [r[0] for r in runs] == ["crashed"] and runs[0][1] is not None
+    assert [s[0] for s in steps] == ["crashed"]
+
+
+# --- reload ----------------------------------------------------------------------------------------
+async def test_reload_refuses_a_bad_schedule_keeps_the_jobs_and_takes_a_good_one(
+        tmp_path, sandboxes, logs):
+    ul, crm = sandboxes
+    path = Path(write_config(tmp_path, ul_url=ul.url, crm_url=crm.url, extra=SECOND + WEB0))
+    svc = await started(str(path))
+    loop = asyncio.get_running_loop()
+    unretrieved: list[dict] = []
+    loop.set_exception_handler(lambda _loop, ctx: unretrieved.append(ctx))
+    try:
+        before = {j.id: (str(j.trigger), j.next_run_time) for j in svc.jobs()}
+        assert set(before) == {"sync:ul", "sync:ul2"}
+        path.write_text(path.read_text().replace('every = "10m"', 'every = "1 minute"'))
+        svc._on_hup()                           # as SIGHUP does: a task nobody awaits
+        await asyncio.gather(*svc._bg)
+        refused = [e for e in logs if e["event"] == "config.reload_refused"]
+        assert len(refused) == 1 and "integrations.ul.schedule.every" in refused[0]["error"]
+        assert {j.id: (str(j.trigger), j.next_run_time) for j in svc.jobs()} == before
+
+        path.write_text(path.read_text().replace('every = "1 minute"', 'every = "20m"'))
+        svc._on_hup()
+        await asyncio.gather(*svc._bg)
+        assert "config.reloaded" in [e["event"] for e in logs]
+        jobs = {j.id: j for j in svc.jobs()}
+        assert set(jobs) == {"sync:ul", "sync:ul2"}
+        assert jobs["sync:ul"].trigger.interval == timedelta(minutes=20)
+        assert all(j.next_run_time is not None for j in jobs.values())
+        # what `accord status` and the page show as "next run"
+        doc = await svc.web.status_doc()
+        assert all(d["next_run"] not in ("not scheduled", None)
+                   for d in doc["integrations"].values())
+        assert (await svc.run_job("sync:ul")).status == "ok"     # the new app works
+    finally:
+        await svc.stop()
+        import gc
+        gc.collect()
+        loop.set_exception_handler(None)
+    assert not [c for c in unretrieved if "never retrieved" in c.get("message", "")]
+
+
+async def test_reload_that_changes_the_state_database_is_refused(tmp_path, sandboxes, logs):
+    ul, crm = sandboxes
+    path = Path(write_config(tmp_path, ul_url=ul.url, crm_url=crm.url))
+    svc = await started(str(path))
+    try:
+        path.write_text(path.read_text().replace("state.db", "other.db"))
+        assert await svc.reload() is False
+        [refused] = [e for e in logs if e["event"] == "config.reload_refused"]
+        assert "daemon.database changed: restart" in refused["error"]
+        assert svc.cfg.daemon.database.endswith("state.db")
+    finally:
+        await svc.stop()
+
+
+# --- the state database failed and came back -----------------------------------------------------
+def _immutable(path: Path, on: bool) -> bool:
+    out = subprocess.run(["chattr", "+i" if on else "-i", str(path)], capture_output=True)
+    return out.returncode == 0
+
+
+async def test_a_state_database_that_was_read_only_is_used_again_once_it_is_writable(
+        tmp_path, sandboxes, logs):
+    """An immutable SQLite file is read-only even for root: the daemon's pooled connections
+    opened meanwhile stay read-only unless it drops them."""
+    import aiohttp
+    from daemon.store.db import create_schema, make_engine
+    ul, crm = sandboxes
+    path = write_config(tmp_path, ul_url=ul.url, crm_url=crm.url, extra=WEB0)
+    state = tmp_path / "state.db"
+    db = make_engine(f"sqlite:///{state}")
+    await create_schema(db)
+    await db.dispose()
+    if not _immutable(state, True):
+        pytest.skip("chattr +i is not possible here (needs root on ext4/xfs/btrfs)")
+    svc = None
+    try:
+        svc = await started(path)               # starts on the read-only file
+        readyz = f"{svc.web.url}/readyz"
+        async with aiohttp.ClientSession() as http:
+            for _ in range(3):
+                result = await svc.run_job("sync:ul")
+                assert result.status in ("crashed", "failed")
+            async with http.get(readyz) as r:
+                assert r.status == 503 and "readonly" in (await r.json())["reason"]
+            assert svc.health[INTEG] == "failing"
+            events = [e["event"] for e in logs]
+            assert events.count("state.unavailable") == 1           # not one per tick
+            assert events.count("integration.failing") == 1
+            assert events.count("run.crashed") <= 1
+
+            assert _immutable(state, False)
+            async with http.get(readyz) as r:
+                assert r.status == 200
+            assert (await svc.run_job("sync:ul")).status == "ok"
+            assert (await svc.run_job("sync:ul")).status == "ok"
+            events = [e["event"] for e in logs]
+            assert events.count("state.recovered") == 1
+            assert events.count("integration.recovered") == 1
+            assert svc.state.available and svc.health[INTEG] == "ok"
+    finally:
+        _immutable(state, False)
+        if svc is not None:
+            await svc.stop()
+
+
+@pytest.mark.postgres
+async def test_on_a_shared_postgresql_only_runs_whose_lease_it_takes_are_closed(tmp_path,
+                                                                              sandboxes, logs):
+    """Another daemon holds ``ul``: its running run is left alone, until the lease is ours."""
+    from sqlalchemy import insert, select
+    from daemon.lease import PostgresLease
+    from daemon.store.db import create_schema, make_engine, now
+    from daemon.store.tables import T
+    from tests.dbs import PG_URL, create_pg_database, drop_pg_database
+    if PG_URL is None:
+        pytest.skip("ACCORD_TEST_POSTGRES_URL is not set (a PostgreSQL to make test "
+                    "databases in, e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    ul, crm = sandboxes
+    url = await create_pg_database()
+    other = PostgresLease(url, holder="other-host:1")
+    db = make_engine(url)
+    svc = None
+    try:
+        await create_schema(db)
+        async with db.begin() as conn:
+            run_id = (await conn.execute(insert(T["runs"]).values(
+                integration=INTEG, trigger="schedule", status="running", started_at=now()))
+            ).inserted_primary_key[0]
+
+        async def status() -> str:
+            async with db.connect() as conn:
+                return (await conn.execute(select(T["runs"].c.status).where(
+                    T["runs"].c.id == run_id))).scalar_one()
+        assert await other.acquire(INTEG)           # the other daemon, alive, running it
+        text = config_text(tmp_path, ul_url=ul.url, crm_url=crm.url).replace(
+            f"sqlite:///{tmp_path / 'state.db'}", url)
+        (tmp_path / "pg.toml").write_text(text)
+        svc = await started(str(tmp_path / "pg.toml"))
+        assert await svc.run_job("sync:ul") is None             # lease held: skipped
+        assert await status() == "running"                      # not ours to close
+        await other.close()                                     # it died
+        assert (await svc.run_job("sync:ul")).status == "ok"
+        assert await status() == "interrupted"
+        assert [e["run"] for e in logs if e["event"] == "run.interrupted"] == [run_id]
+    finally:
+        if svc is not None:
+            await svc.stop()
+        await other.close()
+        await db.dispose()
+        await drop_pg_database(url)

@@ -27,9 +27,26 @@ cannot be read (a ``LastUpdatedTimestamp`` that is not a date...) comes back as 
 could be read (a page with none stops the run: there is no position to go on from); a row
 without its key is left out and counted (``reader.skipped``). A write whose answer cannot be
 read is OutcomeUnknownError.
+
+A property the answer does not carry is left out of ``Record.fields`` (unknown, not empty);
+a null one is None. ``MainAddress`` null means no address: every line None.
+``AccountManager.UserName`` is there only when the answer carries ``AccountManager``.
+
+``clock()``: the ``Date`` header of the latest answer (``HttpClient.server_time``).
+``identity()``: ``prospect_crm:tenant/<TenantId>`` from the ``Tenant`` singleton; where the
+service has none (404), ``prospect_crm:token/<first 16 hex of SHA-256 of the token>``: the
+token is the only handle on the workspace then, and a hash of it is no secret.
+Every POST is a create and is never repeated after a fault that may follow its arrival
+(``OutcomeUnknownError``); no read here is a POST.
+
+Optimistic concurrency: OData allows ETags with ``If-Match``, but Prospect CRM's documented
+entities carry none, so ``conditional_writes`` is off: a PATCH sends only the fields that
+changed, within a chunk of the read (seconds), and an edit made in between to those fields is
+overwritten; an edit to other fields is kept and read next run.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, AsyncIterator, Sequence
@@ -37,14 +54,17 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from connectors.base import (AuthError, Capabilities, EntityInfo, NotFoundError, Record,
-                             RecordError, UnavailableError, flatten, unflatten)
+from connectors.base import (AuthError, Capabilities, ConnectorError, EntityInfo,
+                             NotFoundError, Record, RecordError, UnavailableError, flatten,
+                             unflatten)
 from connectors.http import HttpClient, Response, SlidingWindowLimiter, default_error_parser
 from connectors.prospect_crm.odata import format_datetime, literal, parse_datetime, query_string
 from connectors.reading import RecordReader, date_field
 
 MODIFIED = "LastUpdatedTimestamp"
 MANAGER_FIELD = "AccountManager.UserName"
+ADDRESS_LINES = ("AddressLine1", "AddressLine2", "AddressLine3", "AddressLine4",
+                 "AddressLine5", "Postcode", "Country")
 
 
 @dataclass(frozen=True)
@@ -123,6 +143,23 @@ class ProspectCrmConnector:
                             f"(HTTP {exc.status}); generate a new Personal Access Token under "
                             "Integrations > Custom API Integration > My Tokens",
                             status=exc.status) from None
+
+    async def clock(self) -> datetime | None:
+        if self.http.server_time() is None:
+            try:                                # the cheapest request; any answer has a Date
+                await self._request("GET", "/Companies", {"$top": 1, "$select": "CompanyId"})
+            except ConnectorError:
+                pass
+        return self.http.server_time()
+
+    async def identity(self) -> str | None:
+        try:
+            body = (await self._request("GET", "/Tenant")).body
+        except NotFoundError:
+            token = self.settings.token.get_secret_value().encode()
+            return f"prospect_crm:token/{hashlib.sha256(token).hexdigest()[:16]}"
+        tenant = body.get("TenantId") if isinstance(body, dict) else None
+        return f"prospect_crm:tenant/{tenant}" if tenant else None
 
     # --- reading -----------------------------------------------------------------------------
     async def changes(self, entity: str, since: datetime | None) -> AsyncIterator[list[Record]]:
@@ -204,7 +241,8 @@ class ProspectCrmConnector:
         return self.reader.written(created.body, lambda row: self._record(es, row),
                                    created.request)
 
-    async def update(self, entity: str, id: str, fields: dict[str, Any]) -> Record:
+    async def update(self, entity: str, id: str, fields: dict[str, Any],
+                     version: str | None = None) -> Record:
         es = self._set(entity)
         key = self._key(es, id)
         body = await self._payload(es, fields)
@@ -321,14 +359,19 @@ class ProspectCrmConnector:
 
     def _record(self, es: _Set, row: dict[str, Any]) -> Record:
         row = {k: v for k, v in row.items() if not k.startswith("@odata.")}
+        has_manager = "AccountManager" in row
         manager = row.pop("AccountManager", None)
+        if "MainAddress" in row and row["MainAddress"] is None:
+            row["MainAddress"] = dict.fromkeys(ADDRESS_LINES)
         fields = flatten(row)
         for ref in es.refs:
             if fields.get(ref) is not None:
                 fields[ref] = str(fields[ref])
-        if es.expand:
-            fields[MANAGER_FIELD] = manager.get("UserName") if isinstance(manager, dict) \
-                else None
+        if es.expand and has_manager:
+            if manager is None:                 # no account manager
+                fields[MANAGER_FIELD] = None
+            elif isinstance(manager, dict) and "UserName" in manager:
+                fields[MANAGER_FIELD] = manager["UserName"]
         return Record(id=str(int(row[es.key])), fields=fields,
                       modified=date_field(row, MODIFIED, parse_datetime),
                       deleted=row.get("StatusFlag") == "D")

@@ -19,7 +19,8 @@ What the public documentation says (docs.prospect365.com, "Get started with the 
 
 Routes::
 
-    GET    /                         service document (entity sets)
+    GET    /                         service document (entity sets, the Tenant singleton)
+    GET    /Tenant                   the workspace: {"TenantId", "Name"} (see the choices)
     GET    /Companies | /Contacts | /Users            collection (query options above)
     GET    /Companies(1) | /Contacts(7) | /Users('AM') single entity ($select, $expand)
     POST   /Companies | /Contacts    create: 201 + entity + Location (Prefer return=minimal: 204)
@@ -57,6 +58,15 @@ Choices where the documentation is silent:
   ``LastUpdatedTimestamp``) are ignored on write.
 - Normalisation: text is trimmed, empty text becomes null, postcodes are upper-cased.
 - Malformed query options answer 400 with code ``BadRequest``; unknown keys 404.
+- Instance: the public documentation names no resource for "which workspace is this". The
+  sandbox serves an OData singleton ``Tenant`` (``{"TenantId", "Name"}``), the shape OData
+  services give to such per-tenant facts; ``TenantId`` is the sandbox's ``instance_id``, a
+  random id made when the sandbox is built, so two generations (even with one seed) are two
+  tenants. The connector falls back to a hash of the token where a service has no ``Tenant``.
+- Faults (``connectors/sandbox.py``): every POST, PATCH and DELETE honours
+  ``fail_after_commit`` and ``hang_after_commit``; ``drop_fields`` applies to collections,
+  single entities and write answers; ``clock_ahead`` moves ``Created`` and
+  ``LastUpdatedTimestamp``; the ``Date`` header follows ``self.clock``.
 """
 from __future__ import annotations
 
@@ -120,7 +130,7 @@ class ProspectSandbox(Sandbox):
         self._check_refs(set_name, changes)
         key = self._next_key[set_name]
         self._next_key[set_name] += 1
-        now = self.clock.now()
+        now = self.stamp()
         entity = {es.key: key, **{p: None for p in es.text}, **changes, "StatusFlag": "A",
                   "Created": now, "LastUpdatedTimestamp": now}
         if set_name == "Companies":
@@ -136,7 +146,7 @@ class ProspectSandbox(Sandbox):
         changes = schema.clean(schema.SETS[set_name], body, entity)
         self._check_refs(set_name, changes)
         entity.update(changes)
-        entity["LastUpdatedTimestamp"] = self.clock.now()
+        entity["LastUpdatedTimestamp"] = self.stamp()
         return entity
 
     def _check_refs(self, set_name: str, changes: dict) -> None:
@@ -185,6 +195,7 @@ class ProspectSandbox(Sandbox):
     # --- serving ---------------------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/", self._service_document),
+                web.get("/Tenant", self._tenant),
                 web.route("*", "/{tail:.+}", self._dispatch)]
 
     async def _service_document(self, request: web.Request) -> web.Response:
@@ -193,7 +204,16 @@ class ProspectSandbox(Sandbox):
             return refused
         return web.json_response({"@odata.context": f"{self._base(request)}/$metadata",
                                   "value": [{"name": n, "kind": "EntitySet", "url": n}
-                                            for n in schema.SETS]})
+                                            for n in schema.SETS]
+                                  + [{"name": "Tenant", "kind": "Singleton", "url": "Tenant"}]})
+
+    async def _tenant(self, request: web.Request) -> web.Response:
+        refused = self._guard(request)
+        if refused is not None:
+            return refused
+        return self._json(request, {"@odata.context": f"{self._base(request)}/$metadata#Tenant",
+                                    "TenantId": self.instance_id,
+                                    "Name": "Sandbox workspace"})
 
     def _guard(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization", "") != f"Bearer {self.token}":
@@ -247,8 +267,8 @@ class ProspectSandbox(Sandbox):
                 return _error(404, "NotFound", f"{es.type_name} {raw_key} has been deleted.")
             if method == "DELETE":
                 entity["StatusFlag"] = "D"
-                entity["LastUpdatedTimestamp"] = self.clock.now()
-                if self.faults.take_after_commit():
+                entity["LastUpdatedTimestamp"] = self.stamp()
+                if await self.after_commit():
                     return _error(500, "InternalServerError", "An error has occurred.")
                 return web.Response(status=204)
             return await self._update(request, es, key)
@@ -276,7 +296,7 @@ class ProspectSandbox(Sandbox):
     async def _create(self, request: web.Request, es: schema.EntitySet) -> web.Response:
         self._shape(request, es, None)          # refuse bad query options before writing
         entity = self.insert(es.name, await self._body(request))
-        if self.faults.take_after_commit():
+        if await self.after_commit():
             return _error(500, "InternalServerError", "An error has occurred.")
         location = f"{self._base(request)}/{es.name}({entity[es.key]})"
         if "return=minimal" in request.headers.get("Prefer", ""):
@@ -289,7 +309,7 @@ class ProspectSandbox(Sandbox):
     async def _update(self, request: web.Request, es: schema.EntitySet, key: Any):
         self._shape(request, es, None)
         entity = self.modify(es.name, key, await self._body(request))
-        if self.faults.take_after_commit():
+        if await self.after_commit():
             return _error(500, "InternalServerError", "An error has occurred.")
         if "return=representation" in request.headers.get("Prefer", ""):
             return self._json(request, self._shape(request, es, entity),

@@ -17,6 +17,11 @@ names and their meaning are in ``layout.py``. Example (TOML)::
 Everything else (state_path, batch_size, schema, timeout) is the SQL connector's, see
 ``connectors/sql/client.py``. Deletes are hard deletes in Sage: every read of changes also
 scans the ids and reports those gone as tombstones.
+
+``identity()`` names the database file (or server and database) and, by default, the company
+file's id: ``identity_marker`` defaults to ``COMPANY_FILE.FILE_ID`` (see ``layout.py``); a
+database without that table is named by its location alone. Set ``identity_marker`` to the
+real table and column of your version (it is then required to exist).
 """
 from __future__ import annotations
 
@@ -24,11 +29,12 @@ from pydantic import Field, field_validator
 
 from connectors.sage50fr.layout import DEFAULT, TableLayout, check_layout, entity_specs
 from connectors.sql.client import SqlConnector
-from connectors.sql.spec import BaseSettings, EntitySpec
+from connectors.sql.spec import BaseSettings, EntitySpec, Marker
 
 
 class Sage50FrSettings(BaseSettings):
     timezone: str = "Europe/Paris"
+    identity_marker: Marker | None = Marker(table="COMPANY_FILE", column="FILE_ID")
     layout: dict[str, TableLayout] = {}
     account_prefix: str = "C"
     account_width: int = Field(6, ge=1, le=16)

@@ -50,6 +50,12 @@ invoices -> ``INVOICE`` (sales invoices, "factures")
     MODIFIED_AT   modified at
     hard deletes, inferred from ids
 
+company_file -> ``COMPANY_FILE`` (not an entity: the company file itself, "dossier")
+    FILE_ID       an id made when the company file was created; ``identity()`` carries it
+                  (setting ``identity_marker``), so a file made again at the same path is
+                  another instance
+    NAME          the company's name ("raison sociale du dossier")
+
 Times are naive local times (``timezone = "Europe/Paris"`` by default). Amounts (NUMERIC)
 come out as floats, IMAGE as base64, dates as ``YYYY-MM-DD``, datetimes as ISO UTC.
 """

@@ -12,6 +12,10 @@ names and towns, some with a sales rep), about ``contacts_per_account`` addresse
 them contact addresses), ``products`` items (default n // 2: 20% non-stock, 10% inactive, some
 with a small PNG picture) and ``invoices_per_account`` invoices per customer, in one
 transaction with executemany (10,000 third parties and their rows take a few seconds).
+
+Instance: a new file gets one ``COMPANY_FILE`` row whose ``FILE_ID`` is a random uuid (from
+the OS, not the seed), so a file generated again, even at the same path and with the same
+seed, is another instance for the connector's ``identity()``.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import random
 import sqlite3
 import struct
 import tempfile
+import uuid
 import zlib
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -64,6 +69,8 @@ CREATE TABLE IF NOT EXISTS INVOICE (
     TOTAL_EXCL_TAX NUMERIC(14, 2), TOTAL_INCL_TAX NUMERIC(14, 2), STATUS VARCHAR(20),
     MODIFIED_AT DATETIME);
 CREATE INDEX IF NOT EXISTS INVOICE_MODIFIED ON INVOICE (MODIFIED_AT, INVOICE_ID);
+CREATE TABLE IF NOT EXISTS COMPANY_FILE (
+    FILE_ID VARCHAR(36) PRIMARY KEY, NAME VARCHAR(69) NOT NULL);
 """
 
 TABLES = {"third_parties": ("THIRD_PARTY", "ACCOUNT_CODE"), "contacts": ("CONTACT", "CONTACT_ID"),
@@ -156,8 +163,16 @@ class Sage50FrSandbox:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA foreign_keys=ON")
             conn.executescript(SCHEMA)
+            # the instance: random, not from the seed, made once per file
+            conn.execute("INSERT INTO COMPANY_FILE (FILE_ID, NAME) SELECT ?, ? WHERE NOT EXISTS "
+                         "(SELECT 1 FROM COMPANY_FILE)", (str(uuid.uuid4()), "Sandbox SARL"))
             self._conn = conn
         return self._conn
+
+    @property
+    def instance_id(self) -> str:
+        """The company file's FILE_ID: made with the file, so a new file is a new instance."""
+        return self._db().execute("SELECT FILE_ID FROM COMPANY_FILE").fetchone()[0]
 
     def stamp(self, when: datetime | None = None) -> str:
         """A time as the database keeps it: naive Paris time, SQLAlchemy's text format."""

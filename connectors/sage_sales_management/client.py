@@ -48,21 +48,42 @@ with ``error`` set, the rest of its page goes on, and the keyset goes on from th
 that could be read (a page with none stops the run); a record without its ``id`` is left out
 and counted (``reader.skipped``). A write whose answer or read-back cannot be read (no id, a
 malformed record) is OutcomeUnknownError: the write was sent, what it stored is not known.
+
+An attribute the answer does not carry is left out of ``Record.fields`` (unknown, not
+empty); so is a computed field whose basis is missing (``salesRep.fullName`` without
+``salesRepId``, ``account.typeId.value`` without ``accountId`` or without the account's
+``typeId``). A null reference gives None for both ``.id`` and ``.value``.
+
+The login is the one POST that creates no record: it is retried like a read. A create POST
+is never sent again after a fault that may follow its arrival (``OutcomeUnknownError``).
+
+``clock()``: the ``Date`` header of the latest answer (``HttpClient.server_time``).
+``identity()``: ``sage_sales_management:implementation/<ImplementationId>``, read from the
+session key (the documented login example is base64 of ``<time>|<base64 of {"ImplementationId",
+"UserId", "TimeInit"...}>|<signature>``); when a key does not have that shape,
+``sage_sales_management:key/<first 16 hex of SHA-256 of the public key>``. Never a key.
+
+Optimistic concurrency: the API documents no version or ``If-Match``, so ``conditional_writes``
+is off: an update sends only the fields that changed, seconds after the read of its page.
 """
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextvars
+import hashlib
 import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Sequence
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from connectors.base import (AuthError, Capabilities, EntityInfo, NotFoundError,
-                             OutcomeUnknownError, Record, RecordError, UnavailableError, utc)
+from connectors.base import (AuthError, Capabilities, ConnectorError, EntityInfo,
+                             NotFoundError, OutcomeUnknownError, Record, RecordError,
+                             UnavailableError, utc)
 from connectors.http import HttpClient, Response, SlidingWindowLimiter
 from connectors.reading import RecordReader, date_field
 from connectors.sage_sales_management.readback import ReadBacks
@@ -193,6 +214,23 @@ class SageSalesManagementConnector:
         await self._login(self._generation)
         await self._request("GET", f"{API}/users", {"page": 0}, count=1)
 
+    async def clock(self) -> datetime | None:
+        if self.http.server_time() is None:
+            try:                                # the cheapest request; any answer has a Date
+                await self._request("GET", f"{API}/users", {"page": 0}, count=1)
+            except ConnectorError:
+                pass
+        return self.http.server_time()
+
+    async def identity(self) -> str | None:
+        if self._token is None:
+            await self._login(self._generation)
+        implementation = _implementation_of(self._token or "")
+        if implementation:
+            return f"sage_sales_management:implementation/{implementation}"
+        key = self.settings.public_key.get_secret_value().encode()
+        return f"sage_sales_management:key/{hashlib.sha256(key).hexdigest()[:16]}"
+
     # --- session -----------------------------------------------------------------------------
     async def _login(self, seen: int) -> None:
         """Log in unless another task already did since generation ``seen``."""
@@ -204,7 +242,8 @@ class SageSalesManagementConnector:
             try:
                 resp = await self.http.request("POST", f"{API}/login", json={
                     "username": self.settings.public_key.get_secret_value(),
-                    "password": self.settings.private_key.get_secret_value()})
+                    "password": self.settings.private_key.get_secret_value()},
+                    idempotent=True)               # a session, no record: safe to repeat
             except AuthError as exc:
                 raise AuthError(
                     f"{self.name}: Sage Sales Management refused the API keys (HTTP "
@@ -357,7 +396,8 @@ class SageSalesManagementConnector:
                                       "its answer has no id")
         return await self._read_back(es, new_id)
 
-    async def update(self, entity: str, id: str, fields: dict[str, Any]) -> Record:
+    async def update(self, entity: str, id: str, fields: dict[str, Any],
+                     version: str | None = None) -> Record:
         es = self._writable(entity)
         key = self._key(es, id)
         body = await self._payload(es, fields)
@@ -515,24 +555,31 @@ class SageSalesManagementConnector:
         if es.name == "accounts" and readable:
             users = await self._users_cached()
             for r in readable:
-                rep = r.fields.get("salesRepId.id")
-                r.fields[SALES_REP_NAME] = _full_name(users[rep]) if rep in users else None
+                if "salesRepId.id" in r.fields:         # else unknown: left out
+                    rep = r.fields["salesRepId.id"]
+                    r.fields[SALES_REP_NAME] = _full_name(users[rep]) if rep in users else None
         if es.name == "contacts" and readable:
             wanted = sorted({int(r.fields["accountId.id"]) for r in readable
                              if str(r.fields.get("accountId.id") or "").isdigit()})
             types: dict[str, Any] = {}
+            unknown: set[str] = set()       # accounts answered without their typeId
             if wanted:               # one batched request per page of contacts
                 resp = await self._request(
                     "GET", self.entities["accounts"].path,
                     {"where": f"id IN ({', '.join(map(str, wanted))})", "page": 0},
                     count=len(wanted))
                 for row in resp.rows():
-                    if not isinstance(row, dict) or _int_id(row) is None:
+                    rid = _int_id(row) if isinstance(row, dict) else None
+                    if rid is None:
                         continue
-                    t = row.get("typeId")
-                    types[str(row["id"])] = t.get("value") if isinstance(t, dict) else None
+                    if "typeId" not in row:
+                        unknown.add(str(rid))
+                        continue
+                    t = row["typeId"]
+                    types[str(rid)] = t.get("value") if isinstance(t, dict) else None
             for r in readable:
-                r.fields[ACCOUNT_TYPE] = types.get(r.fields.get("accountId.id"))
+                if "accountId.id" in r.fields and r.fields["accountId.id"] not in unknown:
+                    r.fields[ACCOUNT_TYPE] = types.get(r.fields["accountId.id"])
         return records
 
     def _record(self, es: _Entity, row: dict[str, Any]) -> Record:
@@ -541,19 +588,18 @@ class SageSalesManagementConnector:
             if key == "id":
                 continue
             if key in es.refs:
+                # {"id", "value"}; a bare id carries no value (left out); null: no reference
                 ref = value if isinstance(value, dict) else (
-                    {"id": value, "value": None} if value is not None else None)
-                fields[f"{key}.id"] = None if ref is None or ref.get("id") is None \
-                    else str(ref["id"])
-                fields[f"{key}.value"] = None if ref is None else ref.get("value")
+                    {"id": value} if value is not None else {"id": None, "value": None})
+                if "id" in ref:
+                    fields[f"{key}.id"] = None if ref["id"] is None else str(ref["id"])
+                if "value" in ref:
+                    fields[f"{key}.value"] = ref["value"]
             elif isinstance(value, dict):
                 for sub, v in value.items():
                     fields[f"{key}.{sub}"] = v
             else:
                 fields[key] = value
-        for ref in es.refs:
-            fields.setdefault(f"{ref}.id", None)
-            fields.setdefault(f"{ref}.value", None)
         modified = date_field(row, "dateUpdated", _parse_time) \
             or date_field(row, "dateCreated", _parse_time)
         return Record(id=str(row["id"]), fields=fields, modified=modified,
@@ -566,6 +612,20 @@ def _int_id(row: dict) -> int | None:
     if isinstance(value, str) and value.strip().isdigit():
         return int(value)
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _implementation_of(token: str) -> str | None:
+    """The ``ImplementationId`` a session key carries (see the module docstring), or None
+    when the key does not have that shape. Only that id is kept, never the key."""
+    try:
+        outer = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        claims = outer.split(b"|")[1]
+        inner = base64.urlsafe_b64decode(claims + b"=" * (-len(claims) % 4))
+        payload = orjson.loads(inner[inner.index(b"{"):inner.rindex(b"}") + 1])
+        value = payload.get("ImplementationId") if isinstance(payload, dict) else None
+    except (ValueError, IndexError):    # binascii.Error and JSONDecodeError are ValueErrors
+        return None
+    return str(value) if value not in (None, "") else None
 
 
 def _full_name(user: dict) -> str | None:

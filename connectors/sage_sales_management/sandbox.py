@@ -84,6 +84,16 @@ Choices where the documentation is silent:
   read-only accounts. ``touch()`` (a user) never edits a read-only record; ``edit()``
   refuses one unless ``force=True``.
 - ``GET /{entity}/{id}`` answers deleted records too (with ``deleted: true``), like lists.
+- Instance: the API has no "which implementation is this" resource, but its session key
+  says: the documented login example decodes to ``<time>|<base64 of {"ImplementationId",
+  "UserId", "TimeInit"}>|<signature>``. The sandbox's keys have that shape, the
+  ``ImplementationId`` being its ``instance_id`` (random, made when the sandbox is built,
+  not from the seed), so two generations are two implementations.
+- Faults (``connectors/sandbox.py``): POST, PUT and DELETE of records honour
+  ``fail_after_commit`` and ``hang_after_commit``; ``drop_fields`` applies to lists and
+  single records (not to the login or the ``{"Message", "id"}`` acknowledgements);
+  ``clock_ahead`` moves ``dateCreated``, ``dateUpdated`` and ``dateDeleted``; the ``Date``
+  header follows the sandbox clock.
 
 And on the connector's side (``client.py``):
 
@@ -249,7 +259,8 @@ class SageSalesManagementSandbox(Sandbox):
 
     # --- data helpers (also what tests use to act as a user of the app) ----------------------
     def now(self) -> datetime:
-        return _ms(self.clock.now())
+        """A record stamp: the sandbox clock (plus ``faults.clock_ahead``), to the ms."""
+        return _ms(self.stamp())
 
     def add_account_type(self, name: str) -> dict:
         tid = len(self.account_types) + 1
@@ -562,6 +573,22 @@ class SageSalesManagementSandbox(Sandbox):
                 out[key] = value
         return out
 
+    def session_key(self) -> str:
+        """A new session key in the shape of the documented login example: base64 of
+        ``<unix time>|<base64 of the session JSON>|<signature>``, the JSON carrying the
+        ``ImplementationId`` (here the sandbox's ``instance_id``), ``UserId`` and ``TimeInit``."""
+        init = int(self.clock.now().timestamp())
+        claims = base64.urlsafe_b64encode(orjson.dumps(
+            {"ImplementationId": self.instance_id, "UserId": "1", "TimeInit": init})).decode()
+        raw = f"{init}|{claims}|{secrets.token_urlsafe(24)}"
+        return base64.urlsafe_b64encode(raw.encode()).decode()
+
+    def records_in(self, body: Any) -> list[dict]:
+        """A list of records or one record; the login and write acknowledgements carry none."""
+        if isinstance(body, dict) and ("token" in body or "Message" in body):
+            return []
+        return super().records_in(body)
+
     # --- serving -----------------------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
         return [web.post(f"{API}/login", self._login),
@@ -605,7 +632,7 @@ class SageSalesManagementSandbox(Sandbox):
         if not isinstance(body, dict) or body.get("username") != self.public_key \
                 or body.get("password") != self.private_key:
             return _error(401, 930, "Login refused: the public or private API key is wrong.")
-        token = secrets.token_urlsafe(24)
+        token = self.session_key()
         self.sessions[token] = self.clock.now() + timedelta(minutes=self.session_minutes)
         return web.json_response({"token": token}, dumps=_dumps)
 
@@ -651,7 +678,7 @@ class SageSalesManagementSandbox(Sandbox):
                 return self._list(request, entity)
             if request.method == "POST" and entity in WRITABLE:
                 row = self.insert(entity, await self._body(request))
-                if self.faults.take_after_commit():
+                if await self.after_commit():
                     return _error(500, 900, "An error has occurred.")
                 return web.json_response({"Message": "entity created", "id": row["id"]},
                                          dumps=_dumps)
@@ -677,13 +704,13 @@ class SageSalesManagementSandbox(Sandbox):
                 return _error(405, 405, f"{request.method} is not allowed on {entity}.")
             if request.method == "DELETE":
                 self.soft_delete(entity, rid)
-                if self.faults.take_after_commit():
+                if await self.after_commit():
                     return _error(500, 900, "An error has occurred.")
                 return web.json_response({"Message": "entity deleted"}, dumps=_dumps)
             body = await self._body(request)
             self._live(entity, rid)
             self.modify(entity, rid, body)
-            if self.faults.take_after_commit():
+            if await self.after_commit():
                 return _error(500, 900, "An error has occurred.")
             return web.json_response({"Message": "entity updated", "id": rid}, dumps=_dumps)
         except (Invalid, WhereError) as exc:

@@ -8,6 +8,7 @@ Example (TOML)::
     timezone = "Europe/Paris"        # naive datetimes in the database are local times here
     # state_path = "/var/lib/accord/accord-sql-erp.sqlite"   (default: ./accord-sql-erp.sqlite)
     # batch_size = 500   schema = "dbo"   timeout = 30
+    # identity_marker = { table = "COMPANY", column = "GUID" }   # a value naming this database
 
     [systems.erp.entities.customers]
     table = "CUSTOMER"
@@ -63,12 +64,19 @@ EntityInfo: incremental always; ordered when records come in (modified, key) ord
 not so with ``modified`` + ``deletes = "ids"`` (tombstones come after the rows);
 reports_deletes with ``soft_delete`` or ``deletes = "ids"``. ``options()`` knows no name.
 
+``clock()`` is the database's own current time and ``identity()`` its location (no
+credentials), oid on PostgreSQL and ``identity_marker`` value: see ``instance.py``. A row
+carries every column it selects, so a field is never absent here: NULL is empty.
+
 Errors: a refused login (SQLSTATE 28000/28P01) is AuthError; an unreachable or missing database,
 a lock held past ``timeout`` and other operational failures are UnavailableError; integrity and
 data errors (NOT NULL, unique, foreign key, too long) are RecordError with the database's message
 and ``fields`` when the column can be told; unknown, read-only and joined fields in a write, and
 values a column cannot hold, are RecordError naming them before anything is sent. The URL's
 password never appears in a message (rendered with ``hide_password``).
+
+Optimistic concurrency: not offered (``conditional_writes`` off); an UPDATE sets only the
+columns that changed, in its own short transaction, seconds after the page was read.
 """
 from __future__ import annotations
 
@@ -90,6 +98,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from connectors.base import (Capabilities, ConnectorError, EntityInfo, NotFoundError, Record,
                              RecordError, UnavailableError)
+from connectors.sql import instance
 from connectors.sql import values as V
 from connectors.sql.errors import SqlConfigError, translate
 from connectors.sql.spec import EntitySpec, Settings
@@ -227,6 +236,37 @@ class SqlConnector:
                 # SQLite opens a file lazily: reading its schema proves it is a database
                 await conn.execute(text("SELECT count(*) FROM sqlite_master") if self._sqlite
                                    else select(literal(1)))
+
+    async def clock(self) -> datetime | None:
+        """The database's own time (see ``instance.py``); None when it cannot be reached."""
+        try:
+            self._sqlite_file_missing()
+            async with self._errors(None):
+                return await instance.database_now(self._engine(), self.zone)
+        except ConnectorError:
+            return None
+
+    async def identity(self) -> str | None:
+        """Where the database is, plus what names it (see ``instance.py``); no credentials."""
+        engine = self._engine()
+        self._sqlite_file_missing()
+        parts = [instance.location(engine.url)]
+        marker = self.settings.identity_marker
+        async with self._errors(None):
+            oid = await instance.database_oid(engine)
+            try:
+                value = await instance.marker_value(engine, marker, self.settings.schema_) \
+                    if marker is not None else None
+            except instance.NoMarker as missing:
+                if "identity_marker" in self.settings.model_fields_set:
+                    raise SqlConfigError(f"{self.name}: identity_marker: {missing} does not "
+                                         f"exist in {self.where}") from None
+                value = None            # a default marker this database does not have
+        if oid is not None:
+            parts.append(f"(oid {oid})")
+        if value is not None:
+            parts.append(f"({marker.table}.{marker.column} {value})")
+        return " ".join(parts)
 
     def _engine(self) -> AsyncEngine:
         if self.engine is None:
@@ -694,7 +734,8 @@ class SqlConnector:
                               f"{'9' * gen.width} is the last", fields=[ent.key_field])
         return f"{prefix}{number:0{gen.width}d}"
 
-    async def update(self, entity: str, id: str, fields: dict[str, Any]) -> Record:
+    async def update(self, entity: str, id: str, fields: dict[str, Any],
+                     version: str | None = None) -> Record:
         await self._ready()
         ent = self._entity(entity)
         values = self._values(ent, dict(fields), id=id)

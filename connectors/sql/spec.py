@@ -91,6 +91,15 @@ class EntitySpec(_Model):
         return field
 
 
+class Marker(_Model):
+    """A value stored in the database that names it (a company file's id, a tenant's guid):
+    the first row's ``column`` of ``table``. It is part of ``identity()``, so a database made
+    again at the same place (a restored or regenerated file) is told from the old one."""
+
+    table: str
+    column: str
+
+
 class BaseSettings(_Model):
     """What every SQL-reached system shares (the generic connector adds ``entities``)."""
 
@@ -100,6 +109,7 @@ class BaseSettings(_Model):
     batch_size: int = Field(500, ge=1, le=50_000)
     schema_: str | None = Field(None, alias="schema")
     timeout: float = Field(30.0, gt=0)  # seconds: connect, and waiting for a SQLite lock
+    identity_marker: Marker | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

@@ -23,6 +23,25 @@ body, a list without ``Items``) is an UnavailableError naming the request; a cus
 contact that cannot be read (a ``LastModifiedOn`` that is not a date...) comes back as a
 Record with ``error`` set and the rest of its page goes on; one without a ``Guid`` is left out
 and counted (``reader.skipped``). A write whose answer cannot be read is OutcomeUnknownError.
+
+A property the answer does not carry is left out of ``Record.fields`` (unknown, not empty):
+``SalesPerson.*`` only when the answer has ``SalesPerson`` (null: both None), ``Address.*``
+only when it has ``Addresses`` (an empty list: no address, every line None). A contact update
+sends only the properties known, so one left out of a read is never blanked.
+
+Writes are upserts keyed by a Guid this client chooses (``POST /Customers/{guid}``, a contact
+POST with its ``Guid``; the sandbox documents both), so sending one again after a timeout or a
+5xx cannot make a second record: they go with ``idempotent=True`` and are retried like reads.
+
+``clock()``: the ``Date`` header of the latest answer (``HttpClient.server_time``).
+``identity()``: ``unleashed:company/<Guid>`` of the default company in ``GET /Companies``
+(the one with ``IsDefault``, else the first); never the API id or key.
+
+Optimistic concurrency: the Unleashed API documents none (no ETag, no version to send back),
+so ``conditional_writes`` is off: a customer edited in Unleashed between the engine's read and
+its write is overwritten by that write for the fields it sends (only the fields that changed),
+and the next run sees the edit as a change. The window is one chunk's decisions: the record is
+read, decided and written within seconds, one page at a time.
 """
 from __future__ import annotations
 
@@ -34,8 +53,8 @@ from typing import Any, AsyncIterator, Sequence
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from yarl import URL
 
-from connectors.base import (Capabilities, EntityInfo, NotFoundError, Record, RecordError,
-                             flatten, unflatten, utc)
+from connectors.base import (Capabilities, ConnectorError, EntityInfo, NotFoundError, Record,
+                             RecordError, flatten, unflatten, utc)
 from connectors.http import HttpClient, Response, default_error_parser
 from connectors.reading import RecordReader, date_field
 from connectors.unleashed.wire import decode_date, format_since, sign, to_ms
@@ -109,11 +128,12 @@ class UnleashedConnector:
         headers["api-auth-signature"] = sign(self.settings.api_key.get_secret_value(), query)
 
     async def _call(self, method: str, path: str, params: dict | None = None,
-                    body: Any = None) -> Response:
+                    body: Any = None, *, idempotent: bool | None = None) -> Response:
         # Encoded here, once, in yarl's canonical form (which aiohttp leaves as it is), so the
         # signed bytes are the bytes sent.
         query = URL("/").with_query(params).raw_query_string if params else None
-        return await self.http.request(method, path, query=query, json=body)
+        return await self.http.request(method, path, query=query, json=body,
+                                       idempotent=idempotent)
 
     async def start(self) -> None:
         self._salespersons = None
@@ -124,6 +144,21 @@ class UnleashedConnector:
 
     async def check(self) -> None:
         await self._call("GET", "/Customers/1", {"pageSize": 1})
+
+    async def clock(self) -> datetime | None:
+        if self.http.server_time() is None:
+            try:                                # the cheapest request; any answer has a Date
+                await self.check()
+            except ConnectorError:
+                pass
+        return self.http.server_time()
+
+    async def identity(self) -> str | None:
+        items = [i for i in (await self._call("GET", "/Companies")).rows("Items")
+                 if isinstance(i, dict)]
+        default = next((i for i in items if i.get("IsDefault")), items[0] if items else None)
+        guid = default.get("Guid") if default else None
+        return f"unleashed:company/{str(guid).lower()}" if guid else None
 
     def _entity(self, entity: str) -> str:
         if entity not in self.capabilities.entities:
@@ -143,19 +178,27 @@ class UnleashedConnector:
         plain = {k: v for k, v in raw.items()
                  if k not in _READ_ONLY and k not in ("SalesPerson", "Addresses")}
         fields = {k: v for k, v in flatten(plain).items() if not isinstance(v, list)}
-        sp = raw.get("SalesPerson") or {}
-        fields["SalesPerson.FullName"] = sp.get("FullName")
-        fields["SalesPerson.Guid"] = sp.get("Guid")
-        address = self._default_address(raw.get("Addresses")) or {}
-        for key in ADDRESS_FIELDS:
-            fields[f"Address.{key}"] = address.get(key)
+        if "SalesPerson" in raw:
+            sp = raw["SalesPerson"]
+            for key in ("FullName", "Guid"):
+                if not isinstance(sp, dict):        # null: no sales person
+                    fields[f"SalesPerson.{key}"] = None
+                elif key in sp:
+                    fields[f"SalesPerson.{key}"] = sp[key]
+        if "Addresses" in raw:
+            address = self._default_address(raw["Addresses"])
+            for key in ADDRESS_FIELDS:
+                if address is None:                 # no address at all
+                    fields[f"Address.{key}"] = None
+                elif key in address:
+                    fields[f"Address.{key}"] = address[key]
         return Record(id=str(raw["Guid"]).lower(), fields=fields, modified=modified,
                       version=str(to_ms(modified)) if modified else None)
 
     def _contact_record(self, raw: dict, customer: str) -> Record:
         modified = date_field(raw, "LastModifiedOn", decode_date)
         self._remember(str(raw["Guid"]).lower(), customer)
-        fields = {k: raw.get(k) for k in CONTACT_FIELDS}
+        fields = {k: raw[k] for k in CONTACT_FIELDS if k in raw}
         fields["CustomerGuid"] = customer
         return Record(id=str(raw["Guid"]).lower(), fields=fields, modified=modified,
                       version=str(to_ms(modified)) if modified else None)
@@ -349,7 +392,7 @@ class UnleashedConnector:
         raise RecordError(f"unleashed: no active sales person named {full_name!r}",
                           fields=("SalesPerson.FullName",))
 
-    async def _apply(self, raw: dict, fields: dict[str, Any]) -> dict:
+    async def _apply(self, raw: dict, fields: dict[str, Any], *, existing: bool = False) -> dict:
         body = {k: v for k, v in raw.items() if k not in ("LastModifiedOn", "CreatedOn")}
         nested: dict[str, Any] = {}
         for path, value in fields.items():
@@ -361,6 +404,12 @@ class UnleashedConnector:
                 if "SalesPerson.FullName" not in fields:
                     body["SalesPerson"] = {"Guid": value} if value else None
             elif path.startswith("Address."):
+                if existing and "Addresses" not in raw:
+                    # an existing customer read without its addresses: writing one default
+                    # address would replace the ones we were not shown
+                    raise RecordError("unleashed: the customer was read without its "
+                                      "Addresses; its address is not written",
+                                      fields=[f for f in fields if f.startswith("Address.")])
                 addresses = [dict(a) for a in body.get("Addresses") or []]
                 default = self._default_address(addresses)
                 if default is None:
@@ -387,13 +436,14 @@ class UnleashedConnector:
             # hex digits; stable for this Guid, so a retried create sends the same code.
             stem = "".join(ch for ch in str(body.get("CustomerName") or "") if ch.isalnum())
             body["CustomerCode"] = f"{(stem[:8] or 'CUST').upper()}-{guid[:6].upper()}"
-        return self._written(await self._call("POST", f"/Customers/{guid}", body=body),
-                             self._customer_record)
+        return self._written(await self._call("POST", f"/Customers/{guid}", body=body,
+                                              idempotent=True), self._customer_record)
 
     def _written(self, response: Response, parse) -> Record:
         return self.reader.written(response.body, parse, response.request)
 
-    async def update(self, entity: str, id: str, fields: dict[str, Any]) -> Record:
+    async def update(self, entity: str, id: str, fields: dict[str, Any],
+                     version: str | None = None) -> Record:
         if self._entity(entity) == "contacts":
             return await self._update_contact(id, fields)
         try:
@@ -401,9 +451,9 @@ class UnleashedConnector:
         except ValueError:
             raise NotFoundError(f"unleashed: not found: customer {id}") from None
         raw = (await self._call("GET", f"/Customers/{id}")).object()
-        body = await self._apply(raw, fields)
-        return self._written(await self._call("POST", f"/Customers/{id}", body=body),
-                             self._customer_record)
+        body = await self._apply(raw, fields, existing=True)
+        return self._written(await self._call("POST", f"/Customers/{id}", body=body,
+                                              idempotent=True), self._customer_record)
 
     async def delete(self, entity: str, id: str) -> None:
         if self._entity(entity) == "customers":
@@ -420,7 +470,8 @@ class UnleashedConnector:
         body = {"Guid": str(uuid.uuid4()),
                 **{k: v for k, v in fields.items() if k in CONTACT_FIELDS}}
         try:
-            response = await self._call("POST", f"/Customers/{customer}/Contacts", body=body)
+            response = await self._call("POST", f"/Customers/{customer}/Contacts", body=body,
+                                        idempotent=True)
         except NotFoundError as exc:
             raise RecordError(f"unleashed: customer {customer} not found ({exc.message})",
                               status=exc.status, fields=("CustomerGuid",)) from None
@@ -446,7 +497,8 @@ class UnleashedConnector:
         if current is None:
             self._contact_owner.pop(str(id).lower(), None)
             raise NotFoundError(f"unleashed: not found: contact {id}")
-        body = {"Guid": current.id, **{k: current.fields.get(k) for k in CONTACT_FIELDS},
+        body = {"Guid": current.id,
+                **{k: current.fields[k] for k in CONTACT_FIELDS if k in current.fields},
                 **{k: v for k, v in fields.items() if k in CONTACT_FIELDS}}
         response = await self._call("PUT", f"/Customers/{customer}/Contacts/{current.id}",
                                     body=body)

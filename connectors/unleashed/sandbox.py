@@ -46,7 +46,7 @@ Rate limit and faults
 ``rate_limit_per_minute`` requests per API id in any 60 s of the sandbox clock; beyond, a 429
 with ``Retry-After`` (whole seconds until a slot frees). 5xx, dropped connections and latency
 come from the base class's fault knobs; writes honour ``faults.fail_after_commit`` (the write
-is applied, then answered 500).
+is applied, then answered 500) and ``faults.hang_after_commit`` (applied, then no answer).
 
 Choices where the documentation is silent
 -----------------------------------------
@@ -70,6 +70,14 @@ Choices where the documentation is silent
   sandbox answers ``GET /Companies`` with ``{"Items": [{"Guid", "CompanyName", "IsDefault",
   "AdvancedLedgers"}]}``, one item per operating company (constructor options
   ``operating_companies`` and ``advanced_ledgers``).
+- Instance: ``GET /Companies`` (documented: "lists all information for your company") is
+  where an account shows who it is. The default company's ``Guid`` is the sandbox's
+  ``instance_id``, a random id made when the sandbox is built (not from the seed), so two
+  generations are two accounts; the other operating companies' Guids derive from it.
+- Faults (``connectors/sandbox.py``): every write route (customer POST, contact POST, PUT and
+  DELETE) honours ``fail_after_commit`` and ``hang_after_commit``; ``drop_fields`` applies to
+  customer pages, single customers, contact lists and write answers; ``clock_ahead`` moves
+  ``CreatedOn`` and ``LastModifiedOn``; the ``Date`` header follows the sandbox clock.
 - Error bodies: ``{"Description": ..., "DebugInformation": null}`` plus ``Items`` for
   validation, as above.
 - Contact fields: Guid, FirstName, LastName, EmailAddress, PhoneNumber, MobilePhone,
@@ -96,6 +104,7 @@ from __future__ import annotations
 
 import math
 import random
+import uuid
 from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
@@ -133,7 +142,8 @@ class UnleashedSandbox(Sandbox):
 
     # --- data ----------------------------------------------------------------------------
     def _now(self) -> datetime:
-        return from_ms(to_ms(self.clock.now()))
+        """A record stamp: the sandbox clock (plus ``faults.clock_ahead``), to the ms."""
+        return from_ms(to_ms(self.stamp()))
 
     def add_salesperson(self, full_name: str, email: str, *, obsolete: bool = False,
                         guid: str | None = None) -> dict:
@@ -275,8 +285,8 @@ class UnleashedSandbox(Sandbox):
         except Refused as exc:
             return exc.response()
 
-    def _committed(self, body: Any, status: int = 200) -> web.Response:
-        if self.faults.take_after_commit():
+    async def _committed(self, body: Any, status: int = 200) -> web.Response:
+        if await self.after_commit():
             return web.json_response({"Description": "Internal server error (after commit)",
                                       "DebugInformation": None}, status=500)
         if body is None:
@@ -405,7 +415,7 @@ class UnleashedSandbox(Sandbox):
         new.setdefault("CreatedOn", now)
         self.customers[guid] = new
         self.contacts.setdefault(guid, {})
-        return self._committed(self.render_customer(new), 200 if existing else 201)
+        return await self._committed(self.render_customer(new), 200 if existing else 201)
 
     async def _list_contacts(self, request: web.Request) -> web.Response:
         customer = self._customer(request.match_info["guid"])
@@ -429,7 +439,7 @@ class UnleashedSandbox(Sandbox):
         contact = dict(existing) if existing else {"Guid": guid, **{k: "" for k in CONTACT_TEXT}}
         apply_contact(contact, body)
         self._save_contact(customer, contact)
-        return self._committed(self._json(contact), 201)
+        return await self._committed(self._json(contact), 201)
 
     def _contact(self, request: web.Request) -> tuple[dict, dict]:
         customer = self._customer(request.match_info["guid"])
@@ -445,21 +455,27 @@ class UnleashedSandbox(Sandbox):
         updated = dict(contact)
         apply_contact(updated, body)
         self._save_contact(customer, updated)
-        return self._committed(self._json(updated))
+        return await self._committed(self._json(updated))
 
     async def _delete_contact(self, request: web.Request) -> web.Response:
         customer, contact = self._contact(request)
         del self.contacts[customer["Guid"]][contact["Guid"]]
         customer["LastModifiedOn"] = self._now()
-        return self._committed(None)
+        return await self._committed(None)
 
     async def _salespersons(self, request: web.Request) -> web.Response:
         page, size = self._page_args(request)
         rows = sorted(self.salespersons.values(), key=lambda s: (s["FullName"], s["Guid"]))
         return web.json_response(self._paged([self._json(s) for s in rows], page, size))
 
+    def company_guid(self, i: int = 0) -> str:
+        """Operating company ``i``'s Guid: the default one (0) is the ``instance_id``."""
+        if i == 0:
+            return self.instance_id
+        return str(uuid.uuid5(uuid.UUID(self.instance_id), f"company-{i}"))
+
     async def _companies(self, request: web.Request) -> web.Response:
-        items = [{"Guid": f"00000000-0000-4000-8000-{i:012d}",
+        items = [{"Guid": self.company_guid(i),
                   "CompanyName": "Sandbox Trading Ltd" if i == 0 else f"Sandbox Company {i}",
                   "IsDefault": i == 0, "AdvancedLedgers": self.advanced_ledgers}
                  for i in range(max(1, self.operating_companies))]

@@ -103,7 +103,9 @@ def value_hash(paths: list[str], values: Mapping[str, Any]) -> str:
 
 
 def mapped(paths: list[str], values: Mapping[str, Any]) -> dict[str, Any]:
-    return {p: values.get(p) for p in paths}
+    """The values of ``paths`` the record carries: a path it does not carry stays absent
+    (unknown), it is not made empty."""
+    return {p: values[p] for p in paths if p in values}
 
 
 def iso(dt: datetime | None) -> str | None:

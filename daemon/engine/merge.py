@@ -81,6 +81,9 @@ def _chain(f: FieldRule, attr: str):
         if v in EMPTY:
             return v
         target = ctx.options.get(key, {}).get(v)
+        if target is None and v in ctx.planned.get(key, {}):
+            target = ctx.planned[key][v]
+            ctx.pending.add(f"{f.ref} {source} {v}")
         if target is None:
             raise FieldRefused(f"{f.name} {v!r} has no linked partner in flow {f.ref!r} yet")
         return target if chain is None else chain(target, ctx)
@@ -174,17 +177,23 @@ def merge(fields: list[Field], policy: Policy | str,
     for fld in fields:
         if fld.on_create_only:
             continue
+        # a field a side did not send is unknown there: it is not a change of that side
+        # (it neither flows nor decides), though a value may flow to it
+        la, ra = fld.left not in left, fld.right not in right
+        if la and ra:
+            continue
         lv, rv = left.get(fld.left), right.get(fld.right)
         if enforce and fld.name in enforce:
-            _enforce(d, fld, enforce[fld.name], lv, rv, ctx)
+            if not (la if enforce[fld.name] == "left" else ra):
+                _enforce(d, fld, enforce[fld.name], lv, rv, ctx)
             continue
         if first:
-            lc = rc = True
+            lc, rc = not la, not ra
         else:
-            lc = not same(lv, base_l.get(fld.left)) or any(
-                not same(left.get(p), base_l.get(p)) for p in fld.deps_left)
-            rc = not same(rv, base_r.get(fld.right)) or any(
-                not same(right.get(p), base_r.get(p)) for p in fld.deps_right)
+            lc = not la and (not same(lv, base_l.get(fld.left)) or any(
+                not same(left.get(p), base_l.get(p)) for p in fld.deps_left))
+            rc = not ra and (not same(rv, base_r.get(fld.right)) or any(
+                not same(right.get(p), base_r.get(p)) for p in fld.deps_right))
         if not lc and not rc:
             continue
         owner = fld.owner()

@@ -146,6 +146,10 @@ class FlowRules(Strict):
     external_id: dict[Side, str] = Field(default_factory=dict)
     batch_size: int | None = Field(default=None, gt=0)
     overlap_seconds: float = Field(default=60.0, ge=0)
+    # the cursor stops this much before the vendor's clock (its Date header has whole seconds)
+    clock_skew_seconds: float = Field(default=1.0, ge=0)
+    # a record that fails the same way this many runs in a row is no longer retried every run
+    quarantine_after: int = Field(default=5, ge=1)
     delete_threshold: float = Field(default=0.1, ge=0, le=1)
     delete_threshold_min: int = Field(default=5, ge=0)
     concurrency: int = Field(default=8, gt=0)

@@ -1,33 +1,37 @@
-"""One step: one flow of one run. Stage -> decide -> apply -> commit.
+"""One step: one flow of one run. Orchestration only: stage -> match -> plan -> apply -> commit.
 
-1. Pending create intents left by a crash are resolved (by external id, then natural key).
-2. Both sides' changes since their cursors are streamed into the ``staged`` table, page by
-   page, with the records that must be read again by id (failed writes, lifted exclusions,
-   pushes). A complete listing also stages, as deleted, every linked record it did not see.
-3. The delete circuit-breaker counts the deletes this step would make.
-4. Linked pairs with a staged side are merged in chunks; unlinked records are matched by
-   natural key, linked, or created. Each chunk's link changes, audit rows and record errors
-   commit in one transaction; cursors commit after the last chunk.
+1. Creates whose outcome was unknown are looked up (``intents``) before anything is created;
+   held deletes someone approved are carried out.
+2. Both sides are read into the staging table (``stage``).
+3. The delete circuit-breaker counts the deletes and marks the plan would make.
+4. Linked pairs, then unlinked records, chunk by chunk: ``match`` finds candidates, ``plan``
+   decides, ``apply`` carries the actions out (a dry run lists them instead), and each chunk's
+   store changes commit in one transaction (``chunk``). Cursors commit after the last chunk.
 """
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.base import (AuthError, Connector, Record, UnavailableError, utc)
-from daemon.engine import create, pairs
-from daemon.engine.batch import Batch
-from daemon.engine.flow import Flow, holds, is_soft_deleted, iso, mapped, value_hash
-from daemon.engine.rules import Side
-from daemon.engine.transforms import Context, normalize
+from connectors.base import AuthError, Connector, UnavailableError
+from daemon.engine import intents, match
+from daemon.engine.actions import (Action, Create, Delete, Link, Mark, Recover, Skip, describe,
+                                   tally)
+from daemon.engine.apply import Applier, base_row
+from daemon.engine.chunk import UnitOfWork
+from daemon.engine.context import Reading, StepContext, StepOptions
+from daemon.engine.flow import Flow, value_hash
+from daemon.engine.plan import Situation, plan_approved, plan_pair, plan_unlinked
+from daemon.engine.rules import Side, other
+from daemon.engine.stage import Staging
+from daemon.engine.transforms import Context
 from daemon.store import queries as q
-from daemon.store.db import dumps
+
+__all__ = ["StepAborted", "StepOptions", "StepResult", "run_step"]
 
 log = structlog.get_logger("accord.step")
 CHUNK = 500
@@ -38,286 +42,359 @@ class StepAborted(Exception):
 
 
 @dataclass
-class StepOptions:
-    full: bool = False                         # ignore cursors: a complete listing
-    dry_run: bool = False                      # decide, write nothing (plan)
-    enforce: dict[str, Side] = field(default_factory=dict)
-    only: dict[Side, list[str]] | None = None  # a targeted run: just these records
-
-
-@dataclass
 class StepResult:
     flow: str
     status: str = "ok"
     counts: Counter = field(default_factory=Counter)
     message: str = ""
     more: bool = False                          # batch_size cut the step short
-    planned: list[dict] = field(default_factory=list)
+    planned: list[dict] = field(default_factory=list)      # a dry run: what it would do
+    actions: list[Action] = field(default_factory=list)    # a dry run: the same, as actions
+    # a dry run: partners this step would give records, for the plan of later flows
+    planned_links: dict[Side, dict[str, str]] = field(
+        default_factory=lambda: {"left": {}, "right": {}})
 
 
-class FlowStep:
-    def __init__(self, db: AsyncEngine, integration: str, flow: Flow,
-                 sides: Mapping[Side, Connector], run_id: int, options: StepOptions,
-                 reference: Mapping[Side, Mapping[str, Any]],
-                 progress: Callable[[str, Counter], None] | None = None) -> None:
-        self.db, self.integration, self.flow, self.sides = db, integration, flow, sides
-        self.rules = flow.rules
-        self.run_id, self.opt = run_id, options
-        self.reference = reference
-        self.result = StepResult(flow.name)
-        self.c = self.result.counts
-        self.complete: dict[Side, bool] = {"left": False, "right": False}
-        self.seen_any: dict[Side, bool] = {"left": False, "right": False}
-        self.listed_empty: dict[Side, bool] = {"left": False, "right": False}
-        self.hold_deletes = False
-        self.held: dict[int, dict] = {}
-        self.unreadable: dict[Side, set[str]] = {"left": set(), "right": set()}
-        self.progress = progress
-        self.log = log.bind(integration=integration, flow=flow.name, run=run_id)
-        # parked records are looked at again when the flow's rules change
-        self.fingerprint = value_hash(["r"], {"r": flow.rules.model_dump_json()})[:12]
+async def run_step(db: AsyncEngine, integration: str, flow: Flow,
+                   sides: Mapping[Side, Connector], run_id: int, options: StepOptions,
+                   reference: Mapping[Side, Mapping[str, Any]],
+                   progress: Callable[[str, Counter], None] | None = None,
+                   keep_actions: bool = False) -> StepResult:
+    result = StepResult(flow.name)
+    fingerprint = value_hash(["r"], {"r": flow.rules.model_dump_json()})[:12]
+    ctx = StepContext(db, integration, flow, sides, run_id, options, reference,
+                      log.bind(integration=integration, flow=flow.name, run=run_id),
+                      result.counts, Reading(), fingerprint,
+                      (lambda: progress(flow.name, result.counts)) if progress else
+                      (lambda: None))
+    step = _Step(ctx, result, keep_actions or options.dry_run)
+    try:
+        await step.run()
+    except (AuthError, UnavailableError) as exc:
+        raise StepAborted(exc.message) from None
+    finally:
+        async with db.begin() as conn:
+            await q.clear_staged(conn, run_id=run_id, flow=flow.name)
+    if result.counts["errors"]:
+        result.status = "errors"
+    return result
 
-    # ------------------------------------------------------------------------------------
-    async def run(self) -> StepResult:
+
+class _Step:
+    def __init__(self, ctx: StepContext, result: StepResult, keep: bool) -> None:
+        self.ctx, self.result, self.keep = ctx, result, keep
+        self.dry = ctx.options.dry_run
+        self.sit = Situation(enforce=ctx.options.enforce)
+        self.claimed: dict[Side, set[str]] = {"left": set(), "right": set()}
+        self.blocked: dict[Side, set[str]] = {"left": set(), "right": set()}
+        self.staging = Staging(ctx)
+        # a plan: links the run would have made before reading (creates found again)
+        self.virtual: list[dict] = []
+
+    async def run(self) -> None:
+        c = self.ctx
+        async with c.db.begin() as conn:
+            await q.clear_staged(conn, flow=c.flow.name)
+        await self._intents()
+        await self._approved()
+        cursors = {side: await self.staging.side(side) for side in ("left", "right")}
+        self.result.more = c.reading.cut
+        if self.staging.fails:
+            await self._do([(a, {}) for a in self.staging.fails], Context())
+        await self._breaker()
+        for side in ("left", "right"):      # a pair met from the left is unstaged on commit
+            await self._linked(side)
+        for side in ("left", "right"):
+            await self._unlinked(side)
+        if not self.dry:
+            async with c.db.begin() as conn:
+                for side, cur in cursors.items():
+                    value = cur.dump() if cur is not None else None
+                    if value is not None and c.options.only is None:
+                        await q.set_cursor(conn, c.integration, c.flow.name, side, value)
+                await q.after_step_exclusions(conn, c.integration, c.flow.name)
+        held = self.result.counts["held"]
+        if held:
+            why = self._breaker_reason or "earlier runs held them"
+            self.result.message = (f"deletes held: {held} ({why}); run `accord approve "
+                                   f"{c.integration}` to let them go")
+            c.log.warning("deletes.held", held=held, reason=why)
+
+    # --- carrying out (or listing) a chunk's actions --------------------------------------
+    async def _do(self, actions: list[tuple[Action, dict]], tctx: Context,
+                  uow: UnitOfWork | None = None) -> None:
+        uow = uow or UnitOfWork(self.ctx)
+        if self.dry:
+            for a, _ in actions:
+                tally(a, self.ctx.counts)
+                row = describe(a)
+                if row is not None:
+                    self.result.planned.append(row)
+                self._plan_links(a)
+            if self.keep:
+                self.result.actions.extend(a for a, _ in actions)
+            await uow.commit()
+            return
+        if self.keep:
+            self.result.actions.extend(a for a, _ in actions)
         try:
-            async with self.db.begin() as conn:
-                await q.clear_staged(conn, flow=self.flow.name)
-            if not self.opt.dry_run:
-                await self._resolve_intents()
-                await self._approved_holds()
-            cursors = {}
-            for side in ("left", "right"):
-                cursors[side] = await self._stage_side(side)
-            await self._check_breaker()
-            await self._linked()
-            for side in ("left", "right"):
-                await self._unlinked(side)
-            if not self.opt.dry_run:
-                async with self.db.begin() as conn:
-                    for side, value in cursors.items():
-                        if value is not None and self.opt.only is None:
-                            await q.set_cursor(conn, self.integration, self.flow.name, side,
-                                               value)
-                    await q.after_step_exclusions(conn, self.integration, self.flow.name)
-        except AuthError as exc:
-            raise StepAborted(exc.message) from None
-        except UnavailableError as exc:
-            raise StepAborted(exc.message) from None
+            await Applier(self.ctx, uow, tctx).run(actions)
         finally:
-            async with self.db.begin() as conn:
-                await q.clear_staged(conn, run_id=self.run_id, flow=self.flow.name)
-        if self.c["errors"]:
-            self.result.status = "errors"
-        return self.result
+            await uow.commit()      # keep what was written before a fault
+        self.ctx.tick()
 
-    def _tick(self) -> None:
-        if self.progress is not None:
-            self.progress(self.flow.name, self.c)
+    def _plan_links(self, a: Action) -> None:
+        links = self.result.planned_links
+        if isinstance(a, Link):
+            links["left"][a.ids["left"]] = a.ids["right"]
+            links["right"][a.ids["right"]] = a.ids["left"]
+        elif isinstance(a, Create):
+            links[a.source][a.source_id] = (f"(new {self.ctx.flow.name} record from "
+                                            f"{a.source} {a.source_id})")
+        elif isinstance(a, Recover) and a.found:
+            links[a.source][a.source_id] = a.found
 
-    # --- staging --------------------------------------------------------------------------
-    async def _stage_side(self, side: Side) -> dict | None:
-        conn_ = self.sides[side]
-        entity = self.rules.entity(side)
-        info = conn_.capabilities.entities[entity]
-        async with self.db.begin() as conn:
-            cursor = None if self.opt.full else await q.get_cursor(
-                conn, self.integration, self.flow.name, side)
-            revisit = await q.revisit_ids(conn, self.integration, self.flow.name, side)
-            pushed = await q.take_pushes(conn, self.integration, self.flow.name, side)
-        seq = 0
-        if self.opt.only is not None:
-            ids = self.opt.only.get(side, [])
-            if ids:
-                seq = await self._stage_by_id(side, entity, ids, seq, pushed=set(pushed))
-            return None
-        since = None
-        if cursor is not None and info.incremental:
-            since = datetime.fromisoformat(cursor["at"]) - timedelta(
-                seconds=self.rules.overlap_seconds)
-        at = cursor["at"] if cursor else None
-        at_ids = set(cursor.get("ids", [])) if cursor else set()
-        taken, cut = 0, False
-        async for page in conn_.changes(entity, since):
-            if not page:
-                continue
-            self.seen_any[side] = True
-            seq = await self._stage_page(side, page, seq, set())
-            self.c[f"read_{side}"] += len(page)
-            for rec in page:
-                m = iso(utc(rec.modified)) if rec.modified else None
-                if m is not None and (at is None or m > at):
-                    at, at_ids = m, {rec.id}
-                elif m is not None and m == at:
-                    at_ids.add(rec.id)
-                if not (cursor and m == cursor["at"] and rec.id in cursor.get("ids", [])):
-                    taken += 1
-            self._tick()
-            if self.rules.batch_size and info.ordered and taken >= self.rules.batch_size:
-                cut = True
-                break
-        # a listing that returned nothing at all is not trusted to prove that no partner
-        # exists (a wrong account, an outage answering 200): matching asks find() instead
-        self.complete[side] = (not cut and (since is None or not info.incremental)
-                               and self.seen_any[side])
-        self.listed_empty[side] = not cut and (since is None or not info.incremental) \
-            and not self.seen_any[side]
-        if cut:
-            self.result.more = True
-        extra = [i for i in dict.fromkeys(revisit + pushed)]
-        if extra:
-            seq = await self._stage_by_id(side, entity, extra, seq, pushed=set(pushed))
-        if self.complete[side] or self.listed_empty[side]:
-            await self._stage_unseen(side, seq)
-        if at is None:
-            return None
-        return {"at": at, "ids": sorted(at_ids)[:1000]}
+    # --- before reading -------------------------------------------------------------------
+    async def _intents(self) -> None:
+        c = self.ctx
+        async with c.db.begin() as conn:
+            pending = await q.pending_intents(conn, c.integration, c.flow.name)
+        if pending:
+            actions = [(await intents.lookup(c, i), {}) for i in pending]
+            await self._do(actions, Context())
+            for a, _ in actions:
+                if isinstance(a, Recover) and a.unresolvable:
+                    self.blocked[a.source].add(a.source_id)
+                elif isinstance(a, Recover) and a.found and self.dry:
+                    self.virtual.append(self._virtual_link(a))
 
-    async def _stage_by_id(self, side: Side, entity: str, ids: list[str], seq: int,
-                           pushed: set[str]) -> int:
-        conn_ = self.sides[side]
-        step = max(1, conn_.capabilities.max_get)
-        for i in range(0, len(ids), step):
-            part = ids[i:i + step]
-            found = await conn_.get(entity, part)
-            seen = {r.id for r in found}
-            gone = [Record(id=x, fields={}, deleted=True) for x in part if x not in seen]
-            seq = await self._stage_page(side, found + gone, seq, pushed)
-        return seq
+    def _virtual_link(self, a: Recover) -> dict:
+        """The link a found create makes, as the run would store it (a plan only)."""
+        c = self.ctx
+        return {"id": -len(self.virtual) - 1, "revert": (a.source, a.revert),
+                f"{a.source}_id": a.source_id,
+                f"{a.target}_id": a.found, "state": "ok", "left_version": None,
+                "right_version": None,
+                **base_row(c, a.source, {**a.source_base, **a.revert}),
+                **base_row(c, a.target, a.target_base)}
 
-    async def _stage_page(self, side: Side, page: list[Record], seq: int,
-                          pushed: set[str]) -> int:
-        paths = self.flow.read_paths[side]
-        mapped_paths = self.flow.base_paths[side]
-        async with self.db.begin() as conn:
-            ex = await q.excluded(conn, self.integration, self.flow.name, side,
-                                  [r.id for r in page])
-            rows, keys = [], []
-            unreadable: list[Record] = []
-            for rec in page:
-                seq += 1
-                if rec.error is not None:
-                    # a record the connector could not read (Record.error): staged as left
-                    # out, so it is neither merged from fields it does not have nor taken for
-                    # deleted by a complete listing; a record error, read again next run
-                    unreadable.append(rec)
-                    rows.append(dict(
-                        run_id=self.run_id, flow=self.flow.name, side=side, record_id=rec.id,
-                        seq=seq, modified=None, deleted=False, passes=False, excluded=True,
-                        pushed=False, data=dumps({}), hash=value_hash(mapped_paths, {})))
-                    continue
-                data = mapped(paths, rec.fields)
-                deleted = rec.deleted or is_soft_deleted(self.rules, side, rec.fields)
-                rows.append(dict(
-                    run_id=self.run_id, flow=self.flow.name, side=side, record_id=rec.id,
-                    seq=seq, modified=iso(rec.modified), deleted=deleted,
-                    passes=holds(self.rules.filter.get(side, []), rec.fields),
-                    excluded=rec.id in ex, pushed=rec.id in pushed, data=dumps(data),
-                    hash=value_hash(mapped_paths, rec.fields)))
-                if rec.id in ex:
-                    self.c["excluded"] += 1
-                for i, key in enumerate(self.rules.match):
-                    value = normalize(key.normalize, rec.fields.get(getattr(key, side)))
-                    if value is not None:
-                        keys.append(dict(run_id=self.run_id, flow=self.flow.name, side=side,
-                                         record_id=rec.id, key=str(i), value=value))
-            await q.stage(conn, rows, keys)
-        fresh = [r for r in unreadable if r.id not in self.unreadable[side]]
-        if fresh:                       # once per step (a record may be staged twice)
-            batch = Batch(self)
-            for rec in fresh:
-                self.unreadable[side].add(rec.id)
-                batch.error(side, rec.id, rec.error or "")
-            await batch.commit()
-        return seq
-
-    async def _stage_unseen(self, side: Side, seq: int) -> None:
-        """A complete listing: linked records it did not return are gone from that side."""
-        after = 0
-        while True:
-            async with self.db.begin() as conn:
-                rows = await q.unseen_links(conn, self.run_id, self.integration,
-                                            self.flow.name, side, 500, after)
-            if not rows:
-                return
-            after = rows[-1]["id"]
-            ids = [r[f"{side}_id"] for r in rows]
-            seq = await self._stage_page(side, [Record(id=i, fields={}, deleted=True)
-                                                for i in ids], seq, set())
+    async def _approved(self) -> None:
+        c = self.ctx
+        async with c.db.begin() as conn:
+            rows = await q.approved_holds(conn, c.integration, c.flow.name)
+            found = await q.links_by_id(conn, [r["link_id"] for r in rows])
+        if not rows:
+            return
+        uow = UnitOfWork(c)
+        actions = []
+        for hold in rows:
+            uow.dropped_holds.append(hold["id"])
+            link = found.get(hold["link_id"])
+            if link is not None:
+                mark = c.flow.rules.delete.toward(hold["target"]).mark
+                actions.append((plan_approved(link, hold, mark), {}))
+        await self._do(actions, Context(), uow)
 
     # --- the circuit-breaker --------------------------------------------------------------
-    async def _check_breaker(self) -> None:
-        async with self.db.begin() as conn:
-            total = await q.count_links(conn, self.integration, self.flow.name)
-            deletes = await q.count_staged_deletes(conn, self.run_id, self.integration,
-                                                   self.flow.name)
-            self.held = await q.held_links(conn, self.integration, self.flow.name)
-        empty = [s for s in ("left", "right") if self.listed_empty[s]]
-        limit = max(self.rules.delete_threshold_min, self.rules.delete_threshold * total)
-        if total and (empty or deletes > limit):
-            self.hold_deletes = True
-            why = (f"the {' and '.join(empty)} side listed no records at all" if empty else
-                   f"{deletes} of {total} links would be deleted or marked "
-                   f"(threshold {self.rules.delete_threshold:.0%})")
-            self.result.message = f"deletes held: {why}; run `accord approve` to let them go"
-            self.log.warning("deletes.held", reason=why, deletes=deletes, links=total)
+    _breaker_reason: str = ""
 
-    # --- decisions ------------------------------------------------------------------------
-    async def _linked(self) -> None:
-        for side in ("left", "right"):     # a pair met from the left is unstaged on commit
-            await self._linked_side(side)
+    async def _breaker(self) -> None:
+        """Trips when the deletes and marks this step would make exceed the threshold, or a
+        side listed nothing at all. Counted exactly: the planner's own decisions."""
+        c = self.ctx
+        async with c.db.begin() as conn:
+            total = await q.count_links(conn, c.integration, c.flow.name)
+            held = await q.held_links(conn, c.integration, c.flow.name)
+        self.sit = Situation(enforce=c.options.enforce, held=held,
+                             can_create=self._can_create(),
+                             listed_empty=dict(c.reading.listed_empty))
+        if not total:
+            return
+        deletes = 0
+        for side in ("left", "right"):
+            after = 0
+            while True:
+                async with c.db.begin() as conn:
+                    units = await q.staged_linked_chunk(conn, c.run_id, c.integration,
+                                                        c.flow.name, side, after, CHUNK,
+                                                        deleted_only=True)
+                if not units:
+                    break
+                after = units[-1]["seq"]
+                tctx = await self._context(units)
+                for u in units:
+                    recs = self._recs(u)
+                    deletes += sum(isinstance(a, (Delete, Mark))
+                                   for a in plan_pair(c.flow, u["link"], recs, tctx, self.sit))
+        empty = [s for s in ("left", "right") if c.reading.listed_empty[s]]
+        limit = max(c.flow.rules.delete_threshold_min, c.flow.rules.delete_threshold * total)
+        if empty or deletes > limit:
+            self._breaker_reason = (
+                f"the {' and '.join(empty)} side listed no records at all" if empty else
+                f"{deletes} of {total} links would be deleted or marked "
+                f"(threshold {c.flow.rules.delete_threshold:.0%})")
+            self.sit = Situation(enforce=c.options.enforce, held=held, hold_deletes=True,
+                                 can_create=self.sit.can_create,
+                                 listed_empty=self.sit.listed_empty)
 
-    async def _linked_side(self, side: Side) -> None:
+    def _can_create(self) -> dict[Side, bool]:
+        c = self.ctx
+        return {s: c.sides[s].capabilities.entities[c.flow.rules.entity(s)].can_create
+                for s in ("left", "right")}
+
+    # --- linked pairs ---------------------------------------------------------------------
+    @staticmethod
+    def _recs(unit: dict) -> dict[Side, dict | None]:
+        return {s: (unit[s] if unit[s] is not None and not unit[s]["excluded"] else None)
+                for s in ("left", "right")}
+
+    async def _virtual_pairs(self) -> None:
+        """A plan: the pairs a found create links are planned as the run plans them."""
+        c = self.ctx
+        uow = UnitOfWork(c)
+        async with c.db.begin() as conn:
+            found = {s: await q.staged_records(conn, c.run_id, c.flow.name, s,
+                                               [v[f"{s}_id"] for v in self.virtual])
+                     for s in ("left", "right")}
+        tctx = Context(planned=c.options.planned)
+        actions: list[tuple[Action, dict]] = []
+        for link in self.virtual:
+            recs = {s: found[s].get(link[f"{s}_id"]) for s in ("left", "right")}
+            recs = {s: (r if r is not None and not r["excluded"] else None)
+                    for s, r in recs.items()}
+            source, revert = link["revert"]
+            if revert and recs[source] is not None:     # read after the run's write-back
+                data = {**recs[source]["data"], **revert}
+                recs[source] = {**recs[source], "data": data,
+                                "hash": value_hash(c.flow.base_paths[source], data)}
+            for s in ("left", "right"):
+                uow.handled[s].append(link[f"{s}_id"])
+            actions += [(a, {}) for a in plan_pair(c.flow, link, recs, tctx, self.sit)]
+        self.virtual = []
+        await self._do(actions, tctx, uow)
+
+    async def _linked(self, side: Side) -> None:
+        c = self.ctx
+        if self.virtual:
+            await self._virtual_pairs()
         after = 0
         while True:
-            async with self.db.begin() as conn:
-                units = await q.staged_linked_chunk(conn, self.run_id, self.integration,
-                                                    self.flow.name, side, after, CHUNK)
+            async with c.db.begin() as conn:
+                units = await q.staged_linked_chunk(conn, c.run_id, c.integration,
+                                                    c.flow.name, side, after, CHUNK)
             if not units:
                 return
             after = units[-1]["seq"]
-            batch = Batch(self)
-            ctx = await self._context(units)
-            sem = asyncio.Semaphore(self.rules.concurrency)
+            uow = UnitOfWork(c)
+            tctx = await self._context(units)
+            stuck = await self._quarantined([r for u in units for r in self._recs(u).values()
+                                             if r is not None])
+            actions: list[tuple[Action, dict]] = []
+            for u in units:
+                recs = self._recs(u)
+                for s, r in recs.items():
+                    if u[s] is not None:
+                        uow.handled[s].append(u[s]["record_id"])
+                hashes = {(s, r["record_id"]): r["hash"] for s, r in recs.items()
+                          if r is not None}
+                if any(k in stuck for k in hashes):
+                    k = next(k for k in hashes if k in stuck)
+                    actions.append((Skip(k[0], k[1], "quarantined"), {}))
+                    continue
+                for a in plan_pair(c.flow, u["link"], recs, tctx, self.sit):
+                    actions.append((a, hashes))
+            await self._do(actions, tctx, uow)
 
-            async def one(unit):
-                async with sem:
-                    await pairs.linked_unit(self, batch, unit, ctx)
-            results = await asyncio.gather(*(one(u) for u in units), return_exceptions=True)
-            crash = [r for r in results if isinstance(r, BaseException)
-                     and not isinstance(r, Exception)]
-            if crash:
-                raise crash[0]
-            await batch.commit()
-            self._tick()
-            for r in results:
-                if isinstance(r, Exception):
-                    raise r
-
+    # --- records with no link -------------------------------------------------------------
     async def _unlinked(self, side: Side) -> None:
+        c = self.ctx
         after = 0
         while True:
-            async with self.db.begin() as conn:
-                recs = await q.staged_unlinked_chunk(conn, self.run_id, self.integration,
-                                                     self.flow.name, side, after, CHUNK)
+            async with c.db.begin() as conn:
+                recs = await q.staged_unlinked_chunk(conn, c.run_id, c.integration,
+                                                     c.flow.name, side, after, CHUNK)
             if not recs:
                 return
             after = recs[-1]["seq"]
-            batch = Batch(self)
-            ctx = await self._context([{side: r} for r in recs])
-            try:
-                await create.unlinked_chunk(self, batch, side, recs, ctx)
-            except Exception:
-                await batch.commit()    # keep what was created before the fault
-                raise
-            await batch.commit()
-            self._tick()
+            uow = UnitOfWork(c)
+            tctx = await self._context([{side: r} for r in recs])
+            actions = await self._plan_unlinked(side, recs, tctx, uow)
+            await self._do(actions, tctx, uow)
+
+    async def _plan_unlinked(self, side: Side, recs: list[dict], tctx: Context,
+                             uow: UnitOfWork) -> list[tuple[Action, dict]]:
+        c = self.ctx
+        target = other(side)
+        out: list[tuple[Action, dict]] = []
+        active = []
+        for r in recs:
+            if r["excluded"] or r["deleted"]:
+                continue
+            if not r["passes"]:
+                out.append((Skip(side, r["record_id"], "filtered"), {}))
+            elif r["record_id"] in self.claimed[side]:
+                continue            # linked by a record of the other side in this plan
+            elif r["record_id"] in self.blocked[side]:
+                out.append((Skip(side, r["record_id"], "unresolved_create"), {}))
+            else:
+                active.append(r)
+        if not active:
+            return out
+        async with c.db.begin() as conn:
+            parked = await q.parked_hashes(conn, c.integration, c.flow.name, side,
+                                           [r["record_id"] for r in active])
+        mark = {r["record_id"]: f"{r['hash']}:{c.fingerprint}" for r in active}
+        quiet = {r["record_id"] for r in active if not r["pushed"]
+                 and parked.get(r["record_id"]) == mark[r["record_id"]]}
+        c.counts["unchanged"] += len(quiet)
+        active = [r for r in active if r["record_id"] not in quiet]
+        stuck = await self._quarantined(active, side)
+        for r in active:
+            if (side, r["record_id"]) in stuck:
+                out.append((Skip(side, r["record_id"], "quarantined"), {}))
+        active = [r for r in active if (side, r["record_id"]) not in stuck]
+        if not active:
+            return out
+        found = await match.candidates(c, side, active)
+        taken = found.linked | self.claimed[target]
+        for r in active:
+            cands = found.by_record.get(r["record_id"], [])
+            a = plan_unlinked(c.flow, side, r, cands, taken, mark[r["record_id"]], tctx,
+                              self.sit, r["record_id"] in found.partner_ambiguous)
+            if isinstance(a, Link):
+                partner = a.ids[target]
+                taken = taken | {partner}
+                self.claimed[target].add(partner)
+                uow.handled[target].append(partner)
+            out.append((a, {(side, r["record_id"]): r["hash"]}))
+        return out
+
+    async def _quarantined(self, recs: list[dict], side: Side | None = None
+                           ) -> set[tuple[Side, str]]:
+        """Records whose error is quarantined and that did not change since it was."""
+        c = self.ctx
+        by_side: dict[Side, dict[str, str]] = {"left": {}, "right": {}}
+        for r in recs:
+            s = side or r.get("side")
+            if s:
+                by_side[s][r["record_id"]] = r["hash"]
+        out: set[tuple[Side, str]] = set()
+        for s, hashes in by_side.items():
+            if not hashes:
+                continue
+            async with c.db.begin() as conn:
+                stuck = await q.quarantined(conn, c.integration, c.flow.name, s, list(hashes))
+            out |= {(s, rid) for rid, h in stuck.items() if h == hashes[rid]}
+        return out
 
     async def _context(self, units: list[dict]) -> Context:
         """Reference lists, and the link maps that translate this chunk's reference fields."""
-        ctx = Context(options={})
+        c = self.ctx
+        tctx = Context(options={})
         for side in ("left", "right"):
-            ctx.options.update(self.reference.get(side, {}))
-        for fld in self.flow.fields:
+            tctx.options.update(c.reference.get(side, {}))
+        tctx.planned = c.options.planned
+        for fld in c.flow.fields:
             if not fld.ref:
                 continue
             for side in ("left", "right"):
@@ -326,26 +403,7 @@ class FlowStep:
                 values += [q.decode_base(u["link"], side).get(fld.path(side)) for u in units
                            if "link" in u]
                 values = [v for v in values if v]
-                async with self.db.begin() as conn:
-                    ctx.options[(fld.ref, side)] = await q.link_map(
-                        conn, self.integration, fld.ref, side, values)
-        return ctx
-
-    # --- crash recovery -------------------------------------------------------------------
-    async def _resolve_intents(self) -> None:
-        async with self.db.begin() as conn:
-            pending = await q.pending_intents(conn, self.integration, self.flow.name)
-        if pending:
-            batch = Batch(self)
-            for intent in pending:
-                await create.resolve_intent(self, batch, intent)
-            await batch.commit()
-
-    async def _approved_holds(self) -> None:
-        async with self.db.begin() as conn:
-            rows = await q.approved_holds(conn, self.integration, self.flow.name)
-        if rows:
-            batch = Batch(self)
-            for row in rows:
-                await pairs.approved_delete(self, batch, row)
-            await batch.commit()
+                async with c.db.begin() as conn:
+                    tctx.options[(fld.ref, side)] = await q.link_map(
+                        conn, c.integration, fld.ref, side, values)
+        return tctx

@@ -29,6 +29,10 @@ class Context:
     options: dict[str, Any] = field(default_factory=dict)
     records: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = "left"
+    # a plan: partners an earlier flow of the same plan would link or create, by (flow,
+    # side) then id; ``pending`` collects those a decision used (it waits for them)
+    planned: dict[Any, dict[str, str]] = field(default_factory=dict)
+    pending: set[str] = field(default_factory=set)
 
     def source_record(self) -> Mapping[str, Any]:
         return self.records.get(self.source) or {}

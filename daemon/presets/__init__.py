@@ -4,7 +4,8 @@ A preset holds ``[options]`` (defaults the user's ``options`` table overrides), 
 ``jobs`` and ``guards``. Any field, flow override, job or guard may carry
 ``when = "option"`` or ``when = "not option"``; it is kept only when that holds.
 A flow's ``[[flows.overrides]]`` entries replace flow keys when their ``when`` holds.
-A flow may carry ``when`` too (a flow an option turns off).
+A flow may carry ``when`` too (a flow an option turns off); the preset's jobs of a flow that
+is turned off go with it (a user's own job naming a missing flow is still an error).
 A ``[schedule]`` table is the integration's default schedule (the user's keys win).
 """
 from __future__ import annotations
@@ -78,6 +79,8 @@ def expand(spec: dict[str, Any], where: str) -> dict[str, Any]:
     if "schedule" in preset:            # the preset's schedule, each key the user's if given
         out["schedule"] = {**preset["schedule"], **(spec.get("schedule") or {})}
     out["flows"] = flows + list(user_flows.values())
-    out["jobs"] = _keep(preset.get("jobs", []), options) + list(spec.get("jobs", []))
+    kept = {f.get("name") for f in out["flows"]}
+    out["jobs"] = [j for j in _keep(preset.get("jobs", []), options)
+                   if j.get("flow") in kept] + list(spec.get("jobs", []))
     out["guards"] = _keep(preset.get("guards", []), options) + list(spec.get("guards", []))
     return out

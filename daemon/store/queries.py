@@ -158,18 +158,33 @@ def _staged_row(row) -> dict:
     return out
 
 
+async def staged_records(conn: AsyncConnection, run_id: int, flow: str, side: str,
+                         ids: Sequence[str]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for part in _chunks(list(ids)):
+        rows = await conn.execute(select(staged).where(
+            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
+            staged.c.record_id.in_(part)))
+        out.update({r["record_id"]: _staged_row(r) for r in rows.mappings()})
+    return out
+
+
 async def staged_linked_chunk(conn: AsyncConnection, run_id: int, integration: str, flow: str,
-                              side: str, after_seq: int, limit: int) -> list[dict]:
+                              side: str, after_seq: int, limit: int,
+                              deleted_only: bool = False) -> list[dict]:
     """The next staged records of ``side`` that have a link (after ``after_seq``), each with
     its link and the partner's staged record if there is one. Keyset on ``seq``: every call
-    reads only its own chunk, so a step is linear in the number of staged records."""
+    reads only its own chunk, so a step is linear in the number of staged records.
+    ``deleted_only``: just the records staged as deleted (the circuit-breaker's count)."""
     col = links.c.left_id if side == "left" else links.c.right_id
+    extra = [staged.c.deleted.is_(True)] if deleted_only else []
     rows = (await conn.execute(
         select(staged, links.c.id.label("link_id")).join(links, and_(
             links.c.integration == integration, links.c.flow == flow,
             col == staged.c.record_id)).where(
             staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
-            staged.c.seq > after_seq).order_by(staged.c.seq).limit(limit))).mappings().all()
+            staged.c.seq > after_seq, *extra).order_by(staged.c.seq).limit(limit))
+            ).mappings().all()
     if not rows:
         return []
     link_rows = (await conn.execute(select(links).where(
@@ -266,15 +281,73 @@ async def pending_intents(conn: AsyncConnection, integration: str, flow: str) ->
     return [{**r, "keys": loads(r["keys"])} for r in rows.mappings()]
 
 
-async def record_errors(conn: AsyncConnection, rows: list[dict]) -> None:
-    """Upsert record errors (counting repeats)."""
+async def record_errors(conn: AsyncConnection, rows: list[dict],
+                        quarantine_after: int | None = None) -> None:
+    """Upsert record errors. ``count`` is how many runs in a row the record failed the same
+    way (the same message); at ``quarantine_after`` a retried error is quarantined: no longer
+    read again every run, until the record changes (its hash moves) or ``accord retry``."""
     for row in rows:
         key = [errors.c[k] == row[k] for k in ("integration", "flow", "side", "record_id")]
-        done = await conn.execute(update(errors).where(*key).values(
+        old = (await conn.execute(select(errors.c.message, errors.c.count, errors.c.run_id)
+                                  .where(*key))).first()
+        if old is None:
+            await conn.execute(insert(errors).values(**row, count=1, quarantined=False))
+            continue
+        if old.run_id == row["run_id"]:
+            count = old.count                    # a second error of the same run
+        else:
+            count = old.count + 1 if old.message == row["message"] else 1
+        quarantined = bool(row["retry"] and quarantine_after and count >= quarantine_after)
+        await conn.execute(update(errors).where(*key).values(
             message=row["message"], retry=row["retry"], run_id=row["run_id"],
-            updated_at=row["updated_at"], count=errors.c.count + 1))
-        if done.rowcount == 0:
-            await conn.execute(insert(errors).values(**row, count=1))
+            updated_at=row["updated_at"], count=count, quarantined=quarantined,
+            hash=row.get("hash")))
+
+
+async def quarantined(conn: AsyncConnection, integration: str, flow: str, side: str,
+                      ids: Sequence[str]) -> dict[str, str | None]:
+    """The quarantined records among ``ids``, with the hash they had when they failed."""
+    out: dict[str, str | None] = {}
+    for part in _chunks(list(ids)):
+        rows = await conn.execute(select(errors.c.record_id, errors.c.hash).where(
+            errors.c.integration == integration, errors.c.flow == flow,
+            errors.c.side == side, errors.c.quarantined.is_(True),
+            errors.c.record_id.in_(part)))
+        out.update(dict(rows.all()))
+    return out
+
+
+async def retry(conn: AsyncConnection, integration: str, flow: str | None = None,
+                side: str | None = None, ids: Sequence[str] | None = None) -> int:
+    """Lift quarantine (and unresolvable creates) so the next run tries these records again:
+    every record error of the integration, or of a flow, or of some records."""
+    cond = [errors.c.integration == integration]
+    icond = [intents.c.integration == integration]
+    if flow:
+        cond.append(errors.c.flow == flow)
+        icond.append(intents.c.flow == flow)
+    if side:
+        cond.append(errors.c.side == side)
+    if ids is not None:
+        cond.append(errors.c.record_id.in_(list(ids)))
+        icond.append(intents.c.source_id.in_(list(ids)))
+    done = await conn.execute(update(errors).where(*cond).values(
+        quarantined=False, count=0, retry=True))
+    # an unresolvable create someone looked into: the record may be created again
+    unresolved = select(reviews.c.record_id).where(
+        reviews.c.integration == intents.c.integration, reviews.c.flow == intents.c.flow,
+        reviews.c.record_id == intents.c.source_id).exists()
+    stuck = (await conn.execute(select(intents.c.flow, intents.c.source_id).where(
+        *icond, unresolved))).all()
+    for f, sid in stuck:
+        await conn.execute(delete(intents).where(
+            intents.c.integration == integration, intents.c.flow == f,
+            intents.c.source_id == sid))
+        await conn.execute(delete(reviews).where(
+            reviews.c.integration == integration, reviews.c.flow == f,
+            reviews.c.record_id == sid))
+    gone = len(stuck)
+    return (done.rowcount or 0) + (gone or 0)
 
 
 async def clear_errors(conn: AsyncConnection, integration: str, flow: str, side: str,
@@ -288,7 +361,7 @@ async def revisit_ids(conn: AsyncConnection, integration: str, flow: str, side: 
     """Records to read again by id: failed writes and exclusions that were lifted."""
     a = await conn.execute(select(errors.c.record_id).where(
         errors.c.integration == integration, errors.c.flow == flow, errors.c.side == side,
-        errors.c.retry.is_(True)))
+        errors.c.retry.is_(True), errors.c.quarantined.is_(False)))
     b = await conn.execute(select(exclusions.c.record_id).where(
         exclusions.c.integration == integration, exclusions.c.flow == flow,
         exclusions.c.side == side, exclusions.c.mode == "revisit"))
@@ -376,6 +449,14 @@ async def add_audit(conn: AsyncConnection, rows: list[dict]) -> None:
     if rows:
         await conn.execute(insert(audit), [
             {**r, "old": dumps(r["old"]), "new": dumps(r["new"])} for r in rows])
+
+
+async def links_by_id(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, dict]:
+    out: dict[int, dict] = {}
+    for part in _chunks(list(ids)):
+        rows = await conn.execute(select(links).where(links.c.id.in_(part)))
+        out.update({r["id"]: dict(r) for r in rows.mappings()})
+    return out
 
 
 async def links_of(conn: AsyncConnection, integration: str, flow: str, after: int,

@@ -106,6 +106,18 @@ async def current(url: str | AsyncEngine) -> str | None:
         return await conn.run_sync(lambda c: _state(c)[0])
 
 
+async def describe(url: str) -> tuple[str | None, bool]:
+    """(revision, has accord's tables) without changing anything: ``accord check``."""
+    async with _engine(url) as engine, engine.connect() as conn:
+        rev, tables = await conn.run_sync(_state)
+    return rev, bool(tables)
+
+
+def known(rev: str) -> bool:
+    """A revision this accord has a script for."""
+    return _known(rev)
+
+
 def _known(rev: str) -> bool:
     try:
         return _scripts().get_revision(rev) is not None

@@ -60,6 +60,7 @@ class Staged(SQLModel, table=True):
     pushed: bool = False        # brought in by an explicit push (UL-3)
     data: str = Field(sa_column=Column(Text, nullable=False))
     hash: str
+    version: Optional[str] = None   # as read: a conditional write checks it (revision 0003)
 
 
 class StagedKey(SQLModel, table=True):
@@ -130,9 +131,13 @@ class RecordError(SQLModel, table=True):
     record_id: str = Field(primary_key=True)
     message: str
     retry: bool = True          # re-read next run (write failures); False: shown only
-    count: int = 1
+    count: int = 1              # runs in a row it failed the same way
     run_id: int
     updated_at: datetime = Field(sa_type=TZ)
+    # quarantined: failed the same way ``quarantine_after`` runs in a row; no longer re-read
+    # every run, retried when the record's hash moves from ``hash`` or by ``accord retry``
+    quarantined: bool = False
+    hash: Optional[str] = None
 
 
 class Exclusion(SQLModel, table=True):
@@ -198,6 +203,44 @@ class Push(SQLModel, table=True):
     side: str = Field(primary_key=True)
     record_id: str = Field(primary_key=True)
     created_at: datetime = Field(sa_type=TZ)
+
+
+class Gate(SQLModel, table=True):
+    """Something that stops an integration (or one flow) until a person approves it: a first
+    run waiting for confirmation (its plan kept in ``detail``), a system that is not the
+    instance the state was built with. The circuit-breaker's held deletes are the third kind,
+    kept per link in ``held_deletes``."""
+    __tablename__ = "gates"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    integration: str = Field(index=True)
+    flow: str = ""              # "" for the whole integration
+    kind: str                   # first_run | instance
+    message: str
+    detail: str = Field(default="{}", sa_column=Column(Text, nullable=False))   # JSON
+    approved: bool = False
+    created_at: datetime = Field(sa_type=TZ)
+    approved_at: Optional[datetime] = Field(default=None, sa_type=TZ)
+
+
+class Instance(SQLModel, table=True):
+    """The identity of the system each side of an integration reached when its state was
+    built (Connector.identity())."""
+    __tablename__ = "instances"
+    integration: str = Field(primary_key=True)
+    side: str = Field(primary_key=True)
+    identity: str
+    updated_at: datetime = Field(sa_type=TZ)
+
+
+class FlowState(SQLModel, table=True):
+    """Per flow: the fingerprint of its mapped fields when its links were last brought up to
+    date; a different one means new or changed fields to back-fill."""
+    __tablename__ = "flow_state"
+    integration: str = Field(primary_key=True)
+    flow: str = Field(primary_key=True)
+    fields: str = Field(sa_column=Column(Text, nullable=False))   # JSON: the field rules
+    fingerprint: str
+    updated_at: datetime = Field(sa_type=TZ)
 
 
 metadata = SQLModel.metadata

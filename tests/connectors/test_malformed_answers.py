@@ -295,6 +295,53 @@ async def test_ssm_a_create_answered_without_an_id_has_an_unknown_outcome():
     assert "POST /api/v4/products" in info.value.message and "no id" in info.value.message
 
 
+async def test_a_malformed_answer_to_a_request_that_is_not_idempotent_has_an_unknown_outcome():
+    """A write was sent and may have been applied: its unreadable answer is never a plain
+    UnavailableError (which would tell the engine nothing was written), nor sent again."""
+    from connectors.http import HttpClient, Response
+    http = HttpClient("https://x.test", system="x", attempts=3, max_wait=0.01)
+    await http.start()
+    try:
+        with mocked() as m:
+            m.post("https://x.test/w", body="Service temporarily in maintenance mode.",
+                   content_type="text/plain", repeat=True)
+            with pytest.raises(OutcomeUnknownError,
+                               match=r"x: POST /w: answered text \(40 bytes\) instead of JSON "
+                                     r"\(outcome unknown"):
+                await http.request("POST", "/w", json={})
+            assert http.requests == 1
+            with pytest.raises(UnavailableError) as info:   # a POST that reads: unavailable
+                await http.request("POST", "/w", json={}, idempotent=True)
+            assert http.requests == 2
+    finally:
+        await http.close()
+    assert "outcome unknown" not in info.value.message
+    written = Response(200, {}, ["not", "a", "record"], "POST /w", "x", idempotent=False)
+    with pytest.raises(OutcomeUnknownError, match="x: POST /w: expected a JSON object"):
+        written.object()
+    read = Response(200, {}, ["not", "a", "record"], "GET /r", "x")
+    with pytest.raises(UnavailableError, match="x: GET /r: expected a JSON object"):
+        read.object()
+
+
+async def test_a_create_whose_answer_is_cut_short_is_stored_once_with_an_unknown_outcome():
+    sb = ProspectSandbox(seed=2, records=0)
+    await sb.start()
+    c = ProspectCrmConnector("crm", ProspectCrmConnector.Settings(
+        base_url=sb.url, token="sandbox-token", attempts=3, max_wait=0.01))
+    await c.start()
+    try:
+        sb.faults.garbage_next(1, "truncated")
+        with pytest.raises(OutcomeUnknownError) as info:
+            await c.create("companies", {"Name": "Cut Ltd"})
+    finally:
+        await c.close()
+        await sb.stop()
+    assert info.value.message.startswith("crm: POST /Companies: answered a body cut short")
+    assert [v["Name"] for v in sb.data["Companies"].values()] == ["Cut Ltd"]
+    assert sb.writes() == 1
+
+
 def test_an_html_page_is_named_by_its_title_or_first_heading_and_kept_short():
     assert html_summary(BAD_GATEWAY_PAGE) == 'an HTML page "502 Bad Gateway"'
     assert html_summary("<html><body><H2 class=x>Service <b>Unavailable</b></H2>") \

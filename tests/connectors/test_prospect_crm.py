@@ -13,7 +13,8 @@ import aiohttp
 import pytest
 from aioresponses import aioresponses
 
-from connectors.base import AuthError, NotFoundError, RecordError, UnavailableError
+from connectors.base import (AuthError, NotFoundError, OutcomeUnknownError, RecordError,
+                             UnavailableError)
 from connectors.prospect_crm import ProspectCrmConnector
 from connectors.prospect_crm.sandbox import ProspectSandbox
 from connectors.sandbox import Clock
@@ -279,12 +280,15 @@ async def test_contacts_carry_their_company_id(connector, sandbox):
     assert info.value.fields == ("Email",)
 
 
-async def test_a_write_answered_500_after_commit_is_applied(connector, sandbox):
+async def test_a_write_answered_500_after_commit_is_applied_and_not_sent_again(connector,
+                                                                              sandbox):
     rec = await connector.create("companies", {"Name": "Committed Ltd"})
     sandbox.faults.fail_after_commit(3)
-    with pytest.raises(UnavailableError):
+    sandbox.reset_hits()
+    with pytest.raises(OutcomeUnknownError):
         await connector.update("companies", rec.id, {"Telephone": "01000 000000"})
     assert sandbox.data["Companies"][int(rec.id)]["Telephone"] == "01000 000000"
+    assert sandbox.count("PATCH") == 1
 
 
 def test_seed_and_touch_are_deterministic():
@@ -431,3 +435,12 @@ async def test_unit_keyset_uses_the_server_timestamp_verbatim_and_guards_loops(u
     assert len(pages) == 1 and "did not advance" in str(info.value)
     assert len(urls) == 2 and "$filter" not in urls[0]
     assert "gt+2025-03-01T09:00:00.1234567Z" in urls[1].replace("%20", "+")
+
+
+async def test_unit_identity_without_a_tenant_singleton_is_a_hash_of_the_token(unit):
+    with mocked() as m:
+        m.get(re.compile(r"https://crm\.test/Tenant.*"), status=404,
+              payload={"error": {"code": "NotFound", "message": "No resource."}})
+        identity = await unit.identity()
+    assert identity.startswith("prospect_crm:token/") and len(identity) == 35
+    assert "pat-123" not in identity

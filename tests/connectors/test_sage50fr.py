@@ -312,3 +312,44 @@ match = [{{ left = "ACCOUNT_CODE", right = "code" }}]
         assert len(app.connectors["crm"].data["companies"]) == 3
     finally:
         await app.close()
+
+
+# --- identity ------------------------------------------------------------------------------------
+
+async def test_identity_is_the_file_and_its_company_file_id(connector, sandbox):
+    identity = await connector.identity()
+    assert identity == await connector.identity()
+    assert identity == (f"sqlite:///{sandbox.path.resolve()} "
+                        f"(COMPANY_FILE.FILE_ID {sandbox.instance_id})")
+
+
+async def test_a_file_generated_again_at_the_same_path_is_another_instance(tmp_path):
+    path = tmp_path / "regen.sqlite"
+    ids = []
+    for _ in range(2):
+        sb = Sage50FrSandbox(seed=7, records=2, clock=Clock(T0), path=path)
+        await sb.start()
+        c = make(sb.url, tmp_path)
+        await c.start()
+        try:
+            ids.append(await c.identity())
+        finally:
+            await c.close()
+            await sb.stop()
+        path.unlink()
+    assert ids[0] != ids[1] and all(str(path.resolve()) in i for i in ids)
+
+
+async def test_a_database_without_the_default_marker_is_named_by_its_location(tmp_path):
+    path = tmp_path / "plain.sqlite"
+    sb = Sage50FrSandbox(seed=7, records=1, clock=Clock(T0), path=path)
+    await sb.start()
+    await sb.stop()
+    with sqlite3.connect(path) as db:           # a Sage version without that table
+        db.execute("DROP TABLE COMPANY_FILE")
+    c = make(f"sqlite:///{path}", tmp_path)
+    await c.start()
+    try:
+        assert await c.identity() == f"sqlite:///{path.resolve()}"
+    finally:
+        await c.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import make_url
@@ -382,3 +382,63 @@ def test_settings_refuse_contradictions():
         SqlConnector.Settings(url="sqlite:///x", timezone="Mars/Olympus", entities={})
     with pytest.raises(ValueError):
         SqlConnector.Settings(url="sqlite:///x", entities={}, colour="red")
+
+
+# --- the database's clock and identity ---------------------------------------------------------
+
+async def test_clock_is_the_databases_own_time_in_utc(connector):
+    """Not the connector's injected clock (at T0): the database's CURRENT_TIMESTAMP."""
+    now = await connector.clock()
+    assert now.utcoffset() == timedelta(0)
+    assert abs(now - datetime.now(timezone.utc)) < timedelta(seconds=5)
+
+
+async def test_clock_is_none_when_the_database_cannot_be_reached(tmp_path):
+    c = SqlConnector("erp", SqlConnector.Settings(
+        url=f"sqlite:///{tmp_path}/gone.sqlite", entities={}, state_path=tmp_path / "s.sqlite"))
+    await c.start()
+    try:
+        assert await c.clock() is None
+        with pytest.raises(UnavailableError):
+            await c.identity()
+    finally:
+        await c.close()
+
+
+async def test_identity_names_the_database_and_never_its_credentials(connector, db, tmp_path):
+    identity = await connector.identity()
+    assert identity == await connector.identity()
+    if db.backend == "sqlite":
+        assert identity == f"sqlite:///{(tmp_path / 'erp.sqlite').resolve()}"
+        return
+    url = make_url(db.url)
+    assert identity.startswith(f"postgresql://{url.host}:{url.port or 5432}/{url.database} "
+                               "(oid ") or identity.startswith(
+        f"postgresql://{url.host}/{url.database} (oid ")
+    assert (url.username or "@") not in identity.split("//", 1)[1].split("/", 1)[0]
+    if url.password:
+        assert url.password not in identity
+
+
+async def test_identity_marker_tells_a_database_made_again_in_the_same_place(db, tmp_path):
+    await db.insert("NOTE", ID=1, BODY="file-0001")
+    c = db.connector(tmp_path, identity_marker={"table": "NOTE", "column": "BODY"})
+    await c.start()
+    try:
+        first = await c.identity()
+        assert first.endswith(" (NOTE.BODY file-0001)")
+        await db.delete("NOTE", 1)                     # the "same" database, made again
+        await db.insert("NOTE", ID=1, BODY="file-0002")
+        assert await c.identity() != first
+    finally:
+        await c.close()
+
+
+async def test_a_named_identity_marker_that_does_not_exist_is_a_config_error(db, tmp_path):
+    c = db.connector(tmp_path, identity_marker={"table": "COMPANY", "column": "GUID"})
+    await c.start()
+    try:
+        with pytest.raises(SqlConfigError, match="identity_marker: COMPANY.GUID"):
+            await c.identity()
+    finally:
+        await c.close()

@@ -24,14 +24,16 @@ async def test_idle_third_run_reads_one_change_query_per_entity_and_writes_nothi
     - Unleashed: customers -> one ``GET /Customers/1?...orderBy=LastModifiedOn...``; contacts
       -> one more such listing (Unleashed has no contact listing: the connector lists the
       customers changed since the cursor), plus one ``GET /Customers/{guid}/Contacts`` for each
-      customer that listing returns. On an idle pair that is only the customer(s) inside the
-      cursor's 60 s overlap window (re-read on purpose; here exactly one, the most recently
-      modified customer), not every customer.
+      customer that listing returns. On an idle pair that is none: the cursor stands at the
+      previous run's signpost (Unleashed's clock when it read), so the 60 s overlap window
+      before it holds nothing the first sync wrote once the runs are minutes apart.
     - Prospect CRM: one ``GET /Companies?$filter=LastUpdatedTimestamp ge ...&$orderby=...`` and
       one ``GET /Contacts?...`` likewise.
     Extra reads, counted separately:
     - ``check()``: Unleashed ``GET /Customers/1?pageSize=1``, Prospect ``GET /Companies?$top=1``.
-    - UL-6 guards: the two guards each ask the Unleashed account facts: 2 x ``GET /Companies``.
+    - UL-6 guards: the two guards each ask the Unleashed account facts: 2 x ``GET /Companies``;
+      and which instance it reaches (its company Guid): one more.
+    - Prospect: which instance it reaches: ``GET /Tenant``.
     - reference lists: Unleashed ``GET /SalesPersons/1`` (salespersons, UL-5) and Prospect
       ``GET /Users`` (users), once per run each.
     """
@@ -53,18 +55,14 @@ async def test_idle_third_run_reads_one_change_query_per_entity_and_writes_nothi
     listings = [h for h in ul if h.path == "/Customers/1" and _is_listing(h)]
     assert len(listings) == 2                          # customers, contacts: one each
     assert all("modifiedSince" in h.query for h in listings)   # incremental, not full
-    newest = max(c["LastModifiedOn"] for c in env.ul.customers.values())
-    in_overlap = [g for g, c in env.ul.customers.items()
-                  if c["LastModifiedOn"] >= newest - timedelta(seconds=60)]
     contact_reads = [h for h in ul if h.path.endswith("/Contacts")]
-    assert len(in_overlap) == 1
-    assert [h.path for h in contact_reads] == [f"/Customers/{g}/Contacts" for g in in_overlap]
+    assert contact_reads == []                  # nothing re-read from the overlap window
     checks = [h for h in ul if h.path == "/Customers/1" and not _is_listing(h)]
     assert [h.query for h in checks] == ["pageSize=1"]
-    assert [h.path for h in ul if h.path == "/Companies"] == ["/Companies"] * 2   # UL-6 guards
+    assert [h.path for h in ul if h.path == "/Companies"] == ["/Companies"] * 3   # guards, id
     assert [h.path for h in ul if h.path.lower().startswith("/salespersons")] == [
         "/SalesPersons/1"]
-    assert len(ul) == 2 + len(contact_reads) + 1 + 2 + 1        # nothing else
+    assert len(ul) == 2 + 1 + 3 + 1                             # nothing else
 
     # --- Prospect CRM ---
     crm = env.crm.hits
@@ -75,7 +73,8 @@ async def test_idle_third_run_reads_one_change_query_per_entity_and_writes_nothi
     checks = [h for h in crm if h.path == "/Companies" and not _is_listing(h)]
     assert len(checks) == 1 and "$top=1" in checks[0].query
     assert [h.path for h in crm if h.path == "/Users"] == ["/Users"]
-    assert len(crm) == 2 + 1 + 1                                # nothing else
+    assert [h.path for h in crm if h.path == "/Tenant"] == ["/Tenant"]
+    assert len(crm) == 2 + 1 + 1 + 1                            # nothing else
 
     # --- the run's own account of it ---
     for step in third.steps:

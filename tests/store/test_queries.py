@@ -76,15 +76,34 @@ async def test_record_errors_upsert_count_and_retry_boolean(db):
                retry=True, run_id=1, updated_at=AT)
     async with db.begin() as conn:
         await q.record_errors(conn, [row])
-        await q.record_errors(conn, [{**row, "message": "422 again", "run_id": 2}])
+        await q.record_errors(conn, [{**row, "run_id": 2}])        # the same way: counted
+        await q.record_errors(conn, [{**row, "run_id": 2}])        # twice in a run: once
+        (r1,) = [dict(r) for r in (await conn.execute(select(q.errors).where(
+            q.errors.c.record_id == "R1"))).mappings()]
+        assert r1["count"] == 2
+        await q.record_errors(conn, [{**row, "message": "422 again", "run_id": 3}])
         await q.record_errors(conn, [{**row, "record_id": "R2", "retry": False}])
         (r1,) = [dict(r) for r in (await conn.execute(select(q.errors).where(
             q.errors.c.record_id == "R1"))).mappings()]
-        assert (r1["count"], r1["message"], r1["retry"]) == (2, "422 again", True)
+        # another way of failing starts the count again
+        assert (r1["count"], r1["message"], r1["retry"]) == (1, "422 again", True)
         assert await q.revisit_ids(conn, I, F, "right") == ["R1"]
         await q.clear_errors(conn, I, F, "right", ["R1", "R2"], only_retry=True)
         left = (await conn.execute(select(q.errors.c.record_id, q.errors.c.retry))).all()
         assert [tuple(r) for r in left] == [("R2", False)]
+
+
+async def test_record_errors_failing_the_same_way_n_runs_in_a_row_are_quarantined(db):
+    row = dict(integration=I, flow=F, side="right", record_id="R1", message="422",
+               retry=True, run_id=1, updated_at=AT, hash="h1")
+    async with db.begin() as conn:
+        for run in range(1, 4):
+            await q.record_errors(conn, [{**row, "run_id": run}], quarantine_after=3)
+        assert await q.quarantined(conn, I, F, "right", ["R1"]) == {"R1": "h1"}
+        assert await q.revisit_ids(conn, I, F, "right") == []      # not re-read every run
+        assert await q.retry(conn, I, F, "right", ["R1"]) == 1
+        assert await q.quarantined(conn, I, F, "right", ["R1"]) == {}
+        assert await q.revisit_ids(conn, I, F, "right") == ["R1"]
 
 
 async def test_staging_the_union_of_linked_records_and_unlinked_ones(db):

@@ -39,8 +39,8 @@ async def proxy(tryton_server):
     await p.stop()
 
 
-def make_connector(url: str, database: str, password: str = PASSWORD,
+def make_connector(url: str, database: str, password: str = PASSWORD, login: str = "admin",
                    **settings) -> TrytonConnector:
     return TrytonConnector("tryton", TrytonConnector.Settings(
-        base_url=url, database=database, login="admin", password=password,
+        base_url=url, database=database, login=login, password=password,
         attempts=3, max_wait=0.05, **settings))

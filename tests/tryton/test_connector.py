@@ -13,7 +13,7 @@ from connectors.base import AuthError, NotFoundError, RecordError
 from connectors.tryton.wire import decode, encode, error_message
 from tests.connector_contract import ConnectorContract
 from tests.tryton.conftest import make_connector
-from tests.tryton.server import SyncRpc
+from tests.tryton.server import PASSWORD, SyncRpc
 
 
 @pytest.fixture(scope="module")
@@ -278,30 +278,6 @@ async def test_concurrent_calls_share_one_new_login(connector):
     assert connector.logins == 2          # one new login for the five refused calls
 
 
-async def test_an_edit_between_read_and_write_is_a_concurrency_record_error(
-        connector, tryton_server, shared_db):
-    """Updates carry Tryton's ``_timestamp``: a user's edit made after the connector read
-    the record makes Tryton answer ConcurrencyException (HTTP 200, an ``error`` member),
-    which becomes a record error with Tryton's message; nothing is overwritten."""
-    party = await connector.create("parties", {"name": "Locked Ltd"})
-    rpc = SyncRpc(tryton_server.url, shared_db)
-    read_stamp = connector._stamp
-
-    async def stamp_then_user_edits(m, id):
-        stamp = await read_stamp(m, id)
-        await asyncio.sleep(0.01)
-        rpc("party.party", "write", [int(id)], {"name": "Locked Ltd (user)"})
-        return stamp
-
-    connector._stamp = stamp_then_user_edits
-    with pytest.raises(RecordError) as info:
-        await connector.update("parties", party.id, {"name": "Locked Ltd (accord)"})
-    assert "modified in the meanwhile" in info.value.message
-    connector._stamp = read_stamp
-    got, = await connector.get("parties", [party.id])
-    assert got.fields["name"] == "Locked Ltd (user)"
-
-
 class TestTrytonContactsContract(ConnectorContract):
     """The contract again, for e-mail contacts (party 1 is the template company's party)."""
     entity = "contacts"
@@ -318,3 +294,43 @@ class TestTrytonContactsContract(ConnectorContract):
         new = await connector.create(self.entity, dict(self.new_fields))
         ids = {r.id for r in await self._all(connector, since)}
         assert new.id in ids and old.id not in ids
+
+
+async def test_clock_is_the_date_tryton_last_answered_with(tryton_server, shared_db):
+    c = make_connector(tryton_server.url, shared_db)
+    await c.start()
+    try:
+        before = datetime.now(timezone.utc).replace(microsecond=0)
+        first = await c.clock()             # nothing answered yet: one common.server.version
+        assert c.http.requests == 1
+        assert first.tzinfo is not None and before <= first <= datetime.now(timezone.utc)
+        made = await c.create("parties", {"name": "Clocked Ltd"})
+        sent = c.http.requests
+        now = await c.clock()               # the Date of the read-back: no request of its own
+        assert c.http.requests == sent
+        assert made.modified.replace(microsecond=0) <= now <= datetime.now(timezone.utc)
+    finally:
+        await c.close()
+
+
+async def test_identity_is_the_database_and_company_stable_and_without_the_password(
+        tryton_server, shared_db, tryton_db):
+    a = make_connector(tryton_server.url, shared_db)
+    b = make_connector(tryton_server.url, tryton_db)
+    for c in (a, b):
+        await c.start()
+    try:
+        mine = await a.identity()
+        assert repr(shared_db) in mine and "company 1 created" in mine
+        assert PASSWORD not in mine.replace(f"'{shared_db}'", "")
+        await a.check()                               # a new login, the same instance
+        assert await a.identity() == mine
+        other = await b.identity()
+        assert other != mine and repr(tryton_db) in other
+        # renaming the company changes nothing: the name is not part of it
+        SyncRpc(tryton_server.url, tryton_db)("party.party", "write", [1],
+                                              {"name": "Renamed Company"})
+        assert await b.identity() == other
+    finally:
+        for c in (a, b):
+            await c.close()

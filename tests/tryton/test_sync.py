@@ -26,7 +26,8 @@ INTEG = "erp"
 
 
 def config_text(tmp: Path, *, tryton_url: str, database: str, crm_url: str,
-                page_size: int = 200, options: str = "") -> str:
+                page_size: int = 200, options: str = "", login: str = "admin",
+                password: str = PASSWORD) -> str:
     return f"""
 [daemon]
 database = "sqlite:///{tmp / 'state.db'}"
@@ -37,8 +38,8 @@ log_level = "info"
 type = "tryton"
 base_url = "{tryton_url}"
 database = "{database}"
-login = "admin"
-password = "{PASSWORD}"
+login = "{login}"
+password = "{password}"
 page_size = {page_size}
 attempts = 3
 max_wait = 0.1
@@ -66,13 +67,14 @@ class Env:
         self.rpc = SyncRpc(server.url, database)
         self.app: App | None = None
 
-    async def start(self, page_size: int = 200, **options: Any) -> "Env":
+    async def start(self, page_size: int = 200, login: str = "admin",
+                    password: str = PASSWORD, **options: Any) -> "Env":
         if self.app is not None:
             await self.app.close()
         path = self.tmp / "config.toml"
         path.write_text(config_text(
             self.tmp, tryton_url=self.proxy.url, database=self.database, crm_url=self.crm.url,
-            page_size=page_size,
+            page_size=page_size, login=login, password=password,
             options="\n".join(f"{k} = {str(v).lower()}" for k, v in options.items())))
         self.app = await App(load(str(path))).start(sandboxes=False, activity=False)
         return self
@@ -241,10 +243,12 @@ async def test_an_idle_run_makes_zero_writes(env):
         assert result.status == "ok", result.message
         assert env.proxy.writes() == [], env.proxy.methods
         assert env.crm.writes() == 0
-    # the run's check logs in; then per flow a changes query (the parties read within the
-    # overlap window bring their addresses and mechanisms) and one look at the delete log
+    # the run's check logs in and asks which instance it reached (the company); then per
+    # flow a changes query (the parties read within the overlap window bring their
+    # addresses and mechanisms) and one look at the delete log
     assert set(env.proxy.methods) <= {
-        "common.db.login", "model.res.user.get_preferences", "model.party.party.search_read",
+        "common.db.login", "model.res.user.get_preferences", "model.company.company.search_read",
+        "model.party.party.search_read",
         "model.party.address.search_read", "model.party.contact_mechanism.search_read",
         "model.ir.model.log.search_count"}, env.proxy.methods
     assert env.proxy.methods.count("model.party.party.search_read") == 1
@@ -316,3 +320,49 @@ async def test_contacts_deleted_with_their_party_are_marked_deleted_by_the_night
     result = await env.sync(full=job.full, flows=[job.flow], trigger="job")
     assert result.status == "ok", result.message
     assert env.crm.data["Contacts"][contact_key]["StatusFlag"] == "D"
+
+
+async def test_a_party_renamed_in_tryton_between_the_runs_read_and_write_keeps_the_tryton_name(
+        env):
+    """The CRM's rename is older than the Tryton user's, made after the run read the party
+    and before it wrote: the write is refused (ConflictError), the next run reads both
+    edits again and the Tryton one, the newest, is kept on both sides."""
+    party = env.party("Interleaved Ltd", phone="01 70")
+    await _first(env)
+    key = (await env.links("companies"))[str(party)]
+    env.crm_edit_company(key, Name="Interleaved Ltd (crm)")
+    connector = env.integration.sides["left"]
+    original = connector.update
+    edited: list[str] = []
+
+    async def update(entity, id, fields, *args, **kwargs):
+        if entity == "parties" and id == str(party) and not edited:
+            env.rpc("party.party", "write", [party], {"name": "Interleaved Ltd (tryton)"})
+            edited.append(id)
+        return await original(entity, id, fields, *args, **kwargs)
+
+    connector.update = update
+    await env.sync()
+    connector.update = original
+    assert edited, "the run did not write the CRM's rename to Tryton"
+    assert env.read_party(party)["name"] == "Interleaved Ltd (tryton)"
+    result = await env.sync()
+    assert result.status == "ok", (result.message, await env.errors())
+    assert env.read_party(party)["name"] == "Interleaved Ltd (tryton)"
+    assert env.company(key)["Name"] == "Interleaved Ltd (tryton)"
+
+
+async def test_a_user_who_may_not_search_the_delete_log_stops_the_run_with_one_line(env):
+    """The first run reads everything (no delete log); the next one stops on the log with
+    one line saying what to grant, instead of a traceback."""
+    env.rpc("res.user", "create", [{"name": "Accord", "login": "accord",
+                                    "password": "Accord-Secret-42"}])
+    gone = env.party("Soon Gone Ltd")
+    await env.start(login="accord", password="Accord-Secret-42")
+    result = await env.sync()
+    assert result.status == "ok", (result.message, await env.errors())
+    env.rpc("party.party", "delete", [gone])
+    result = await env.sync()
+    assert result.status == "failed"
+    assert "ir.model.log" in result.message and "Administrator" in result.message
+    assert "Traceback" not in result.message and "Accord-Secret-42" not in result.message

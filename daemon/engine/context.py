@@ -1,0 +1,47 @@
+"""What one step works with, handed explicitly to each phase (stage, match, plan, apply)."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from connectors.base import Connector
+from daemon.engine.flow import Flow
+from daemon.engine.rules import Side
+
+
+@dataclass
+class StepOptions:
+    full: bool = False                         # ignore cursors: a complete listing
+    dry_run: bool = False                      # decide, write nothing (plan)
+    enforce: dict[str, Side] = field(default_factory=dict)
+    only: dict[Side, list[str]] | None = None  # a targeted run: just these records
+    # a plan: what earlier flows of the same plan would link or create, by (flow, side)
+    planned: dict[Any, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class Reading:
+    """What staging learnt about each side's listing this step."""
+    complete: dict[Side, bool] = field(default_factory=lambda: {"left": False, "right": False})
+    listed_empty: dict[Side, bool] = field(
+        default_factory=lambda: {"left": False, "right": False})
+    cut: bool = False                          # batch_size stopped a read: more to come
+
+
+@dataclass(frozen=True)
+class StepContext:
+    db: AsyncEngine
+    integration: str
+    flow: Flow
+    sides: Mapping[Side, Connector]
+    run_id: int
+    options: StepOptions
+    reference: Mapping[Side, Mapping[str, Any]]
+    log: Any
+    counts: Counter
+    reading: Reading
+    fingerprint: str                           # of the flow's rules: parked records
+    tick: Callable[[], None] = lambda: None

@@ -1,0 +1,67 @@
+"""Creates whose outcome is unknown (a crash, a timeout, an answer lost after the request went
+out): before anything is created again, look for what they may have made, by external id,
+then by natural key. Reads only; the answer is a ``Recover`` action.
+
+An intent with neither an external id nor a natural key cannot be checked: it is never
+guessed away (that could create the record twice), it goes to review for a person.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.base import Record
+from daemon.engine.actions import Recover
+from daemon.engine.context import StepContext
+from daemon.engine.merge import same
+from daemon.engine.plan import owned_by
+from daemon.engine.transforms import Context
+from daemon.engine.rules import other
+from daemon.engine.transforms import normalize  # noqa: E402
+from daemon.store import queries as q
+
+
+async def lookup(ctx: StepContext, intent: dict[str, Any]) -> Recover:
+    target = intent["target"]
+    source = other(target)
+    conn = ctx.sides[target]
+    entity = ctx.flow.rules.entity(target)
+    keys = intent["keys"]
+    sid = intent["source_id"]
+    checkable = bool(keys.get("ext")) or bool(keys.get("match"))
+    if not checkable:
+        return Recover(source, sid, target, None, (),
+                       "a create whose answer was lost has no external id or natural key to "
+                       "check it by: look for it in the target, then `accord retry`",
+                       keys.get("source_base", {}), unresolvable=True)
+    found: list[Record] = []
+    if keys.get("ext"):
+        found = [r for r in await conn.find(entity, keys["ext"], [sid])
+                 if r.fields.get(keys["ext"]) == sid]
+    for path, norm, value in ([] if found else keys.get("match", [])):
+        want = normalize(norm, value)
+        found = [r for r in await conn.find(entity, path, [value])
+                 if normalize(norm, r.fields.get(path)) == want and not r.deleted]
+        if found:
+            break
+    async with ctx.db.begin() as c:
+        linked = await q.links_by_side(c, ctx.integration, ctx.flow.name, target,
+                                       [r.id for r in found])
+    found = [r for r in found if r.id not in linked]
+    if len(found) > 1:
+        return Recover(source, sid, target, None, tuple(r.id for r in found)[:50],
+                       "an interrupted create matches several records",
+                       keys.get("source_base", {}))
+    if not found:
+        return Recover(source, sid, target, None, (), "nothing was created",
+                       keys.get("source_base", {}))
+    rec = found[0]
+    # the target's base is what the create sent, where the record no longer shows it: an
+    # edit made there since the interrupted create is a change, not the base
+    sent = keys.get("sent", {})
+    target_base = {p: (rec.fields.get(p) if same(rec.fields.get(p), sent.get(p))
+                       else sent.get(p)) for p in ctx.flow.base_paths[target]
+                   if p in rec.fields or p in sent}
+    source_base = keys.get("source_base", {})
+    return Recover(source, sid, target, rec.id, source_base=source_base,
+                   found_fields=dict(rec.fields), target_base=target_base,
+                   revert=owned_by(ctx.flow, target, rec.fields, source_base, Context()))

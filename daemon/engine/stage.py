@@ -1,0 +1,184 @@
+"""Reading both sides into the ``staged`` table, page by page, and the cursor to keep.
+
+Each side's changes since its cursor (less the overlap) are streamed in, with the records to
+read again by id (failed writes, lifted exclusions, pushes). A complete listing also stages,
+as deleted, every linked record it did not return. The signpost (the vendor's clock before the
+read) bounds the cursor: see ``cursor.py``. A record the store or the other system could not
+hold (a NUL character, text that is not valid Unicode) is not staged: it becomes a per-record
+error and the step goes on. A record the connector could not read (``Record.error``) is a
+per-record error too, and is staged as left out (``excluded``): nothing is planned from fields
+it does not have, and a complete listing does not take its linked record for deleted (the
+partner stays as it is). Each record fails at most once a step, though it may be read twice
+(listed, then read again by id).
+"""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from connectors.base import Record, system_clock, utc
+from daemon.engine.actions import Fail
+from daemon.engine.context import StepContext
+from daemon.engine.cursor import Cursor, Progress
+from daemon.engine.flow import holds, is_soft_deleted, iso, mapped, value_hash
+from daemon.engine.rules import Side
+from daemon.engine.transforms import normalize
+from daemon.store import queries as q
+from daemon.store.db import dumps
+
+MAX_FAILS = 10_000      # per step: beyond this, bad records are counted, not listed
+
+
+class Staging:
+    def __init__(self, ctx: StepContext) -> None:
+        self.ctx = ctx
+        self.seq = 0
+        self.fails: list[Fail] = []
+        self._failed: set[tuple[Side, str]] = set()
+
+    async def side(self, side: Side) -> Cursor | None:
+        """Stage one side; the cursor to store after the step (None: keep the old one)."""
+        ctx = self.ctx
+        conn_ = ctx.sides[side]
+        rules = ctx.flow.rules
+        entity = rules.entity(side)
+        info = conn_.capabilities.entities[entity]
+        async with ctx.db.begin() as conn:
+            stored = None if ctx.options.full else await q.get_cursor(
+                conn, ctx.integration, ctx.flow.name, side)
+            revisit = await q.revisit_ids(conn, ctx.integration, ctx.flow.name, side)
+            pushed = await q.take_pushes(conn, ctx.integration, ctx.flow.name, side)
+        if ctx.options.only is not None:
+            ids = ctx.options.only.get(side, [])
+            if ids:
+                await self.by_id(side, entity, ids, pushed=set(pushed))
+            return None
+        start = Cursor.load(stored)
+        since = start.since(rules.overlap_seconds) if info.incremental else None
+        now = await system_clock(conn_)
+        signpost = None if now is None else utc(now) - timedelta(seconds=rules.clock_skew_seconds)
+        progress = Progress(start, signpost)
+        taken, cut, seen_any = 0, False, False
+        async for page in conn_.changes(entity, since):
+            if not page:
+                continue
+            seen_any = True
+            await self.page(side, page, set())
+            ctx.counts[f"read_{side}"] += len(page)
+            for rec in page:
+                m = utc(rec.modified) if rec.modified else None
+                progress.observe(m, rec.id)
+                if not start.seen(m, rec.id):
+                    taken += 1
+            ctx.tick()
+            if rules.batch_size and info.ordered and taken >= rules.batch_size:
+                cut = True
+                break
+        whole = not cut and (since is None or not info.incremental)
+        # a listing that returned nothing at all is not trusted to prove that no partner
+        # exists (a wrong account, an outage answering 200): matching asks find() instead
+        ctx.reading.complete[side] = whole and seen_any
+        ctx.reading.listed_empty[side] = whole and not seen_any
+        ctx.reading.cut = ctx.reading.cut or cut
+        if progress.future:
+            ctx.log.info("cursor.future_records", side=side, records=progress.future,
+                         signpost=iso(signpost))
+        extra = list(dict.fromkeys(revisit + pushed))
+        if extra:
+            await self.by_id(side, entity, extra, pushed=set(pushed))
+        if whole:
+            await self.unseen(side)
+        return progress.finish(cut)
+
+    async def by_id(self, side: Side, entity: str, ids: list[str], pushed: set[str]) -> None:
+        conn_ = self.ctx.sides[side]
+        step = max(1, conn_.capabilities.max_get)
+        for i in range(0, len(ids), step):
+            part = ids[i:i + step]
+            found = await conn_.get(entity, part)
+            seen = {r.id for r in found}
+            gone = [Record(id=x, fields={}, deleted=True) for x in part if x not in seen]
+            await self.page(side, found + gone, pushed)
+
+    async def page(self, side: Side, page: list[Record], pushed: set[str]) -> None:
+        ctx = self.ctx
+        rules = ctx.flow.rules
+        paths = ctx.flow.read_paths[side]
+        base_paths = ctx.flow.base_paths[side]
+        async with ctx.db.begin() as conn:
+            ex = await q.excluded(conn, ctx.integration, ctx.flow.name, side,
+                                  [_safe(r.id) for r in page])
+            rows, keys = [], []
+            for rec in page:
+                if rec.error:
+                    self.fail(side, rec.id, rec.error)
+                    self.seq += 1
+                    rows.append(dict(
+                        run_id=ctx.run_id, flow=ctx.flow.name, side=side,
+                        record_id=_safe(rec.id), seq=self.seq, modified=None, deleted=False,
+                        passes=False, excluded=True, pushed=False, data=dumps({}),
+                        hash=value_hash(base_paths, {}), version=None))
+                    continue
+                data = mapped(paths, rec.fields)
+                bad = unstorable(data)
+                if bad:
+                    self.fail(side, rec.id, bad)
+                    continue
+                self.seq += 1
+                deleted = rec.deleted or is_soft_deleted(rules, side, rec.fields)
+                rows.append(dict(
+                    run_id=ctx.run_id, flow=ctx.flow.name, side=side, record_id=rec.id,
+                    seq=self.seq, modified=iso(rec.modified), deleted=deleted,
+                    passes=holds(rules.filter.get(side, []), rec.fields),
+                    excluded=rec.id in ex, pushed=rec.id in pushed, data=dumps(data),
+                    hash=value_hash(base_paths, rec.fields), version=rec.version))
+                if rec.id in ex:
+                    ctx.counts["excluded"] += 1
+                for i, key in enumerate(rules.match):
+                    value = normalize(key.normalize, rec.fields.get(getattr(key, side)))
+                    if value is not None:
+                        keys.append(dict(run_id=ctx.run_id, flow=ctx.flow.name, side=side,
+                                         record_id=rec.id, key=str(i), value=value))
+            await q.stage(conn, rows, keys)
+
+    def fail(self, side: Side, record_id: str, message: str) -> None:
+        key = (side, _safe(record_id))
+        if key in self._failed:         # read twice in this step: one error
+            return
+        if len(self.fails) < MAX_FAILS:
+            self._failed.add(key)
+            self.fails.append(Fail(side, key[1], message))
+        else:
+            self.ctx.counts["errors"] += 1
+
+    async def unseen(self, side: Side) -> None:
+        """A complete listing: linked records it did not return are gone from that side."""
+        ctx = self.ctx
+        after = 0
+        while True:
+            async with ctx.db.begin() as conn:
+                rows = await q.unseen_links(conn, ctx.run_id, ctx.integration, ctx.flow.name,
+                                            side, 500, after)
+            if not rows:
+                return
+            after = rows[-1]["id"]
+            await self.page(side, [Record(id=r[f"{side}_id"], fields={}, deleted=True)
+                                   for r in rows], set())
+
+
+def unstorable(data: dict[str, Any]) -> str | None:
+    """Why a record's values cannot be kept or sent (NUL, text that is not Unicode), or None."""
+    for path, value in data.items():
+        if isinstance(value, str):
+            if "\x00" in value:
+                return f"{path} holds a NUL character, which no system here can store"
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{path} holds text that is not valid Unicode"
+    return None
+
+
+def _safe(record_id: str) -> str:
+    """An id as the state can keep it."""
+    return record_id.replace("\x00", "\\x00") if "\x00" in record_id else record_id
