@@ -22,6 +22,13 @@ class Record:
     (etag, row version); the engine never uses it to decide whether a record changed, because
     some systems bump it on every read. ``deleted`` marks a tombstone: a record the system
     reports as deleted (from a delete feed); soft-delete flags stay ordinary fields.
+
+    ``error`` is set when the system answered this record in a shape the connector cannot
+    read (its date is not a date, a field it needs is missing): ``fields`` is then empty and
+    ``modified`` unknown, and the engine reports a record error for this id and goes on with
+    the others rather than stopping the run or writing what it could not read. A record that
+    comes without any id is not yielded at all (there is nothing to attach the error to); the
+    connector logs and counts it instead.
     """
 
     id: str
@@ -29,6 +36,7 @@ class Record:
     modified: datetime | None = None
     version: str | None = None
     deleted: bool = False
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

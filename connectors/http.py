@@ -7,16 +7,23 @@ second time what the first try may already have done:
 - A request that provably never reached the server (connection refused, DNS failure, a TCP
   connect that timed out: ``ClientConnectorError`` / ``ConnectionTimeoutError``) and a 429
   (the server says it did not process it) are retried for every method.
-- A timeout, a server disconnect or cut connection, a body cut short, or any 5xx answer may
-  come after the server applied the request. Idempotent requests (GET, HEAD, OPTIONS, PUT,
-  DELETE, or any request sent with ``idempotent=True``: a POST that is a read, an upsert by a
-  key the client chose) are retried; POST and PATCH are not: they raise
-  ``OutcomeUnknownError`` at once, so the engine resolves a create before making it again.
+- A timeout, a server disconnect or cut connection, or any 5xx answer may come after the
+  server applied the request. Idempotent requests (GET, HEAD, OPTIONS, PUT, DELETE, or any
+  request sent with ``idempotent=True``: a POST that is a read, an upsert by a key the client
+  chose) are retried; POST and PATCH are not: they raise ``OutcomeUnknownError`` at once, so
+  the engine resolves a create before making it again.
 
 A 429 or 503 with ``Retry-After`` waits what the server asked (capped). Authentication
 failures (401/403) and other 4xx are never retried: they become AuthError / RecordError with
 the vendor's message. Messages name the system, the method and the path, never headers, so
 secrets cannot leak through them.
+
+A successful answer that is not what the API documents (an HTML page, plain text, a body cut
+short before its announced length, JSON that does not parse or of another shape) is not
+retried and never pasted into a message: it is summarised in a few words (an error page by its
+title). To a read it is ``UnavailableError`` (the run stops, nothing is lost); to a request
+that is not idempotent it is ``OutcomeUnknownError``: the write was sent and may have been
+applied, only its answer cannot be read.
 
 ``server_time()`` is the vendor's own clock: the ``Date`` header of the latest answer (any
 status), moved on by the time elapsed here since it arrived.
@@ -24,6 +31,8 @@ status), moved on by the time elapsed here since it arrived.
 from __future__ import annotations
 
 import asyncio
+import html
+import re
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -63,9 +72,44 @@ class TransientHTTPError(Exception):
 
 @dataclass
 class Response:
+    """One answer. ``request`` ("GET /Customers/1", never the query string: it may carry a
+    signature or a key) and ``system`` name it in the errors of the shape checks below."""
     status: int
     headers: Mapping[str, str]
     body: Any
+    request: str = ""
+    system: str = ""
+    idempotent: bool = True
+
+    def malformed(self, reason: str) -> ConnectorError:
+        """The error for an answer that is not what the API documents, saying what came
+        instead. To a read: UnavailableError, the run stops (nothing is lost: cursors move only
+        after a step's last chunk); to a request that is not idempotent: OutcomeUnknownError
+        (it was sent and may have been applied)."""
+        return _unreadable_answer(f"{self.system}: {self.request}: {reason}", self.status,
+                                  self.idempotent)
+
+    def object(self) -> dict[str, Any]:
+        """The body as a JSON object, else ``malformed``."""
+        if isinstance(self.body, dict):
+            return self.body
+        raise self.malformed(f"expected a JSON object, got {kind_of(self.body)}")
+
+    def rows(self, key: str | None = None) -> list[Any]:
+        """The JSON list in the body (``key``: in that member of the body's object; a null
+        member is an empty list, a missing one is malformed), else ``malformed``."""
+        value = self.body
+        if key is not None:
+            body = self.object()
+            if key not in body:
+                raise self.malformed(f"the answer has no {key!r} list")
+            value = body[key]
+            if value is None:
+                return []
+        if isinstance(value, list):
+            return value
+        where = f" in {key!r}" if key is not None else ""
+        raise self.malformed(f"expected a JSON list{where}, got {kind_of(value)}")
 
 
 class SlidingWindowLimiter:
@@ -186,7 +230,7 @@ class HttpClient:
                 reraise=True):
             with attempt:
                 try:
-                    return await self._once(method, path, params, json, query)
+                    return await self._once(method, path, params, json, query, idempotent)
                 except TransientHTTPError as exc:
                     if exc.maybe_applied and not idempotent:
                         raise OutcomeUnknownError(
@@ -206,7 +250,8 @@ class HttpClient:
             return min(exc.retry_after, self.max_wait)
         return wait_exponential_jitter(multiplier=0.2, jitter=0.5, max=self.max_wait)(state)
 
-    async def _once(self, method: str, path: str, params, json, query) -> Response:
+    async def _once(self, method: str, path: str, params, json, query,
+                    idempotent: bool = True) -> Response:
         if self.session is None:
             raise ConnectorError(f"{self.system}: client used before start()")
         if self.limiter is not None:
@@ -225,17 +270,33 @@ class HttpClient:
             async with self.session.request(method, url, params=None if query else params,
                                             data=data, headers=headers) as resp:
                 self._note_date(resp.headers.get("Date"))
-                raw = await resp.read()
-                body = _decode(raw, resp.headers.get("Content-Type", ""))
                 status = resp.status
                 resp_headers = resp.headers
+                try:
+                    raw = await resp.read()
+                except aiohttp.ClientPayloadError:
+                    body: Any = Unreadable("a body cut short (the connection closed before "
+                                           "its announced length)")
+                else:
+                    body = _decode(raw, resp.headers.get("Content-Type", ""))
         except _NOT_SENT as exc:
             raise TransientHTTPError(0, f"{method} {path}: {_fault_name(exc)}", None,
                                      maybe_applied=False) from None
         except _MAYBE_SENT as exc:
             raise TransientHTTPError(0, f"{method} {path}: {_fault_name(exc)}", None) from None
+        except aiohttp.ClientError as exc:      # not HTTP at all, or a body that never ends
+            raise _unreadable_answer(
+                f"{self.system}: {method} {path}: an answer that cannot be read "
+                f"({type(exc).__name__})", None, idempotent) from None
         if status < 400:
-            return Response(status, resp_headers, body)
+            if isinstance(body, (Unreadable, Text)):
+                what = body if isinstance(body, Unreadable) else _not_json(body)
+                raise _unreadable_answer(f"{self.system}: {method} {path}: answered {what} "
+                                         "instead of JSON", status, idempotent)
+            return Response(status, resp_headers, body, f"{method} {path}", self.system,
+                            idempotent)
+        if isinstance(body, Unreadable):
+            body = Text(str(body))
         message, fields = self.error_parser(status, body)
         if status == 429 or status >= 500:
             if status == 429:
@@ -251,6 +312,16 @@ class HttpClient:
         raise RecordError(f"{self.system}: {message}", status=status, fields=fields)
 
 
+def _unreadable_answer(message: str, status: int | None, idempotent: bool) -> ConnectorError:
+    """An answer that cannot be read: to a read, UnavailableError; to a request that is not
+    idempotent, OutcomeUnknownError (it was sent and may have been applied, so it is not sent
+    again and the engine resolves it before doing it again)."""
+    if idempotent:
+        return UnavailableError(message, status=status)
+    return OutcomeUnknownError(f"{message} (outcome unknown: the request may have been "
+                               "applied, so it is not sent again)", status=status)
+
+
 def _fault_name(exc: BaseException) -> str:
     """What went wrong, in a word: the exception's class (its text may carry a URL)."""
     if isinstance(exc, asyncio.TimeoutError) and not isinstance(exc, aiohttp.ClientError):
@@ -258,12 +329,86 @@ def _fault_name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+# --- decoding answers ------------------------------------------------------------------------
+# Every API behind this client answers JSON. What else can come (a proxy's HTML error page, a
+# body cut short, plain text) is never pasted into a message: it is summarised in a few words,
+# an HTML page by its title or first heading.
+
+HTML_SUMMARY = 120          # characters of an HTML page's title or heading, at most
+
+
+class Text(str):
+    """A body that is text, not JSON (kept for the error parsers of 4xx/5xx answers)."""
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A body that cannot be read as what it says it is; ``reason`` in a few words."""
+    reason: str
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def kind_of(value: Any) -> str:
+    """What a JSON value is, for messages ("a JSON list", "nothing"), never its content."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, Text):
+        return _not_json(value)
+    names = {dict: "a JSON object", list: "a JSON list", str: "a JSON string",
+             bool: "a JSON boolean", int: "a JSON number", float: "a JSON number"}
+    return names.get(type(value), type(value).__name__)
+
+
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+_HEADING = re.compile(r"<h[1-6][^>]*>(.*?)</h[1-6]\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def html_summary(text: str) -> str:
+    """An HTML page in a few words: its ``<title>``, else its first heading, at most
+    HTML_SUMMARY characters, tags and entities resolved; "an HTML page" when it has neither."""
+    for pattern in (_TITLE, _HEADING):
+        m = pattern.search(text)
+        if m:
+            words = " ".join(html.unescape(_TAG.sub(" ", m.group(1))).split())
+            if words:
+                if len(words) > HTML_SUMMARY:
+                    words = words[:HTML_SUMMARY - 1].rstrip() + "…"
+                return f'an HTML page "{words}"'
+    return "an HTML page"
+
+
+def _looks_html(text: str) -> bool:
+    head = text[:512].lstrip().lower()
+    return head.startswith("<") and any(tag in head for tag in (
+        "<!doctype html", "<html", "<head", "<body", "<title", "<h1"))
+
+
+def _not_json(text: str) -> str:
+    return f"text ({len(text.encode())} bytes)"
+
+
 def _decode(raw: bytes, content_type: str) -> Any:
-    if not raw:
+    """The JSON value of a body; ``Text`` for a text body that does not claim to be JSON;
+    ``Unreadable`` for a JSON body that does not parse (truncated or not JSON) or an HTML
+    page. Empty bodies (204) are None."""
+    if not raw.strip():
         return None
-    if "json" in content_type or raw[:1] in (b"{", b"["):
+    ctype = content_type.split(";", 1)[0].strip().lower()
+    if "json" in ctype or raw.lstrip()[:1] in (b"{", b"["):
         try:
             return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    return raw.decode("utf-8", "replace")
+        except orjson.JSONDecodeError as exc:
+            text = raw.decode("utf-8", "replace")
+            if _looks_html(text):               # a proxy's page, labelled JSON
+                return Unreadable(html_summary(text))
+            if "unexpected end of data" in str(exc):
+                return Unreadable(f"a truncated JSON body ({len(raw)} bytes)")
+            return Unreadable(f"a body that is not valid JSON ({len(raw)} bytes, at "
+                              f"character {exc.pos})")
+    text = raw.decode("utf-8", "replace")
+    if "html" in ctype or _looks_html(text):
+        return Unreadable(html_summary(text))
+    return Text(text)

@@ -11,6 +11,9 @@ case-insensitive find, and partial updates that return the stored record. Faults
   unreachable, is applied and its answer is lost (``OutcomeUnknownError``: stored, then a
   500 or a timeout), is refused as a record error, or raises an unexpected ``RuntimeError``;
 - ``drop_fields``: reads leave these fields out (a vendor answer without some fields);
+- ``unreadable``: record id -> reason: reads return that record with ``error`` set, no fields
+  and no modified time, as a connector does with a row it cannot read (a date that is not a
+  date); listings still page by the stored time;
 - ``conditional``: updates honour ``version=`` (optimistic concurrency, ConflictError);
 - ``crash_after_create``: the next create is applied, then :class:`Crash` is raised (a process
   killed between the remote create and the local commit);
@@ -59,6 +62,7 @@ class MemoryConnector:
         self.empty = False
         self.normalize = False
         self.drop_fields: set[str] = set()
+        self.unreadable: dict[str, str] = {}
         self.on_page: Callable[[], None] | None = None
         self.writes = 0
         self.change_queries = 0
@@ -113,6 +117,9 @@ class MemoryConnector:
     # --- the Connector protocol -----------------------------------------------------------
     def _record(self, entity: str, id: str) -> Record:
         row = self.data[entity][id]
+        if id in self.unreadable:
+            return Record(id, {}, error=f"{self.name}: record {id} cannot be read: "
+                                        f"{self.unreadable[id]}")
         version = uuid.uuid4().hex if self.flaky_versions else row["version"]
         fields = {k: v for k, v in row["fields"].items() if k not in self.drop_fields}
         return Record(id, fields, row["modified"], version)

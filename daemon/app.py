@@ -2,6 +2,11 @@
 
 ``App`` owns the state database, the bundled sandboxes a config asks for, one connector per
 system (one HTTP session each, opened at start, closed at stop) and the integrations.
+
+Sandboxes keep their records in files next to the state (``daemon/demo.py``). ``start`` takes
+``running`` (URLs of sandboxes a live daemon serves: used, not started again) and ``adopt``
+(sandbox objects handed over by the App a reload replaces: ``detach_sandboxes``). With
+``run_file`` (the daemon) the App publishes its sandboxes' URLs for the commands beside it.
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.base import Connector
+from daemon import demo
 from daemon.config import Config, IntegrationSpec, system_settings
 from daemon.durations import seconds
 from daemon.engine.runner import Guard, Integration, order_flows
@@ -32,28 +38,24 @@ class App:
     sandboxes: dict[str, Any] = field(default_factory=dict)
     connectors: dict[str, Connector] = field(default_factory=dict)
     integrations: dict[str, Integration] = field(default_factory=dict)
+    run_file: bool = False              # publish the sandboxes (the daemon: daemon/demo.py)
     _tasks: list[asyncio.Task] = field(default_factory=list)
 
     async def start(self, *, sandboxes: bool = True, activity: bool = True,
-                    state: bool = True) -> "App":
+                    running: dict[str, str] | None = None,
+                    adopt: dict[str, Any] | None = None, state: bool = True) -> "App":
         """``state=False``: the systems only (``accord check`` looks at the state database
         itself, without migrating or creating it)."""
-        if state:
-            await self._open_state()
-        for name, spec in self.cfg.systems.items():
-            settings = system_settings(spec)
-            if spec.sandbox is not None and sandboxes:
-                sb = await self._start_sandbox(name, spec, activity)
-                settings.pop("base_url", None)
-                # an HTTP sandbox gives a base URL; a database sandbox a database URL
-                settings[getattr(sb, "url_setting", "base_url")] = sb.url
-            cls = connector_class(spec.type)
-            conn = cls(name, cls.Settings.model_validate(settings))
-            await conn.start()
-            self.connectors[name] = conn
-        for name, spec in self.cfg.integrations.items():
-            if spec.enabled:
-                self.integrations[name] = build_integration(name, spec, self.connectors)
+        adopt = dict(adopt or {})
+        try:
+            if state:
+                await self._open_state()
+            await self._start_systems(sandboxes, activity, running or {}, adopt)
+        except BaseException:
+            for sb in adopt.values():   # not taken over: stopped, their files keep the records
+                await sb.stop()
+            await self.close()
+            raise
         return self
 
     async def _open_state(self) -> None:
@@ -71,32 +73,86 @@ class App:
             self.db = None
             raise
 
-    async def _start_sandbox(self, name: str, spec, activity: bool):
+    async def _start_systems(self, sandboxes: bool, activity: bool, running: dict[str, str],
+                             adopt: dict[str, Any]) -> None:
+        for name, spec in self.cfg.systems.items():
+            settings = system_settings(spec)
+            if spec.sandbox is not None and sandboxes:
+                url = running.get(name)
+                if url is None:
+                    url = (await self._start_sandbox(name, spec, activity,
+                                                     adopt.pop(name, None))).url
+                settings.pop("base_url", None)
+                # an HTTP sandbox gives a base URL; a database sandbox a database URL
+                settings[getattr(sandbox_class(spec.type), "url_setting", "base_url")] = url
+            cls = connector_class(spec.type)
+            conn = cls(name, cls.Settings.model_validate(settings))
+            await conn.start()
+            self.connectors[name] = conn
+        for name, spec in self.cfg.integrations.items():
+            if spec.enabled:
+                self.integrations[name] = build_integration(name, spec, self.connectors)
+        if self.run_file and self.sandboxes:
+            demo.write_run_file(self.cfg, self.sandboxes)
+
+    async def _start_sandbox(self, name: str, spec, activity: bool, adopted: Any = None):
         sbspec = spec.sandbox
-        cls = sandbox_class(spec.type)
-        settings = system_settings(spec)
-        creds = {k: (v if isinstance(v, str) else v) for k, v in settings.items()
-                 if k in _credential_keys(cls)}
-        sb = cls(seed=sbspec.seed, records=sbspec.records, **creds, **sbspec.options)
-        await sb.start(port=sbspec.port)
+        sb = adopted if adopted is not None else await self._new_sandbox(name, spec)
         self.sandboxes[name] = sb
-        log.info("sandbox.started", system=name, type=spec.type, url=sb.url,
-                 records=sbspec.records)
         if activity and sbspec.activity:
             self._tasks.append(asyncio.create_task(
                 _activity(name, sb, seconds(sbspec.activity), random.Random(sbspec.seed + 1))))
         return sb
 
+    async def _new_sandbox(self, name: str, spec):
+        """A sandbox from its file next to the state (its records as they were left), or
+        generated when there is none yet (then written there at once)."""
+        sbspec = spec.sandbox
+        cls = sandbox_class(spec.type)
+        settings = system_settings(spec)
+        creds = {k: (v if isinstance(v, str) else v) for k, v in settings.items()
+                 if k in _credential_keys(cls)}
+        options = dict(sbspec.options)
+        store = demo.sandbox_file(self.cfg, name).resolve()
+        kept = store.exists()
+        if not hasattr(cls, "keep_in") and "path" in _credential_keys(cls):
+            options["path"] = str(store)            # a database sandbox: its file is the store
+        sb = cls(seed=sbspec.seed, records=0 if kept else sbspec.records, **creds, **options)
+        if hasattr(sb, "keep_in"):
+            sb.keep_in(store)
+        await sb.start(port=sbspec.port)
+        log.info("sandbox.started", system=name, type=spec.type, url=sb.url,
+                 records="kept" if kept else sbspec.records, file=str(store))
+        return sb
+
+    def detach_sandboxes(self, cfg: Config) -> dict[str, Any]:
+        """The sandboxes ``cfg`` configures exactly as this App's config does, taken out of
+        this App: its ``close()`` leaves them serving and the next App adopts them
+        (``start(adopt=...)``), so a reload keeps the demo's systems, records and ports."""
+        kept: dict[str, Any] = {}
+        for name in list(self.sandboxes):
+            old, new = self.cfg.systems.get(name), cfg.systems.get(name)
+            if old is not None and new is not None and new.sandbox is not None \
+                    and old.model_dump() == new.model_dump():
+                kept[name] = self.sandboxes.pop(name)
+        return kept
+
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
         for conn in self.connectors.values():
             await conn.close()
+        self.connectors.clear()
         for sb in self.sandboxes.values():
             await sb.stop()
+        self.sandboxes.clear()
+        if self.run_file:
+            demo.remove_run_file(self.cfg)
         if self.db is not None:
             await self.db.dispose()
+            self.db = None
 
     async def __aenter__(self) -> "App":
         return self
@@ -122,6 +178,9 @@ async def _activity(name: str, sandbox, every: float, rng: random.Random) -> Non
     while True:
         await asyncio.sleep(every * (0.5 + rng.random()))
         what = sandbox.touch(rng)
+        changed = getattr(sandbox, "changed", None)     # written to its file (daemon/demo.py)
+        if changed is not None:
+            changed()
         log.info("sandbox.activity", system=name, did=what)
 
 

@@ -1,5 +1,6 @@
 """The command line: ``accord run | sync | plan | status | check | health | history | exclude |
-include | push | approve | migrate | sandbox | presets``, and ``accord --version``.
+include | push | approve | retry | migrate | demo reset | sandbox | presets``, and
+``accord --version``.
 
 Every command takes ``--config FILE`` (default: $ACCORD_CONFIG, else ./config.toml; ``presets``
 reads it only when given, ``sandbox`` not at all). A configuration that cannot be used prints
@@ -26,7 +27,7 @@ import orjson
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import make_url
 
-from daemon import __version__
+from daemon import __version__, demo
 from daemon import logging as accord_logging
 from daemon import presets as preset_lib
 from daemon import status as status_lib
@@ -170,6 +171,11 @@ def parser() -> argparse.ArgumentParser:
     cmd("migrate", "upgrade the state database to the schema this accord needs "
                    "(run it after upgrading accord)", logs=True)
 
+    sp = cmd("demo", "the demo's files (the bundled sandboxes' records and the state)")
+    sp.add_argument("action", choices=["reset"],
+                    help="reset: delete them (after asking), so the demo starts afresh")
+    sp.add_argument("--yes", action="store_true", help="do not ask")
+
     cmd("presets", "list the bundled presets (with --config: which integrations use them)")
     return p
 
@@ -245,10 +251,16 @@ def _flow_name(cfg: Config, integ: str, flow: str) -> str:
     return flow
 
 
-async def _open_app(cfg: Config) -> App:
+async def _open_app(cfg: Config, *, state: bool = True) -> App:
+    """The systems (and, unless ``state=False``, the state database). A daemon serving this
+    demo's sandboxes: its sandboxes are used, not started a second time on the same files."""
+    running = await demo.running_sandboxes(cfg)
+    if running:
+        print(f"accord: using the sandboxes of the running daemon (pid {demo.daemon_pid(cfg)})"
+              f": {', '.join(sorted(running))}", file=sys.stderr)
     app = App(cfg)
     try:
-        return await app.start(sandboxes=True, activity=False)
+        return await app.start(sandboxes=True, activity=False, running=running, state=state)
     except store_schema.SchemaError as exc:      # behind: one line that says `accord migrate`
         await app.close()
         raise Fail(str(exc)) from None
@@ -472,12 +484,7 @@ async def cmd_check(args, cfg: Config) -> int:
     _log_setup(cfg, "stderr", args)
     print(f"config {cfg.path}: OK")
     print(await _check_state(cfg))
-    app = App(cfg)
-    try:
-        await app.start(sandboxes=True, activity=False, state=False)
-    except Exception as exc:
-        await app.close()
-        raise Fail(f"cannot start: {exc}") from None
+    app = await _open_app(cfg, state=False)
     ok = True
     try:
         for name, conn in app.connectors.items():
@@ -740,6 +747,49 @@ async def cmd_migrate(args, cfg: Config) -> int:
     return EXIT_OK
 
 
+# --- demo ----------------------------------------------------------------------------------
+async def cmd_demo(args, cfg: Config) -> int:
+    """``accord demo reset``: delete the demo's files after asking (daemon/demo.py)."""
+    try:
+        paths = demo.reset_plan(cfg)
+    except demo.NotADemo as exc:
+        raise Fail(f"{cfg.path} is not a demo ({exc}): a reset deletes the files of a config "
+                   "whose systems are all bundled sandboxes, and nothing else") from None
+    pid = demo.daemon_pid(cfg)
+    if pid is not None:
+        raise Fail(f"the daemon (pid {pid}) is running on this demo; stop it first")
+    if demo.files(cfg).state is None:
+        print(f"the state database ({store_schema.where(cfg.daemon.database)}) is not a file: "
+              "left as it is")
+    if not paths:
+        print("nothing to delete: the demo starts afresh")
+        return EXIT_OK
+    print("accord demo reset deletes:")
+    for path in paths:
+        print(f"  {path}")
+    if not args.yes and not _confirm("delete these files? [y/N] "):
+        print("nothing deleted")
+        return EXIT_ERRORS
+    demo.delete(paths)
+    print(f"deleted {len(paths)} file{'s' if len(paths) != 1 else ''}: the next start "
+          "generates the sandboxes' records afresh")
+    return EXIT_OK
+
+
+def _confirm(prompt: str) -> bool:
+    try:
+        answer = input(prompt)
+    except (EOFError, OSError):         # no terminal to ask on: no
+        answer = ""
+    try:
+        echoed = sys.stdin.isatty()
+    except (OSError, ValueError):
+        echoed = False
+    if not echoed:
+        print()                         # the answer was not echoed: end the prompt's line
+    return answer.strip().lower() in ("y", "yes")
+
+
 # --- sandbox, presets ------------------------------------------------------------------------
 async def cmd_sandbox(args) -> int:
     from daemon.registry import sandbox_class, sandbox_names
@@ -802,7 +852,7 @@ COMMANDS = {
     "check": cmd_check, "health": cmd_health, "history": cmd_history, "exclude": cmd_exclude,
     "include": cmd_include, "push": cmd_push, "approve": cmd_approve,
     "retry": cmd_retry,
-    "migrate": cmd_migrate, "sandbox": cmd_sandbox, "presets": cmd_presets,
+    "migrate": cmd_migrate, "demo": cmd_demo, "sandbox": cmd_sandbox, "presets": cmd_presets,
 }
 
 if __name__ == "__main__":

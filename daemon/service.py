@@ -144,7 +144,8 @@ class Service:
         """Load the config (ConfigError propagates), open the App, schedule the jobs."""
         self.cfg = cfg or load(self.config_path)
         self._configure_logging(self.cfg)
-        self.app = await App(self.cfg).start(sandboxes=self.sandboxes, activity=self.activity)
+        self.app = await App(self.cfg, run_file=self.sandboxes).start(
+            sandboxes=self.sandboxes, activity=self.activity)
         d = self.cfg.daemon                     # lease: kept until stop (a reload keeps it)
         self.lease = make_lease(d.database, d.lease, d.lease_holder)
         if isinstance(self.lease, NoLease):     # no other daemon on this state: close them all
@@ -367,19 +368,21 @@ class Service:
             await lock.acquire()
         try:
             old_cfg, old_plan = self.cfg, job_plan(self.cfg, {j.id for j in self.jobs()})
+            # the demo's sandboxes the new config keeps as they are go on serving
+            kept = self.app.detach_sandboxes(cfg) if self.app is not None else {}
             if self.app is not None:
                 await self.app.close()
                 self.app = None
             try:
-                self.app = await App(cfg).start(sandboxes=self.sandboxes,
-                                                activity=self.activity)
+                self.app = await App(cfg, run_file=self.sandboxes).start(
+                    sandboxes=self.sandboxes, activity=self.activity, adopt=kept)
             except Exception as exc:
                 # e.g. a sandbox port in use: go back to the configuration in force
                 log.error("config.reload_failed", config=self.config_path,
                           error=f"{type(exc).__name__}: {exc}")
                 try:
-                    self.app = await App(old_cfg).start(sandboxes=self.sandboxes,
-                                                        activity=self.activity)
+                    self.app = await App(old_cfg, run_file=self.sandboxes).start(
+                        sandboxes=self.sandboxes, activity=self.activity)
                 except Exception as exc2:
                     log.error("service.restart_failed", error=f"{type(exc2).__name__}: {exc2}")
                     self._request_stop()

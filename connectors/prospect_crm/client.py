@@ -20,6 +20,14 @@ read later, and any number of records may share one timestamp. A server-capped p
 records (``StatusFlag 'D'``, Prospect's soft delete) come back as tombstones; ``get`` and
 ``find`` leave them out. Other multi-page reads (users, get, find) follow ``@odata.nextLink``.
 
+Malformed answers: a body that is not the documented JSON (an HTML error page, a truncated
+body, an object without ``value``) is an UnavailableError naming the request; a row that
+cannot be read (a ``LastUpdatedTimestamp`` that is not a date...) comes back as a Record with
+``error`` set, the rest of its page goes on, and the keyset goes on from the last row that
+could be read (a page with none stops the run: there is no position to go on from); a row
+without its key is left out and counted (``reader.skipped``). A write whose answer cannot be
+read is OutcomeUnknownError.
+
 A property the answer does not carry is left out of ``Record.fields`` (unknown, not empty);
 a null one is None. ``MainAddress`` null means no address: every line None.
 ``AccountManager.UserName`` is there only when the answer carries ``AccountManager``.
@@ -49,8 +57,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from connectors.base import (AuthError, Capabilities, ConnectorError, EntityInfo,
                              NotFoundError, Record, RecordError, UnavailableError, flatten,
                              unflatten)
-from connectors.http import HttpClient, SlidingWindowLimiter, default_error_parser
+from connectors.http import HttpClient, Response, SlidingWindowLimiter, default_error_parser
 from connectors.prospect_crm.odata import format_datetime, literal, parse_datetime, query_string
+from connectors.reading import RecordReader, date_field
 
 MODIFIED = "LastUpdatedTimestamp"
 MANAGER_FIELD = "AccountManager.UserName"
@@ -113,6 +122,7 @@ class ProspectCrmConnector:
             limiter=SlidingWindowLimiter(settings.requests_per_window, settings.window_seconds),
             error_parser=_error_parser)
         self._users: dict[str, str] | None = None       # UserCode -> UserName, per run
+        self.reader = RecordReader(name)
 
     def _auth(self, method: str, query: str, headers: dict[str, str]) -> None:
         headers["Authorization"] = f"Bearer {self.settings.token.get_secret_value()}"
@@ -144,7 +154,7 @@ class ProspectCrmConnector:
 
     async def identity(self) -> str | None:
         try:
-            body = await self._request("GET", "/Tenant")
+            body = (await self._request("GET", "/Tenant")).body
         except NotFoundError:
             token = self.settings.token.get_secret_value().encode()
             return f"prospect_crm:token/{hashlib.sha256(token).hexdigest()[:16]}"
@@ -157,29 +167,37 @@ class ProspectCrmConnector:
         size = self.settings.page_size
         cursor: tuple[datetime, int] | None = None
         boundary = ""              # the last timestamp exactly as the server wrote it
+        unreadable: set[str] = set()      # rows already yielded with an error
         while True:
             if cursor is None:
                 where = f"{MODIFIED} ge {format_datetime(since)}" if since else None
             else:
                 t = boundary
                 where = f"{MODIFIED} gt {t} or ({MODIFIED} eq {t} and {es.key} gt {cursor[1]})"
-            body = await self._request("GET", f"/{es.name}", {
+            response = await self._request("GET", f"/{es.name}", {
                 "$filter": where, "$orderby": f"{MODIFIED},{es.key}", "$top": size,
                 "$expand": es.expand})
-            rows = body.get("value") or []
-            records = [self._record(es, row) for row in rows]
-            if not records:
+            rows = response.rows("value")
+            records = self._records(es, rows, response.request)
+            if not rows:
                 return
-            last = records[-1]
-            if last.modified is None:
-                raise UnavailableError(f"{self.name}: {es.name} {last.id} has no {MODIFIED}")
+            readable = [r for r in records if not r.error and r.modified is not None]
+            if not readable:
+                raise response.malformed(f"no row of this page of {es.name} can be read, so "
+                                         "its changes cannot be paged past it")
+            last = readable[-1]
             position = (last.modified, int(last.id))
             if cursor is not None and position <= cursor:
                 raise UnavailableError(f"{self.name}: {es.name} paging did not advance past "
                                        f"{boundary}/{cursor[1]}; stopped")
-            yield records
-            cursor, boundary = position, str(rows[-1][MODIFIED])
-            if len(rows) < size and not body.get("@odata.nextLink"):
+            fresh = [r for r in records if r.id not in unreadable]
+            unreadable |= {r.id for r in records if r.error}
+            if fresh:
+                yield fresh
+            cursor = position
+            boundary = str(next(row[MODIFIED] for row in reversed(rows)
+                                if isinstance(row, dict) and str(row.get(es.key)) == last.id))
+            if len(rows) < size and not response.body.get("@odata.nextLink"):
                 return
 
     async def get(self, entity: str, ids: Sequence[str]) -> list[Record]:
@@ -220,7 +238,8 @@ class ProspectCrmConnector:
         es = self._set(entity)
         body = await self._payload(es, fields)
         created = await self._request("POST", f"/{es.name}", {"$expand": es.expand}, body)
-        return self._record(es, created)
+        return self.reader.written(created.body, lambda row: self._record(es, row),
+                                   created.request)
 
     async def update(self, entity: str, id: str, fields: dict[str, Any],
                      version: str | None = None) -> Record:
@@ -229,9 +248,10 @@ class ProspectCrmConnector:
         body = await self._payload(es, fields)
         stored = await self._request("PATCH", f"/{es.name}({key})", {"$expand": es.expand},
                                      body)
-        if not isinstance(stored, dict) or es.key not in stored:    # 204: read it back
+        if not isinstance(stored.body, dict) or es.key not in stored.body:  # 204: read back
             stored = await self._request("GET", f"/{es.name}({key})", {"$expand": es.expand})
-        return self._record(es, stored)
+        return self.reader.written(stored.body, lambda row: self._record(es, row),
+                                   stored.request)
 
     async def delete(self, entity: str, id: str) -> None:
         es = self._set(entity)
@@ -251,27 +271,32 @@ class ProspectCrmConnector:
         return int(id)
 
     async def _request(self, method: str, path: str, params: dict | None = None,
-                       body: Any = None) -> Any:
+                       body: Any = None) -> Response:
         query = query_string(params or {}) or None
-        response = await self.http.request(method, path, json=body, query=query)
-        return response.body
+        return await self.http.request(method, path, json=body, query=query)
 
     async def _query(self, es: _Set, where: str) -> list[Record]:
         """Every record matching ``where``, following ``@odata.nextLink``."""
         out: list[Record] = []
-        async for row in self._rows(f"/{es.name}", {"$filter": where, "$expand": es.expand,
-                                                   "$top": self.settings.page_size}):
-            out.append(self._record(es, row))
+        async for rows, request in self._rows(f"/{es.name}", {
+                "$filter": where, "$expand": es.expand, "$top": self.settings.page_size}):
+            out.extend(self._records(es, rows, request))
         return out
 
-    async def _rows(self, path: str, params: dict) -> AsyncIterator[dict]:
+    def _records(self, es: _Set, rows: list, request: str) -> list[Record]:
+        return self.reader.page(rows, lambda row: self._record(es, row),
+                                lambda row: row.get(es.key), request)
+
+    async def _rows(self, path: str, params: dict) -> AsyncIterator[tuple[list, str]]:
+        """Pages of rows (with the request that read them), following ``@odata.nextLink``."""
         query: str | None = query_string(params)
         seen: set[str] = set()
         while True:
-            body = (await self.http.request("GET", path, query=query)).body or {}
-            for row in body.get("value") or []:
-                yield row
-            link = body.get("@odata.nextLink")
+            response = await self.http.request("GET", path, query=query)
+            yield response.rows("value"), response.request
+            link = response.body.get("@odata.nextLink")
+            if link is not None and not isinstance(link, str):
+                raise response.malformed("its @odata.nextLink is not a link")
             if not link or link in seen:
                 return
             seen.add(link)
@@ -286,9 +311,14 @@ class ProspectCrmConnector:
 
     async def _load_users(self) -> dict[str, str]:
         users: dict[str, str] = {}
-        async for row in self._rows("/Users", {"$select": "UserCode,UserName",
-                                               "$top": self.settings.page_size}):
-            users[row["UserCode"]] = row.get("UserName") or row["UserCode"]
+        async for rows, _ in self._rows("/Users", {"$select": "UserCode,UserName",
+                                                   "$top": self.settings.page_size}):
+            for row in rows:
+                code = row.get("UserCode") if isinstance(row, dict) else None
+                if not isinstance(code, str) or not code:
+                    continue            # not a user this connector can name
+                name = row.get("UserName")
+                users[code] = name if isinstance(name, str) and name else code
         self._users = users
         return users
 
@@ -342,7 +372,6 @@ class ProspectCrmConnector:
                 fields[MANAGER_FIELD] = None
             elif isinstance(manager, dict) and "UserName" in manager:
                 fields[MANAGER_FIELD] = manager["UserName"]
-        modified = row.get(MODIFIED)
-        return Record(id=str(row[es.key]), fields=fields,
-                      modified=parse_datetime(modified) if modified else None,
+        return Record(id=str(int(row[es.key])), fields=fields,
+                      modified=date_field(row, MODIFIED, parse_datetime),
                       deleted=row.get("StatusFlag") == "D")

@@ -102,6 +102,7 @@ def _error(status: int, code: str, message: str, target: str | None = None,
 
 class ProspectSandbox(Sandbox):
     system = "prospect_crm"
+    persisted = ("data", "_next_key")                                    # keep_in()
 
     def __init__(self, *, seed: int = 0, records: int = 0, clock: Clock | None = None,
                  token: str = "sandbox-token", rate_limit: int = 1200,

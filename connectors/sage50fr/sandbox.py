@@ -118,6 +118,7 @@ def tiny_png(rng: random.Random, size: int = 10) -> bytes:
 class Sage50FrSandbox:
     system = "sage50fr"
     url_setting = "url"        # the connector setting the daemon points at this sandbox
+    store_suffix = ".sqlite"   # the demo keeps the generated file (``path``) next to its state
 
     def __init__(self, *, seed: int = 0, records: int = 0, clock: Clock | None = None,
                  path: str | Path | None = None, contacts_per_account: int = 2,

@@ -41,6 +41,14 @@ id, so the record is read back: the read-backs of writes made together go as one
 ``where=id IN (...)`` request after ``read_back_window`` seconds (``readback.py``; 0: one
 ``GET /{id}`` each).
 
+Malformed answers: a body that is not the documented JSON (an HTML error page, a truncated
+body, an object where a list is documented) is an UnavailableError naming the request; a
+record that cannot be read (a ``dateUpdated`` that is not a date...) comes back as a Record
+with ``error`` set, the rest of its page goes on, and the keyset goes on from the last record
+that could be read (a page with none stops the run); a record without its ``id`` is left out
+and counted (``reader.skipped``). A write whose answer or read-back cannot be read (no id, a
+malformed record) is OutcomeUnknownError: the write was sent, what it stored is not known.
+
 An attribute the answer does not carry is left out of ``Record.fields`` (unknown, not
 empty); so is a computed field whose basis is missing (``salesRep.fullName`` without
 ``salesRepId``, ``account.typeId.value`` without ``accountId`` or without the account's
@@ -74,8 +82,10 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from connectors.base import (AuthError, Capabilities, ConnectorError, EntityInfo,
-                             NotFoundError, Record, RecordError, UnavailableError, utc)
+                             NotFoundError, OutcomeUnknownError, Record, RecordError,
+                             UnavailableError, utc)
 from connectors.http import HttpClient, Response, SlidingWindowLimiter
+from connectors.reading import RecordReader, date_field
 from connectors.sage_sales_management.readback import ReadBacks
 
 API = "/api/v4"
@@ -181,6 +191,7 @@ class SageSalesManagementConnector:
         self._types: dict[str, int] | None = None  # casefolded name -> id
         self._read_backs = ReadBacks(self._fetch_many, window=settings.read_back_window,
                                      size=self.capabilities.max_get)
+        self.reader = RecordReader(name)
 
     def _auth(self, method: str, query: str, headers: dict[str, str]) -> None:
         if self._token:
@@ -282,6 +293,7 @@ class SageSalesManagementConnector:
         size = self.settings.page_size
         cursor: tuple[datetime, int] | None = None
         boundary = ""
+        unreadable: set[str] = set()      # records already yielded with an error
         while True:
             if cursor is None:
                 where = f"{MODIFIED} >= {_quote(_format(since))}" if since else None
@@ -292,20 +304,28 @@ class SageSalesManagementConnector:
             if where:
                 params["where"] = where
             resp = await self._request("GET", es.path, params, count=size)
-            rows = resp.body if isinstance(resp.body, list) else []
+            rows = resp.rows()
             if not rows:
                 return
-            records = await self._records(es, rows)
-            last = records[-1]
-            if last.modified is None:
-                raise UnavailableError(f"{self.name}: {entity} {last.id} has no dateCreated")
+            records = await self._records(es, rows, resp.request)
+            readable = [r for r in records
+                        if not r.error and r.modified is not None and r.id.isdigit()]
+            if not readable:
+                raise resp.malformed(f"no record of this page of {entity} can be read, so "
+                                     "its changes cannot be paged past it")
+            last = readable[-1]
             position = (last.modified, int(last.id))
             if cursor is not None and position <= cursor:
                 raise UnavailableError(f"{self.name}: {entity} paging did not advance past "
                                        f"{boundary}/{cursor[1]}; stopped")
-            yield records
+            fresh = [r for r in records if r.id not in unreadable]
+            unreadable |= {r.id for r in records if r.error}
+            if fresh:
+                yield fresh
             cursor = position
-            boundary = str(rows[-1].get("dateUpdated") or rows[-1].get("dateCreated"))
+            row = next(r for r in reversed(rows)
+                       if isinstance(r, dict) and str(r.get("id")) == last.id)
+            boundary = str(row.get("dateUpdated") or row.get("dateCreated"))
             if "X-FM-Next-Page" not in resp.headers:
                 return
 
@@ -369,8 +389,11 @@ class SageSalesManagementConnector:
         body = await self._payload(es, fields)
         resp = await self._request("POST", es.path, body=body)
         new_id = resp.body.get("id") if isinstance(resp.body, dict) else None
-        if new_id is None:
-            raise UnavailableError(f"{self.name}: the create answer for {entity} had no id")
+        if isinstance(new_id, str) and new_id.strip().isdigit():
+            new_id = int(new_id)
+        if not isinstance(new_id, int) or isinstance(new_id, bool):
+            raise OutcomeUnknownError(f"{self.name}: {resp.request}: the create was sent but "
+                                      "its answer has no id")
         return await self._read_back(es, new_id)
 
     async def update(self, entity: str, id: str, fields: dict[str, Any],
@@ -413,17 +436,27 @@ class SageSalesManagementConnector:
     async def _read_back(self, es: _Entity, key: int) -> Record:
         if self.settings.read_back_window <= 0:
             resp = await self._request("GET", f"{es.path}/{key}")
-            return (await self._records(es, [resp.body]))[0]
-        try:
-            return await self._read_backs.get(es.name, es, key)
-        except KeyError:
-            raise NotFoundError(f"{self.name}: {es.name} {key} does not exist",
-                                status=400) from None
+            request = resp.request
+            found = await self._records(es, [resp.object()], request)
+            record = found[0] if found else Record(str(key), {}, error=f"{self.name}: "
+                                                   f"{request}: the answer has no id")
+        else:
+            request = f"GET {es.path} (read-back of {key})"
+            try:
+                record = await self._read_backs.get(es.name, es, key)
+            except KeyError:
+                raise NotFoundError(f"{self.name}: {es.name} {key} does not exist",
+                                    status=400) from None
+        if record.error:
+            raise OutcomeUnknownError(f"{self.name}: {request}: the write was sent but what "
+                                      f"it stored cannot be read: {record.error}")
+        return record
 
     async def _fetch_many(self, es: _Entity, keys: Sequence[int]) -> dict[int, Record]:
         """Records by id, deleted ones included, in one list request (see readback.py)."""
         where = f"id IN ({','.join(str(k) for k in keys)})"
-        return {int(r.id): r for r in await self._query(es, where, count=len(keys))}
+        return {int(r.id): r for r in await self._query(es, where, count=len(keys))
+                if r.id.isdigit()}
 
     async def _query(self, es: _Entity, where: str, count: int | None = None) -> list[Record]:
         """Every record matching ``where``, page by page."""
@@ -432,8 +465,8 @@ class SageSalesManagementConnector:
         while True:
             resp = await self._request("GET", es.path, {"where": where, "page": page},
                                        count=max(count or 0, self.settings.page_size))
-            rows = resp.body if isinstance(resp.body, list) else []
-            out.extend(await self._records(es, rows))
+            rows = resp.rows()
+            out.extend(await self._records(es, rows, resp.request))
             nxt = resp.headers.get("X-FM-Next-Page")
             if not rows or not nxt or not nxt.isdigit() or int(nxt) <= page:
                 return out
@@ -447,15 +480,15 @@ class SageSalesManagementConnector:
             if where:
                 params["where"] = where
             resp = await self._request("GET", path, params, count=500)
-            chunk = resp.body if isinstance(resp.body, list) else []
-            rows.extend(chunk)
+            chunk = resp.rows()
+            rows.extend(r for r in chunk if isinstance(r, dict) and _int_id(r) is not None)
             nxt = resp.headers.get("X-FM-Next-Page")
             if not chunk or not nxt or not nxt.isdigit() or int(nxt) <= page:
                 return rows
             page = int(nxt)
 
     async def _load_users(self) -> dict[str, dict]:
-        users = {str(u["id"]): u for u in await self._rows(f"{API}/users")}
+        users = {str(_int_id(u)): u for u in await self._rows(f"{API}/users")}
         self._users, self._users_at = users, time.monotonic()
         return users
 
@@ -466,8 +499,9 @@ class SageSalesManagementConnector:
 
     async def _load_types(self) -> dict[str, int]:
         rows = await self._rows(f"{API}/accountTypes")
-        live = [r for r in rows if not r.get("deleted") and r.get("descriptionEN")]
-        self._types = {str(r["descriptionEN"]).strip().casefold(): int(r["id"]) for r in live}
+        live = [r for r in rows if not r.get("deleted") and isinstance(r.get("descriptionEN"), str)
+                and r["descriptionEN"].strip()]
+        self._types = {str(r["descriptionEN"]).strip().casefold(): _int_id(r) for r in live}
         self._type_names = [str(r["descriptionEN"]).strip() for r in live]
         return self._types
 
@@ -514,17 +548,19 @@ class SageSalesManagementConnector:
         raise RecordError(f"{field} must be a Sage Sales Management record id, not {value!r}",
                           fields=(field,))
 
-    async def _records(self, es: _Entity, rows: list[dict]) -> list[Record]:
-        records = [self._record(es, row) for row in rows]
-        if es.name == "accounts" and records:
+    async def _records(self, es: _Entity, rows: list, request: str) -> list[Record]:
+        records = self.reader.page(rows, lambda row: self._record(es, row),
+                                   lambda row: row.get("id"), request)
+        readable = [r for r in records if not r.error]
+        if es.name == "accounts" and readable:
             users = await self._users_cached()
-            for r in records:
+            for r in readable:
                 if "salesRepId.id" in r.fields:         # else unknown: left out
                     rep = r.fields["salesRepId.id"]
                     r.fields[SALES_REP_NAME] = _full_name(users[rep]) if rep in users else None
-        if es.name == "contacts" and records:
-            wanted = sorted({int(r.fields["accountId.id"]) for r in records
-                             if r.fields.get("accountId.id")})
+        if es.name == "contacts" and readable:
+            wanted = sorted({int(r.fields["accountId.id"]) for r in readable
+                             if str(r.fields.get("accountId.id") or "").isdigit()})
             types: dict[str, Any] = {}
             unknown: set[str] = set()       # accounts answered without their typeId
             if wanted:               # one batched request per page of contacts
@@ -532,13 +568,16 @@ class SageSalesManagementConnector:
                     "GET", self.entities["accounts"].path,
                     {"where": f"id IN ({', '.join(map(str, wanted))})", "page": 0},
                     count=len(wanted))
-                for row in resp.body if isinstance(resp.body, list) else []:
+                for row in resp.rows():
+                    rid = _int_id(row) if isinstance(row, dict) else None
+                    if rid is None:
+                        continue
                     if "typeId" not in row:
-                        unknown.add(str(row["id"]))
+                        unknown.add(str(rid))
                         continue
                     t = row["typeId"]
-                    types[str(row["id"])] = t.get("value") if isinstance(t, dict) else None
-            for r in records:
+                    types[str(rid)] = t.get("value") if isinstance(t, dict) else None
+            for r in readable:
                 if "accountId.id" in r.fields and r.fields["accountId.id"] not in unknown:
                     r.fields[ACCOUNT_TYPE] = types.get(r.fields["accountId.id"])
         return records
@@ -561,9 +600,18 @@ class SageSalesManagementConnector:
                     fields[f"{key}.{sub}"] = v
             else:
                 fields[key] = value
-        modified = _parse_time(row.get("dateUpdated")) or _parse_time(row.get("dateCreated"))
+        modified = date_field(row, "dateUpdated", _parse_time) \
+            or date_field(row, "dateCreated", _parse_time)
         return Record(id=str(row["id"]), fields=fields, modified=modified,
                       deleted=bool(row.get("deleted")))
+
+
+def _int_id(row: dict) -> int | None:
+    """A row's integer ``id`` (the API's ids are integers), or None."""
+    value = row.get("id")
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _implementation_of(token: str) -> str | None:

@@ -230,6 +230,7 @@ def _is_key(node) -> bool:
 
 class SageSalesManagementSandbox(Sandbox):
     system = "sage_sales_management"
+    persisted = ("data", "account_types", "_ext", "_ext_all", "_index", "_next")  # keep_in()
 
     def __init__(self, *, seed: int = 0, records: int = 0, clock: Clock | None = None,
                  public_key: str = "sandbox-public", private_key: str = "sandbox-private",

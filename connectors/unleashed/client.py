@@ -18,6 +18,12 @@ Entities and the field paths they expose (vendor names, flattened):
 moved to the last time seen, dropping the (id, time) pairs already yielded at that boundary,
 so a customer edited while the pages are read moves to the end and is still read.
 
+Malformed answers: a body that is not the documented JSON (an HTML error page, a truncated
+body, a list without ``Items``) is an UnavailableError naming the request; a customer or
+contact that cannot be read (a ``LastModifiedOn`` that is not a date...) comes back as a
+Record with ``error`` set and the rest of its page goes on; one without a ``Guid`` is left out
+and counted (``reader.skipped``). A write whose answer cannot be read is OutcomeUnknownError.
+
 A property the answer does not carry is left out of ``Record.fields`` (unknown, not empty):
 ``SalesPerson.*`` only when the answer has ``SalesPerson`` (null: both None), ``Address.*``
 only when it has ``Addresses`` (an empty list: no address, every line None). A contact update
@@ -49,7 +55,8 @@ from yarl import URL
 
 from connectors.base import (Capabilities, ConnectorError, EntityInfo, NotFoundError, Record,
                              RecordError, flatten, unflatten, utc)
-from connectors.http import HttpClient, default_error_parser
+from connectors.http import HttpClient, Response, default_error_parser
+from connectors.reading import RecordReader, date_field
 from connectors.unleashed.wire import decode_date, format_since, sign, to_ms
 
 ADDRESS_FIELDS = ("StreetAddress", "StreetAddress2", "Suburb", "City", "Region", "Country",
@@ -113,6 +120,7 @@ class UnleashedConnector:
                      "client-type": settings.client_type})
         self._salespersons: list[dict] | None = None
         self._contact_owner: OrderedDict[str, str] = OrderedDict()   # contact -> customer
+        self.reader = RecordReader("unleashed")
 
     # --- plumbing ------------------------------------------------------------------------
     def _sign(self, method: str, query: str, headers: dict[str, str]) -> None:
@@ -120,13 +128,12 @@ class UnleashedConnector:
         headers["api-auth-signature"] = sign(self.settings.api_key.get_secret_value(), query)
 
     async def _call(self, method: str, path: str, params: dict | None = None,
-                    body: Any = None, *, idempotent: bool | None = None) -> Any:
+                    body: Any = None, *, idempotent: bool | None = None) -> Response:
         # Encoded here, once, in yarl's canonical form (which aiohttp leaves as it is), so the
         # signed bytes are the bytes sent.
         query = URL("/").with_query(params).raw_query_string if params else None
-        response = await self.http.request(method, path, query=query, json=body,
-                                           idempotent=idempotent)
-        return response.body
+        return await self.http.request(method, path, query=query, json=body,
+                                       idempotent=idempotent)
 
     async def start(self) -> None:
         self._salespersons = None
@@ -147,8 +154,8 @@ class UnleashedConnector:
         return self.http.server_time()
 
     async def identity(self) -> str | None:
-        body = await self._call("GET", "/Companies")
-        items = [i for i in (body or {}).get("Items") or [] if isinstance(i, dict)]
+        items = [i for i in (await self._call("GET", "/Companies")).rows("Items")
+                 if isinstance(i, dict)]
         default = next((i for i in items if i.get("IsDefault")), items[0] if items else None)
         guid = default.get("Guid") if default else None
         return f"unleashed:company/{str(guid).lower()}" if guid else None
@@ -167,6 +174,7 @@ class UnleashedConnector:
                 or (addresses[0] if addresses else None))
 
     def _customer_record(self, raw: dict) -> Record:
+        modified = date_field(raw, "LastModifiedOn", decode_date)
         plain = {k: v for k, v in raw.items()
                  if k not in _READ_ONLY and k not in ("SalesPerson", "Addresses")}
         fields = {k: v for k, v in flatten(plain).items() if not isinstance(v, list)}
@@ -184,17 +192,20 @@ class UnleashedConnector:
                     fields[f"Address.{key}"] = None
                 elif key in address:
                     fields[f"Address.{key}"] = address[key]
-        modified = decode_date(raw.get("LastModifiedOn"))
         return Record(id=str(raw["Guid"]).lower(), fields=fields, modified=modified,
                       version=str(to_ms(modified)) if modified else None)
 
     def _contact_record(self, raw: dict, customer: str) -> Record:
+        modified = date_field(raw, "LastModifiedOn", decode_date)
         self._remember(str(raw["Guid"]).lower(), customer)
         fields = {k: raw[k] for k in CONTACT_FIELDS if k in raw}
         fields["CustomerGuid"] = customer
-        modified = decode_date(raw.get("LastModifiedOn"))
         return Record(id=str(raw["Guid"]).lower(), fields=fields, modified=modified,
                       version=str(to_ms(modified)) if modified else None)
+
+    def _customers(self, response: Response) -> list[Record]:
+        return self.reader.page(response.rows("Items"), self._customer_record, _guid,
+                                response.request)
 
     def _remember(self, contact: str, customer: str) -> None:
         self._contact_owner[contact] = customer
@@ -213,6 +224,7 @@ class UnleashedConnector:
         cursor, page = since, 1
         boundary: set[tuple[str, int]] = set()     # (id, ms) already yielded at the cursor
         asked: set[tuple[str | None, int]] = set()
+        unreadable: set[str] = set()               # records already yielded with an error
         size = self.settings.page_size
         while True:
             params: dict[str, Any] = {"pageSize": size, "includeObsolete": "true",
@@ -223,17 +235,20 @@ class UnleashedConnector:
             if key in asked:            # loop guard: the same question twice means no progress
                 return
             asked.add(key)
-            body = await self._call("GET", f"/Customers/{page}", params)
-            items = (body or {}).get("Items") or []
-            records = [self._customer_record(i) for i in items]
+            response = await self._call("GET", f"/Customers/{page}", params)
+            items = response.rows("Items")
+            records = self._customers(response)
             out = [r for r in records
                    if (r.id, to_ms(r.modified) if r.modified else 0) not in boundary
-                   and (since is None or r.modified is None or r.modified >= since)]
+                   and (since is None or r.modified is None or r.modified >= since)
+                   and r.id not in unreadable]
+            unreadable |= {r.id for r in out if r.error}
             if out:
                 yield out
             if len(items) < size:
                 return
-            last = max((r.modified for r in records if r.modified), default=None)
+            last = max((r.modified for r in records if r.modified and not r.error),
+                       default=None)
             if last is None:
                 page += 1
                 continue
@@ -246,14 +261,18 @@ class UnleashedConnector:
                          if r.modified and to_ms(r.modified) == to_ms(cursor)}
 
     async def _contacts_of(self, customer: str) -> list[Record]:
-        body = await self._call("GET", f"/Customers/{customer}/Contacts")
-        return [self._contact_record(c, customer) for c in (body or {}).get("Items") or []]
+        response = await self._call("GET", f"/Customers/{customer}/Contacts")
+        return self.reader.page(response.rows("Items"),
+                                lambda c: self._contact_record(c, customer), _guid,
+                                response.request)
 
     async def _contact_changes(self, since: datetime | None) -> AsyncIterator[list[Record]]:
         since = utc(since) if since else None
         async for customers in self._customer_changes(since):
             out: list[Record] = []
             for customer in customers:
+                if customer.error:
+                    continue
                 try:
                     contacts = await self._contacts_of(customer.id)
                 except NotFoundError:
@@ -263,21 +282,21 @@ class UnleashedConnector:
             if out:
                 yield out
 
-    async def _customer_pages(self, params: dict) -> AsyncIterator[list[dict]]:
+    async def _customer_pages(self, params: dict) -> AsyncIterator[tuple[list, str]]:
         """Plain page-number listing (for find): stops on a short page or a repeated page."""
         seen: set[tuple[str, ...]] = set()
         page = 1
         while True:
-            body = await self._call("GET", f"/Customers/{page}",
-                                    {"pageSize": self.settings.page_size,
-                                     "includeObsolete": "true", **params})
-            items = (body or {}).get("Items") or []
-            ids = tuple(str(i.get("Guid")) for i in items)
+            response = await self._call("GET", f"/Customers/{page}",
+                                        {"pageSize": self.settings.page_size,
+                                         "includeObsolete": "true", **params})
+            items = response.rows("Items")
+            ids = tuple(str(_guid(i)) if isinstance(i, dict) else "" for i in items)
             if not items or ids in seen:
                 return
             seen.add(ids)
-            yield items
-            pages = ((body or {}).get("Pagination") or {}).get("NumberOfPages")
+            yield items, response.request
+            pages = _pages(response.body)
             if len(items) < self.settings.page_size or (pages and page >= pages):
                 return
             page += 1
@@ -288,10 +307,14 @@ class UnleashedConnector:
             for id in ids:
                 try:
                     uuid.UUID(str(id))
-                    out.append(self._customer_record(
-                        await self._call("GET", f"/Customers/{id}")))
-                except (ValueError, NotFoundError):
+                except ValueError:
                     continue
+                try:
+                    response = await self._call("GET", f"/Customers/{id}")
+                except NotFoundError:
+                    continue
+                out.extend(self.reader.page([response.object()], self._customer_record,
+                                            _guid, response.request))
             return out
         wanted = [str(i).lower() for i in ids]
         found: dict[str, Record] = {}
@@ -317,18 +340,20 @@ class UnleashedConnector:
             queries = ([{filters[field]: v} for v in values] if field in filters
                        else [{}])
             for params in queries:
-                async for items in self._customer_pages(params):
-                    for raw in items:
-                        r = self._customer_record(raw)
-                        if any(_same(r.fields.get(field), v) for v in values):
+                async for items, request in self._customer_pages(params):
+                    for r in self.reader.page(items, self._customer_record, _guid, request):
+                        if r.error or any(_same(r.fields.get(field), v) for v in values):
                             out[r.id] = r
             return list(out.values())
         if field == "EmailAddress":
             for value in values:
-                async for items in self._customer_pages({"contactEmail": value}):
+                async for items, request in self._customer_pages({"contactEmail": value}):
                     for raw in items:
-                        for c in await self._contacts_of(str(raw["Guid"]).lower()):
-                            if _same(c.fields.get(field), value):
+                        guid = _guid(raw.get("Guid")) if isinstance(raw, dict) else None
+                        if not isinstance(guid, str) or not guid:
+                            continue
+                        for c in await self._contacts_of(guid):
+                            if c.error or _same(c.fields.get(field), value):
                                 out[c.id] = c
             return list(out.values())
         async for page in self._contact_changes(None):
@@ -342,14 +367,16 @@ class UnleashedConnector:
             found: list[dict] = []
             page, seen = 1, set()
             while True:
-                body = await self._call("GET", f"/SalesPersons/{page}", {"pageSize": 1000})
-                items = (body or {}).get("Items") or []
+                response = await self._call("GET", f"/SalesPersons/{page}", {"pageSize": 1000})
+                items = [i for i in response.rows("Items")
+                         if isinstance(i, dict) and i.get("Guid")
+                         and isinstance(i.get("FullName"), str)]
                 ids = tuple(str(i.get("Guid")) for i in items)
                 if not items or ids in seen:
                     break
                 seen.add(ids)
                 found.extend(items)
-                pages = ((body or {}).get("Pagination") or {}).get("NumberOfPages") or 1
+                pages = _pages(response.body) or 1
                 if page >= pages:
                     break
                 page += 1
@@ -409,8 +436,11 @@ class UnleashedConnector:
             # hex digits; stable for this Guid, so a retried create sends the same code.
             stem = "".join(ch for ch in str(body.get("CustomerName") or "") if ch.isalnum())
             body["CustomerCode"] = f"{(stem[:8] or 'CUST').upper()}-{guid[:6].upper()}"
-        return self._customer_record(await self._call("POST", f"/Customers/{guid}", body=body,
-                                                      idempotent=True))
+        return self._written(await self._call("POST", f"/Customers/{guid}", body=body,
+                                              idempotent=True), self._customer_record)
+
+    def _written(self, response: Response, parse) -> Record:
+        return self.reader.written(response.body, parse, response.request)
 
     async def update(self, entity: str, id: str, fields: dict[str, Any],
                      version: str | None = None) -> Record:
@@ -420,10 +450,10 @@ class UnleashedConnector:
             uuid.UUID(str(id))
         except ValueError:
             raise NotFoundError(f"unleashed: not found: customer {id}") from None
-        raw = await self._call("GET", f"/Customers/{id}")
+        raw = (await self._call("GET", f"/Customers/{id}")).object()
         body = await self._apply(raw, fields, existing=True)
-        return self._customer_record(await self._call("POST", f"/Customers/{id}", body=body,
-                                                      idempotent=True))
+        return self._written(await self._call("POST", f"/Customers/{id}", body=body,
+                                              idempotent=True), self._customer_record)
 
     async def delete(self, entity: str, id: str) -> None:
         if self._entity(entity) == "customers":
@@ -440,12 +470,12 @@ class UnleashedConnector:
         body = {"Guid": str(uuid.uuid4()),
                 **{k: v for k, v in fields.items() if k in CONTACT_FIELDS}}
         try:
-            raw = await self._call("POST", f"/Customers/{customer}/Contacts", body=body,
-                                   idempotent=True)
+            response = await self._call("POST", f"/Customers/{customer}/Contacts", body=body,
+                                        idempotent=True)
         except NotFoundError as exc:
             raise RecordError(f"unleashed: customer {customer} not found ({exc.message})",
                               status=exc.status, fields=("CustomerGuid",)) from None
-        return self._contact_record(raw, customer)
+        return self._written(response, lambda raw: self._contact_record(raw, customer))
 
     async def _owner(self, contact: str) -> str:
         contact = str(contact).lower()
@@ -462,15 +492,17 @@ class UnleashedConnector:
             raise RecordError("unleashed: a contact cannot move to another customer",
                               fields=("CustomerGuid",))
         current = {c.id: c for c in await self._contacts_of(customer)}.get(str(id).lower())
+        if current is not None and current.error:
+            raise RecordError(current.error)
         if current is None:
             self._contact_owner.pop(str(id).lower(), None)
             raise NotFoundError(f"unleashed: not found: contact {id}")
         body = {"Guid": current.id,
                 **{k: current.fields[k] for k in CONTACT_FIELDS if k in current.fields},
                 **{k: v for k, v in fields.items() if k in CONTACT_FIELDS}}
-        raw = await self._call("PUT", f"/Customers/{customer}/Contacts/{current.id}",
-                               body=body)
-        return self._contact_record(raw, customer)
+        response = await self._call("PUT", f"/Customers/{customer}/Contacts/{current.id}",
+                                    body=body)
+        return self._written(response, lambda raw: self._contact_record(raw, customer))
 
     # --- reference data ------------------------------------------------------------------
     async def options(self, name: str) -> Any:
@@ -478,11 +510,23 @@ class UnleashedConnector:
             return [sp["FullName"] for sp in await self._salesperson_list(refresh=True)
                     if not sp.get("Obsolete")]
         if name == "account":
-            body = await self._call("GET", "/Companies")
-            items = (body or {}).get("Items") or []
+            items = [i for i in (await self._call("GET", "/Companies")).rows("Items")
+                     if isinstance(i, dict)]
             return {"operating_companies": len(items),
                     "advanced_ledgers": any(bool(i.get("AdvancedLedgers")) for i in items)}
         raise KeyError(name)
+
+
+def _guid(row: dict) -> Any:
+    """A row's Guid as this connector exposes ids (lower case)."""
+    value = row.get("Guid") if isinstance(row, dict) else row
+    return value.lower() if isinstance(value, str) else value
+
+
+def _pages(body: Any) -> int | None:
+    pagination = body.get("Pagination") if isinstance(body, dict) else None
+    pages = pagination.get("NumberOfPages") if isinstance(pagination, dict) else None
+    return pages if isinstance(pages, int) and not isinstance(pages, bool) else None
 
 
 __all__ = ["UnleashedConnector", "parse_error"]

@@ -121,6 +121,7 @@ from connectors.unleashed.wire import encode_date, from_ms, parse_iso, sign, to_
 
 class UnleashedSandbox(Sandbox):
     system = "unleashed"
+    persisted = ("customers", "contacts", "salespersons", "_serial")     # keep_in()
 
     def __init__(self, *, seed: int = 0, records: int = 0, clock: Clock | None = None,
                  api_id: str = "sandbox", api_key: str = "sandbox-key",

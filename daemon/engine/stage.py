@@ -4,8 +4,12 @@ Each side's changes since its cursor (less the overlap) are streamed in, with th
 read again by id (failed writes, lifted exclusions, pushes). A complete listing also stages,
 as deleted, every linked record it did not return. The signpost (the vendor's clock before the
 read) bounds the cursor: see ``cursor.py``. A record the store or the other system could not
-hold (a NUL character, text that is not valid Unicode) or that the connector could not read
-is not staged: it becomes a per-record error and the step goes on.
+hold (a NUL character, text that is not valid Unicode) is not staged: it becomes a per-record
+error and the step goes on. A record the connector could not read (``Record.error``) is a
+per-record error too, and is staged as left out (``excluded``): nothing is planned from fields
+it does not have, and a complete listing does not take its linked record for deleted (the
+partner stays as it is). Each record fails at most once a step, though it may be read twice
+(listed, then read again by id).
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ class Staging:
         self.ctx = ctx
         self.seq = 0
         self.fails: list[Fail] = []
+        self._failed: set[tuple[Side, str]] = set()
 
     async def side(self, side: Side) -> Cursor | None:
         """Stage one side; the cursor to store after the step (None: keep the old one)."""
@@ -105,8 +110,17 @@ class Staging:
                                   [_safe(r.id) for r in page])
             rows, keys = [], []
             for rec in page:
+                if rec.error:
+                    self.fail(side, rec.id, rec.error)
+                    self.seq += 1
+                    rows.append(dict(
+                        run_id=ctx.run_id, flow=ctx.flow.name, side=side,
+                        record_id=_safe(rec.id), seq=self.seq, modified=None, deleted=False,
+                        passes=False, excluded=True, pushed=False, data=dumps({}),
+                        hash=value_hash(base_paths, {}), version=None))
+                    continue
                 data = mapped(paths, rec.fields)
-                bad = getattr(rec, "error", None) or unstorable(data)
+                bad = unstorable(data)
                 if bad:
                     self.fail(side, rec.id, bad)
                     continue
@@ -128,8 +142,12 @@ class Staging:
             await q.stage(conn, rows, keys)
 
     def fail(self, side: Side, record_id: str, message: str) -> None:
+        key = (side, _safe(record_id))
+        if key in self._failed:         # read twice in this step: one error
+            return
         if len(self.fails) < MAX_FAILS:
-            self.fails.append(Fail(side, _safe(record_id), message))
+            self._failed.add(key)
+            self.fails.append(Fail(side, key[1], message))
         else:
             self.ctx.counts["errors"] += 1
 

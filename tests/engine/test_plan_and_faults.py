@@ -271,6 +271,37 @@ async def test_a_value_no_system_can_store_is_a_record_error_not_a_failed_run(st
     assert "NUL" in err["message"]
 
 
+async def test_a_linked_record_read_back_unreadable_leaves_its_partner_alone_and_is_reported(
+        state_url):
+    """A record the connector could not read (Record.error) on a full sync: a record error,
+    once a run though it is read twice (listed, then again by id); its partner is neither
+    deleted (the complete listing did see it) nor written from fields it does not have."""
+    p = await make_pair(state_url, [item_flow()])
+    ids = [p.L.put("items", {"key": f"k{i}", "name": f"n{i}"}) for i in range(3)]
+    assert (await p.sync()).status == "ok"
+    before, writes = p.R.values("items"), p.R.writes
+    links = {(r["left_id"], r["right_id"]) for r in await p.rows("links")}
+    p.L.unreadable[ids[0]] = "modified is not a date: 'yesterday'"
+    plan = await p.sync(full=True, dry_run=True)
+    assert plan.steps[0].planned == [
+        {"action": "error", "side": "left", "id": ids[0],
+         "why": f"left: record {ids[0]} cannot be read: modified is not a date: 'yesterday'"}]
+    for _ in range(2):                  # the second run also reads it again by id
+        r = await p.sync(full=True)
+        assert r.status == "errors" and r.steps[0].counts["errors"] == 1, r.steps[0].counts
+        assert r.steps[0].counts["held"] == 0 and not r.message
+        (err,) = await p.rows("record_errors")
+        assert (err["side"], err["record_id"]) == ("left", ids[0])
+        assert "modified is not a date" in err["message"]
+        assert p.R.values("items") == before and p.R.writes == writes
+        assert {(x["left_id"], x["right_id"]) for x in await p.rows("links")} == links
+        assert {x["state"] for x in await p.rows("links")} == {"ok"}
+    del p.L.unreadable[ids[0]]
+    r = await p.sync(full=True)
+    assert r.status == "ok" and await p.rows("record_errors") == []
+    assert p.R.values("items") == before
+
+
 async def test_a_conditional_write_refused_is_settled_by_the_policy_not_overwritten(state_url):
     p = await make_pair(state_url, [item_flow(conflict="left_wins")], conditional=True)
     lid = p.L.put("items", {"key": "k1", "name": "A"})
