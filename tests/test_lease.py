@@ -181,7 +181,7 @@ requests_per_window = 100000
 left = "unleashed"
 right = "prospect"
 preset = "unleashed_crm"
-schedule = {{ every = "2s", jitter = "0s" }}
+schedule = {{ every = "10s", jitter = "0s" }}
 """ + WEB_OFF)
     return path
 
@@ -259,11 +259,11 @@ async def test_two_daemons_one_runs_the_integration_the_other_takes_over_on_sigk
         killed_at = datetime.now(timezone.utc)
         t0 = time.monotonic()
         second.wait_for(event_is("lease.acquired", integration="ul"), 30)
-        second.wait_for(event_is("run.start", integration="ul"), 10)
+        second.wait_for(event_is("run.start", integration="ul"), 15)
         takeover = time.monotonic() - t0
         second.wait_for(event_is("run.end", integration="ul"), 60)
-        # the lock died with the holder's session: the takeover is the next tick (every 2 s)
-        assert takeover < 10, f"took {takeover:.1f} s to take over"
+        # the lock died with the holder's session: the takeover is the next tick (every 10 s)
+        assert takeover < 15, f"took {takeover:.1f} s to take over"
     finally:
         first.stop(signal.SIGKILL)
         if second is not None:

@@ -238,9 +238,13 @@ class SqlConnector:
                                    else select(literal(1)))
 
     async def clock(self) -> datetime | None:
-        """The database's own time (see ``instance.py``); None when it cannot be reached."""
+        """The database's own time (see ``instance.py``); None when it cannot be reached.
+        A SQLite file has no server: its time is this machine's, as ``now`` tells it (the
+        same clock that stamps the rows this connector writes)."""
         try:
-            self._sqlite_file_missing()
+            if self._sqlite:
+                self._sqlite_file_missing()
+                return self.now()
             async with self._errors(None):
                 return await instance.database_now(self._engine(), self.zone)
         except ConnectorError:

@@ -114,9 +114,11 @@ class RealWritePath(RuleBasedStateMachine):
     # --- users ---------------------------------------------------------------------------
     @rule()
     def ul_new_customer(self) -> None:
+        before = set(self.ul.customers)
         self.ul.seed(1, self.rng)
-        newest = max(self.ul.customers.values(), key=lambda c: c["CreatedOn"])
-        newest["CreatedOn"] = newest["LastModifiedOn"] = self.ul._now()
+        (guid,) = set(self.ul.customers) - before
+        new = self.ul.customers[guid]
+        new["CreatedOn"] = new["LastModifiedOn"] = self.ul._now()     # saved just now
 
     @rule(n=st.integers(0, 20), phone=PHONES, name=NAMES, which=st.sampled_from(["p", "n"]))
     def ul_edit(self, n, phone, name, which) -> None:
