@@ -176,6 +176,25 @@ class Connector(Protocol):
         (a list of names) or ``"account"`` (facts about the account). KeyError if unknown."""
 
 
+@dataclass(frozen=True, slots=True)
+class FieldInfo:
+    """One field of an entity as its system describes it (field discovery): ``name`` as the
+    connector exposes it, the ``label`` people see, a ``type`` in the vendor's words, and
+    whether it is a ``custom`` field the customer added ("persoonlijke velden")."""
+
+    name: str
+    label: str
+    type: str = "text"
+    custom: bool = False
+
+
+async def system_fields(conn: Any, entity: str) -> list[FieldInfo] | None:
+    """``conn.fields(entity)``: an optional method; None when the connector cannot describe
+    its fields."""
+    fn = getattr(conn, "fields", None)
+    return None if fn is None else await fn(entity)
+
+
 async def system_clock(conn: Any) -> datetime | None:
     """``conn.clock()``, for connectors written before it was part of the contract."""
     fn = getattr(conn, "clock", None)

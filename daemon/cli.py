@@ -114,6 +114,29 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--full", action="store_true",
                     help="plan over everything, not only the changes since the last run")
     sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    sp.add_argument("--stored", action="store_true",
+                    help="show the plan a first run stored with its gate, per direction "
+                         "(BB-3's preview), instead of planning now")
+
+    sp = cmd("fields", "the custom fields of a flow's left system that have a counterpart in "
+                       "the right one (BB-8), and the config lines that select them")
+    integration(sp)
+    sp.add_argument("flow", help="the flow's name")
+    sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
+
+    sp = cmd("links", "the correspondence table: a flow's linked pairs with their names and "
+                      "keys; set or lift \"no sync\" (BB-6) and \"not this time\" (BB-7)")
+    integration(sp)
+    sp.add_argument("flow", help="the flow's name")
+    sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    sp.add_argument("--side", choices=SIDES, default="left",
+                    help="the side of the id given to --no-sync, --not-this-time or --lift "
+                         "(default left)")
+    act = sp.add_mutually_exclusive_group()
+    act.add_argument("--no-sync", metavar="ID", help="never sync this record and its partner")
+    act.add_argument("--not-this-time", metavar="ID",
+                     help="leave this record and its partner out of the next run only")
+    act.add_argument("--lift", metavar="ID", help="lift either: synced again from the next run")
 
     sp = cmd("status", "last and next run of every integration, open errors, reviews, holds")
     sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
@@ -147,6 +170,9 @@ def parser() -> argparse.ArgumentParser:
     integration(sp)
     sp.add_argument("--flow", default=None, metavar="FLOW",
                     help="only the held deletes of this flow")
+    sp.add_argument("--first-run", action="store_true",
+                    help="only the first run's stored plan: the synchronisation data is "
+                         "correct (BB-9)")
 
     sp = cmd("retry", "try quarantined records again next run (and creates whose answer "
                       "was lost that could not be checked by any key)")
@@ -400,6 +426,8 @@ async def cmd_sync(args, cfg: Config) -> int:
 
 async def cmd_plan(args, cfg: Config) -> int:
     _log_setup(cfg, "stderr", args)
+    if args.stored:
+        return await _stored_plan(args, cfg)
     result = await _one_run(cfg, args.integration, RunOptions(
         trigger="plan", flows=args.flow, dry_run=True, full=args.full))
     rows = [{"flow": s.flow, **p} for s in result.steps for p in s.planned]
@@ -693,6 +721,8 @@ async def cmd_approve(args, cfg: Config) -> int:
     _integration_spec(cfg, args.integration)
     if args.flow:
         _flow_name(cfg, args.integration, args.flow)
+    if args.first_run:
+        return await _approve_first_run(args, cfg)
     db = await _db(cfg)
     try:
         async with db.begin() as conn:
@@ -847,11 +877,143 @@ async def cmd_presets(args, cfg: Config | None) -> int:
     return EXIT_OK
 
 
+# --- the first run's preview, the correspondence table, custom fields (BB-3, BB-6..BB-9) ------
+async def _stored_plan(args, cfg: Config) -> int:
+    from daemon import preview
+    from daemon.store import gates as gates_lib
+    spec = _integration_spec(cfg, args.integration)
+    db = await _db(cfg)
+    try:
+        async with db.connect() as conn:
+            gate = await gates_lib.gate(conn, args.integration, "first_run")
+    finally:
+        await db.dispose()
+    if gate is None:
+        print(f"no stored plan: {args.integration} has no first run waiting for approval")
+        return EXIT_ERRORS
+    rows = gate["detail"].get("rows", [])
+    titles = {f.name: dict(f.title) for f in spec.flows}
+    view = preview.by_direction(rows, titles)
+    if args.json:
+        print(orjson.dumps({"integration": args.integration, "approved": gate["approved"],
+                            "counts": gate["detail"].get("counts"), "preview": view},
+                           default=str, option=orjson.OPT_INDENT_2).decode())
+        return EXIT_OK
+    print(gate["message"])
+    print("\n".join(preview.lines(view, spec.left, spec.right)))
+    if gate["detail"].get("actions", 0) > len(rows):
+        print(f"(the first {len(rows)} of {gate['detail']['actions']} actions)")
+    return EXIT_OK
+
+
+async def _approve_first_run(args, cfg: Config) -> int:
+    from daemon.store import gates as gates_lib
+    db = await _db(cfg)
+    try:
+        async with db.begin() as conn:
+            gate = await gates_lib.gate(conn, args.integration, "first_run")
+            if gate is not None:
+                await gates_lib.approve_gate(conn, args.integration, "first_run")
+    finally:
+        await db.dispose()
+    if gate is None:
+        print(f"{args.integration} has no first run waiting for approval")
+        return EXIT_ERRORS
+    print(f"approved: the synchronisation data of {args.integration} is correct; the next "
+          f"run synchronises")
+    return EXIT_OK
+
+
+async def cmd_links(args, cfg: Config) -> int:
+    from daemon.store import correspondence as corr
+    spec = _integration_spec(cfg, args.integration)
+    _flow_name(cfg, args.integration, args.flow)
+    flow = next(f for f in spec.flows if f.name == args.flow)
+    target = args.no_sync or args.not_this_time or args.lift
+    db = await _db(cfg)
+    try:
+        if target:
+            mode = "never" if args.no_sync else "skip_once" if args.not_this_time else None
+            async with db.begin() as conn:
+                ids = await corr.set_mode(conn, args.integration, args.flow, args.side,
+                                          target, mode)
+            what = {"never": "no sync", "skip_once": "not this time", None: "lifted"}[mode]
+            print(f"{what}: " + ", ".join(f"{s} {i}" for s, i in ids.items()))
+            return EXIT_OK
+        rows, after = [], 0
+        async with db.connect() as conn:
+            while True:
+                page = await corr.pairs(conn, args.integration, args.flow, after=after)
+                if not page:
+                    break
+                rows += page
+                after = page[-1]["id"]
+            loose = await corr.unlinked_exclusions(conn, args.integration, args.flow)
+    finally:
+        await db.dispose()
+    keys = [(k.left, k.right) for k in flow.match]
+
+    def row(p: dict) -> dict:
+        return {"left": p["left_id"], "right": p["right_id"],
+                "left_name": p["left"].get(flow.title.get("left", ""), ""),
+                "right_name": p["right"].get(flow.title.get("right", ""), ""),
+                "keys": [[p["left"].get(lk), p["right"].get(rk)] for lk, rk in keys],
+                "no_sync": "never" in (p["left_excluded"], p["right_excluded"]),
+                "not_this_time": "skip_once" in (p["left_excluded"], p["right_excluded"])}
+    out = [row(p) for p in rows]
+    if args.json:
+        print(orjson.dumps({"integration": args.integration, "flow": args.flow, "pairs": out,
+                            "excluded_unlinked": loose}, default=str,
+                           option=orjson.OPT_INDENT_2).decode())
+        return EXIT_OK
+    table = [[r["left"], _short(r["left_name"], 30), r["right"], _short(r["right_name"], 30),
+              " / ".join(f"{a} = {b}" for a, b in r["keys"]),
+              "no sync" if r["no_sync"] else "not this time" if r["not_this_time"] else ""]
+             for r in out]
+    print(_table(table, [spec.left, "name", spec.right, "name", "keys", "exclusion"])
+          if table else "no linked pairs yet")
+    for x in loose:
+        print(f"{x['side']} {x['record_id']}: "
+              f"{'no sync' if x['mode'] == 'never' else 'not this time'} (not linked)")
+    return EXIT_OK
+
+
+async def cmd_fields(args, cfg: Config) -> int:
+    from daemon.fields import counterparts
+    spec = _integration_spec(cfg, args.integration)
+    _flow_name(cfg, args.integration, args.flow)
+    flow = next(f for f in spec.flows if f.name == args.flow)
+    app = await _open_app(cfg)
+    try:
+        integ = app.integration(args.integration)
+        found = await counterparts(integ.sides["left"], integ.sides["right"], flow)
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        raise Fail(f"cannot list the fields: {exc}") from None
+    finally:
+        await app.close()
+    if args.json:
+        print(orjson.dumps({"integration": args.integration, "flow": args.flow,
+                            "fields": found}, option=orjson.OPT_INDENT_2).decode())
+        return EXIT_OK
+    if not found:
+        print("no custom field of the left system has a counterpart in the right one")
+        return EXIT_OK
+    print(_table([[f["left"], f["label"], f["right"], "yes" if f["selected"] else ""]
+                  for f in found], [spec.left, "label", spec.right, "selected"]))
+    print(f"\nto select one, add to [[integrations.{args.integration}.flows]] "
+          f"(name = \"{args.flow}\"):")
+    for f in found:
+        if not f["selected"]:
+            print(f"  custom_fields = [{{ left = \"{f['left']}\", right = \"{f['right']}\" }}]"
+                  f"   # optional: when = [{{ field = ..., op = ..., value = ... }}]")
+    return EXIT_OK
+
+
 COMMANDS = {
     "run": cmd_run, "sync": cmd_sync, "plan": cmd_plan, "status": cmd_status,
     "check": cmd_check, "health": cmd_health, "history": cmd_history, "exclude": cmd_exclude,
     "include": cmd_include, "push": cmd_push, "approve": cmd_approve,
-    "retry": cmd_retry,
+    "retry": cmd_retry, "links": cmd_links, "fields": cmd_fields,
     "migrate": cmd_migrate, "demo": cmd_demo, "sandbox": cmd_sandbox, "presets": cmd_presets,
 }
 

@@ -264,10 +264,12 @@ def describe(action: Action) -> dict[str, Any] | None:
                     for w in writes]
             return rows[0] if len(rows) == 1 else {"action": "update", "link": link_id,
                                                     "writes": rows}
-        case Link(ids=ids, writes=writes):
+        case Link(ids=ids, writes=writes, current=current):
+            # the linked data: both records as read, so a preview shows what is paired (BB-3)
             return {"action": "link", "left": ids["left"], "right": ids["right"],
                     "writes": [{"side": w.side, "id": w.id, "fields": w.values}
-                               for w in writes]}
+                               for w in writes],
+                    "data": {s: dict(v) for s, v in current.items()}}
         case Create(target=t, source_id=src, fields=f, waits_for=w):
             row: dict[str, Any] = {"action": "create", "side": t, "from": src, "fields": f}
             if w:

@@ -151,8 +151,8 @@ class Applier:
                 u.dropped_holds.append(hold_id)
                 c.log.info("delete.hold_dropped", record=rid, reason="seen again")
             case Review(side=side, id=rid, candidates=cands, reason=reason, mark=mark):
-                c.log.warning("match.ambiguous", side=side, record=rid, reason=reason,
-                              candidates=list(cands)[:10])
+                c.log.warning("match.ambiguous" if cands else "record.review", side=side,
+                              record=rid, reason=reason, candidates=list(cands)[:10])
                 if mark:
                     u.parked[side].append((rid, mark))
                 u.reviews.append(dict(integration=c.integration, flow=c.flow.name, side=side,

@@ -1,14 +1,15 @@
 """A flow compiled for running: its rules, merged fields, and what each side needs read."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Mapping
 
 import orjson
 
 from daemon.engine.merge import Field, compile_fields
-from daemon.engine.rules import FlowRules, Side, holds  # noqa: F401 (re-exported)
+from daemon.engine.rules import (FlowRules, Side, condition_fields,  # noqa: F401
+                                 holds)
 from daemon.engine.transforms import options_needed
 
 
@@ -34,8 +35,35 @@ class Flow:
 
     def fields_of(self, left: Mapping[str, Any] | None,
                   right: Mapping[str, Any] | None) -> list[Field]:
-        """The fields of a pair (or a record about to be created: the absent side None)."""
-        return self.fields_for(left if self.rules.owner == "left" else right)
+        """The fields of a pair (or a record about to be created: the absent side None),
+        each narrowed to the sides its values may flow from for these records."""
+        fields = self.fields_for(left if self.rules.owner == "left" else right)
+        return self.narrow(fields, {"left": left, "right": right})
+
+    def flows_from(self, side: Side, values: Mapping[str, Any] | None) -> bool:
+        """Whether a record of ``side`` with these values may flow to the other side at all
+        (``flows_when``); None (no record there) flows nowhere anyway, and is not narrowed."""
+        conds = self.rules.flows_when.get(side)
+        return not conds or values is None or holds(conds, values)
+
+    def narrow(self, fields: list[Field], values: Mapping[Side, Mapping[str, Any] | None]
+               ) -> list[Field]:
+        rules = self.rules
+        if not rules.flows_when and not any(f.when for f in rules.fields):
+            return fields
+        whens = {f.name: f.when for f in rules.fields}
+        blocked = {s for s in ("left", "right") if not self.flows_from(s, values[s])}
+        out = []
+        for fld in fields:
+            lr, rl = fld.flows_lr, fld.flows_rl
+            off = set(blocked)
+            for side, conds in whens.get(fld.name, {}).items():
+                if values[side] is not None and not holds(conds, values[side]):
+                    off.add(side)
+            lr, rl = lr and "left" not in off, rl and "right" not in off
+            out.append(fld if (lr, rl) == (fld.flows_lr, fld.flows_rl)
+                       else replace(fld, flows_lr=lr, flows_rl=rl))
+        return out
 
     def fields_for(self, owner_values: Mapping[str, Any] | None) -> list[Field]:
         """The fields of one record: owned or shared, by its owner-side values (None: the
@@ -58,16 +86,23 @@ def compile_flow(rules: FlowRules) -> Flow:
         extra = [p for f in fields for p in f.deps(side)]
         if side == rules.owner:
             extra += [c.field for c in rules.owner_when]
+        # what decides whether a record's values may flow: kept with the base, so a pair
+        # whose side was not read again is decided on the same values
+        extra += condition_fields(rules.flows_when.get(side, []))
+        extra += [p for f in rules.fields for p in condition_fields(f.when.get(side, []))]
         base[side] = paths + [p for p in dict.fromkeys(extra) if p not in paths]
     read: dict[Side, list[str]] = {}
     for side in ("left", "right"):
         paths = list(base[side])
-        paths += [c.field for c in rules.filter.get(side, [])]
+        paths += condition_fields(rules.filter.get(side, []))
+        paths += [p for r in rules.require if r.side == side
+                  for p in condition_fields(r.when)]
         paths += list(rules.soft_delete.get(side, {}))
         paths += [getattr(k, side) for k in rules.match]
-        paths += [c.field for k in rules.match for c in k.when] if side == "left" else []
-        paths += [c.field for c in rules.create.toward("right" if side == "left"
-                                                        else "left").when]
+        paths += [p for k in rules.match for p in condition_fields(k.when)] \
+            if side == "left" else []
+        paths += condition_fields(rules.create.toward("right" if side == "left"
+                                                      else "left").when)
         if side in rules.external_id:
             paths.append(rules.external_id[side])
         read[side] = list(dict.fromkeys(paths))

@@ -17,13 +17,18 @@ class Candidates:
     by_record: dict[str, list[dict]] = field(default_factory=dict)
     partner_ambiguous: set[str] = field(default_factory=set)
     linked: set[str] = field(default_factory=set)     # candidates that already have a link
+    # records whose only partner is excluded ("no sync", "not this time"): they must not be
+    # created on the other side, which would make the excluded record's duplicate
+    partner_excluded: set[str] = field(default_factory=set)
 
 
 async def candidates(ctx: StepContext, side: Side, recs: list[dict]) -> Candidates:
     """Partners of ``recs`` (staged records of ``side``), both ways: a partner that itself
     matches several records of ``side`` makes the match ambiguous."""
     target = other(side)
-    out = Candidates(await _lookup(ctx, side, recs))
+    excluded: set[str] = set()
+    out = Candidates(await _lookup(ctx, side, recs, excluded))
+    out.partner_excluded = excluded - set(out.by_record)
     single = {rid: cs[0] for rid, cs in out.by_record.items() if len(cs) == 1}
     if single:
         back = await _lookup(ctx, target, list({c["record_id"]: c
@@ -40,7 +45,8 @@ async def candidates(ctx: StepContext, side: Side, recs: list[dict]) -> Candidat
     return out
 
 
-async def _lookup(ctx: StepContext, side: Side, recs: list[dict]) -> dict[str, list[dict]]:
+async def _lookup(ctx: StepContext, side: Side, recs: list[dict],
+                  excluded: set[str] | None = None) -> dict[str, list[dict]]:
     target = other(side)
     rules = ctx.flow.rules
     out: dict[str, list[dict]] = {}
@@ -82,6 +88,9 @@ async def _lookup(ctx: StepContext, side: Side, recs: list[dict]) -> dict[str, l
                      and not c.get("excluded")]
             if side == "right":
                 cands = [c for c in cands if holds(key.when, c["data"])]
+            if excluded is not None and any(c.get("excluded") and not c["deleted"]
+                                            for c in hits.get(value, [])):
+                excluded.add(rid)
             if cands:
                 out[rid] = cands
                 pending.pop(rid)

@@ -172,7 +172,7 @@ def may_create(flow: Flow, side: Side, rec: Mapping[str, Any], sit: Situation) -
     if not sit.can_create.get(target, True):
         return False
     rule = rules.create.toward(target)
-    if rule.mode == "never":
+    if rule.mode == "never" or not flow.flows_from(side, rec["data"]):
         return False
     if rule.mode == "push":
         return bool(rec["pushed"])
@@ -183,13 +183,19 @@ def may_create(flow: Flow, side: Side, rec: Mapping[str, Any], sit: Situation) -
 
 def plan_unlinked(flow: Flow, side: Side, rec: Mapping[str, Any], candidates: list[dict],
                   taken: set[str], mark: str, ctx: Context, sit: Situation,
-                  partner_ambiguous: bool = False) -> Action:
+                  partner_ambiguous: bool = False, partner_excluded: bool = False) -> Action:
     """``candidates``: the other side's records with the same natural key (already filtered
     for passing, not deleted, not excluded); ``taken``: those of them already linked or
     claimed by an earlier record of this step; ``partner_ambiguous``: the candidate itself
-    matches several records of this side (they were added to ``candidates``)."""
+    matches several records of this side (they were added to ``candidates``);
+    ``partner_excluded``: the only records with its key are excluded (no create, no link)."""
     target = other(side)
     rid = rec["record_id"]
+    missing = unmet(flow, side, rec["data"])
+    if missing is not None:
+        return Review(side, rid, (), missing, mark)
+    if partner_excluded and not candidates:
+        return Skip(side, rid, "partner_excluded")
     if len(candidates) == 1 and candidates[0]["record_id"] not in taken:
         return plan_link(flow, side, rec, candidates[0], ctx)
     if candidates:
@@ -204,6 +210,14 @@ def plan_unlinked(flow: Flow, side: Side, rec: Mapping[str, Any], candidates: li
     if may_create(flow, side, rec, sit):
         return plan_create(flow, side, rec, ctx)
     return Park(side, rid, mark, "not_created")
+
+
+def unmet(flow: Flow, side: Side, values: Mapping[str, Any]) -> str | None:
+    """The message of the first requirement of ``side`` a record does not meet, or None."""
+    for req in flow.rules.require:
+        if req.side == side and not holds(req.when, values):
+            return req.message
+    return None
 
 
 def plan_link(flow: Flow, side: Side, rec: Mapping[str, Any], cand: Mapping[str, Any],

@@ -29,16 +29,37 @@ class Strict(BaseModel):
 
 
 class Condition(Strict):
-    """One test on a record's field: ``{field = "Type", op = "eq", value = "Customer"}``."""
-    field: str
+    """One test on a record's field: ``{field = "Type", op = "eq", value = "Customer"}``, or
+    ``{any_of = [...]}``: holds when at least one of its conditions does (BB-8's conditions,
+    "a customer, or a prospect with a VAT number")."""
+    field: str = ""
     op: Literal["eq", "ne", "in", "not_in", "truthy", "falsy", "longer_than",
                 "not_longer_than"] = "eq"
     value: Any = None
+    any_of: list["Condition"] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Condition":
+        if bool(self.field) == bool(self.any_of):
+            raise ValueError("a condition names either a field or any_of, not both")
+        return self
+
+
+def condition_fields(conditions: list[Condition]) -> list[str]:
+    """The fields a list of conditions looks at (what must be read to test them)."""
+    out: list[str] = []
+    for c in conditions:
+        out += condition_fields(c.any_of) if c.any_of else [c.field]
+    return out
 
 
 def holds(conditions: list[Condition], values: Mapping[str, Any]) -> bool:
     """Whether a record's values meet every condition."""
     for c in conditions:
+        if c.any_of:
+            if not any(holds([x], values) for x in c.any_of):
+                return False
+            continue
         v = values.get(c.field)
         if c.op == "eq" and v != c.value:
             return False
@@ -69,6 +90,9 @@ class FieldRule(Strict):
     ownership: Ownership | None = None          # for one-way fields; default: the flow's
     ref: str | None = None                      # a flow whose links translate this id field
     on_create_only: bool = False                # written when the record is created, never after
+    # the field flows from a side only for records of that side that meet these conditions
+    # (BB-8: a custom field synchronised under a condition), e.g. ``when = { left = [...] }``
+    when: dict[Side, list[Condition]] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _name(self) -> "FieldRule":
@@ -93,6 +117,15 @@ class MatchKey(Strict):
     right: str
     normalize: Literal["text", "name", "email", "vat", "phone", "exact"] = "text"
     when: list[Condition] = Field(default_factory=list)   # tested on the source record
+
+
+class Requirement(Strict):
+    """What a record of ``side`` must meet to take part at all; one that does not is not
+    matched, created or linked, and is reported for review with ``message`` (BB-2's vendor
+    rule: a third party without a VAT number is not synchronised)."""
+    side: Side
+    when: list[Condition]
+    message: str
 
 
 class PerSide(Strict):
@@ -138,6 +171,13 @@ class FlowRules(Strict):
     match: list[MatchKey] = Field(default_factory=list)
     filter: dict[Side, list[Condition]] = Field(default_factory=dict)
     on_filter_exit: Literal["unlink", "ignore"] = "unlink"
+    # records of a side flow to the other side (their fields, their creates) only when they
+    # meet these conditions; the others still take part in matching and receive the other
+    # side's values (BB-5: CRM -> BOB only for BobSync customers)
+    flows_when: dict[Side, list[Condition]] = Field(default_factory=dict)
+    require: list[Requirement] = Field(default_factory=list)
+    # the field that names a record to people, per side (the correspondence table, BB-6)
+    title: dict[Side, str] = Field(default_factory=dict)
     depends_on: list[str] = Field(default_factory=list)
     read_only_marker: dict[Side, dict[str, Any]] = Field(default_factory=dict)
     # values a new record gets in that side when the source gave none; a value written

@@ -362,7 +362,8 @@ class _Step:
         for r in active:
             cands = found.by_record.get(r["record_id"], [])
             a = plan_unlinked(c.flow, side, r, cands, taken, mark[r["record_id"]], tctx,
-                              self.sit, r["record_id"] in found.partner_ambiguous)
+                              self.sit, r["record_id"] in found.partner_ambiguous,
+                              r["record_id"] in found.partner_excluded)
             if isinstance(a, Link):
                 partner = a.ids[target]
                 taken = taken | {partner}

@@ -6,7 +6,13 @@ A preset holds ``[options]`` (defaults the user's ``options`` table overrides), 
 A flow's ``[[flows.overrides]]`` entries replace flow keys when their ``when`` holds.
 A flow may carry ``when`` too (a flow an option turns off); the preset's jobs of a flow that
 is turned off go with it (a user's own job naming a missing flow is still an error).
-A ``[schedule]`` table is the integration's default schedule (the user's keys win).
+A ``[schedule]`` table is the integration's default schedule (the user's keys win), and a
+top-level ``confirm_first_run`` the integration's default for it.
+
+A user's flow table may add ``custom_fields`` (BB-8): fields selected by name, appended to the
+preset's list instead of replacing it, each ``{ left, right, when = [...] }`` where ``when``
+(optional) is a condition on the left record (``when = { left = [...], right = [...] }`` for
+either side). ``accord fields INTEGRATION FLOW`` lists the candidates.
 """
 from __future__ import annotations
 
@@ -73,9 +79,14 @@ def expand(spec: dict[str, Any], where: str) -> dict[str, Any]:
         flows.append(flow)
     user_flows = {f["name"]: f for f in spec.get("flows", [])}
     for flow in flows:                  # the user's table may change any key of a preset flow
-        flow.update(user_flows.pop(flow["name"], {}))
+        user = dict(user_flows.pop(flow["name"], {}))
+        extra = user.pop("custom_fields", [])
+        flow.update(user)
+        flow["fields"] = list(flow.get("fields", [])) + [custom_field(f) for f in extra]
     out = {k: v for k, v in spec.items() if k not in ("flows",)}
     out["options"] = options
+    if "confirm_first_run" in preset:
+        out.setdefault("confirm_first_run", preset["confirm_first_run"])
     if "schedule" in preset:            # the preset's schedule, each key the user's if given
         out["schedule"] = {**preset["schedule"], **(spec.get("schedule") or {})}
     out["flows"] = flows + list(user_flows.values())
@@ -83,4 +94,16 @@ def expand(spec: dict[str, Any], where: str) -> dict[str, Any]:
     out["jobs"] = [j for j in _keep(preset.get("jobs", []), options)
                    if j.get("flow") in kept] + list(spec.get("jobs", []))
     out["guards"] = _keep(preset.get("guards", []), options) + list(spec.get("guards", []))
+    return out
+
+
+def custom_field(spec: dict[str, Any]) -> dict[str, Any]:
+    """A selected custom field as a field rule: named ``custom:<left>``; a ``when`` list is a
+    condition on the left (source) record."""
+    from daemon.config import ConfigError
+    if not isinstance(spec, dict) or "left" not in spec or "right" not in spec:
+        raise ConfigError(f"custom_fields: each entry needs left and right, not {spec!r}")
+    out = {"name": f"custom:{spec['left']}", **spec}
+    if isinstance(out.get("when"), list):
+        out["when"] = {"left": out["when"]}
     return out

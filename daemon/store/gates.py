@@ -58,6 +58,14 @@ async def approve(conn: AsyncConnection, integration: str, flow: str | None = No
     return {"gates": g or 0, "held_deletes": h or 0}
 
 
+async def approve_gate(conn: AsyncConnection, integration: str, kind: str, flow: str = ""
+                       ) -> int:
+    """Approve one gate (e.g. only the first run's plan: BB-9's confirmation)."""
+    return (await conn.execute(update(gates).where(
+        gates.c.integration == integration, gates.c.kind == kind, gates.c.flow == flow)
+        .values(approved=True, approved_at=now()))).rowcount or 0
+
+
 # --- the identity of each side's system -----------------------------------------------------
 async def instance(conn: AsyncConnection, integration: str, side: str) -> str | None:
     row = (await conn.execute(select(instances.c.identity).where(
