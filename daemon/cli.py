@@ -24,7 +24,7 @@ from collections import Counter
 from typing import Any, Sequence
 
 import orjson
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import make_url
 
 from daemon import __version__, demo

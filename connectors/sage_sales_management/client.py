@@ -75,7 +75,7 @@ import hashlib
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, AsyncIterator, Sequence
 
 import orjson

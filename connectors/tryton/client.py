@@ -275,7 +275,7 @@ class TrytonConnector:
                 if attempt == 2:
                     raise AuthError(f"{self.name}: Tryton refused the session twice "
                                     f"(HTTP {exc.status})", status=exc.status) from None
-            except _UserError as exc:
+            except _UserError:
                 refusal = await self._refusal(model, method)
                 if refusal:
                     raise AuthError(refusal, status=403) from None

@@ -295,7 +295,7 @@ class Applier:
                     retry=False)
         try:
             rec = await self._create_record(a.target, a.fields, a.source_id)
-        except RecordError as exc:
+        except RecordError:
             # the system refused it: nothing was created, the intent goes
             u.done_intents[a.target].append(a.source_id)
             raise

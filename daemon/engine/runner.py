@@ -30,7 +30,7 @@ from daemon.engine.flow import Flow, compile_flow, holds, value_hash
 from daemon.engine.rules import FlowRules, Side
 from daemon.engine.step import StepAborted, StepOptions, StepResult, run_step
 from daemon.store import gates as g
-from daemon.store import runs as r
+from daemon.store import runs as run_rows
 from daemon.store.run_status import end_run
 
 log = structlog.get_logger("accord.run")
@@ -132,7 +132,7 @@ async def run(db: AsyncEngine, integ: Integration, options: RunOptions | None = 
         run_id = -random.randrange(1, 2**31)     # staging scratch only: not a run
     else:
         async with db.begin() as conn:
-            run_id = await r.start_run(conn, integ.name, opt.trigger)
+            run_id = await run_rows.start_run(conn, integ.name, opt.trigger)
     rlog = log.bind(integration=integ.name, run=run_id if not opt.dry_run else None)
     started = time.monotonic()
     if not opt.dry_run:
@@ -320,7 +320,7 @@ async def _step(db, integ: Integration, flow: Flow, run_id: int, opt: RunOptions
     step_id = None
     if not opt.dry_run:
         async with db.begin() as conn:
-            step_id = await r.start_step(conn, run_id, flow.name)
+            step_id = await run_rows.start_step(conn, run_id, flow.name)
     if deps:
         result = StepResult(flow.name, "skipped", message=f"skipped: {deps[0]} failed")
     elif stopped:
@@ -331,7 +331,7 @@ async def _step(db, integ: Integration, flow: Flow, run_id: int, opt: RunOptions
     if opt.dry_run:
         return result
     async with db.begin() as conn:
-        await r.finish_step(conn, step_id, result.status, dict(result.counts), result.message)
+        await run_rows.finish_step(conn, step_id, result.status, dict(result.counts), result.message)
     event = slog.error if result.status == "failed" else (
         slog.warning if result.status in ("errors", "skipped") or result.message else slog.info)
     event("step.end", status=result.status, message=result.message or None,
