@@ -302,8 +302,8 @@ async def _first_run_gate(db: AsyncEngine, integ: Integration, opt: RunOptions) 
     creates = sum(v for s in plan.steps for k, v in s.counts.items()
                   if k.startswith("created_"))
     message = (f"waiting: first run of {integ.name}: its plan is stored ({len(rows)} actions, "
-               f"{creates} creates); see `accord status {integ.name}` or the status page, "
-               f"then `accord approve {integ.name}`")
+               f"{creates} creates); see it with `accord plan {integ.name} --stored` or on the "
+               f"status page, then `accord approve {integ.name} --first-run`")
     async with db.begin() as c:
         await g.set_gate(c, integ.name, "first_run", message,
                          {"counts": counts, "actions": len(rows), "rows": rows[:PLAN_ROWS]})
