@@ -13,6 +13,8 @@ BUILTIN_CONNECTORS = {
     "sql": "connectors.sql:SqlConnector",
     "sage50fr": "connectors.sage50fr:Sage50FrConnector",
     "sage_sales_management": "connectors.sage_sales_management:SageSalesManagementConnector",
+    "ajera": "connectors.ajera:AjeraConnector",
+    "vantagepoint": "connectors.vantagepoint:VantagepointConnector",
 }
 BUILTIN_SANDBOXES = {
     "unleashed": "connectors.unleashed.sandbox:UnleashedSandbox",
@@ -21,6 +23,8 @@ BUILTIN_SANDBOXES = {
     # the SQL connector's sandbox: a generated database file (the Sage 50 FR default layout)
     "sql": "connectors.sage50fr.sandbox:Sage50FrSandbox",
     "sage_sales_management": "connectors.sage_sales_management.sandbox:SageSalesManagementSandbox",
+    "ajera": "connectors.ajera.sandbox:AjeraSandbox",
+    "vantagepoint": "connectors.vantagepoint.sandbox:VantagepointSandbox",
 }
 
 
