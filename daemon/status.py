@@ -160,5 +160,28 @@ async def gather(cfg: Config, db: AsyncEngine, *,
                 {"flow": r["flow"], "side": r["side"], "record": r["record_id"],
                  "mode": r["mode"], "reason": r["reason"]}
                 for r in await _rows(conn, "exclusions", name)]
+            doc["log"] = await integration_log(conn, name)
             out["integrations"][name] = doc
     return out
+
+
+LOG_RUNS = 20
+
+
+async def integration_log(conn, name: str, runs_kept: int = LOG_RUNS) -> list[dict]:
+    """AJ-5: the integration log, newest first: every run of the last ``runs_kept`` with its
+    status and message, and each step's (batches, "Sync Completed", held flows, errors)."""
+    runs, steps = T["runs"], T["steps"]
+    rows = (await conn.execute(select(runs).where(runs.c.integration == name)
+                               .order_by(runs.c.id.desc()).limit(runs_kept))).mappings().all()
+    if not rows:
+        return []
+    by_run: dict[int, list] = {}
+    for s in (await conn.execute(select(steps).where(steps.c.run_id.in_([r["id"] for r in rows]))
+                                 .order_by(steps.c.id))).mappings():
+        by_run.setdefault(s["run_id"], []).append(
+            {"flow": s["flow"], "status": s["status"], "message": s["message"],
+             "counts": {k: v for k, v in (loads(s["counts"]) or {}).items() if v}})
+    return [{"run": r["id"], "trigger": r["trigger"], "status": r["status"],
+             "started_at": iso(r["started_at"]), "finished_at": iso(r["finished_at"]),
+             "message": r["message"], "steps": by_run.get(r["id"], [])} for r in rows]

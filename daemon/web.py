@@ -541,6 +541,24 @@ def _cell(value: Any) -> Any:
     return value
 
 
+def _log(entries: list[dict]) -> str:
+    """AJ-5: the integration log, one line per run and per step that has something to say."""
+    rows = ['<h3>Integration log</h3>', '<table class="log"><tr><th>run</th><th>started</th>'
+            '<th>status</th><th>flow</th><th>message</th></tr>']
+    for e in entries:
+        rows.append(f'<tr class="log-run"><td>#{_e(e["run"])}</td><td>{_e(e["started_at"])}</td>'
+                    f'<td><span class="b {_e(e["status"])}">{_e(e["status"])}</span></td>'
+                    f'<td>({_e(e["trigger"])})</td><td>{_e(e["message"] or "")}</td></tr>')
+        for s in e["steps"]:
+            if s["message"] or s["status"] not in ("ok",):
+                rows.append(f'<tr class="log-step"><td></td><td></td>'
+                            f'<td><span class="b {_e(s["status"])}">{_e(s["status"])}</span>'
+                            f'</td><td>{_e(s["flow"])}</td><td>{_e(s["message"] or "")}</td>'
+                            '</tr>')
+    rows.append("</table>")
+    return "\n".join(rows) if entries else '<h3>Integration log</h3><p>no runs yet</p>'
+
+
 def render(doc: dict) -> str:
     """The body of the status page (also ``GET /partial``)."""
     running = doc.get("running")
@@ -580,6 +598,7 @@ def render(doc: dict) -> str:
                     f'<td class="counts">{_counts(s["counts"])}</td>'
                     f'<td>{_e(s["message"])}</td></tr>')
             parts.append("</table>")
+        parts.append(_log(d.get("log") or []))
         parts.append(f'<h3>Open record errors ({len(d["record_errors"])})</h3>')
         parts.append(_table(d["record_errors"],
                             ["flow", "side", "record", "count", "message"], "record-error"))

@@ -164,6 +164,16 @@ class AjeraConnector:
             if page:
                 yield page
 
+    async def count(self, entity: str, since: datetime | None) -> int:
+        """How many records ``changes`` would yield: the listing alone (a batch's backlog)."""
+        args = {"FilterByEarliestModifiedDate": format_date(since)} if since else {}
+        if entity in TRANSACTIONS:
+            return len(await self._list("ListProjectTransactions", "Transactions", 1,
+                                        {**args, "FilterByTransactionType":
+                                         [TRANSACTIONS[entity]]}))
+        noun, _, version = self._kind(entity)
+        return len(await self._list(f"List{noun}", noun, version, args))
+
     async def get(self, entity: str, ids: Sequence[str]) -> list[Record]:
         if entity in TRANSACTIONS:
             raise KeyError(f"{self.name}: {entity} are read by changes() only")

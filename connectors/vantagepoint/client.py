@@ -165,7 +165,8 @@ class VantagepointConnector:
         raise AssertionError("unreachable")
 
     # --- reading -------------------------------------------------------------------------
-    async def changes(self, entity: str, since: datetime | None) -> AsyncIterator[list[Record]]:
+    async def _stamps(self, entity: str, since: datetime | None) -> list[tuple[datetime, str]]:
+        """(ModDate, key) of the records changed at or after ``since``, in that order."""
         key = self._key(entity)
         stamps: list[tuple[datetime, str]] = []
         page = 1
@@ -178,9 +179,16 @@ class VantagepointConnector:
                 if since is None or when is None or when >= since:
                     stamps.append((when or _EPOCH, str(row[key])))
             if len(rows) < self.settings.key_page_size:
-                break
+                return sorted(stamps)
             page += 1
-        stamps.sort()
+
+    async def count(self, entity: str, since: datetime | None) -> int:
+        """How many records ``changes`` would yield: the key listing alone."""
+        return len(await self._stamps(entity, since))
+
+    async def changes(self, entity: str, since: datetime | None) -> AsyncIterator[list[Record]]:
+        key = self._key(entity)
+        stamps = await self._stamps(entity, since)
         if len(stamps) <= FEW:
             got = {r.id: r for r in await self.get(entity, [k for _, k in stamps])}
         else:
