@@ -123,7 +123,7 @@ def check_entities(integration: str, flow, sides: dict[str, Connector]) -> None:
         info = entities.get(entity)
         if info is None:
             continue                    # the connector says so itself, by name, when used
-        if flow.batch_size and not info.ordered:
+        if flow.batch_size and not info.ordered and flow.batch_on in (None, side):
             raise ValueError(f"{where}.batch_size: {conn.name} cannot read {entity} in order, "
                              "so a run cannot stop after a batch and go on from there")
     for rel in flow.related:

@@ -157,6 +157,7 @@ class FlowRules(Strict):
     external_id: dict[Side, str] = Field(default_factory=dict)
     batch_size: int | None = Field(default=None, gt=0)
     batch_label: str = ""                       # what the batches count ("projects")
+    batch_on: Side | None = None                # the side batch_size limits (None: both)
     # flows that must have finished their batches before this one runs (AJ-4)
     waits_for: list[str] = Field(default_factory=list)
     # fields written on a side's record when a match links it (AJ-2: sync turned on)

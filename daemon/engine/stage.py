@@ -82,7 +82,8 @@ class Staging:
         now = await system_clock(conn_)
         signpost = None if now is None else utc(now) - timedelta(seconds=rules.clock_skew_seconds)
         progress = Progress(start, signpost)
-        limit = rules.batch_size if rules.batch_size and info.ordered else None
+        limit = rules.batch_size if rules.batch_size and info.ordered and \
+            rules.batch_on in (None, side) else None
         taken, staged, cut, seen_any, full_budget = 0, 0, False, False, False
         pages = conn_.changes(entity, since)
         async for page in pages:
