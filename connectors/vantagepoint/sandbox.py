@@ -102,6 +102,11 @@ class VantagepointSandbox(Sandbox):
         self._next = {h: 1 for h in HUBS}
         super().__init__(seed=seed, records=records, clock=clock)
 
+    @property
+    def url(self) -> str:
+        """The API base (``.../api``), as Vantagepoint's base URLs end."""
+        return f"http://127.0.0.1:{self.port}/api"
+
     # --- data --------------------------------------------------------------------------
     def add(self, hub: str, **fields: Any) -> dict:
         h = HUBS[hub]

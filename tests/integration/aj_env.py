@@ -42,7 +42,7 @@ requests_per_second = 1000
 
 [systems.crm]
 type = "vantagepoint"
-base_url = "{vp_url}/api"
+base_url = "{vp_url}"
 username = "sandbox"
 password = "sandbox-password"
 database = "Vantagepoint"
