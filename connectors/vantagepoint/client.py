@@ -29,6 +29,7 @@ DELETE are idempotent and are retried. No version check exists in the documented
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Sequence
@@ -131,26 +132,45 @@ class VantagepointConnector:
         if session is None:
             raise ConnectorError(f"{self.name}: client used before start()")
         for form in forms:
-            try:
-                async with session.post(f"{self.http.base_url}/token", data=form) as resp:
-                    body = await resp.json(content_type=None)
-                    status = resp.status
-            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-                raise UnavailableError(f"{self.name}: token endpoint: "
-                                       f"{type(exc).__name__}") from None
+            status, body = await self._token_request(session, form)
             if status == 200 and isinstance(body, dict) and body.get("access_token"):
                 self._token = body["access_token"]
                 self._refresh = body.get("refresh_token")
                 self._expires = time.monotonic() + max(0, int(body.get("expires_in") or 0) - 60)
                 return
-            if status >= 500:
-                raise UnavailableError(f"{self.name}: token endpoint answered {status}",
-                                       status=status)
             self._refresh = None                  # a refused refresh: the password grant
             why = (body or {}).get("error_description") if isinstance(body, dict) else None
         raise AuthError(f"{self.name}: Vantagepoint refused the API user {s.username!r} "
                         f"({why or 'no reason given'}); check Utilities > Integrations > API "
                         "Authorization", status=400)
+
+    async def _token_request(self, session, form: dict) -> tuple[int, Any]:
+        """One token request, tried again after a transient fault (a token asked for twice
+        does no harm): a connection that failed, a 5xx, a 429 (after its Retry-After)."""
+        for attempt in range(1, self.settings.attempts + 1):
+            try:
+                async with session.post(f"{self.http.base_url}/token", data=form) as resp:
+                    body = await resp.json(content_type=None)
+                    status = resp.status
+                    retry_after = resp.headers.get("Retry-After")
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                status, body, retry_after = 0, None, None
+                fault = type(exc).__name__
+            else:
+                if status < 500 and status != 429:
+                    return status, body
+                fault = f"HTTP {status}"
+                if status == 429:
+                    self.http.throttled += 1
+            if attempt == self.settings.attempts:
+                raise UnavailableError(f"{self.name}: token endpoint: {fault} (gave up after "
+                                       f"{attempt} attempts)", status=status or None)
+            try:
+                wait = float(retry_after) if retry_after else 0.2 * 2 ** attempt
+            except ValueError:
+                wait = 0.2 * 2 ** attempt
+            await asyncio.sleep(min(max(0.0, wait), self.settings.max_wait))
+        raise AssertionError("unreachable")
 
     async def _request(self, method: str, path: str, params: dict | None = None,
                        body: Any = None) -> Any:
