@@ -207,6 +207,14 @@ async def system_identity(conn: Any) -> str | None:
     return None if fn is None else await fn()
 
 
+async def system_count(conn: Any, entity: str, since: datetime | None) -> int | None:
+    """``conn.count(entity, since)``: how many records ``changes(entity, since)`` would yield,
+    where the system can say so cheaply (a key listing); None where it cannot. Optional:
+    the engine counts a batch's backlog with it instead of reading the rest."""
+    fn = getattr(conn, "count", None)
+    return None if fn is None else await fn(entity, since)
+
+
 def utc(dt: datetime) -> datetime:
     """An aware UTC datetime (naive values are taken as UTC)."""
     if dt.tzinfo is None:

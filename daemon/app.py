@@ -167,6 +167,28 @@ class App:
         return self.integrations[name]
 
 
+def check_entities(integration: str, flow, sides: dict[str, Connector]) -> None:
+    """What a flow asks of its systems' entities, against what they say they can do: a
+    ``batch_size`` needs an entity read in order (the cursor stops after the last record
+    taken), and a related entity must exist. Refused before anything runs (``accord check``,
+    start, reload)."""
+    where = f"integrations.{integration}.flows.{flow.name}"
+    for side, conn in sides.items():
+        entities = conn.capabilities.entities
+        entity = flow.entity(side)
+        info = entities.get(entity)
+        if info is None:
+            continue                    # the connector says so itself, by name, when used
+        if flow.batch_size and not info.ordered and flow.batch_on in (None, side):
+            raise ValueError(f"{where}.batch_size: {conn.name} cannot read {entity} in order, "
+                             "so a run cannot stop after a batch and go on from there")
+    for rel in flow.related:
+        conn = sides[rel.side]
+        if rel.entity not in conn.capabilities.entities:
+            raise ValueError(f"{where}.related: {conn.name} has no entity {rel.entity!r} "
+                             f"(it has {', '.join(conn.capabilities.entities)})")
+
+
 def _credential_keys(sandbox_cls) -> set[str]:
     import inspect
     params = inspect.signature(sandbox_cls.__init__).parameters
@@ -186,6 +208,9 @@ async def _activity(name: str, sandbox, every: float, rng: random.Random) -> Non
 
 def build_integration(name: str, spec: IntegrationSpec,
                       connectors: dict[str, Connector]) -> Integration:
+    sides = {"left": connectors[spec.left], "right": connectors[spec.right]}
+    for flow in spec.flows:
+        check_entities(name, flow, sides)
     return Integration(
         name=name, flows=order_flows(spec.flows),
         sides={"left": connectors[spec.left], "right": connectors[spec.right]},

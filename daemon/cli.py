@@ -138,8 +138,11 @@ def parser() -> argparse.ArgumentParser:
                      help="leave this record and its partner out of the next run only")
     act.add_argument("--lift", metavar="ID", help="lift either: synced again from the next run")
 
-    sp = cmd("status", "last and next run of every integration, open errors, reviews, holds")
+    sp = cmd("status", "last and next run of every integration, the integration log, open "
+                       "errors, reviews, holds")
     sp.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    sp.add_argument("--log-runs", type=int, default=5, metavar="N",
+                    help="runs of the integration log to show (default 5; --json has 20)")
 
     cmd("check", "validate the config, look at the state database and check every "
                  "system's connectivity and credentials", logs=True)
@@ -484,6 +487,10 @@ async def cmd_status(args, cfg: Config) -> int:
                 print(f"    {s['flow']}: {s['status']}" + (f" [{counts}]" if counts else "")
                       + (f" — {s['message']}" if s["message"] else ""))
         print(f"  next run: {d['next_run']}")
+        log_lines = _log_lines(d.get("log") or [], args.log_runs)
+        if log_lines:
+            print("  integration log:")
+            print("\n".join("    " + line for line in log_lines))
         for gate in d.get("gates", []):
             print(f"  {'approved' if gate['approved'] else 'HELD'}: {gate['message']}")
         for j in d["jobs"]:
@@ -502,6 +509,19 @@ async def cmd_status(args, cfg: Config) -> int:
                                  for c in cols] for r in d[key]], cols)
                 print("\n".join("    " + line for line in table.splitlines()))
     return EXIT_OK
+
+
+def _log_lines(entries: list[dict], runs: int) -> list[str]:
+    """AJ-5: the integration log's newest ``runs`` runs, each with its steps' messages."""
+    out = []
+    for e in entries[:max(0, runs)]:
+        out.append(f"#{e['run']} {e['started_at']} {e['status']} ({e['trigger']})"
+                   + (f" — {e['message']}" if e["message"] else ""))
+        for s in e["steps"]:
+            if s["message"] or s["status"] != "ok":
+                out.append(f"  {s['flow']}: {s['status']}"
+                           + (f" — {s['message']}" if s["message"] else ""))
+    return out
 
 
 # --- check -----------------------------------------------------------------------------------

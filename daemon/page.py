@@ -130,7 +130,7 @@ class _Integration:
         return "\n".join([
             f'<section class="integration" data-name="{_e(self.name)}" '
             f'data-paused="{1 if d.get("paused") else 0}">',
-            self.header(), self.notices(), self.when(), self.flows(), self.runs(),
+            self.header(), self.notices(), self.when(), self.flows(), self.runs(), self.log(),
             self.gates(), self.record_errors(), self.reviews(), self.held(), self.exclusions(),
             self.jobs(),
             "</section>"])
@@ -195,6 +195,26 @@ class _Integration:
         items = "".join(f'<li data-flow="{_e(f["name"])}"><b>{_e(f["name"])}</b>: '
                         f'{_e(f["description"])}</li>' for f in self.d.get("flows") or [])
         return f'<h3>Flows</h3><ul class="flows">{items}</ul>' if items else ""
+
+    def log(self) -> str:
+        """The integration log (AJ-5): each run's message, and each step that has something
+        to say (a batch and its backlog, "Sync Completed", a held flow, errors)."""
+        entries = self.d.get("log")
+        if not entries:
+            return ""
+        rows = []
+        for e in entries:
+            rows.append(f'<tr class="log-run"><td>#{_e(e["run"])}</td>'
+                        f'<td>{ago(e["started_at"], self.now)}</td>'
+                        f'<td>{_badge(e["status"])}</td><td>({_e(e["trigger"])})</td>'
+                        f'<td>{_e(e["message"] or "")}</td></tr>')
+            for st in e["steps"]:
+                if st["message"] or st["status"] != "ok":
+                    rows.append(f'<tr class="log-step"><td></td><td></td>'
+                                f'<td>{_badge(st["status"])}</td><td>{_e(st["flow"])}</td>'
+                                f'<td>{_e(st["message"] or "")}</td></tr>')
+        return '<h3>Integration log</h3>' + _table(
+            ["run", "started", "status", "flow", "message"], rows, "log")
 
     def runs(self) -> str:
         runs = self.d.get("runs")

@@ -15,6 +15,8 @@ BUILTIN_CONNECTORS = {
     "sage_sales_management": "connectors.sage_sales_management:SageSalesManagementConnector",
     "bob50": "connectors.bob50:Bob50Connector",
     "sage_crm": "connectors.sage_crm:SageCrmConnector",
+    "ajera": "connectors.ajera:AjeraConnector",
+    "vantagepoint": "connectors.vantagepoint:VantagepointConnector",
 }
 BUILTIN_SANDBOXES = {
     "unleashed": "connectors.unleashed.sandbox:UnleashedSandbox",
@@ -25,6 +27,8 @@ BUILTIN_SANDBOXES = {
     "sage_sales_management": "connectors.sage_sales_management.sandbox:SageSalesManagementSandbox",
     "bob50": "connectors.bob50.sandbox:Bob50Sandbox",
     "sage_crm": "connectors.sage_crm.sandbox:SageCrmSandbox",
+    "ajera": "connectors.ajera.sandbox:AjeraSandbox",
+    "vantagepoint": "connectors.vantagepoint.sandbox:VantagepointSandbox",
 }
 
 

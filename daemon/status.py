@@ -235,6 +235,7 @@ async def gather(cfg: Config, db: AsyncEngine, *,
                  "mode": r["mode"], "reason": r["reason"], "created_at": iso(r["created_at"])}
                 for r in await reports.exclusions_of(conn, name)]
             await _labelled(conn, name, rules, doc["exclusions"], lambda r: r["side"])
+            doc["log"] = await reports.integration_log(conn, name)
             out["integrations"][name] = doc
     return out
 

@@ -29,7 +29,8 @@ def error_of(path: Path) -> str:
 
 def test_the_example_config_loads():
     cfg = load(Path(__file__).resolve().parent.parent / "config.example.toml")
-    assert list(cfg.integrations) == ["unleashed-prospect", "sage50-salesmgmt"]
+    assert list(cfg.integrations) == ["unleashed-prospect", "sage50-salesmgmt",
+                                      "ajera-vantagepoint"]
     assert [j.name for j in cfg.integrations["unleashed-prospect"].jobs] == \
         ["fix-account-managers"]
     sage = cfg.integrations["sage50-salesmgmt"]

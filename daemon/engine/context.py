@@ -29,6 +29,8 @@ class Reading:
     listed_empty: dict[Side, bool] = field(
         default_factory=lambda: {"left": False, "right": False})
     cut: bool = False                          # batch_size stopped a read: more to come
+    # per side, a batch flow's (taken this run, still waiting, done by earlier batches)
+    batches: dict[Side, tuple[int, int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

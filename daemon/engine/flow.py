@@ -105,6 +105,7 @@ def compile_flow(rules: FlowRules) -> Flow:
                                                       else "left").when)
         if side in rules.external_id:
             paths.append(rules.external_id[side])
+        paths += list(rules.link_marks.get(side, {}))
         read[side] = list(dict.fromkeys(paths))
     options: dict[Side, set[str]] = {"left": set(), "right": set()}
     for f in rules.fields:

@@ -233,8 +233,31 @@ def plan_link(flow: Flow, side: Side, rec: Mapping[str, Any], cand: Mapping[str,
     cur = {"left": left["data"], "right": right["data"]}
     versions = {s: recs[s].get("version") for s in ("left", "right")}
     pushed = tuple((s, recs[s]["record_id"]) for s in ("left", "right") if recs[s].get("pushed"))
-    return Link(ids, _writes(d, ids, cur, versions), cur, versions, tuple(d.conflicts),
+    writes = with_marks(_writes(d, ids, cur, versions), rules.link_marks, ids, cur, versions)
+    return Link(ids, writes, cur, versions, tuple(d.conflicts),
                 tuple(d.violations), tuple(d.refusals), pushed)
+
+
+def with_marks(writes: tuple[Write, ...], marks: Mapping[Side, Mapping[str, Any]],
+               ids: Mapping[Side, str], cur: Mapping[Side, dict],
+               versions: Mapping[Side, str | None]) -> tuple[Write, ...]:
+    """A link's writes plus the flow's ``link_marks`` (AJ-2: a match turns sync on for the
+    record), each only where the record does not carry it already, in the same write."""
+    out = {w.side: w for w in writes}
+    for side in ("left", "right"):
+        wanted = {k: v for k, v in (marks.get(side) or {}).items() if cur[side].get(k) != v}
+        if not wanted:
+            continue
+        w = out.get(side)
+        if w is None:
+            out[side] = Write(side, ids[side], dict(wanted), cur[side],
+                              dict.fromkeys(wanted, "link_mark"), versions[side],
+                              (other(side), ids[other(side)]))
+        else:
+            out[side] = Write(side, w.id, {**w.values, **wanted}, w.current,
+                              {**w.why, **dict.fromkeys(wanted, "link_mark")}, w.version,
+                              w.report_on)
+    return tuple(out[s] for s in ("left", "right") if s in out)
 
 
 def plan_create(flow: Flow, side: Side, rec: Mapping[str, Any], ctx: Context) -> Action:

@@ -126,6 +126,15 @@ class Requirement(Strict):
     side: Side
     when: list[Condition]
     message: str
+class Related(Strict):
+    """Records of another entity on one side whose changes count as changes of the record they
+    name (AJ-3: time or expenses entered, an invoice finalised, a receipt entered on a
+    project). ``key`` is the related record's field holding the id of this flow's record on
+    that side; ``when`` narrows which related records count."""
+    side: Side
+    entity: str
+    key: str
+    when: list[Condition] = Field(default_factory=list)
 
 
 class PerSide(Strict):
@@ -185,6 +194,13 @@ class FlowRules(Strict):
     create_defaults: dict[Side, dict[str, Any]] = Field(default_factory=dict)
     external_id: dict[Side, str] = Field(default_factory=dict)
     batch_size: int | None = Field(default=None, gt=0)
+    batch_label: str = ""                       # what the batches count ("projects")
+    batch_on: Side | None = None                # the side batch_size limits (None: both)
+    # flows that must have finished their batches before this one runs (AJ-4)
+    waits_for: list[str] = Field(default_factory=list)
+    # fields written on a side's record when a match links it (AJ-2: sync turned on)
+    link_marks: dict[Side, dict[str, Any]] = Field(default_factory=dict)
+    related: list[Related] = Field(default_factory=list)
     overlap_seconds: float = Field(default=60.0, ge=0)
     # the cursor stops this much before the vendor's clock (its Date header has whole seconds)
     clock_skew_seconds: float = Field(default=1.0, ge=0)

@@ -73,7 +73,8 @@ def order_flows(rules: list[FlowRules]) -> list[Flow]:
         if name in path:
             raise ValueError(f"flows depend on each other in a circle: {' -> '.join(path)}")
         r = by_name[name]
-        for dep in list(r.depends_on) + [f.ref for f in r.fields if f.ref]:
+        for dep in list(r.depends_on) + list(r.waits_for) + [f.ref for f in r.fields
+                                                              if f.ref]:
             if dep != name:
                 visit(dep, path + (name,))
         done.append(name)
@@ -195,15 +196,23 @@ async def _flows(db, integ: Integration, opt: RunOptions, run_id: int, reference
     failed: set[str] = set()
     stopped: str | None = None
     planned: dict[Any, dict[str, str]] = {}
+    batching: dict[str, int] = {}           # flows with records waiting for later batches
     for flow in integ.flows:
         if opt.flows is not None and flow.name not in opt.flows:
             continue
         if stop is not None and stop():
             raise RunStopped()
+        waits = [w for w in flow.rules.waits_for if w in batching]
+        if waits:
+            step = await _held(db, flow, run_id, opt, rlog, waits[0], batching[waits[0]])
+            result.steps.append(step)
+            continue
         step = await _step(db, integ, flow, run_id, opt, reference, failed, progress, rlog,
                            stopped, planned)
         result.steps.append(step)
         result.more = result.more or step.more
+        if step.more:
+            batching[flow.name] = step.backlog
         for side, links in step.planned_links.items():
             planned[(flow.name, side)] = links
         if step.status == "failed":
@@ -213,6 +222,20 @@ async def _flows(db, integ: Integration, opt: RunOptions, run_id: int, reference
             stopped = stopped or f"skipped: the run stopped at {flow.name}"
         elif step.status in ("errors", "skipped") and result.status == "ok":
             result.status = "errors"
+
+
+async def _held(db, flow: Flow, run_id: int, opt: RunOptions, rlog, waiting_for: str,
+                backlog: int) -> StepResult:
+    """A flow that waits for another's batches (AJ-4): recorded as held, not run."""
+    result = StepResult(flow.name, "held", message=(
+        f"waiting until {waiting_for} has finished its batches ({backlog:,} records still "
+        "waiting)"))
+    if not opt.dry_run:
+        async with db.begin() as conn:
+            step_id = await r.start_step(conn, run_id, flow.name)
+            await r.finish_step(conn, step_id, result.status, {}, result.message)
+        rlog.info("step.held", flow=flow.name, waits_for=waiting_for, backlog=backlog)
+    return result
 
 
 async def _check(db: AsyncEngine, integ: Integration, opt: RunOptions

@@ -16,10 +16,11 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from connectors.base import Record, system_clock, utc
+from connectors.base import Record, system_clock, system_count, utc
 from daemon.engine.actions import Fail
 from daemon.engine.context import StepContext
 from daemon.engine.cursor import Cursor, Progress
+from daemon.engine.related import named_by_related
 from daemon.engine.flow import holds, is_soft_deleted, iso, mapped, value_hash
 from daemon.engine.rules import Side
 from daemon.engine.transforms import normalize
@@ -35,6 +36,34 @@ class Staging:
         self.seq = 0
         self.fails: list[Fail] = []
         self._failed: set[tuple[Side, str]] = set()
+        self.staged: dict[Side, set[str]] = {"left": set(), "right": set()}
+        # kept in each side's cursor besides (at, ids): the batch progress, related cursors
+        self.notes: dict[Side, dict[str, Any]] = {}
+
+    @staticmethod
+    def _within(page: list[Record], start: Cursor, budget: int) -> list[Record]:
+        """The head of an ordered page that fits the batch's budget of new records."""
+        out = []
+        for rec in page:
+            if budget <= 0:
+                break
+            out.append(rec)
+            if _new_ground(start, utc(rec.modified) if rec.modified else None, rec.id):
+                budget -= 1
+        return out
+
+    @staticmethod
+    async def _waiting(conn_, entity: str, since, staged: int, pages) -> int:
+        """Records still waiting after a batch: counted by the system where it can say so
+        cheaply, else by reading on (counting only, nothing staged)."""
+        total = await system_count(conn_, entity, since)
+        if total is not None:
+            return max(0, total - staged)
+        # the page cut short is not known here: count what the listing still yields
+        waiting = 0
+        async for page in pages:
+            waiting += len(page)
+        return waiting
 
     async def side(self, side: Side) -> Cursor | None:
         """Stage one side; the cursor to store after the step (None: keep the old one)."""
@@ -58,23 +87,40 @@ class Staging:
         now = await system_clock(conn_)
         signpost = None if now is None else utc(now) - timedelta(seconds=rules.clock_skew_seconds)
         progress = Progress(start, signpost)
-        taken, cut, seen_any = 0, False, False
-        async for page in conn_.changes(entity, since):
+        limit = rules.batch_size if rules.batch_size and info.ordered and \
+            rules.batch_on in (None, side) else None
+        taken, staged, cut, seen_any, full_budget = 0, 0, False, False, False
+        pages = conn_.changes(entity, since)
+        async for page in pages:
             if not page:
                 continue
             seen_any = True
+            if limit is not None:
+                page = self._within(page, start, limit - taken)
             await self.page(side, page, set())
+            staged += len(page)
             ctx.counts[f"read_{side}"] += len(page)
             for rec in page:
                 m = utc(rec.modified) if rec.modified else None
                 progress.observe(m, rec.id)
-                if not start.seen(m, rec.id):
+                if _new_ground(start, m, rec.id):
                     taken += 1
             ctx.tick()
-            if rules.batch_size and info.ordered and taken >= rules.batch_size:
-                cut = True
+            if limit is not None and taken >= limit:
+                full_budget = True
                 break
-        whole = not cut and (since is None or not info.incremental)
+        waiting = 0
+        if full_budget:
+            waiting = await self._waiting(conn_, entity, since, staged, pages)
+            cut = waiting > 0
+        notes = self.notes.setdefault(side, {})
+        if cut:
+            before = int(((stored or {}).get("batch") or {}).get("done", 0))
+            notes["batch"] = {"done": before + taken}
+            ctx.reading.batches[side] = (taken, waiting, before)
+        elif stored and stored.get("batch"):
+            ctx.reading.batches[side] = (taken, 0, int(stored["batch"].get("done", 0)))
+        whole = not full_budget and (since is None or not info.incremental)
         # a listing that returned nothing at all is not trusted to prove that no partner
         # exists (a wrong account, an outage answering 200): matching asks find() instead
         ctx.reading.complete[side] = whole and seen_any
@@ -83,7 +129,12 @@ class Staging:
         if progress.future:
             ctx.log.info("cursor.future_records", side=side, records=progress.future,
                          signpost=iso(signpost))
-        extra = list(dict.fromkeys(revisit + pushed))
+        named, notes["related"] = await named_by_related(
+            conn_, rules, side, stored, signpost, catch_up=since is None)
+        if not notes["related"]:
+            notes.pop("related")
+        extra = list(dict.fromkeys(revisit + pushed + [i for i in named
+                                                       if i not in self.staged[side]]))
         if extra:
             await self.by_id(side, entity, extra, pushed=set(pushed))
         if whole:
@@ -125,6 +176,7 @@ class Staging:
                     self.fail(side, rec.id, bad)
                     continue
                 self.seq += 1
+                self.staged[side].add(rec.id)
                 deleted = rec.deleted or is_soft_deleted(rules, side, rec.fields)
                 rows.append(dict(
                     run_id=ctx.run_id, flow=ctx.flow.name, side=side, record_id=rec.id,
@@ -164,6 +216,14 @@ class Staging:
             after = rows[-1]["id"]
             await self.page(side, [Record(id=r[f"{side}_id"], fields={}, deleted=True)
                                    for r in rows], set())
+
+
+def _new_ground(start: Cursor, modified, record_id: str) -> bool:
+    """A record past the cursor: not one re-read from the overlap window or its boundary,
+    so it counts toward a batch's budget."""
+    if start.at is not None and modified is not None and modified < start.at:
+        return False
+    return not start.seen(modified, record_id)
 
 
 def unstorable(data: dict[str, Any]) -> str | None:

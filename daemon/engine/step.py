@@ -22,6 +22,7 @@ from daemon.engine import intents, match
 from daemon.engine.actions import (Action, Create, Delete, Link, Mark, Recover, Skip, describe,
                                    tally)
 from daemon.engine.apply import Applier, base_row
+from daemon.engine.backlog import Batch
 from daemon.engine.chunk import UnitOfWork
 from daemon.engine.context import Reading, StepContext, StepOptions
 from daemon.engine.flow import Flow, value_hash
@@ -48,6 +49,7 @@ class StepResult:
     counts: Counter = field(default_factory=Counter)
     message: str = ""
     more: bool = False                          # batch_size cut the step short
+    backlog: int = 0                            # records still waiting for later batches
     planned: list[dict] = field(default_factory=list)      # a dry run: what it would do
     actions: list[Action] = field(default_factory=list)    # a dry run: the same, as actions
     # a dry run: partners this step would give records, for the plan of later flows
@@ -112,15 +114,34 @@ class _Step:
             async with c.db.begin() as conn:
                 for side, cur in cursors.items():
                     value = cur.dump() if cur is not None else None
+                    if value is not None:
+                        value.update(self.staging.notes.get(side, {}))
                     if value is not None and c.options.only is None:
                         await q.set_cursor(conn, c.integration, c.flow.name, side, value)
                 await q.after_step_exclusions(conn, c.integration, c.flow.name)
+        self._batches()
         held = self.result.counts["held"]
         if held:
             why = self._breaker_reason or "earlier runs held them"
             self.result.message = (f"deletes held: {held} ({why}); run `accord approve "
                                    f"{c.integration}` to let them go")
             c.log.warning("deletes.held", held=held, reason=why)
+
+    def _batches(self) -> None:
+        """AJ-4: a batch flow says how many records still wait and how many more runs that
+        takes, or "Sync Completed" when its last batch is done."""
+        c = self.ctx
+        rules = c.flow.rules
+        lines = []
+        for side, (taken, waiting, before) in c.reading.batches.items():
+            label = rules.batch_label or rules.entity(side)
+            batch = Batch(rules.batch_size or 1, label, taken, waiting, before)
+            self.result.backlog += waiting
+            lines.append(batch.message())
+            c.log.info("batch.progress" if waiting else "batch.completed", side=side,
+                       done=batch.done, waiting=waiting, runs_left=batch.runs_left)
+        if lines:
+            self.result.message = "; ".join(lines)
 
     # --- carrying out (or listing) a chunk's actions --------------------------------------
     async def _do(self, actions: list[tuple[Action, dict]], tctx: Context,

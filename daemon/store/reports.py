@@ -5,6 +5,7 @@ come back decoded. Lists are ordered (PostgreSQL, unlike SQLite, keeps no order 
 """
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
 from sqlalchemy import func, select, text
@@ -155,3 +156,35 @@ async def last_reads(conn: AsyncConnection) -> list[tuple]:
         .where(steps.c.status.in_(("ok", "errors")), steps.c.finished_at.is_not(None),
                runs.c.trigger.not_in(NOT_A_SYNC))
         .group_by(runs.c.integration, steps.c.flow))).all()]
+
+
+LOG_RUNS = 20
+
+
+def _iso(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        return value.isoformat(timespec="seconds")
+    return str(value)
+
+
+async def integration_log(conn, name: str, runs_kept: int = LOG_RUNS) -> list[dict]:
+    """AJ-5: the integration log, newest first: every run of the last ``runs_kept`` with its
+    status and message, and each step's (batches, "Sync Completed", held flows, errors)."""
+    runs, steps = T["runs"], T["steps"]
+    rows = (await conn.execute(select(runs).where(runs.c.integration == name)
+                               .order_by(runs.c.id.desc()).limit(runs_kept))).mappings().all()
+    if not rows:
+        return []
+    by_run: dict[int, list] = {}
+    for s in (await conn.execute(select(steps).where(steps.c.run_id.in_([r["id"] for r in rows]))
+                                 .order_by(steps.c.id))).mappings():
+        by_run.setdefault(s["run_id"], []).append(
+            {"flow": s["flow"], "status": s["status"], "message": s["message"],
+             "counts": {k: v for k, v in (loads(s["counts"]) or {}).items() if v}})
+    return [{"run": r["id"], "trigger": r["trigger"], "status": r["status"],
+             "started_at": _iso(r["started_at"]), "finished_at": _iso(r["finished_at"]),
+             "message": r["message"], "steps": by_run.get(r["id"], [])} for r in rows]

@@ -1,0 +1,165 @@
+"""The connector contract for Ajera and Vantagepoint, each against its sandbox over loopback,
+and what is particular to each: Ajera's 200-with-ResponseCode envelope, sessions per API
+version, the baseline check, its dates; Vantagepoint's token refresh and cheap idle reads."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+
+from connectors.ajera.client import AjeraConnector
+from connectors.ajera.sandbox import AjeraSandbox
+from connectors.ajera.wire import parse_date
+from connectors.base import AuthError, ConflictError
+from connectors.sandbox import Clock
+from connectors.vantagepoint.client import VantagepointConnector
+from connectors.vantagepoint.sandbox import VantagepointSandbox
+from tests.connector_contract import ConnectorContract
+
+START = datetime(2024, 6, 3, 13, 0, tzinfo=timezone.utc)
+
+
+def ajera(sb: AjeraSandbox, password: str = "sandbox-password") -> AjeraConnector:
+    return AjeraConnector("ajera", AjeraConnector.Settings(
+        base_url=sb.url, api_id=sb.id_blob, username="sandbox", password=password,
+        requests_per_second=1000, attempts=3, max_wait=0))
+
+
+def vantagepoint(sb: VantagepointSandbox, password: str = "sandbox-password"):
+    return VantagepointConnector("crm", VantagepointConnector.Settings(
+        base_url=sb.url, username="sandbox", password=password, database="Vantagepoint",
+        client_id="sandbox-client", client_secret="sandbox-secret", requests_per_second=1000,
+        attempts=3, max_wait=0))
+
+
+class TestAjeraContract(ConnectorContract):
+    entity = "clients"
+    new_fields = {"Description": "Harbor County", "Status": "Active"}
+    edit_fields = {"Phone": "555-0199"}
+    invalid_fields = {"Status": "Sleeping"}
+
+    @pytest.fixture
+    async def sandbox(self):
+        sb = AjeraSandbox(seed=1, records=2, clock=Clock(START))
+        await sb.start(0)
+        yield sb
+        await sb.stop()
+
+    @pytest.fixture
+    async def connector(self, sandbox):
+        c = ajera(sandbox)
+        await c.start()
+        yield c
+        await c.close()
+
+    @pytest.fixture
+    async def bad_connector(self, sandbox):
+        c = ajera(sandbox, "wrong-secret")
+        await c.start()
+        yield c
+        await c.close()
+
+
+class TestVantagepointContract(ConnectorContract):
+    entity = "firm"
+    new_fields = {"Name": "Harbor County", "Status": "A"}
+    edit_fields = {"Phone": "555-0199"}
+    invalid_fields = {"Status": "Z"}
+
+    @pytest.fixture
+    async def sandbox(self):
+        sb = VantagepointSandbox(seed=1, records=2, clock=Clock(START))
+        await sb.start(0)
+        yield sb
+        await sb.stop()
+
+    @pytest.fixture
+    async def connector(self, sandbox):
+        c = vantagepoint(sandbox)
+        await c.start()
+        yield c
+        await c.close()
+
+    @pytest.fixture
+    async def bad_connector(self, sandbox):
+        c = vantagepoint(sandbox, "wrong-secret")
+        await c.start()
+        yield c
+        await c.close()
+
+
+def test_ajera_dates_in_all_three_forms_are_utc():
+    assert parse_date("2023-09-27 09:57:49.607 GMT-04:00 (Eastern Daylight Time)") == \
+        datetime(2023, 9, 27, 13, 57, 49, 607000, tzinfo=timezone.utc)
+    assert parse_date("2015-03-11 16:22:54.229 GMT-0700") == \
+        datetime(2015, 3, 11, 23, 22, 54, 229000, tzinfo=timezone.utc)
+    assert parse_date("2015-03-11") == datetime(2015, 3, 11, tzinfo=timezone.utc)
+    with pytest.raises(ValueError):
+        parse_date("yesterday")
+
+
+async def test_ajera_expired_session_is_renewed_and_versions_get_their_own_sessions():
+    sb = AjeraSandbox(seed=1, records=3, clock=Clock(START))
+    await sb.start(0)
+    c = ajera(sb)
+    await c.start()
+    try:
+        assert len(await c.get("projects", ["1"])) == 1          # a version 2 session
+        assert len(await c.get("clients", ["1"])) == 1           # a version 1 session
+        assert sorted(v for v, _ in sb.sessions.values()) == [1, 2]
+        sb.clock.advance(3 * 3600)                               # both expired
+        assert len(await c.get("projects", ["1"])) == 1
+    finally:
+        await c.close()
+        await sb.stop()
+
+
+async def test_ajera_refuses_a_write_on_a_record_changed_since_it_was_read():
+    sb = AjeraSandbox(seed=1, records=2, clock=Clock(START))
+    await sb.start(0)
+    c = ajera(sb)
+    await c.start()
+    try:
+        read = (await c.get("projects", ["1"]))[0]
+        sb.clock.advance(5)
+        sb.edit("Projects", 1, Location="Elsewhere")             # a user saves meanwhile
+        with pytest.raises(ConflictError):
+            await c.update("projects", "1", {"Location": "Ours"}, version=read.version)
+        assert sb.data["Projects"][1]["Location"] == "Elsewhere"
+    finally:
+        await c.close()
+        await sb.stop()
+
+
+async def test_ajera_failures_arrive_as_http_200_and_are_still_errors():
+    sb = AjeraSandbox(seed=1, records=1, clock=Clock(START))
+    await sb.start(0)
+    c = ajera(sb, "wrong-secret")
+    await c.start()
+    try:
+        with pytest.raises(AuthError) as info:
+            await c.check()
+        assert "wrong-secret" not in str(info.value)
+    finally:
+        await c.close()
+        await sb.stop()
+
+
+async def test_vantagepoint_idle_read_is_one_key_listing_and_an_expired_token_is_renewed():
+    sb = VantagepointSandbox(seed=1, records=30, clock=Clock(START))
+    await sb.start(0)
+    c = vantagepoint(sb)
+    await c.start()
+    try:
+        await c.check()
+        sb.clock.advance(3600)                                   # the token expired
+        sb.reset_hits()
+        since = sb.clock.now()
+        pages = [p async for p in c.changes("project", since)]
+        assert pages == []
+        gets = [h for h in sb.hits if h.method == "GET"]
+        assert len(gets) <= 2 and all("fieldFilter=WBS1" in h.query for h in gets)
+        assert await c.count("project", None) == 30
+    finally:
+        await c.close()
+        await sb.stop()
