@@ -232,8 +232,8 @@ async def _held(db, flow: Flow, run_id: int, opt: RunOptions, rlog, waiting_for:
         "waiting)"))
     if not opt.dry_run:
         async with db.begin() as conn:
-            step_id = await r.start_step(conn, run_id, flow.name)
-            await r.finish_step(conn, step_id, result.status, {}, result.message)
+            step_id = await run_rows.start_step(conn, run_id, flow.name)
+            await run_rows.finish_step(conn, step_id, result.status, {}, result.message)
         rlog.info("step.held", flow=flow.name, waits_for=waiting_for, backlog=backlog)
     return result
 
