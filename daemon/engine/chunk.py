@@ -66,6 +66,7 @@ class UnitOfWork:
               hash: str | None = None) -> None:
         c = self.ctx
         c.counts["errors"] += 1
+        c.reading.unsettled.add((side, record_id))
         c.log.error("record.error", side=side, record=record_id, error=message)
         self.errors.append(dict(integration=c.integration, flow=c.flow.name, side=side,
                                 record_id=record_id, message=message[:2000], retry=retry,

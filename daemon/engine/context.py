@@ -29,6 +29,11 @@ class Reading:
     listed_empty: dict[Side, bool] = field(
         default_factory=lambda: {"left": False, "right": False})
     cut: bool = False                          # batch_size stopped a read: more to come
+    # a feed's records read this step (id -> the version acknowledging needs), and the
+    # records this step could not settle (errors, reviews): their parents are not acknowledged
+    feed: dict[Side, dict[str, str | None]] = field(
+        default_factory=lambda: {"left": {}, "right": {}})
+    unsettled: set[tuple[Side, str]] = field(default_factory=set)
 
 
 @dataclass(frozen=True)

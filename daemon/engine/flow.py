@@ -64,7 +64,7 @@ def compile_flow(rules: FlowRules) -> Flow:
         paths = list(base[side])
         paths += [c.field for c in rules.filter.get(side, [])]
         paths += list(rules.soft_delete.get(side, {}))
-        paths += [getattr(k, side) for k in rules.match]
+        paths += [p for k in rules.match for p in k.paths(side)]
         paths += [c.field for k in rules.match for c in k.when] if side == "left" else []
         paths += [c.field for c in rules.create.toward("right" if side == "left"
                                                         else "left").when]

@@ -25,7 +25,8 @@ import orjson
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.base import AuthError, Connector, ConnectorError, system_identity
+from connectors.base import (AuthError, Connector, ConnectorError, system_acknowledge,
+                             system_identity)
 from daemon.engine.flow import Flow, compile_flow, holds, value_hash
 from daemon.engine.rules import FlowRules, Side
 from daemon.engine.step import StepAborted, StepOptions, StepResult, run_step
@@ -213,6 +214,47 @@ async def _flows(db, integ: Integration, opt: RunOptions, run_id: int, reference
             stopped = stopped or f"skipped: the run stopped at {flow.name}"
         elif step.status in ("errors", "skipped") and result.status == "ok":
             result.status = "errors"
+    if not opt.dry_run and opt.only is None and opt.flows is None:
+        await _acknowledge(integ, result, rlog)
+
+
+def feed_readers(integ: Integration) -> dict[tuple[Side, str], list[str]]:
+    """(side, entity) of each feed the integration reads -> the flows that read it."""
+    out: dict[tuple[Side, str], list[str]] = {}
+    for flow in integ.flows:
+        for side in ("left", "right"):
+            entity = flow.rules.entity(side)
+            info = integ.sides[side].capabilities.entities.get(entity)
+            if info is not None and info.feed:
+                out.setdefault((side, entity), []).append(flow.name)
+    return out
+
+
+async def _acknowledge(integ: Integration, result: RunResult, rlog) -> None:
+    """A feed's records are acknowledged once every flow that reads the feed committed what
+    it did with them, with no error, review or hold left on them or what they derive, and
+    read the same version of them (a record published again meanwhile is delivered again).
+    A crash before this point delivers them again: at least once, and a record delivered
+    again equals its base, so it changes nothing."""
+    steps = {s.flow: s for s in result.steps}
+    for (side, entity), flows in feed_readers(integ).items():
+        done = [steps.get(f) for f in flows]
+        if any(s is None or s.status not in ("ok", "errors") for s in done):
+            continue
+        settled = [s.settled_feed[side] for s in done]      # type: ignore[union-attr]
+        first, rest = settled[0], settled[1:]
+        ready = [(rid, v) for rid, v in first.items()
+                 if all(rid in other_ and other_[rid] == v for other_ in rest)]
+        if not ready:
+            continue
+        try:
+            acked, stale = await system_acknowledge(integ.sides[side], entity, ready)
+        except ConnectorError as exc:
+            rlog.warning("feed.unacknowledged", side=side, entity=entity,
+                         records=len(ready), error=exc.message)
+            continue
+        rlog.info("feed.acknowledged", side=side, entity=entity, records=acked,
+                  stale=stale or None)
 
 
 async def _check(db: AsyncEngine, integ: Integration, opt: RunOptions

@@ -7,6 +7,9 @@ A flow's ``[[flows.overrides]]`` entries replace flow keys when their ``when`` h
 A flow may carry ``when`` too (a flow an option turns off); the preset's jobs of a flow that
 is turned off go with it (a user's own job naming a missing flow is still an error).
 A ``[schedule]`` table is the integration's default schedule (the user's keys win).
+A value written ``{ setting = "name" }`` anywhere in a flow, job or guard is that option's
+value (a list of progress names, a status name: DT-7, DT-9), so rules can use options as
+values, not only to switch things on and off.
 """
 from __future__ import annotations
 
@@ -49,6 +52,22 @@ def _keep(items: list[dict], options: dict[str, Any]) -> list[dict]:
     return out
 
 
+def settle(value: Any, options: dict[str, Any], where: str) -> Any:
+    """``value`` with every ``{ setting = "name" }`` replaced by that option's value."""
+    if isinstance(value, dict):
+        if set(value) == {"setting"}:
+            name = value["setting"]
+            if name not in options:
+                from daemon.config import ConfigError
+                raise ConfigError(f"{where}: setting {name!r} is not an option of the preset "
+                                  f"(options: {', '.join(sorted(options))})")
+            return options[name]
+        return {k: settle(v, options, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [settle(v, options, where) for v in value]
+    return value
+
+
 def expand(spec: dict[str, Any], where: str) -> dict[str, Any]:
     """An integration table naming a preset -> the same table with flows, jobs and guards."""
     from daemon.config import ConfigError
@@ -83,4 +102,6 @@ def expand(spec: dict[str, Any], where: str) -> dict[str, Any]:
     out["jobs"] = [j for j in _keep(preset.get("jobs", []), options)
                    if j.get("flow") in kept] + list(spec.get("jobs", []))
     out["guards"] = _keep(preset.get("guards", []), options) + list(spec.get("guards", []))
+    for key in ("flows", "jobs", "guards"):
+        out[key] = settle(out[key], options, f"{where}.{key}")
     return out
