@@ -13,6 +13,8 @@ BUILTIN_CONNECTORS = {
     "sql": "connectors.sql:SqlConnector",
     "sage50fr": "connectors.sage50fr:Sage50FrConnector",
     "sage_sales_management": "connectors.sage_sales_management:SageSalesManagementConnector",
+    "dtools_si": "connectors.dtools_si:DToolsSiConnector",
+    "connectwise": "connectors.connectwise:ConnectWiseConnector",
 }
 BUILTIN_SANDBOXES = {
     "unleashed": "connectors.unleashed.sandbox:UnleashedSandbox",
@@ -21,6 +23,8 @@ BUILTIN_SANDBOXES = {
     # the SQL connector's sandbox: a generated database file (the Sage 50 FR default layout)
     "sql": "connectors.sage50fr.sandbox:Sage50FrSandbox",
     "sage_sales_management": "connectors.sage_sales_management.sandbox:SageSalesManagementSandbox",
+    "dtools_si": "connectors.dtools_si.sandbox:DToolsSiSandbox",
+    "connectwise": "connectors.connectwise.sandbox:ConnectWiseSandbox",
 }
 
 
