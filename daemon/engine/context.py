@@ -34,6 +34,7 @@ class Reading:
     feed: dict[Side, dict[str, str | None]] = field(
         default_factory=lambda: {"left": {}, "right": {}})
     unsettled: set[tuple[Side, str]] = field(default_factory=set)
+    first_error: str = ""                      # for the step's message column
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,14 @@ class RunResult:
         return {"ok": 0, "errors": 1}.get(self.status, 2)
 
 
+class ConnectFailed(StepAborted):
+    """DT-3: a system could not be reached or refused the credentials at the start of a run.
+    Shown as a step of its own, ``connect``, failed with the reason, before the flows."""
+
+
+CONNECT_STEP = "connect"
+
+
 class Gated(Exception):
     """A gate stops the integration until someone approves it."""
 
@@ -150,6 +158,13 @@ async def run(db: AsyncEngine, integ: Integration, options: RunOptions | None = 
         if integ.confirm_first_run and not opt.dry_run and opt.only is None:
             await _first_run_gate(db, integ, opt)
         await _flows(db, integ, opt, run_id, reference, result, tick, rlog, stop)
+    except ConnectFailed as exc:
+        result.status, result.message = "failed", str(exc)
+        result.steps.append(StepResult(CONNECT_STEP, "failed", message=str(exc)))
+        if not opt.dry_run:
+            async with db.begin() as conn:
+                step_id = await r.start_step(conn, run_id, CONNECT_STEP)
+                await r.finish_step(conn, step_id, "failed", {}, str(exc))
     except StepAborted as exc:
         result.status, result.message = "failed", str(exc)
     except Gated as exc:
@@ -266,10 +281,10 @@ async def _check(db: AsyncEngine, integ: Integration, opt: RunOptions
         try:
             await conn.check()
         except AuthError as exc:
-            raise StepAborted(f"stopped: {side} system {conn.name}: {exc.message}") from None
+            raise ConnectFailed(f"stopped: {side} system {conn.name}: {exc.message}") from None
         except ConnectorError as exc:
-            raise StepAborted(f"stopped: {side} system {conn.name} unreachable: "
-                              f"{exc.message}") from None
+            raise ConnectFailed(f"stopped: {side} system {conn.name} unreachable: "
+                                f"{exc.message}") from None
     await _instances(db, integ, opt)
     for guard in integ.guards:
         facts = await integ.sides[guard.side].options(guard.option)

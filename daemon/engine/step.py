@@ -84,6 +84,11 @@ async def run_step(db: AsyncEngine, integration: str, flow: Flow,
             await q.clear_staged(conn, run_id=run_id, flow=flow.name)
     if result.counts["errors"]:
         result.status = "errors"
+        if ctx.reading.first_error:     # the step's message column says what went wrong
+            n = result.counts["errors"]
+            note = (f"{n} record error{'s' if n > 1 else ''} (see accord status), first: "
+                    f"{ctx.reading.first_error}")
+            result.message = f"{result.message}; {note}" if result.message else note
     result.settled_feed = step.settled_feed()
     return result
 
