@@ -90,6 +90,7 @@ class DToolsSiSandbox(Sandbox):
         self.items_per_project, self.locations_per_project = items, locations
         self.messages: list[dict] = []
         self._last_ms = 0
+        self._made = 0
         super().__init__(seed=seed, records=records, clock=clock)
 
     @property
@@ -133,11 +134,16 @@ class DToolsSiSandbox(Sandbox):
         cid = str(uuid.uuid5(uuid.NAMESPACE_DNS, client))
         owner = rng.choice(OWNERS) if owner == "" else owner
         first = client.split()[0]
+        self._made += 1
+        number = f"P-{1000 + self._made}"
         return {
             "Id": pid, "IntegrationProjectId": None, "ClientId": cid, "Client": client,
             "ClientNumber": f"C-{first.upper()[:6]}", "IntegrationClientId": None,
-            "Name": name or f"{client} {rng.choice(['Renovation', 'New Build', 'Upgrade'])}",
-            "Number": f"P-{rng.randint(1000, 9999)}",
+            # dealers name projects after the client and the job; the number keeps the
+            # generated ones apart (Manage's opportunities and projects are matched by name)
+            "Name": name or f"{client} {rng.choice(['Renovation', 'New Build', 'Upgrade'])}"
+                            f" {number}",
+            "Number": number,
             "Progress": progress or rng.choice(PROGRESSES), "Approved": False,
             "CONumber": None, "CurrencyCode": "USD",
             "Price": round(sum(i["UnitPrice"] * i["Quantity"] for i in items_), 2),
