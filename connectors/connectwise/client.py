@@ -201,25 +201,26 @@ class ConnectWiseConnector:
         if not nums:
             return []
         out: list[Record] = []
-        cond = f"id in ({', '.join(nums)})"
-        async for rows in self._pages_fwd(PATHS[entity], cond):
-            out += [_to_record(r) for r in rows]
+        for listed in _lists(nums):
+            async for rows in self._pages_fwd(PATHS[entity], f"id in ({listed})"):
+                out += [_to_record(r) for r in rows]
         return out
 
     async def find(self, entity: str, field: str, values: Sequence[Any]) -> list[Record]:
         values = [v for v in values if v not in (None, "")]
         if not values:
             return []
-        listed = ", ".join(quote(int(v) if field.endswith("id") and str(v).isdigit() else v)
-                           for v in values)
         out: list[Record] = []
-        if field == EMAIL:
-            child = f'communicationItems/value in ({listed})'
-            pages = self._pages_fwd(PATHS[entity], None, child)
-        else:
-            pages = self._pages_fwd(PATHS[entity], f"{field.replace('.', '/')} in ({listed})")
-        async for rows in pages:
-            out += [_to_record(r) for r in rows]
+        for listed in _lists([quote(int(v) if field.endswith("id") and str(v).isdigit()
+                                    else v) for v in values]):
+            if field == EMAIL:
+                pages = self._pages_fwd(PATHS[entity], None,
+                                        f"communicationItems/value in ({listed})")
+            else:
+                pages = self._pages_fwd(PATHS[entity],
+                                        f"{field.replace('.', '/')} in ({listed})")
+            async for rows in pages:
+                out += [_to_record(r) for r in rows]
         return out
 
     async def create(self, entity: str, fields: dict[str, Any]) -> Record:
@@ -277,6 +278,25 @@ def _with_email(items: list[dict], email: Any) -> list[dict]:
         return rest
     return rest + [{"type": {"name": "Email"}, "communicationType": "Email",
                     "defaultFlag": True, "value": email}]
+
+
+MAX_CONDITIONS = 1500      # characters: the guide warns URLs past ~2000 characters fail
+
+
+def _lists(quoted: list[str]) -> list[str]:
+    """Values for ``in (...)``, cut so that each query stays short enough for a URL."""
+    out: list[str] = []
+    part: list[str] = []
+    size = 0
+    for q in quoted:
+        if part and size + len(q) + 2 > MAX_CONDITIONS:
+            out.append(", ".join(part))
+            part, size = [], 0
+        part.append(q)
+        size += len(q) + 2
+    if part:
+        out.append(", ".join(part))
+    return out
 
 
 def _next_page_id(link: str) -> int | None:

@@ -10,7 +10,8 @@ marked imported (whatever ``since`` says: SI has no modified-since filter), and
   page (1-based ``pageNumber`` until ``TotalCount`` is reached or a page is empty), the
   newest ``PublishedOnUnixTimeMs`` of each project ``Id`` winning (a project published twice
   is one record), then ``GET /Subscribe/Projects/{id}?aggregateBy=Location`` for each (a few
-  at a time). A deleted project comes back as a tombstone (``Record.deleted``).
+  at a time; a publish already read is taken from a bounded cache, ``detail_cache``
+  projects, since a message never changes and every flow of a run reads the same queue). A deleted project comes back as a tombstone (``Record.deleted``).
   ``Record.version`` is the publish stamp (``PublishedOnUnixTimeMs``), ``modified`` the same
   instant; archived projects are left out (the API's default).
 - Fields: the project's properties in PascalCase (the live API's case; camelCase answers,
@@ -34,6 +35,7 @@ marked imported (whatever ``since`` says: SI has no modified-since filter), and
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Sequence
 
@@ -86,6 +88,7 @@ class DToolsSiConnector:
         api_key: SecretStr
         page_size: int = Field(50, ge=1, le=500)
         concurrency: int = Field(8, ge=1, le=32)
+        detail_cache: int = Field(1000, ge=0)    # projects kept (by publish), 0: none
         timeout: float = 30.0
 
     def __init__(self, name: str, settings: "DToolsSiConnector.Settings | dict") -> None:
@@ -99,6 +102,7 @@ class DToolsSiConnector:
         self.http = HttpClient(settings.base_url, system="dtools_si", auth=self._auth,
                                timeout=settings.timeout,
                                headers={"Accept": "application/json"})
+        self._cache: OrderedDict[tuple[str, str], dict] = OrderedDict()
 
     def _auth(self, method: str, query: str, headers: dict[str, str]) -> None:
         headers["X-DTSI-ApiKey"] = self.settings.api_key.get_secret_value()
@@ -144,10 +148,27 @@ class DToolsSiConnector:
         return sorted(newest.values(), key=lambda r: _stamp(r.get("PublishedOnUnixTimeMs"))
                       or 0)
 
-    async def _details(self, ids: Sequence[str]) -> dict[str, dict]:
+    async def _details(self, ids: Sequence[str],
+                       stamps: dict[str, Any] | None = None) -> dict[str, dict]:
+        """Each project's detail. With the stamps the queue listed, a copy already read of
+        that very publish is taken from the cache (a message never changes: every flow of a
+        run reads the same projects, and asks once)."""
         sem = asyncio.Semaphore(self.settings.concurrency)
+        stamps = stamps or {}
 
         async def one(pid: str) -> tuple[str, dict | None]:
+            key = (pid, str(stamps.get(pid)))
+            if pid in stamps and key in self._cache:
+                self._cache.move_to_end(key)
+                return pid, self._cache[key]
+            pid_, body = await fetch(pid)
+            if body is not None and pid in stamps and self.settings.detail_cache:
+                self._cache[key] = body
+                while len(self._cache) > self.settings.detail_cache:
+                    self._cache.popitem(last=False)
+            return pid_, body
+
+        async def fetch(pid: str) -> tuple[str, dict | None]:
             async with sem:
                 try:
                     body = await self._get(f"/Subscribe/Projects/{URL.build(path=pid)}",
@@ -165,7 +186,8 @@ class DToolsSiConnector:
         for i in range(0, len(infos), size):
             part = infos[i:i + size]
             live = [str(r["Id"]) for r in part if not r.get("Deleted")]
-            details = await self._details(live)
+            details = await self._details(live, {str(r["Id"]): r.get("PublishedOnUnixTimeMs")
+                                                 for r in part})
             page: list[Record] = []
             for info in part:
                 pid = str(info["Id"])
