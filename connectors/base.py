@@ -48,6 +48,11 @@ class EntityInfo:
     ordered: ``changes`` yields records in ascending ``(modified, id)`` order, so a partial
         read (``batch_size``) can advance the cursor to the last record taken.
     reports_deletes: deleted records come back from ``changes`` as tombstones.
+    feed: the changes come from a queue of published messages, not a table (D-Tools SI): a
+        listing never proves that a record is gone, ``since`` is ignored (what was not
+        acknowledged is delivered again), and the connector's ``acknowledge`` is told which
+        records the engine committed, so it may take them off the queue. ``Record.version``
+        is what acknowledging needs (a publish stamp).
     """
 
     name: str
@@ -57,6 +62,7 @@ class EntityInfo:
     can_create: bool = True
     can_update: bool = True
     can_delete: bool = True
+    feed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +199,14 @@ async def system_fields(conn: Any, entity: str) -> list[FieldInfo] | None:
     its fields."""
     fn = getattr(conn, "fields", None)
     return None if fn is None else await fn(entity)
+async def system_acknowledge(conn: Any, entity: str,
+                             records: Sequence[tuple[str, str | None]]) -> tuple[int, int]:
+    """``conn.acknowledge(entity, [(id, version)])`` for a feed entity: the records the engine
+    committed, which the system may now take off its queue. Returns (acknowledged, stale):
+    a record published again since the version read is left on the queue (it is delivered
+    again, and decided again). A connector without a feed acknowledges nothing."""
+    fn = getattr(conn, "acknowledge", None)
+    return (0, 0) if fn is None or not records else await fn(entity, records)
 
 
 async def system_clock(conn: Any) -> datetime | None:

@@ -213,10 +213,12 @@ class HttpClient:
 
     async def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                       json: Any = None, query: str | None = None,
-                      idempotent: bool | None = None) -> Response:
+                      idempotent: bool | None = None,
+                      headers: Mapping[str, str] | None = None) -> Response:
         """Send one request with retries for transient faults; raise ConnectorError kinds.
 
         ``query`` is a pre-encoded query string (for APIs that sign it); else ``params``.
+        ``headers``: extra headers for this request only (a paging mode).
         ``idempotent``: may the request be sent again after a fault that came after it may
         have reached the server? Default: by method (see the module docstring). A POST that
         only reads, or that creates-or-updates by a key the client chose, passes True; a
@@ -230,7 +232,8 @@ class HttpClient:
                 reraise=True):
             with attempt:
                 try:
-                    return await self._once(method, path, params, json, query, idempotent)
+                    return await self._once(method, path, params, json, query, idempotent,
+                                            headers)
                 except TransientHTTPError as exc:
                     if exc.maybe_applied and not idempotent:
                         raise OutcomeUnknownError(
@@ -251,13 +254,14 @@ class HttpClient:
         return wait_exponential_jitter(multiplier=0.2, jitter=0.5, max=self.max_wait)(state)
 
     async def _once(self, method: str, path: str, params, json, query,
-                    idempotent: bool = True) -> Response:
+                    idempotent: bool = True,
+                    extra: Mapping[str, str] | None = None) -> Response:
         if self.session is None:
             raise ConnectorError(f"{self.system}: client used before start()")
         if self.limiter is not None:
             await self.limiter.acquire()
         url = self.base_url + path + (f"?{query}" if query else "")
-        headers = dict(self.headers)
+        headers = {**self.headers, **(extra or {})}
         if self.auth is not None:
             maybe = self.auth(method, query or "", headers)
             if asyncio.iscoroutine(maybe):

@@ -17,6 +17,8 @@ BUILTIN_CONNECTORS = {
     "sage_crm": "connectors.sage_crm:SageCrmConnector",
     "ajera": "connectors.ajera:AjeraConnector",
     "vantagepoint": "connectors.vantagepoint:VantagepointConnector",
+    "dtools_si": "connectors.dtools_si:DToolsSiConnector",
+    "connectwise": "connectors.connectwise:ConnectWiseConnector",
 }
 BUILTIN_SANDBOXES = {
     "unleashed": "connectors.unleashed.sandbox:UnleashedSandbox",
@@ -29,6 +31,8 @@ BUILTIN_SANDBOXES = {
     "sage_crm": "connectors.sage_crm.sandbox:SageCrmSandbox",
     "ajera": "connectors.ajera.sandbox:AjeraSandbox",
     "vantagepoint": "connectors.vantagepoint.sandbox:VantagepointSandbox",
+    "dtools_si": "connectors.dtools_si.sandbox:DToolsSiSandbox",
+    "connectwise": "connectors.connectwise.sandbox:ConnectWiseSandbox",
 }
 
 

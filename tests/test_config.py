@@ -30,12 +30,14 @@ def error_of(path: Path) -> str:
 def test_the_example_config_loads():
     cfg = load(Path(__file__).resolve().parent.parent / "config.example.toml")
     assert list(cfg.integrations) == ["unleashed-prospect", "sage50-salesmgmt",
-                                      "ajera-vantagepoint"]
+                                      "bob-crm", "ajera-vantagepoint", "dtools-manage"]
     assert [j.name for j in cfg.integrations["unleashed-prospect"].jobs] == \
         ["fix-account-managers"]
     sage = cfg.integrations["sage50-salesmgmt"]
     assert [f.name for f in sage.flows] == ["companies", "contacts", "products", "invoices"]
     assert sage.schedule.every == "1m"               # the config's schedule over the preset's
+    dt = cfg.integrations["dtools-manage"]
+    assert [f.name for f in dt.flows][:3] == ["clients", "contacts", "products"]
 
 
 def test_unknown_key_is_named(tmp_path):

@@ -66,6 +66,9 @@ class UnitOfWork:
               hash: str | None = None) -> None:
         c = self.ctx
         c.counts["errors"] += 1
+        c.reading.unsettled.add((side, record_id))
+        if not c.reading.first_error:
+            c.reading.first_error = f"{side} {record_id}: {message}"[:300]
         c.log.error("record.error", side=side, record=record_id, error=message)
         self.errors.append(dict(integration=c.integration, flow=c.flow.name, side=side,
                                 record_id=record_id, message=message[:2000], retry=retry,

@@ -31,6 +31,12 @@ class Reading:
     cut: bool = False                          # batch_size stopped a read: more to come
     # per side, a batch flow's (taken this run, still waiting, done by earlier batches)
     batches: dict[Side, tuple[int, int, int]] = field(default_factory=dict)
+    # a feed's records read this step (id -> the version acknowledging needs), and the
+    # records this step could not settle (errors, reviews): their parents are not acknowledged
+    feed: dict[Side, dict[str, str | None]] = field(
+        default_factory=lambda: {"left": {}, "right": {}})
+    unsettled: set[tuple[Side, str]] = field(default_factory=set)
+    first_error: str = ""                      # for the step's message column
 
 
 @dataclass(frozen=True)

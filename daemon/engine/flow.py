@@ -98,7 +98,7 @@ def compile_flow(rules: FlowRules) -> Flow:
         paths += [p for r in rules.require if r.side == side
                   for p in condition_fields(r.when)]
         paths += list(rules.soft_delete.get(side, {}))
-        paths += [getattr(k, side) for k in rules.match]
+        paths += [p for k in rules.match for p in k.paths(side)]
         paths += [p for k in rules.match for p in condition_fields(k.when)] \
             if side == "left" else []
         paths += condition_fields(rules.create.toward("right" if side == "left"

@@ -38,9 +38,12 @@ async def lookup(ctx: StepContext, intent: dict[str, Any]) -> Recover:
         found = [r for r in await conn.find(entity, keys["ext"], [sid])
                  if r.fields.get(keys["ext"]) == sid]
     for path, norm, value in ([] if found else keys.get("match", [])):
-        want = normalize(norm, value)
-        found = [r for r in await conn.find(entity, path, [value])
-                 if normalize(norm, r.fields.get(path)) == want and not r.deleted]
+        # a key of several fields was kept as lists: searched by its last part, compared whole
+        paths, values = (path, value) if isinstance(path, list) else ([path], [value])
+        want = [normalize(norm, v) for v in values]
+        found = [r for r in await conn.find(entity, paths[-1], [values[-1]])
+                 if [normalize(norm, r.fields.get(p)) for p in paths] == want
+                 and not r.deleted]
         if found:
             break
     async with ctx.db.begin() as c:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from daemon.engine.context import StepContext
 from daemon.engine.flow import holds, is_soft_deleted, mapped
 from daemon.engine.rules import Side, other
-from daemon.engine.transforms import normalize
+from daemon.engine.transforms import find_path, key_value
 from daemon.store import queries as q
 
 
@@ -58,7 +58,7 @@ async def _lookup(ctx: StepContext, side: Side, recs: list[dict],
         for rid, r in pending.items():
             if side == "left" and not holds(key.when, r["data"]):
                 continue
-            value = normalize(key.normalize, r["data"].get(getattr(key, side)))
+            value = key_value(key, side, r["data"])
             if value is not None:
                 wanted[rid] = value
         if not wanted:
@@ -69,11 +69,11 @@ async def _lookup(ctx: StepContext, side: Side, recs: list[dict],
         if not ctx.reading.complete[target]:
             missing = [rid for rid, v in wanted.items() if v not in hits]
             if missing:
-                raw = list({pending[rid]["data"].get(getattr(key, side)) for rid in missing})
+                raw = list({pending[rid]["data"].get(find_path(key, side)) for rid in missing})
                 found = await ctx.sides[target].find(rules.entity(target),
-                                                     getattr(key, target), raw)
+                                                     find_path(key, target), raw)
                 for rec in found:
-                    v = normalize(key.normalize, rec.fields.get(getattr(key, target)))
+                    v = key_value(key, target, rec.fields)
                     entry = {"record_id": rec.id,
                              "data": mapped(ctx.flow.read_paths[target], rec.fields),
                              "deleted": rec.deleted or is_soft_deleted(rules, target,

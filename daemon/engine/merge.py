@@ -281,7 +281,8 @@ def create_fields(fields: list[Field], source: Side, values: Mapping[str, Any],
         if not fld.flows_from(source):
             continue
         value = values.get(fld.path(source))
-        if value in EMPTY and not fld.deps(source):
+        fn = fld.lr if source == "left" else fld.rl
+        if value in EMPTY and not fld.deps(source) and not getattr(fn, "fills_empty", False):
             continue
         try:
             carried = carry(fld, source, value, ctx)

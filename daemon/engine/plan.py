@@ -20,7 +20,7 @@ from daemon.engine.actions import (Action, Create, Delete, DropHold, Fail, Hold,
 from daemon.engine.flow import Flow, create_default, holds, mapped
 from daemon.engine.merge import Decision, carry, create_fields, merge, same
 from daemon.engine.rules import Side, other
-from daemon.engine.transforms import Context, FieldRefused
+from daemon.engine.transforms import Context, FieldRefused, key_value
 
 
 @dataclass(frozen=True)
@@ -277,8 +277,8 @@ def plan_create(flow: Flow, side: Side, rec: Mapping[str, Any], ctx: Context) ->
     if target in rules.external_id:
         fields[rules.external_id[target]] = rec["record_id"]
     intent = {"ext": rules.external_id.get(target),
-              "match": [[getattr(k, target), k.normalize, fields.get(getattr(k, target))]
-                        for k in rules.match if fields.get(getattr(k, target))],
+              "match": [[getattr(k, target), k.normalize, _sent(k, target, fields)]
+                        for k in rules.match if key_value(k, target, fields)],
               "source_base": mapped(flow.base_paths[side], data),
               "sent": fields}
     # what a create usually stores is what it sent: the write-back it would then need
@@ -286,6 +286,12 @@ def plan_create(flow: Flow, side: Side, rec: Mapping[str, Any], ctx: Context) ->
     return Create(side, rec["record_id"], target, fields, dict(data), intent,
                   bool(rec.get("pushed")), tuple(sorted(ctx.pending)),
                   tuple(x for x in refused if x not in refs), revert, rec.get("version"))
+
+
+def _sent(key: Any, target: Side, fields: Mapping[str, Any]) -> Any:
+    """The value a create sent for a match key: one value, or a list for a composite key."""
+    paths = key.paths(target)
+    return fields.get(paths[0]) if len(paths) == 1 else [fields.get(p) for p in paths]
 
 
 def owned_by(flow: Flow, owner: Side, owner_values: Mapping[str, Any],

@@ -34,7 +34,7 @@ class Condition(Strict):
     "a customer, or a prospect with a VAT number")."""
     field: str = ""
     op: Literal["eq", "ne", "in", "not_in", "truthy", "falsy", "longer_than",
-                "not_longer_than"] = "eq"
+                "not_longer_than", "in_text", "not_in_text"] = "eq"
     value: Any = None
     any_of: list["Condition"] = Field(default_factory=list)
 
@@ -77,7 +77,17 @@ def holds(conditions: list[Condition], values: Mapping[str, Any]) -> bool:
             return False
         if c.op == "not_longer_than" and isinstance(v, str) and len(v) > int(c.value):
             return False
+        # text compared as people read it: case and white space do not matter (a configured
+        # list of progress names against the vendor's free text, DT-7)
+        if c.op == "in_text" and _text(v) not in {_text(x) for x in c.value or []}:
+            return False
+        if c.op == "not_in_text" and _text(v) in {_text(x) for x in c.value or []}:
+            return False
     return True
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else " ".join(str(value).split()).casefold()
 
 
 class FieldRule(Strict):
@@ -112,11 +122,39 @@ class DeleteRule(Strict):
 
 
 class MatchKey(Strict):
-    """A natural key tried before any create. ``when`` makes it conditional (AJ-2)."""
-    left: str
-    right: str
+    """A natural key tried before any create. ``when`` makes it conditional (AJ-2).
+
+    ``left`` and ``right`` are one path each, or a list of paths: a key made of several
+    fields (a ticket is its project and its location), each part normalised, compared
+    whole; a record missing a part has no value for that key."""
+    left: str | list[str]
+    right: str | list[str]
     normalize: Literal["text", "name", "email", "vat", "phone", "exact"] = "text"
     when: list[Condition] = Field(default_factory=list)   # tested on the source record
+
+    def paths(self, side: Side) -> list[str]:
+        value = self.left if side == "left" else self.right
+        return [value] if isinstance(value, str) else list(value)
+
+
+class Derive(Strict):
+    """Records read out of a source record (DESIGN.md, derived records).
+
+    ``entries``: the path of a list inside the source record (a project's ``Items``); each
+    of its entries is a record of its own. Without it, the source record itself is read again
+    as another kind of record (a project's client). ``id``: the paths whose values, joined
+    by "/", name a derived record. ``scope = "parent"``: the id is the parent's id, "/", then
+    that; a parent read again without an entry it had is a delete of that entry's derived
+    record. ``scope = "global"``: the id alone (the distinct catalog products of all
+    projects): read once per step whoever lists it first, never deleted by its absence.
+    The parent's own fields are at hand under ``parent`` (``Parent.Name``); ``keys`` adds
+    fields joined from several paths (``{ TicketKey = ["Parent.Id", "LocationId"] }``),
+    e.g. the id of a record derived by another flow, for a reference field."""
+    entries: str | None = None
+    id: list[str] = Field(default_factory=lambda: ["Id"], min_length=1)
+    scope: Literal["parent", "global"] = "parent"
+    parent: str = "Parent"
+    keys: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class Requirement(Strict):
@@ -193,6 +231,7 @@ class FlowRules(Strict):
     # ``{ option = "admin" }`` is that side's reference data of that name (SG-5)
     create_defaults: dict[Side, dict[str, Any]] = Field(default_factory=dict)
     external_id: dict[Side, str] = Field(default_factory=dict)
+    derive: dict[Side, Derive] = Field(default_factory=dict)
     batch_size: int | None = Field(default=None, gt=0)
     batch_label: str = ""                       # what the batches count ("projects")
     batch_on: Side | None = None                # the side batch_size limits (None: both)

@@ -25,7 +25,8 @@ import orjson
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from connectors.base import AuthError, Connector, ConnectorError, system_identity
+from connectors.base import (AuthError, Connector, ConnectorError, system_acknowledge,
+                             system_identity)
 from daemon.engine.flow import Flow, compile_flow, holds, value_hash
 from daemon.engine.rules import FlowRules, Side
 from daemon.engine.step import StepAborted, StepOptions, StepResult, run_step
@@ -107,6 +108,14 @@ class RunResult:
         return {"ok": 0, "errors": 1}.get(self.status, 2)
 
 
+class ConnectFailed(StepAborted):
+    """DT-3: a system could not be reached or refused the credentials at the start of a run.
+    Shown as a step of its own, ``connect``, failed with the reason, before the flows."""
+
+
+CONNECT_STEP = "connect"
+
+
 class Gated(Exception):
     """A gate stops the integration until someone approves it."""
 
@@ -150,6 +159,13 @@ async def run(db: AsyncEngine, integ: Integration, options: RunOptions | None = 
         if integ.confirm_first_run and not opt.dry_run and opt.only is None:
             await _first_run_gate(db, integ, opt)
         await _flows(db, integ, opt, run_id, reference, result, tick, rlog, stop)
+    except ConnectFailed as exc:
+        result.status, result.message = "failed", str(exc)
+        result.steps.append(StepResult(CONNECT_STEP, "failed", message=str(exc)))
+        if not opt.dry_run:
+            async with db.begin() as conn:
+                step_id = await r.start_step(conn, run_id, CONNECT_STEP)
+                await r.finish_step(conn, step_id, "failed", {}, str(exc))
     except StepAborted as exc:
         result.status, result.message = "failed", str(exc)
     except Gated as exc:
@@ -222,6 +238,47 @@ async def _flows(db, integ: Integration, opt: RunOptions, run_id: int, reference
             stopped = stopped or f"skipped: the run stopped at {flow.name}"
         elif step.status in ("errors", "skipped") and result.status == "ok":
             result.status = "errors"
+    if not opt.dry_run and opt.only is None and opt.flows is None:
+        await _acknowledge(integ, result, rlog)
+
+
+def feed_readers(integ: Integration) -> dict[tuple[Side, str], list[str]]:
+    """(side, entity) of each feed the integration reads -> the flows that read it."""
+    out: dict[tuple[Side, str], list[str]] = {}
+    for flow in integ.flows:
+        for side in ("left", "right"):
+            entity = flow.rules.entity(side)
+            info = integ.sides[side].capabilities.entities.get(entity)
+            if info is not None and info.feed:
+                out.setdefault((side, entity), []).append(flow.name)
+    return out
+
+
+async def _acknowledge(integ: Integration, result: RunResult, rlog) -> None:
+    """A feed's records are acknowledged once every flow that reads the feed committed what
+    it did with them, with no error, review or hold left on them or what they derive, and
+    read the same version of them (a record published again meanwhile is delivered again).
+    A crash before this point delivers them again: at least once, and a record delivered
+    again equals its base, so it changes nothing."""
+    steps = {s.flow: s for s in result.steps}
+    for (side, entity), flows in feed_readers(integ).items():
+        done = [steps.get(f) for f in flows]
+        if any(s is None or s.status not in ("ok", "errors") for s in done):
+            continue
+        settled = [s.settled_feed[side] for s in done]      # type: ignore[union-attr]
+        first, rest = settled[0], settled[1:]
+        ready = [(rid, v) for rid, v in first.items()
+                 if all(rid in other_ and other_[rid] == v for other_ in rest)]
+        if not ready:
+            continue
+        try:
+            acked, stale = await system_acknowledge(integ.sides[side], entity, ready)
+        except ConnectorError as exc:
+            rlog.warning("feed.unacknowledged", side=side, entity=entity,
+                         records=len(ready), error=exc.message)
+            continue
+        rlog.info("feed.acknowledged", side=side, entity=entity, records=acked,
+                  stale=stale or None)
 
 
 async def _held(db, flow: Flow, run_id: int, opt: RunOptions, rlog, waiting_for: str,
@@ -247,10 +304,10 @@ async def _check(db: AsyncEngine, integ: Integration, opt: RunOptions
         try:
             await conn.check()
         except AuthError as exc:
-            raise StepAborted(f"stopped: {side} system {conn.name}: {exc.message}") from None
+            raise ConnectFailed(f"stopped: {side} system {conn.name}: {exc.message}") from None
         except ConnectorError as exc:
-            raise StepAborted(f"stopped: {side} system {conn.name} unreachable: "
-                              f"{exc.message}") from None
+            raise ConnectFailed(f"stopped: {side} system {conn.name} unreachable: "
+                                f"{exc.message}") from None
     await _instances(db, integ, opt)
     for guard in integ.guards:
         facts = await integ.sides[guard.side].options(guard.option)

@@ -21,9 +21,10 @@ from daemon.engine.actions import Fail
 from daemon.engine.context import StepContext
 from daemon.engine.cursor import Cursor, Progress
 from daemon.engine.related import named_by_related
+from daemon.engine.derive import Deriver
 from daemon.engine.flow import holds, is_soft_deleted, iso, mapped, value_hash
 from daemon.engine.rules import Side
-from daemon.engine.transforms import normalize
+from daemon.engine.transforms import key_value
 from daemon.store import queries as q
 from daemon.store.db import dumps
 
@@ -64,6 +65,8 @@ class Staging:
         async for page in pages:
             waiting += len(page)
         return waiting
+        self.derivers: dict[Side, Deriver] = {
+            side: Deriver(spec) for side, spec in ctx.flow.rules.derive.items()}
 
     async def side(self, side: Side) -> Cursor | None:
         """Stage one side; the cursor to store after the step (None: keep the old one)."""
@@ -97,7 +100,8 @@ class Staging:
             seen_any = True
             if limit is not None:
                 page = self._within(page, start, limit - taken)
-            await self.page(side, page, set())
+            self.delivered(side, info.feed, page)
+            await self.derived(side, page, set())
             staged += len(page)
             ctx.counts[f"read_{side}"] += len(page)
             for rec in page:
@@ -120,7 +124,9 @@ class Staging:
             ctx.reading.batches[side] = (taken, waiting, before)
         elif stored and stored.get("batch"):
             ctx.reading.batches[side] = (taken, 0, int(stored["batch"].get("done", 0)))
-        whole = not full_budget and (since is None or not info.incremental)
+        # a feed (a queue) never lists everything: what was acknowledged is not in it
+        whole = (not full_budget and (since is None or not info.incremental)
+                 and not info.feed)
         # a listing that returned nothing at all is not trusted to prove that no partner
         # exists (a wrong account, an outage answering 200): matching asks find() instead
         ctx.reading.complete[side] = whole and seen_any
@@ -143,13 +149,50 @@ class Staging:
 
     async def by_id(self, side: Side, entity: str, ids: list[str], pushed: set[str]) -> None:
         conn_ = self.ctx.sides[side]
+        deriver = self.derivers.get(side)
+        wanted = ids
+        if deriver is not None:             # derived ids: their parents are read again
+            wanted = deriver.parent_ids(ids)
         step = max(1, conn_.capabilities.max_get)
-        for i in range(0, len(ids), step):
-            part = ids[i:i + step]
+        for i in range(0, len(wanted), step):
+            part = wanted[i:i + step]
             found = await conn_.get(entity, part)
+            self.delivered(side, conn_.capabilities.entities[entity].feed, found)
             seen = {r.id for r in found}
             gone = [Record(id=x, fields={}, deleted=True) for x in part if x not in seen]
-            await self.page(side, found + gone, pushed)
+            if deriver is None:
+                await self.page(side, found + gone, pushed)
+            else:
+                await self.derived(side, found + gone, pushed, asked=ids)
+
+    def delivered(self, side: Side, feed: bool, page: list[Record]) -> None:
+        """A feed's records read this step, with the version acknowledging them needs."""
+        if feed:
+            mine = self.ctx.reading.feed[side]
+            for rec in page:
+                if not rec.deleted or rec.id not in mine:
+                    mine[rec.id] = rec.version
+
+    async def derived(self, side: Side, page: list[Record], pushed: set[str],
+                      asked: list[str] = ()) -> None:
+        """Stage ``page`` as it is, or what its records derive (derive.py): the derived
+        records, and tombstones for the linked ones their parents no longer list."""
+        deriver = self.derivers.get(side)
+        if deriver is None:
+            await self.page(side, page, pushed)
+            return
+        ctx = self.ctx
+        records, known = deriver.expand(page)
+        made = {r.id for r in records}
+        gone: list[str] = []
+        if known:
+            async with ctx.db.begin() as conn:
+                gone = await q.derived_ids(conn, ctx.integration, ctx.flow.name, side, known)
+        parents = set(known)
+        gone += [x for x in asked if deriver.parent_ids([x])[0] in parents]
+        gone = [x for x in dict.fromkeys(gone) if x not in made]
+        await self.page(side, records + [Record(id=x, fields={}, deleted=True) for x in gone],
+                        pushed)
 
     async def page(self, side: Side, page: list[Record], pushed: set[str]) -> None:
         ctx = self.ctx
@@ -187,7 +230,7 @@ class Staging:
                 if rec.id in ex:
                     ctx.counts["excluded"] += 1
                 for i, key in enumerate(rules.match):
-                    value = normalize(key.normalize, rec.fields.get(getattr(key, side)))
+                    value = key_value(key, side, rec.fields)
                     if value is not None:
                         keys.append(dict(run_id=ctx.run_id, flow=ctx.flow.name, side=side,
                                          record_id=rec.id, key=str(i), value=value))

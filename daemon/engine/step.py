@@ -19,8 +19,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.base import AuthError, Connector, ConnectorError, UnavailableError
 from daemon.engine import intents, match
-from daemon.engine.actions import (Action, Create, Delete, Link, Mark, Recover, Skip, describe,
-                                   tally)
+from daemon.engine.actions import (Action, Create, Delete, Link, Mark, Recover, Review, Skip,
+                                   describe, tally)
 from daemon.engine.apply import Applier, base_row
 from daemon.engine.backlog import Batch
 from daemon.engine.chunk import UnitOfWork
@@ -36,6 +36,7 @@ __all__ = ["StepAborted", "StepOptions", "StepResult", "run_step"]
 
 log = structlog.get_logger("accord.step")
 CHUNK = 500
+UNSETTLED = ("quarantined", "unresolved_create", "create_held")
 
 
 class StepAborted(Exception):
@@ -54,6 +55,10 @@ class StepResult:
     actions: list[Action] = field(default_factory=list)    # a dry run: the same, as actions
     # a dry run: partners this step would give records, for the plan of later flows
     planned_links: dict[Side, dict[str, str]] = field(
+        default_factory=lambda: {"left": {}, "right": {}})
+    # feed records this step read and settled (id -> version): the runner acknowledges
+    # those every step reading the feed settled
+    settled_feed: dict[Side, dict[str, str | None]] = field(
         default_factory=lambda: {"left": {}, "right": {}})
 
 
@@ -81,6 +86,12 @@ async def run_step(db: AsyncEngine, integration: str, flow: Flow,
             await q.clear_staged(conn, run_id=run_id, flow=flow.name)
     if result.counts["errors"]:
         result.status = "errors"
+        if ctx.reading.first_error:     # the step's message column says what went wrong
+            n = result.counts["errors"]
+            note = (f"{n} record error{'s' if n > 1 else ''} (see accord status), first: "
+                    f"{ctx.reading.first_error}")
+            result.message = f"{result.message}; {note}" if result.message else note
+    result.settled_feed = step.settled_feed()
     return result
 
 
@@ -160,11 +171,31 @@ class _Step:
             return
         if self.keep:
             self.result.actions.extend(a for a, _ in actions)
+        for a, _ in actions:            # left for later: not acknowledged to a feed
+            if isinstance(a, Review) or (isinstance(a, Skip) and a.reason in UNSETTLED):
+                self.ctx.reading.unsettled.add((a.side, a.id))
         try:
             await Applier(self.ctx, uow, tctx).run(actions)
         finally:
             await uow.commit()      # keep what was written before a fault
         self.ctx.tick()
+
+    def settled_feed(self) -> dict[Side, dict[str, str | None]]:
+        """The feed records read this step whose every record (or derived record) was
+        settled: no error, no review, nothing held back."""
+        reading = self.ctx.reading
+        out: dict[Side, dict[str, str | None]] = {"left": {}, "right": {}}
+        for side in ("left", "right"):
+            read = reading.feed[side]
+            if not read:
+                continue
+            deriver = self.staging.derivers.get(side)
+            bad: set[str] = set()
+            for s, rid in reading.unsettled:
+                if s == side:
+                    bad |= deriver.parents_of(rid) if deriver is not None else {rid}
+            out[side] = {i: v for i, v in read.items() if i not in bad}
+        return out
 
     def _plan_links(self, a: Action) -> None:
         links = self.result.planned_links

@@ -88,6 +88,42 @@ def _one_of(option: str, message: str | None = None) -> Fn:
     return fn
 
 
+def _lookup(option: str, default: Any = None, message: str | None = None) -> Fn:
+    """A value mapped through reference data the target lists (``{name: value}``), compared
+    as names are (case and white space do not matter); a value with no entry, or no value,
+    gives ``default`` when one is set (DT-8: the member named like the owner resource, else
+    the configured sales rep), and is refused otherwise."""
+    def fn(v, ctx):
+        table = ctx.options.get(option)
+        if table is None:
+            raise FieldRefused(f"reference list {option!r} is not available")
+        folded = {" ".join(str(k).split()).casefold(): x for k, x in dict(table).items()}
+        hit = None if v in (None, "") else folded.get(" ".join(str(v).split()).casefold())
+        if hit is not None:
+            return hit
+        if default is not None:
+            return default
+        if v in (None, ""):
+            return v
+        raise FieldRefused(message.format(value=v) if message
+                           else f"{v!r} is not one of the {option}")
+    return fn
+
+
+def _first_name(v, ctx):
+    """A person's first name from a full name (the first word)."""
+    return v.split()[0] if isinstance(v, str) and v.split() else v
+
+
+def _last_name(v, ctx):
+    """A person's last name from a full name (the words after the first; the one word of a
+    one-word name)."""
+    if not isinstance(v, str) or not v.split():
+        return v
+    words = v.split()
+    return " ".join(words[1:]) if len(words) > 1 else words[0]
+
+
 def _url(v, ctx):
     if v in (None, ""):
         return v
@@ -127,9 +163,11 @@ def _text(v, ctx):
 
 
 SIMPLE: dict[str, Fn] = {"strip": _strip, "lower": _lower, "upper": _upper,
-                         "empty_to_none": _empty_to_none, "url": _url, "text": _text}
+                         "empty_to_none": _empty_to_none, "url": _url, "text": _text,
+                         "first_name": _first_name, "last_name": _last_name}
 PARAMETRIC: dict[str, Callable[..., Fn]] = {"truncate": _truncate, "default": _default,
-                                            "map": _map, "one_of": _one_of, "if": _if}
+                                            "map": _map, "one_of": _one_of, "if": _if,
+                                            "lookup": _lookup}
 
 
 def compile_chain(specs: list[Transform]) -> Fn | None:
@@ -157,15 +195,22 @@ def compile_chain(specs: list[Transform]) -> Fn | None:
         for fn in fns:
             v = fn(v, ctx)
         return v
+    # a chain that gives a value for no value (a default, a lookup with a default) is carried
+    # even when the source has none
+    chain.fills_empty = any(  # type: ignore[attr-defined]
+        isinstance(s, dict) and ("default" in s or (
+            "lookup" in s and isinstance(s["lookup"], dict) and "default" in s["lookup"]))
+        for s in specs)
     return chain
 
 
 def options_needed(specs: list[Transform]) -> set[str]:
     out = set()
     for spec in specs:
-        if isinstance(spec, dict) and "one_of" in spec:
-            arg = spec["one_of"]
-            out.add(arg["option"] if isinstance(arg, dict) else arg)
+        for name in ("one_of", "lookup"):
+            if isinstance(spec, dict) and name in spec:
+                arg = spec[name]
+                out.add(arg["option"] if isinstance(arg, dict) else arg)
     return out
 
 
@@ -179,6 +224,22 @@ def condition_paths(specs: list[Transform]) -> list[str]:
 
 
 # --- normalisers for natural keys ---------------------------------------------------------
+def key_value(key: Any, side: str, values: Mapping[str, Any]) -> str | None:
+    """A record's value for a match key (``rules.MatchKey``): its one path normalised, or,
+    for a key of several paths, each part normalised and joined; None when a part is
+    missing."""
+    parts = [normalize(key.normalize, values.get(p)) for p in key.paths(side)]
+    if any(p is None for p in parts):
+        return None
+    return parts[0] if len(parts) == 1 else "\x1f".join(parts)  # type: ignore[arg-type]
+
+
+def find_path(key: Any, side: str) -> str:
+    """The path a system is searched by for a key (``find``): its last part, the most
+    selective of a composite key (a ticket's summary rather than its project)."""
+    return key.paths(side)[-1]
+
+
 def normalize(kind: str, value: Any) -> str | None:
     if value is None:
         return None

@@ -13,6 +13,10 @@ A user's flow table may add ``custom_fields`` (BB-8): fields selected by name, a
 preset's list instead of replacing it, each ``{ left, right, when = [...] }`` where ``when``
 (optional) is a condition on the left record (``when = { left = [...], right = [...] }`` for
 either side). ``accord fields INTEGRATION FLOW`` lists the candidates.
+A ``[schedule]`` table is the integration's default schedule (the user's keys win).
+A value written ``{ setting = "name" }`` anywhere in a flow, job or guard is that option's
+value (a list of progress names, a status name: DT-7, DT-9), so rules can use options as
+values, not only to switch things on and off.
 """
 from __future__ import annotations
 
@@ -55,6 +59,22 @@ def _keep(items: list[dict], options: dict[str, Any]) -> list[dict]:
     return out
 
 
+def settle(value: Any, options: dict[str, Any], where: str) -> Any:
+    """``value`` with every ``{ setting = "name" }`` replaced by that option's value."""
+    if isinstance(value, dict):
+        if set(value) == {"setting"}:
+            name = value["setting"]
+            if name not in options:
+                from daemon.config import ConfigError
+                raise ConfigError(f"{where}: setting {name!r} is not an option of the preset "
+                                  f"(options: {', '.join(sorted(options))})")
+            return options[name]
+        return {k: settle(v, options, where) for k, v in value.items()}
+    if isinstance(value, list):
+        return [settle(v, options, where) for v in value]
+    return value
+
+
 def expand(spec: dict[str, Any], where: str) -> dict[str, Any]:
     """An integration table naming a preset -> the same table with flows, jobs and guards."""
     from daemon.errors import ConfigError
@@ -94,6 +114,8 @@ def expand(spec: dict[str, Any], where: str) -> dict[str, Any]:
     out["jobs"] = [j for j in _keep(preset.get("jobs", []), options)
                    if j.get("flow") in kept] + list(spec.get("jobs", []))
     out["guards"] = _keep(preset.get("guards", []), options) + list(spec.get("guards", []))
+    for key in ("flows", "jobs", "guards"):
+        out[key] = settle(out[key], options, f"{where}.{key}")
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, delete, func, insert, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from daemon.store.db import dumps, loads, now
@@ -463,3 +463,18 @@ async def unpark(conn: AsyncConnection, integration: str, flow: str, side: str,
                  ids: Sequence[str]) -> None:
     await _delete_ids(conn, parked, "record_id", ids, integration=integration, flow=flow,
                       side=side)
+
+
+async def derived_ids(conn: AsyncConnection, integration: str, flow: str, side: str,
+                      parents: Sequence[str]) -> list[str]:
+    """Linked ``side`` ids of derived records whose parent is one of ``parents`` (ids of the
+    form ``<parent>/<...>``), by id range, so an index serves it and no LIKE wildcard in an id
+    can widen it ("0" is the character after "/")."""
+    col = links.c.left_id if side == "left" else links.c.right_id
+    out: list[str] = []
+    for part in _chunks(list(parents), 100):
+        rows = await conn.execute(select(col).where(
+            links.c.integration == integration, links.c.flow == flow,
+            or_(*[and_(col >= f"{p}/", col < f"{p}0") for p in part])).order_by(col))
+        out.extend(r[0] for r in rows)
+    return out

@@ -282,7 +282,9 @@ async def test_bad_credentials_stop_the_run_with_one_clear_message(state_url):
     r = await p.sync()
     assert r.status == "failed" and r.exit_code == 2
     assert r.message == "stopped: right system right: right: credentials refused (401: bad token)"
-    assert r.steps == [] and p.R.writes == 0
+    # DT-3: the failed connection check is shown as a step of its own
+    assert [(s.flow, s.status, s.message) for s in r.steps] == [("connect", "failed", r.message)]
+    assert p.R.writes == 0
 
 
 # --- record ownership by condition, transforms that look at the record, defaults from options

@@ -1,0 +1,311 @@
+"""The ConnectWise Manage (PSA) connector: REST API v3, as ConnectWise's Developer Guide
+describes it.
+
+Entities (the resource paths, records flattened to dotted paths of their camelCase fields):
+``companies`` (company/companies), ``contacts`` (company/contacts), ``catalog``
+(procurement/catalog), ``opportunities`` (sales/opportunities), ``projects``
+(project/projects), ``tickets`` (project/tickets), ``products`` (procurement/products: the
+products of an opportunity, a project or a ticket; a product on an opportunity is also one
+of its forecast lines). A reference reads as ``company.id``, ``company.identifier``,
+``status.name`` ...; a write of ``status.name`` alone sends ``{"status": {"name": ...}}`` and
+Manage resolves it (ids are sent as numbers). A contact's e-mail reads and writes as
+``communicationItems.Email``: the value of its default communication item of type Email
+(a write keeps its other items).
+
+Reading: ``conditions=lastUpdated >= [since]`` with forward-only paging (``pageId``, by id, up
+to 1000 a page; the ``Link`` header says when there is more), so a record edited while the
+pages are read is not skipped (ids do not move) and the cursor is bounded by the clock the
+run started with. ``find`` is ``conditions=field in (...)`` (``childConditions`` for e-mail).
+
+Writes: POST to create (not repeated after a lost answer: the engine resolves it by its
+natural key or ``integrationXRef``), PATCH as a JSON-patch list of whole top-level fields to
+update, DELETE to delete. Manage offers no conditional write (no ETag, no If-Match; only
+``_info.lastUpdated``), so ``conditional_writes`` is off: last writer wins.
+
+``check()``: ``GET /login/companyinfo/{company}`` (finds the codebase when it is not set) and
+``GET system/info`` with the keys (DT-3). ``clock()``: the Date header of the latest answer.
+``identity()``: ``connectwise:<CompanyID>/<CompanyName>`` from companyinfo (no secret).
+``options("members")``: ``{"First Last": identifier}`` of the active members (DT-8);
+``options("opportunity_statuses")``: ``{name: {wonFlag, lostFlag, closedFlag}}``.
+"""
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Any, AsyncIterator, Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from yarl import URL
+
+from connectors.base import (Capabilities, EntityInfo, NotFoundError, Record, RecordError,
+                             flatten, unflatten, utc)
+from connectors.connectwise.conditions import quote
+from connectors.http import HttpClient
+
+PATHS = {"companies": "company/companies", "contacts": "company/contacts",
+         "catalog": "procurement/catalog", "opportunities": "sales/opportunities",
+         "projects": "project/projects", "tickets": "project/tickets",
+         "products": "procurement/products"}
+EMAIL = "communicationItems.Email"
+
+
+def parse_error(status: int, body: Any) -> tuple[str, tuple[str, ...]]:
+    """Manage's ``{"code", "message", "errors": [{"code", "message", "field"}]}``."""
+    if isinstance(body, dict):
+        errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
+        if errors:
+            message = "; ".join(f"{e.get('field') or ''}: {e.get('message') or e.get('code')}"
+                                .lstrip(": ") for e in errors)
+            return message, tuple(e["field"] for e in errors if e.get("field"))
+        if body.get("message"):
+            return str(body["message"]), ()
+    return f"HTTP {status}", ()
+
+
+def _to_record(raw: dict) -> Record:
+    body = dict(raw)
+    items = body.pop("communicationItems", None)
+    fields = flatten(body)
+    if items is not None:
+        email = [i for i in items if (i.get("communicationType")
+                                      or (i.get("type") or {}).get("name")) == "Email"]
+        best = next((i for i in email if i.get("defaultFlag")), email[0] if email else None)
+        fields[EMAIL] = best.get("value") if best else None
+    stamp = fields.get("_info.lastUpdated")
+    modified = utc(datetime.fromisoformat(stamp.replace("Z", "+00:00"))) if stamp else None
+    return Record(id=str(raw["id"]), fields=fields, modified=modified,
+                  version=stamp)
+
+
+def _body(fields: dict[str, Any]) -> dict[str, Any]:
+    """Flattened fields -> the JSON Manage takes; reference ids as numbers."""
+    plain = {k: v for k, v in fields.items() if k != EMAIL}
+    out = unflatten(plain)
+    for value in out.values():
+        if isinstance(value, dict) and isinstance(value.get("id"), str) and \
+                value["id"].isdigit():
+            value["id"] = int(value["id"])
+    return out
+
+
+class ConnectWiseConnector:
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        base_url: str = "https://api-na.myconnectwise.net"
+        codebase: str | None = None          # e.g. "v4_6_release/"; None: from companyinfo
+        company_id: str
+        public_key: str
+        private_key: SecretStr
+        client_id: str
+        page_size: int = Field(1000, ge=1, le=1000)
+        timeout: float = 30.0
+
+    def __init__(self, name: str, settings: "ConnectWiseConnector.Settings | dict") -> None:
+        if not isinstance(settings, ConnectWiseConnector.Settings):
+            settings = ConnectWiseConnector.Settings.model_validate(settings)
+        self.name, self.settings = name, settings
+        self.capabilities = Capabilities(entities={
+            e: EntityInfo(e, incremental=True, ordered=False, reports_deletes=False)
+            for e in PATHS}, max_get=200)
+        self.http = HttpClient(settings.base_url, system="connectwise", auth=self._auth,
+                               timeout=settings.timeout, error_parser=parse_error,
+                               headers={"Accept": "application/vnd.connectwise.com+json; "
+                                                  "version=2025.1",
+                                        "clientId": settings.client_id})
+        self._root: str | None = None
+        self._company: dict | None = None
+
+    def _auth(self, method: str, query: str, headers: dict[str, str]) -> None:
+        s = self.settings
+        token = f"{s.company_id}+{s.public_key}:{s.private_key.get_secret_value()}"
+        headers["Authorization"] = "Basic " + base64.b64encode(token.encode()).decode()
+
+    async def start(self) -> None:
+        await self.http.start()
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def _base(self) -> str:
+        if self._root is None:
+            codebase = self.settings.codebase
+            if codebase is None:
+                info = await self._companyinfo()
+                codebase = str(info.get("Codebase") or "v4_6_release/")
+            self._root = "/" + codebase.strip("/") + "/apis/3.0/"
+        return self._root
+
+    async def _companyinfo(self) -> dict:
+        if self._company is None:
+            resp = await self.http.request(
+                "GET", f"/login/companyinfo/{URL.build(path=self.settings.company_id)}")
+            self._company = resp.body if isinstance(resp.body, dict) else {}
+        return self._company
+
+    async def _call(self, method: str, path: str, params: dict | None = None,
+                    body: Any = None) -> Any:
+        root = await self._base()
+        query = URL("/").with_query(params).raw_query_string if params else None
+        resp = await self.http.request(method, root + path, query=query, json=body)
+        return resp
+
+    # --- the contract ----------------------------------------------------------------------
+    async def check(self) -> None:
+        await self._companyinfo()
+        await self._call("GET", "system/info")
+
+    async def clock(self) -> datetime | None:
+        return self.http.server_time()
+
+    async def identity(self) -> str | None:
+        info = await self._companyinfo()
+        return f"connectwise:{info.get('CompanyID')}/{info.get('CompanyName')}"
+
+    async def _pages(self, path: str, conditions: str | None = None,
+                     child: str | None = None) -> AsyncIterator[list[dict]]:
+        """Forward-only paging: by id, ``pageId`` from the ``Link`` header's next."""
+        page_id = 0
+        seen: set[int] = set()
+        while True:
+            params: dict[str, Any] = {"pageSize": self.settings.page_size}
+            if page_id:
+                params["pageId"] = page_id
+            if conditions:
+                params["conditions"] = conditions
+            if child:
+                params["childConditions"] = child
+            root = await self._base()
+            query = URL("/").with_query(params).raw_query_string
+            resp = await self.http.request("GET", root + path, query=query,
+                                           headers={"pagination-type": "forward-only"})
+            rows = resp.body if isinstance(resp.body, list) else []
+            yield rows
+            nxt = _next_page_id(resp.headers.get("Link", ""))
+            if not rows or nxt is None or nxt in seen:
+                return
+            seen.add(nxt)
+            page_id = nxt
+
+    async def changes(self, entity: str, since: datetime | None
+                      ) -> AsyncIterator[list[Record]]:
+        cond = None if since is None else f"lastUpdated >= {quote(since)}"
+        async for rows in self._pages_fwd(PATHS[entity], cond):
+            yield [_to_record(r) for r in rows]
+
+    def _pages_fwd(self, path: str, conditions: str | None,
+                   child: str | None = None) -> AsyncIterator[list[dict]]:
+        return self._pages(path, conditions, child)
+
+    async def get(self, entity: str, ids: Sequence[str]) -> list[Record]:
+        nums = [i for i in ids if str(i).isdigit()]
+        if not nums:
+            return []
+        out: list[Record] = []
+        for listed in _lists(nums):
+            async for rows in self._pages_fwd(PATHS[entity], f"id in ({listed})"):
+                out += [_to_record(r) for r in rows]
+        return out
+
+    async def find(self, entity: str, field: str, values: Sequence[Any]) -> list[Record]:
+        values = [v for v in values if v not in (None, "")]
+        if not values:
+            return []
+        out: list[Record] = []
+        for listed in _lists([quote(int(v) if field.endswith("id") and str(v).isdigit()
+                                    else v) for v in values]):
+            if field == EMAIL:
+                pages = self._pages_fwd(PATHS[entity], None,
+                                        f"communicationItems/value in ({listed})")
+            else:
+                pages = self._pages_fwd(PATHS[entity],
+                                        f"{field.replace('.', '/')} in ({listed})")
+            async for rows in pages:
+                out += [_to_record(r) for r in rows]
+        return out
+
+    async def create(self, entity: str, fields: dict[str, Any]) -> Record:
+        body = _body(fields)
+        if EMAIL in fields:
+            body["communicationItems"] = _with_email([], fields[EMAIL])
+        resp = await self._call("POST", PATHS[entity], body=body)
+        return _to_record(resp.body)
+
+    async def update(self, entity: str, id: str, fields: dict[str, Any],
+                     version: str | None = None) -> Record:
+        body = _body(fields)
+        if EMAIL in fields:
+            current = await self._call("GET", f"{PATHS[entity]}/{id}")
+            body["communicationItems"] = _with_email(
+                current.body.get("communicationItems") or [], fields[EMAIL])
+        if not body:
+            current = await self._call("GET", f"{PATHS[entity]}/{id}")
+            return _to_record(current.body)
+        ops = [{"op": "replace", "path": k, "value": v} for k, v in body.items()]
+        resp = await self._call("PATCH", f"{PATHS[entity]}/{id}", body=ops)
+        return _to_record(resp.body)
+
+    async def delete(self, entity: str, id: str) -> None:
+        await self._call("DELETE", f"{PATHS[entity]}/{id}")
+
+    async def options(self, name: str) -> Any:
+        if name == "members":
+            out: dict[str, str] = {}
+            async for rows in self._pages_fwd("system/members", "inactiveFlag = False"):
+                for m in rows:
+                    full = " ".join(x for x in (m.get("firstName"), m.get("lastName")) if x)
+                    out[full] = m["identifier"]
+            return out
+        if name == "opportunity_statuses":
+            statuses: dict[str, dict] = {}
+            async for rows in self._pages_fwd("sales/opportunities/statuses", None):
+                for s in rows:
+                    statuses[s["name"]] = {k: s.get(k) for k in ("wonFlag", "lostFlag",
+                                                                 "closedFlag")}
+            return statuses
+        raise KeyError(name)
+
+    async def forecast(self, opportunity_id: str) -> list[dict]:
+        """The forecast lines of one opportunity (for people and tests: not a sync entity)."""
+        resp = await self._call("GET", f"sales/opportunities/{opportunity_id}/forecast")
+        return list((resp.body or {}).get("forecastItems") or [])
+
+
+def _with_email(items: list[dict], email: Any) -> list[dict]:
+    rest = [i for i in items if (i.get("communicationType")
+                                 or (i.get("type") or {}).get("name")) != "Email"
+            or not i.get("defaultFlag")]
+    if email in (None, ""):
+        return rest
+    return rest + [{"type": {"name": "Email"}, "communicationType": "Email",
+                    "defaultFlag": True, "value": email}]
+
+
+MAX_CONDITIONS = 1500      # characters: the guide warns URLs past ~2000 characters fail
+
+
+def _lists(quoted: list[str]) -> list[str]:
+    """Values for ``in (...)``, cut so that each query stays short enough for a URL."""
+    out: list[str] = []
+    part: list[str] = []
+    size = 0
+    for q in quoted:
+        if part and size + len(q) + 2 > MAX_CONDITIONS:
+            out.append(", ".join(part))
+            part, size = [], 0
+        part.append(q)
+        size += len(q) + 2
+    if part:
+        out.append(", ".join(part))
+    return out
+
+
+def _next_page_id(link: str) -> int | None:
+    for part in link.split(","):
+        if 'rel="next"' in part and "<" in part:
+            url = URL(part[part.index("<") + 1:part.index(">")])
+            value = url.query.get("pageId")
+            return int(value) if value and value.isdigit() else None
+    return None
+
+
+__all__ = ["ConnectWiseConnector", "RecordError", "NotFoundError"]

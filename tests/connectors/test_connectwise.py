@@ -1,0 +1,155 @@
+"""The ConnectWise Manage connector against its sandbox over loopback (the contract every
+connector passes), the sandbox's behaviour the Developer Guide describes, and its records
+against the field names of ConnectWise's published models."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from connectors.base import RecordError
+from connectors.connectwise import ConnectWiseConnector
+from connectors.connectwise.conditions import ConditionError, matches, parse
+from connectors.connectwise.sandbox import ROOT, RESOURCES, ConnectWiseSandbox
+from tests.connector_contract import ConnectorContract
+
+MODELS = json.loads((Path(__file__).parent / "vendor_docs" / "connectwise-models.json")
+                    .read_text())["models"]
+SETTINGS = {"company_id": "sandbox", "public_key": "sandbox-public",
+            "private_key": "sandbox-private",
+            "client_id": "00000000-0000-0000-0000-00000000c11e", "timeout": 5}
+
+
+@pytest.fixture
+async def sandbox():
+    sb = ConnectWiseSandbox(seed=5, records=4)
+    await sb.start(0)
+    yield sb
+    await sb.stop()
+
+
+async def _connector(sandbox, **over):
+    c = ConnectWiseConnector("cw", {**SETTINGS, "base_url": sandbox.url, **over})
+    await c.start()
+    return c
+
+
+@pytest.fixture
+async def connector(sandbox):
+    c = await _connector(sandbox, page_size=2)
+    yield c
+    await c.close()
+
+
+@pytest.fixture
+async def bad_connector(sandbox):
+    c = await _connector(sandbox, private_key="not-the-secret")
+    yield c
+    await c.close()
+
+
+class TestContract(ConnectorContract):
+    entity = "contacts"
+    new_fields = {"firstName": "Ada", "lastName": "Lovelace",
+                  "communicationItems.Email": "ada@example.com"}
+    edit_fields = {"lastName": "King"}
+    invalid_fields = {"firstName": ""}
+
+
+def test_conditions_are_parsed_never_evaluated_as_code():
+    expr = parse('lastUpdated >= [2024-06-03T09:00:00Z] AND (name like "Har*" OR '
+                 'company/id in (1, 2)) AND not inactiveFlag = True')
+    rec = {"lastUpdated": "2024-06-03T09:00:00Z", "name": "harbor", "company": {"id": 9},
+           "inactiveFlag": False}
+    assert matches(expr, rec)
+    assert not matches(expr, {**rec, "lastUpdated": "2024-06-03T08:59:59Z"})
+    for bad in ('__import__("os").system("x")', "name = ", 'name ~ "x"', "(name = 1"):
+        with pytest.raises(ConditionError):
+            parse(bad)
+
+
+async def test_paging_is_forward_only_by_id_with_the_link_header(connector, sandbox):
+    for i in range(5):
+        sandbox.insert("catalog", {"identifier": f"M-{i}", "description": "x"})
+    pages = [page async for page in connector.changes("catalog", None)]
+    assert [len(p) for p in pages] == [2, 2, 1]
+    ids = [int(r.id) for p in pages for r in p]
+    assert ids == sorted(ids)
+    hits = [h for h in sandbox.hits if h.path.endswith("procurement/catalog")]
+    assert "pageId" not in hits[0].query and all("pageId" in h.query for h in hits[1:])
+
+
+async def test_navigable_paging_answers_first_next_last(sandbox):
+    auth = ConnectWiseConnector("cw", {**SETTINGS, "base_url": sandbox.url})
+    headers = {"clientId": SETTINGS["client_id"]}
+    auth._auth("GET", "", headers)
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{sandbox.url}{ROOT}/company/companies",
+                            params={"pageSize": 1, "page": 2}, headers=headers) as resp:
+            link = resp.headers["Link"]
+            assert len(await resp.json()) == 1
+        async with http.get(f"{sandbox.url}{ROOT}/company/companies",
+                            params={"pageSize": 1001}, headers=headers) as resp:
+            assert resp.status == 400
+    assert 'rel="next"' in link and 'rel="prev"' in link and 'rel="last"' in link
+
+
+async def test_a_duplicate_identifier_is_refused_with_the_vendors_error(connector):
+    await connector.create("companies", {"identifier": "DUP1", "name": "One"})
+    with pytest.raises(RecordError) as info:
+        await connector.create("companies", {"identifier": "dup1", "name": "Two"})
+    assert "already in use" in info.value.message and info.value.fields == ("identifier",)
+
+
+async def test_patch_is_a_json_patch_list_and_references_resolve_by_name(connector, sandbox):
+    company = await connector.create("companies", {"identifier": "REF1", "name": "Ref Co"})
+    opp = await connector.create("opportunities", {
+        "name": "Deal", "company.id": company.id, "primarySalesRep.identifier": "akumar"})
+    assert opp.fields["status.name"] == "Open"
+    won = await connector.update("opportunities", opp.id, {"status.name": "Won"})
+    assert won.fields["status.name"] == "Won" and won.fields["name"] == "Deal"
+    patch = [h for h in sandbox.hits if h.method == "PATCH"]
+    assert len(patch) == 1
+
+
+async def test_members_by_name_for_the_sales_rep_rule(connector):
+    members = await connector.options("members")
+    assert members["Anita Kumar"] == "akumar"
+    statuses = await connector.options("opportunity_statuses")
+    assert statuses["Won"]["wonFlag"] is True
+
+
+async def test_find_by_email_uses_child_conditions(connector):
+    found = await connector.find("contacts", "communicationItems.Email",
+                                 ["OFFICE0@harbor.example"])
+    assert [r.fields["communicationItems.Email"] for r in found] == ["office0@harbor.example"]
+
+
+def test_sandbox_records_keep_the_field_names_of_the_published_models():
+    sb = ConnectWiseSandbox(seed=1, records=2)
+    company = next(iter(sb.data["companies"].values()))
+    catalog = sb.insert("catalog", {"identifier": "X1", "description": "d", "cost": 1.0,
+                                    "price": 2.0, "manufacturerPartNumber": "X1"})
+    opp = sb.insert("opportunities", {"name": "o", "company": {"id": company["id"]},
+                                      "primarySalesRep": {"identifier": "jsmith"}})
+    project = sb.insert("projects", {"name": "p", "company": {"id": company["id"]},
+                                     "board": {"name": "Installations"},
+                                     "opportunity": {"id": opp["id"]}})
+    ticket = sb.insert("tickets", {"summary": "Kitchen", "project": {"id": project["id"]}})
+    sb.insert("products", {"catalogItem": {"id": catalog["id"]}, "quantity": 2, "price": 3,
+                           "opportunity": {"id": opp["id"]}, "integrationXRef": "a/b"})
+    sb.insert("products", {"catalogItem": {"id": catalog["id"]}, "ticket": {"id": ticket["id"]},
+                           "integrationXRef": "a/c/b"})
+    for table, kind in RESOURCES.values():
+        for rec in sb.data[table].values():
+            unknown = set(rec) - set(MODELS[kind])
+            assert not unknown, (kind, unknown)
+    for rec in sb.data["statuses"].values():
+        assert not set(rec) - set(MODELS["OpportunityStatus"])
+    for rec in sb.data["members"].values():
+        assert not set(rec) - set(MODELS["Member"])
+    for items in sb.forecasts.values():
+        for item in items:
+            assert not set(item) - set(MODELS["ForecastItem"])
