@@ -72,7 +72,7 @@ from __future__ import annotations
 import base64
 import random
 from collections import deque
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import orjson

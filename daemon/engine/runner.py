@@ -164,8 +164,8 @@ async def run(db: AsyncEngine, integ: Integration, options: RunOptions | None = 
         result.steps.append(StepResult(CONNECT_STEP, "failed", message=str(exc)))
         if not opt.dry_run:
             async with db.begin() as conn:
-                step_id = await r.start_step(conn, run_id, CONNECT_STEP)
-                await r.finish_step(conn, step_id, "failed", {}, str(exc))
+                step_id = await run_rows.start_step(conn, run_id, CONNECT_STEP)
+                await run_rows.finish_step(conn, step_id, "failed", {}, str(exc))
     except StepAborted as exc:
         result.status, result.message = "failed", str(exc)
     except Gated as exc:

@@ -40,6 +40,8 @@ class Staging:
         self.staged: dict[Side, set[str]] = {"left": set(), "right": set()}
         # kept in each side's cursor besides (at, ids): the batch progress, related cursors
         self.notes: dict[Side, dict[str, Any]] = {}
+        self.derivers: dict[Side, Deriver] = {
+            side: Deriver(spec) for side, spec in ctx.flow.rules.derive.items()}
 
     @staticmethod
     def _within(page: list[Record], start: Cursor, budget: int) -> list[Record]:
@@ -65,8 +67,6 @@ class Staging:
         async for page in pages:
             waiting += len(page)
         return waiting
-        self.derivers: dict[Side, Deriver] = {
-            side: Deriver(spec) for side, spec in ctx.flow.rules.derive.items()}
 
     async def side(self, side: Side) -> Cursor | None:
         """Stage one side; the cursor to store after the step (None: keep the old one)."""
