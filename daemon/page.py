@@ -7,6 +7,12 @@ them, times are relative ("3 min ago") with the absolute time in the title, coun
 labels (daemon/describe.py). Buttons post JSON to ``/api/integrations/{name}/...`` with the
 token typed into the page (kept in the tab's session storage, never sent back by the server).
 Every value is escaped; nothing here sees a secret.
+
+A first run waiting for approval shows its stored plan per direction (BB-3, daemon/preview.py
+via the status document) with "The synchronisation data is correct" (BB-9);
+``preview_page`` is that plan uncut, ``links_page`` one keyset page of a flow's correspondence
+table (daemon/links.py) with "No sync" / "Not this time" / "Lift" (BB-6, BB-7). Each page's
+``#status`` names the address its refresh fetches (``data-partial``; ``/partial`` by default).
 """
 from __future__ import annotations
 
@@ -419,7 +425,7 @@ class _Integration:
                 (link["flow"], "right", str(link["right"])))
             data = link.get("data") or {}
             cells = "".join(
-                f'<td>{self.system(side)} <b class="name">{_e(link[f"{side}_name"])}</b> '
+                f'<td><b class="name">{_e(link[f"{side}_name"])}</b> '
                 f'<span class="id muted">id {_e(link[side])}</span>'
                 f'<div class="data">{_fields(data.get(side) or {})}</div></td>'
                 for side in ("left", "right"))

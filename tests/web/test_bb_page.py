@@ -8,45 +8,19 @@ Sage CRM sandbox over HTTP (tests/integration/bb_env.py), the state a real SQLit
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import orjson
-import pytest
 from sqlalchemy import insert, select
 
 from daemon import page as page_lib
+from daemon.store import gates
 from daemon.store.db import dumps, now
 from daemon.store.tables import T
-from tests.integration.bb_env import FLOW, INTEG, BbEnv, close_env, config_text, make_env
-from tests.web.conftest import AUTH, SECRETS, TOKEN, get, post, start_service
+from tests.integration.bb_env import FLOW, INTEG, close_env, make_env
+from tests.web.conftest import AUTH, SECRETS, bb_config, bb_sync, get, post, start_service
 
 LINKS = f"/integrations/{INTEG}/flows/{FLOW}/links"
 API = f"/api/integrations/{INTEG}"
-
-
-def bb_config(tmp: Path, env: BbEnv, *, token: str | None = TOKEN) -> str:
-    web = "\n[web]\nport = 0\n" + (f'token = "{token}"\n' if token else "")
-    path = tmp / "accord.toml"
-    path.write_text(config_text(tmp, bob_url=env.bob.url, crm_url=env.crm.url) + web)
-    return str(path)
-
-
-@pytest.fixture
-async def bb(tmp_path):
-    env = await make_env(tmp_path)
-    svc = await start_service(bb_config(tmp_path, env))
-    env.tie_clock(svc.app)
-    env.svc = svc                                           # type: ignore[attr-defined]
-    yield env
-    await svc.stop()
-    await close_env(env)
-
-
-async def sync(env) -> str:
-    env.clock.advance(120)
-    result = await env.svc.run_job(f"sync:{INTEG}")
-    env.clock.advance(120)
-    return result.status
 
 
 async def state(env, table: str) -> list[dict]:
@@ -71,7 +45,7 @@ def four_parties(env) -> None:
 # --- BB-3: the preview on the page -------------------------------------------------------------
 async def test_bb03_the_page_shows_the_first_runs_preview_per_direction(bb, http):
     four_parties(bb)
-    assert await sync(bb) == "waiting"
+    assert await bb_sync(bb) == "waiting"
     _, html = await get(http, bb.svc, "/")
     gate = one(r'<div class="gate" data-kind="first_run">(.*?)</div>\s*<h3>Record errors', html)
     assert "First run waiting for approval (waiting)" in gate
@@ -105,7 +79,7 @@ async def test_bb03_the_page_cuts_long_lists_and_the_preview_page_has_them_all(
         bb, http, monkeypatch):
     for i in range(1, 4):
         bb.customer(f"C0000{i}", f"BE040000000{i}", NAME=f"Klant {i}")
-    assert await sync(bb) == "waiting"
+    assert await bb_sync(bb) == "waiting"
     monkeypatch.setattr(page_lib, "PREVIEW_ROWS", 2)
     _, html = await get(http, bb.svc, "/")
     assert len(re.findall(r'<tr class="create"', html)) == 2
@@ -129,7 +103,7 @@ async def test_bb03_the_preview_page_says_when_no_first_run_waits(bb, http):
 
 async def test_bb06_no_sync_from_the_preview_leaves_the_plan_made_again(bb, http):
     four_parties(bb)
-    assert await sync(bb) == "waiting"
+    assert await bb_sync(bb) == "waiting"
     status, body = await post(http, bb.svc, f"{API}/links", json={
         "flow": FLOW, "side": "left", "id": "C00002", "mode": "no_sync"})
     assert status == 200 and body["message"] == \
@@ -137,7 +111,7 @@ async def test_bb06_no_sync_from_the_preview_leaves_the_plan_made_again(bb, http
     _, html = await get(http, bb.svc, "/")
     row = one(r'<tr class="create" data-side="left" data-record="C00002">(.*?)</tr>', html)
     assert ">no sync</span>" in row and ">Lift</button>" in row and "No sync<" not in row
-    assert await sync(bb) == "waiting"                      # Run now: the plan is made again
+    assert await bb_sync(bb) == "waiting"                      # Run now: the plan is made again
     _, html = await get(http, bb.svc, "/")
     assert 'data-record="C00002"' not in html.split('<h3>Exclusions')[0]
     assert "Alleen in BOB" not in html.split('<h3>Exclusions')[0]
@@ -146,18 +120,18 @@ async def test_bb06_no_sync_from_the_preview_leaves_the_plan_made_again(bb, http
 # --- BB-9: "the synchronisation data is correct" ---------------------------------------------
 async def test_bb09_the_button_approves_the_first_run_only_then_the_next_run_writes(bb, http):
     four_parties(bb)
-    assert await sync(bb) == "waiting"
+    assert await bb_sync(bb) == "waiting"
     async with bb.svc.app.db.begin() as conn:               # something else that waits
         await conn.execute(insert(T["held_deletes"]).values(
-            integration=INTEG, flow=FLOW, link_id=0, target="right", record_id="99", action="delete",
-            run_id=1, approved=False, created_at=now()))
+            integration=INTEG, flow=FLOW, link_id=0, target="right", record_id="99",
+            action="delete", run_id=1, approved=False, created_at=now()))
     for headers in ({}, {"Authorization": "Bearer wrong"}):
         status, body = await post(http, bb.svc, f"{API}/approve-first-run", headers=headers)
         assert status == 401 and "token" in body["error"]
     status, body = await post(http, bb.svc, f"{API}/approve-first-run", json=["x"])
     assert status == 400 and "JSON object" in body["error"]
     assert not (await state(bb, "gates"))[0]["approved"]
-    assert await sync(bb) == "waiting" and bb.crm.writes() == 0      # still nothing written
+    assert await bb_sync(bb) == "waiting" and bb.crm.writes() == 0      # still nothing written
     status, body = await post(http, bb.svc, f"{API}/approve-first-run")
     assert status == 200 and body["message"] == (
         "approved: the synchronisation data of bb is correct; the next run synchronises")
@@ -168,7 +142,7 @@ async def test_bb09_the_button_approves_the_first_run_only_then_the_next_run_wri
     assert "approve-first-run" not in html
     status, body = await post(http, bb.svc, f"{API}/approve-first-run")
     assert status == 409 and "approved already" in body["error"]
-    assert await sync(bb) == "ok"
+    assert await bb_sync(bb) == "ok"
     assert sorted(c["comp_name"] for c in bb.crm.live()) == \
         ["Alleen in BOB", "Alleen in CRM", "Bakkerij Peeters"]
     assert len(bb.bob.rows("third_parties")) == 3
@@ -204,11 +178,10 @@ async def confirmed_pairs(env) -> dict[str, str]:
     env.customer("C00001", "BE0412345678", NAME="Bakkerij Peeters")
     env.customer("C00002", "BE0400000002", NAME="Slagerij Maes")
     env.company("Peeters in CRM", "0412.345.678")
-    assert await sync(env) == "waiting"
+    assert await bb_sync(env) == "waiting"
     async with env.svc.app.db.begin() as conn:
-        from daemon.store import gates
         await gates.approve_gate(conn, INTEG, "first_run")
-    assert await sync(env) == "ok"
+    assert await bb_sync(env) == "ok"
     return {r["left_id"]: r["right_id"] for r in await state(env, "links")}
 
 
@@ -254,17 +227,17 @@ async def test_bb06_no_sync_on_a_pair_holds_both_ways_until_lifted(bb, http):
     assert ">no sync</span>" in row and ">Lift</button>" in row and "Not this time" not in row
     bb.bob.update("third_parties", "C00001", NAME="Gewijzigd in BOB")
     bb.crm.edit("Company", crm_id, comp_website="https://crm.be")
-    assert await sync(bb) == "ok"
+    assert await bb_sync(bb) == "ok"
     assert bb.crm_company(crm_id)["comp_name"] == "Bakkerij Peeters"
     assert bb.bob.row("third_parties", "C00001")["WEBSITE"] is None
     status, body = await post(http, bb.svc, f"{API}/links", json={
         "flow": FLOW, "side": "left", "id": "C00001", "mode": "lift"})
     assert status == 200 and body["message"] == (
         f"lifted: bob C00001 and crm {crm_id} synchronised again from the next run")
-    assert await sync(bb) == "ok"
+    assert await bb_sync(bb) == "ok"
     assert bb.crm_company(crm_id)["comp_name"] == "Gewijzigd in BOB"
     _, html = await get(http, bb.svc, LINKS)
-    assert 'data-left="C00001" data-right="%s" data-mode=""' % crm_id in html
+    assert f'data-left="C00001" data-right="{crm_id}" data-mode=""' in html
 
 
 async def test_bb07_not_this_time_from_the_page_skips_the_next_run_only(bb, http):
@@ -278,9 +251,9 @@ async def test_bb07_not_this_time_from_the_page_skips_the_next_run_only(bb, http
     assert ">not this time</span>" in one(r'<tr class="pair" [^>]*data-left="C00001"[^>]*>'
                                           r'(.*?)</tr>', html)
     bb.bob.update("third_parties", "C00001", NAME="Later")
-    assert await sync(bb) == "ok"
+    assert await bb_sync(bb) == "ok"
     assert bb.crm_company(crm_id)["comp_name"] == "Bakkerij Peeters"
-    assert await sync(bb) == "ok"
+    assert await bb_sync(bb) == "ok"
     assert bb.crm_company(crm_id)["comp_name"] == "Later"
 
 
