@@ -945,6 +945,7 @@ async def _approve_first_run(args, cfg: Config) -> int:
 
 
 async def cmd_links(args, cfg: Config) -> int:
+    from daemon.links import MODE_WORDS, pair_row
     from daemon.store import correspondence as corr
     spec = _integration_spec(cfg, args.integration)
     _flow_name(cfg, args.integration, args.flow)
@@ -957,8 +958,7 @@ async def cmd_links(args, cfg: Config) -> int:
             async with db.begin() as conn:
                 ids = await corr.set_mode(conn, args.integration, args.flow, args.side,
                                           target, mode)
-            what = {"never": "no sync", "skip_once": "not this time", None: "lifted"}[mode]
-            print(f"{what}: " + ", ".join(f"{s} {i}" for s, i in ids.items()))
+            print(f"{MODE_WORDS[mode]}: " + ", ".join(f"{s} {i}" for s, i in ids.items()))
             return EXIT_OK
         rows, after = [], 0
         async with db.connect() as conn:
@@ -971,16 +971,7 @@ async def cmd_links(args, cfg: Config) -> int:
             loose = await corr.unlinked_exclusions(conn, args.integration, args.flow)
     finally:
         await db.dispose()
-    keys = [(k.left, k.right) for k in flow.match]
-
-    def row(p: dict) -> dict:
-        return {"left": p["left_id"], "right": p["right_id"],
-                "left_name": p["left"].get(flow.title.get("left", ""), ""),
-                "right_name": p["right"].get(flow.title.get("right", ""), ""),
-                "keys": [[p["left"].get(lk), p["right"].get(rk)] for lk, rk in keys],
-                "no_sync": "never" in (p["left_excluded"], p["right_excluded"]),
-                "not_this_time": "skip_once" in (p["left_excluded"], p["right_excluded"])}
-    out = [row(p) for p in rows]
+    out = [pair_row(p, flow) for p in rows]
     if args.json:
         print(orjson.dumps({"integration": args.integration, "flow": args.flow, "pairs": out,
                             "excluded_unlinked": loose}, default=str,

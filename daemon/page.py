@@ -7,16 +7,25 @@ them, times are relative ("3 min ago") with the absolute time in the title, coun
 labels (daemon/describe.py). Buttons post JSON to ``/api/integrations/{name}/...`` with the
 token typed into the page (kept in the tab's session storage, never sent back by the server).
 Every value is escaped; nothing here sees a secret.
+
+A first run waiting for approval shows its stored plan per direction (BB-3, daemon/preview.py
+via the status document) with "The synchronisation data is correct" (BB-9);
+``preview_page`` is that plan uncut, ``links_page`` one keyset page of a flow's correspondence
+table (daemon/links.py) with "No sync" / "Not this time" / "Lift" (BB-6, BB-7). Each page's
+``#status`` names the address its refresh fetches (``data-partial``; ``/partial`` by default).
 """
 from __future__ import annotations
 
 import html
 from datetime import datetime, timezone
 from typing import Any, Mapping
+from urllib.parse import quote
 
 import orjson
 
 from daemon import describe
+
+PREVIEW_ROWS = 50    # of each list of a first run's preview on the main page
 
 
 def _e(value: Any) -> str:
@@ -106,6 +115,28 @@ def _record(r: Mapping[str, Any]) -> str:
     return (" · ".join(parts) + f' <span class="id muted">id {_e(r["record"])}</span>')
 
 
+def _fields(values: Mapping[str, Any] | None) -> str:
+    """A record's fields in one line: ``NAME Bakkerij Peeters · VAT_NUMBER BE0412…``."""
+    items = [f'<span class="f"><span class="k">{_e(k)}</span> {_e(v)}</span>'
+             for k, v in (values or {}).items() if v not in (None, "")]
+    return " · ".join(items) or '<span class="muted">—</span>'
+
+
+def _quote(text: Any) -> str:
+    return quote(str(text), safe="")
+
+
+def links_url(integration: str, flow: str, **query: Any) -> str:
+    """The links page of a flow (its correspondence table), e.g. ``after=`` a link id."""
+    q = "&".join(f"{k}={_quote(v)}" for k, v in query.items() if v is not None)
+    return (f"/integrations/{_quote(integration)}/flows/{_quote(flow)}/links"
+            + (f"?{q}" if q else ""))
+
+
+def preview_url(integration: str) -> str:
+    return f"/integrations/{_quote(integration)}/preview"
+
+
 def _table(head: list[str], rows: list[str], cls: str) -> str:
     if not rows:
         return '<p class="muted none">none</p>'
@@ -131,8 +162,8 @@ class _Integration:
             f'<section class="integration" data-name="{_e(self.name)}" '
             f'data-paused="{1 if d.get("paused") else 0}">',
             self.header(), self.notices(), self.when(), self.flows(), self.runs(), self.log(),
-            self.gates(), self.record_errors(), self.reviews(), self.held(), self.exclusions(),
-            self.jobs(),
+            self.gates(PREVIEW_ROWS), self.record_errors(), self.reviews(), self.held(),
+            self.exclusions(), self.jobs(),
             "</section>"])
 
     def header(self) -> str:
@@ -193,7 +224,9 @@ class _Integration:
 
     def flows(self) -> str:
         items = "".join(f'<li data-flow="{_e(f["name"])}"><b>{_e(f["name"])}</b>: '
-                        f'{_e(f["description"])}</li>' for f in self.d.get("flows") or [])
+                        f'{_e(f["description"])} <a class="links" '
+                        f'href="{_e(links_url(self.name, f["name"]))}">linked pairs</a></li>'
+                        for f in self.d.get("flows") or [])
         return f'<h3>Flows</h3><ul class="flows">{items}</ul>' if items else ""
 
     def log(self) -> str:
@@ -314,9 +347,10 @@ class _Integration:
         return (f'<h3>Ambiguous matches awaiting review ({len(reviews)})</h3>'
                 + _table(["record", "in", "flow", "why", "candidates"], rows, "reviews"))
 
-    def gates(self) -> str:
-        """What stops the integration until a person approves it: a first run's stored plan,
-        a system that is not the instance the state was built with."""
+    def gates(self, limit: int | None) -> str:
+        """What stops the integration until a person approves it: a first run's stored plan
+        (its preview per direction, each list cut at ``limit`` rows; the preview page shows
+        them all), a system that is not the instance the state was built with."""
         gates = self.d.get("gates") or []
         if not gates:
             return ""
@@ -327,17 +361,114 @@ class _Integration:
             counts = ""
             for flow, c in sorted((g.get("counts") or {}).items()):
                 counts += (f'<tr><td>{_e(flow)}</td><td>{_counts(c, self.names)}</td></tr>')
-            label = ("The synchronisation data is correct: run it" if g["kind"] == "first_run"
-                     else "It is the same system: go on")
-            button = ("" if g["approved"] else _button(label, f"{self.api}/approve",
-                                                      cls="approve-gate"))
+            first = g["kind"] == "first_run"
+            # the first run's button approves that gate only (BB-9), as `approve --first-run`
+            button = ("" if g["approved"] else
+                      _button("The synchronisation data is correct",
+                              f"{self.api}/approve-first-run", cls="approve-first-run")
+                      if first else _button("It is the same system: go on",
+                                            f"{self.api}/approve", cls="approve-gate"))
             state = "approved: the next run goes on" if g["approved"] else "waiting"
             parts.append(f'<div class="gate" data-kind="{_e(g["kind"])}">'
                          f'<h3>{_e(titles.get(g["kind"], g["kind"]))} ({state}) {button}</h3>'
                          f'<p>{_e(g["message"])}</p>'
                          + (f'<table class="plan"><tr><th>flow</th><th>the plan</th></tr>'
-                            f'{counts}</table>' if counts else "") + '</div>')
+                            f'{counts}</table>' if counts else "")
+                         + (self.preview(g, limit) if first and g.get("preview") else "")
+                         + '</div>')
         return "".join(parts)
+
+    # --- BB-3: the first run's plan per direction -----------------------------------------
+    def _excluded(self) -> dict[tuple[str, str, str], str]:
+        """(flow, side, record) -> "never" / "skip_once" of the records left out."""
+        return {(x["flow"], x["side"], str(x["record"])): x["mode"]
+                for x in self.d.get("exclusions") or [] if x["mode"] in ("never", "skip_once")}
+
+    def _mode_buttons(self, flow: str, side: str, rid: Any, mode: str | None) -> str:
+        """"No sync" / "Not this time" on a record (and its partner), or "Lift" (BB-6, BB-7)."""
+        target = {"flow": flow, "side": side, "id": str(rid)}
+        url = f"{self.api}/links"
+        if mode:
+            return (_badge("waiting", "no sync" if mode == "never" else "not this time")
+                    + _button("Lift", url, {**target, "mode": "lift"}, "lift"))
+        return (_button("No sync", url, {**target, "mode": "no_sync"}, "no-sync")
+                + _button("Not this time", url, {**target, "mode": "not_this_time"},
+                          "not-this-time"))
+
+    def _listed(self, rows: list[str], limit: int | None, more: str) -> str:
+        shown = rows if limit is None else rows[:limit]
+        out = _table(["", "record", "data", ""], shown, "preview-rows")
+        if len(shown) < len(rows):
+            out += (f'<p class="muted more">… and {len(rows) - len(shown)} more: '
+                    f'<a href="{_e(more)}">the whole preview</a></p>')
+        return out
+
+    def preview(self, g: Mapping[str, Any], limit: int | None) -> str:
+        """What the first run would create and update each way, and the pairs it would link
+        with both records' data; each record with its "No sync" / "Not this time"."""
+        v, ex = g["preview"], self._excluded()
+        more = preview_url(self.name)
+        names: dict[tuple[str, str], str] = {}        # the linked records' names, for updates
+        for link in v["link"]:
+            for side in ("left", "right"):
+                names[(side, str(link[side]))] = link[f"{side}_name"]
+        out = ['<div class="preview"><p class="muted">What the first run would do, from its '
+               'stored plan. <i>No sync</i> and <i>Not this time</i> take a record out: '
+               '<i>Run now</i> makes the plan again without it.</p>']
+        if g.get("actions") and g.get("rows", 0) < g["actions"]:
+            out.append(f'<p class="muted">The first {_e(g["rows"])} of {_e(g["actions"])} '
+                       f'actions were stored.</p>')
+        for key, src, dst in (("to_right", "left", "right"), ("to_left", "right", "left")):
+            part = v[key]
+            rows = []
+            for c in part["create"]:
+                mode = ex.get((c["flow"], src, str(c["from"])))
+                rows.append(
+                    f'<tr class="create" data-side="{src}" data-record="{_e(c["from"])}">'
+                    f'<td>create</td><td><b class="name">{_e(c["name"] or "(no name)")}</b> '
+                    f'<span class="id muted">from {_e(self.names[src])} id {_e(c["from"])}</span>'
+                    f'</td><td>{_fields(c["fields"])}</td><td class="buttons">'
+                    f'{self._mode_buttons(c["flow"], src, c["from"], mode)}</td></tr>')
+            for u in part["update"]:
+                name = names.get((dst, str(u["id"])))
+                rows.append(
+                    f'<tr class="update" data-side="{dst}" data-record="{_e(u["id"])}">'
+                    f'<td>update</td><td>' + (f'<b class="name">{_e(name)}</b> ' if name else "")
+                    + f'<span class="id muted">id {_e(u["id"])}</span></td>'
+                    f'<td>{_fields(u["fields"])}</td><td></td></tr>')
+            out.append(f'<h4 data-direction="{key}">{self.system(src)} → {self.system(dst)}: '
+                       f'{len(part["create"])} to create, {len(part["update"])} to update</h4>'
+                       + self._listed(rows, limit, more))
+        rows = []
+        for link in v["link"]:
+            mode = ex.get((link["flow"], "left", str(link["left"]))) or ex.get(
+                (link["flow"], "right", str(link["right"])))
+            data = link.get("data") or {}
+            cells = "".join(
+                f'<td><b class="name">{_e(link[f"{side}_name"])}</b> '
+                f'<span class="id muted">id {_e(link[side])}</span>'
+                f'<div class="data">{_fields(data.get(side) or {})}</div></td>'
+                for side in ("left", "right"))
+            rows.append(f'<tr class="link" data-left="{_e(link["left"])}" '
+                        f'data-right="{_e(link["right"])}"><td>link</td>{cells}'
+                        f'<td class="buttons">'
+                        f'{self._mode_buttons(link["flow"], "left", link["left"], mode)}'
+                        f'</td></tr>')
+        shown = rows if limit is None else rows[:limit]
+        out.append(f'<h4 data-direction="link">Linked: {len(v["link"])} already in both, '
+                   f'with their data</h4>'
+                   + _table(["", self.names["left"], self.names["right"], ""], shown,
+                            "preview-links"))
+        if len(shown) < len(rows):
+            out.append(f'<p class="muted more">… and {len(rows) - len(shown)} more: '
+                       f'<a href="{_e(more)}">the whole preview</a></p>')
+        if v.get("other"):
+            items = "".join(f'<li>{_e(o.get("action"))} {_e(o.get("side", ""))} '
+                            f'{_e(o.get("id", ""))} <span class="muted">{_e(o.get("why", ""))}'
+                            f'</span></li>' for o in v["other"])
+            out.append(f'<h4>Other ({len(v["other"])})</h4><ul class="other">{items}</ul>')
+        out.append("</div>")
+        return "".join(out)
 
     def held(self) -> str:
         held = self.d.get("held_deletes") or []
@@ -405,8 +536,10 @@ def body(doc: Mapping[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def page(doc: Mapping[str, Any], *, buttons: bool) -> str:
-    """The whole page. ``buttons``: a token is configured (else the bar says how to get one)."""
+def _shell(title: str, body_html: str, *, buttons: bool, back: bool = False) -> str:
+    """A page around ``body_html`` (whose ``#status`` says where its refresh comes from):
+    the token bar, the buttons' and the refresh's script. ``buttons``: a token is configured
+    (else the bar says how to get one)."""
     if buttons:
         bar = ('<label>API token <input id="token" type="password" autocomplete="off" size="22" '
                'placeholder="[web] token"></label>')
@@ -414,13 +547,101 @@ def page(doc: Mapping[str, Any], *, buttons: bool) -> str:
         bar = ('<span class="muted" id="token-off">Buttons are off: set <code>[web] token</code> '
                '(or <code>token_file</code>) in the configuration.</span>'
                '<input id="token" type="hidden">')
-    return PAGE.replace("%BAR%", bar).replace("%BODY%", body(doc))
+    if back:
+        bar = '<a href="/" id="back">← status</a>' + bar
+    # replaced last: the body holds the records' data, which may contain "%…%" itself
+    return (PAGE.replace("%TITLE%", _e(title)).replace("%BAR%", bar)
+            .replace("%BODY%", body_html))
+
+
+def page(doc: Mapping[str, Any], *, buttons: bool) -> str:
+    """The whole status page."""
+    return _shell("accord — status", body(doc), buttons=buttons)
+
+
+# --- a first run's whole preview (BB-3) --------------------------------------------------------
+def preview_body(name: str, doc: Mapping[str, Any]) -> str:
+    """The gates of one integration with the first run's preview uncut (``GET
+    /integrations/{name}/preview``; its ``?partial=1`` is this)."""
+    now = _parse(doc.get("generated_at")) or datetime.now(timezone.utc)
+    d = doc["integrations"][name]
+    integ = _Integration(name, d, now)
+    gates = integ.gates(limit=None) or (
+        f'<p class="none">{_e(name)} has no first run waiting for approval.</p>')
+    return (f'<div id="status" data-partial="{_e(preview_url(name))}?partial=1">'
+            f'<section class="integration" data-name="{_e(name)}"><div class="head"><h2>'
+            f'{_e(name)}: the first run\'s preview</h2></div>{gates}</section></div>')
+
+
+def preview_page(name: str, doc: Mapping[str, Any], *, buttons: bool) -> str:
+    return _shell(f"accord — {name}: the first run's preview", preview_body(name, doc),
+                  buttons=buttons, back=True)
+
+
+# --- the correspondence table of a flow (BB-6, BB-7) -------------------------------------------
+def links_body(t: Mapping[str, Any], systems: Mapping[str, str], url: str) -> str:
+    """One keyset page of a flow's linked pairs (daemon/links.py ``page``) with their
+    "No sync" / "Not this time" / "Lift" buttons; ``url``: this page's own address."""
+    name, flow = t["integration"], t["flow"]
+    integ = _Integration(name, {"systems": {s: {"name": n} for s, n in systems.items()}},
+                         datetime.now(timezone.utc))
+    rows = []
+    for p in t["pairs"]:
+        mode = "never" if p["no_sync"] else "skip_once" if p["not_this_time"] else None
+        keys = " / ".join(f"{_e(a)} = {_e(b)}" for a, b in p["keys"])
+        rows.append(
+            f'<tr class="pair" data-link="{_e(p["link"])}" data-left="{_e(p["left"])}" '
+            f'data-right="{_e(p["right"])}" data-mode="{_e(mode or "")}">'
+            f'<td><b class="name">{_e(p["left_name"])}</b> <span class="id muted">id '
+            f'{_e(p["left"])}</span></td>'
+            f'<td><b class="name">{_e(p["right_name"])}</b> <span class="id muted">id '
+            f'{_e(p["right"])}</span></td><td class="keys">{keys}</td>'
+            f'<td class="buttons">{integ._mode_buttons(flow, "left", p["left"], mode)}</td>'
+            f'</tr>')
+    key_head = " / ".join(f"{a} = {b}" for a, b in t["keys"]) or "keys"
+    last = t["first"] + len(rows) - 1
+    where = (f'pairs {t["first"]:,}–{last:,} of {t["total"]:,}' if rows
+             else f'{t["total"]:,} linked pair{"s" if t["total"] != 1 else ""}')
+    nav = []
+    if t["first"] > 1:
+        nav.append(f'<a class="first" href="{_e(links_url(name, flow))}">« first</a>')
+    if t.get("before"):
+        nav.append(f'<a class="prev" href="{_e(links_url(name, flow, before=t["before"]))}">'
+                   f'‹ previous</a>')
+    if t.get("after"):
+        nav.append(f'<a class="next" href="{_e(links_url(name, flow, after=t["after"]))}">'
+                   f'next ›</a>')
+    loose = ""
+    if t.get("excluded_unlinked"):
+        items = "".join(
+            f'<tr class="unlinked" data-side="{_e(x["side"])}" data-record="{_e(x["record_id"])}">'
+            f'<td>{integ.system(x["side"])} id {_e(x["record_id"])}</td>'
+            f'<td class="msg">{_e(x["reason"])}</td><td class="buttons">'
+            f'{integ._mode_buttons(flow, x["side"], x["record_id"], x["mode"])}</td></tr>'
+            for x in t["excluded_unlinked"])
+        loose = (f'<h3>Left out before they were linked ({len(t["excluded_unlinked"])})</h3>'
+                 f'<table class="unlinked">{items}</table>')
+    return (f'<div id="status" data-partial="{_e(url)}">'
+            f'<section class="integration" data-name="{_e(name)}" data-flow="{_e(flow)}">'
+            f'<div class="head"><h2>{_e(name)} · {_e(flow)}: linked pairs</h2></div>'
+            f'<p class="muted">The correspondence table. <i>No sync</i>: the pair is never '
+            f'synchronised until lifted; <i>Not this time</i>: it is left out of the next run '
+            f'only. Either holds both records of the pair.</p>'
+            f'<p class="pager"><span class="where">{where}</span> {" · ".join(nav)}</p>'
+            + _table([systems["left"], systems["right"], key_head, ""], rows, "pairs")
+            + loose + "</section></div>")
+
+
+def links_page(t: Mapping[str, Any], systems: Mapping[str, str], url: str, *,
+               buttons: bool) -> str:
+    return _shell(f"accord — {t['integration']} · {t['flow']}: linked pairs",
+                  links_body(t, systems, url), buttons=buttons, back=True)
 
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>accord — status</title>
+<title>%TITLE%</title>
 <style>
 body{font:14px/1.45 system-ui,sans-serif;margin:1.2em auto;max-width:1180px;padding:0 1em;
 color:#1d232b;background:#f6f7f9}
@@ -451,8 +672,11 @@ background:#fff;cursor:pointer}button:hover{background:#eef2f7}
 button[disabled]{opacity:.5;cursor:wait}td.buttons{white-space:nowrap}h3 button{font-size:12px}
 #bar{display:flex;gap:.8em;align-items:center;flex-wrap:wrap}
 #msg{color:#1e40af}#msg.bad{color:#9b1c1c}
+h4{font-size:13px;margin:.9em 0 .2em}.preview .f{white-space:nowrap}.k{color:#777}
+.data{font-size:12px;margin-top:.15em}.pager{margin:.4em 0}.pager a{margin-left:.6em}
+a.links{font-size:12px;margin-left:.4em}#back{margin-right:.6em}
 </style></head><body>
-<h1>accord — status</h1>
+<h1>%TITLE%</h1>
 <div id="bar">%BAR%<span id="msg" role="status"></span></div>
 %BODY%
 <script>
@@ -487,7 +711,9 @@ button[disabled]{opacity:.5;cursor:wait}td.buttons{white-space:nowrap}h3 button{
   }
   function refresh(){
     clearTimeout(timer);
-    return fetch('/partial', {cache: 'no-store'}).then(function(r){
+    var el = document.getElementById('status');
+    var url = (el && el.getAttribute('data-partial')) || '/partial';
+    return fetch(url, {cache: 'no-store'}).then(function(r){
       if (!r.ok) throw new Error('HTTP ' + r.status);
       return r.text();
     }).then(function(text){

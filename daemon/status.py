@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from daemon import describe
+from daemon import describe, preview
 from daemon.app import seconds
 from daemon.config import Config
 from daemon.engine.rules import FlowRules
@@ -148,6 +148,20 @@ async def _labelled(conn, name: str, rules: Mapping[str, FlowRules], rows: list[
         r.update(label)
 
 
+def _gate_doc(g: Mapping, rules: Mapping[str, FlowRules]) -> dict:
+    """A gate; a first run's with its stored plan per direction (BB-3: daemon/preview.py, as
+    ``accord plan --stored`` shows it) and how many of its actions were stored (``rows``)."""
+    doc = {"id": g["id"], "kind": g["kind"], "flow": g["flow"], "message": g["message"],
+           "approved": g["approved"], "created_at": iso(g["created_at"]),
+           "counts": g["detail"].get("counts"), "actions": g["detail"].get("actions")}
+    if g["kind"] == "first_run":
+        rows = g["detail"].get("rows") or []
+        doc["rows"] = len(rows)
+        doc["preview"] = preview.by_direction(
+            rows, {name: dict(f.title) for name, f in rules.items()})
+    return doc
+
+
 async def gather(cfg: Config, db: AsyncEngine, *,
                  next_runs: Mapping[str, str | None] | None = None,
                  job_runs: Mapping[tuple[str, str], str | None] | None = None,
@@ -213,12 +227,8 @@ async def gather(cfg: Config, db: AsyncEngine, *,
                  **({"quarantined": r["quarantined"]} if "quarantined" in r else {})}
                 for r in await reports.record_errors(conn, name)]
             await _labelled(conn, name, rules, doc["record_errors"], lambda r: r["side"])
-            doc["gates"] = [
-                {"id": g["id"], "kind": g["kind"], "flow": g["flow"],
-                 "message": g["message"], "approved": g["approved"],
-                 "created_at": iso(g["created_at"]), "counts": g["detail"].get("counts"),
-                 "actions": g["detail"].get("actions")}
-                for g in await gates_store.open_gates(conn, name)]
+            doc["gates"] = [_gate_doc(g, rules)
+                           for g in await gates_store.open_gates(conn, name)]
             doc["reviews"] = [
                 {"flow": r["flow"], "side": r["side"], "record": r["record_id"],
                  "candidates": r["candidates"], "reason": r["reason"],

@@ -17,6 +17,13 @@ daemon/store/reports.py (via daemon/status.py) and changed through daemon/store/
 - ``.../include`` ``{"flow", "side", "id"}``: lift an exclusion (404: not excluded).
 - ``.../pause`` (optional ``{"reason"}``) and ``.../resume``: no scheduled runs (nor webhooks)
   while paused, kept in the state across restarts (409: already paused / not paused).
+- ``.../approve-first-run``: "the synchronisation data is correct" (BB-9): the first run's
+  gate only (404: none waits; 409: approved already).
+- ``.../links`` ``{"flow", "side", "id", "mode"}``: "no sync" (``no_sync``), "not this time"
+  (``not_this_time``) or ``lift`` on a record and its partner (BB-6, BB-7).
+- ``GET /integrations/{name}/preview``: the first run's whole stored plan (BB-3; 404 when none
+  waits); ``GET /integrations/{name}/flows/{flow}/links``: the flow's linked pairs, a keyset
+  page at a time (``?after=`` / ``?before=`` a link id). ``?partial=1``: the refreshing part.
 - ``POST /api/webhooks/{name}``: ``{"flow", "side", "ids": [...]}`` starts a targeted run of
   those records (UL-4); while a run is under way they wait for it, merged. ``side`` is
   ``left``/``right`` or the system's name. 409 while the integration is paused.
@@ -41,11 +48,12 @@ import structlog
 from aiohttp import web
 from sqlalchemy.exc import SQLAlchemyError
 
+from daemon import links as links_lib
 from daemon import metrics as metrics_lib
 from daemon import page as page_lib
 from daemon import status as status_lib
 from daemon.engine.runner import RunOptions
-from daemon.store import operator, reports
+from daemon.store import correspondence, gates, operator, reports
 
 if TYPE_CHECKING:
     from daemon.service import Service
@@ -53,6 +61,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("accord.web")
 
 MAX_IDS = 1000                  # records one webhook call may name
+# what ``POST .../links`` takes as ``mode``: the command line's words (``accord links --no-sync``)
+LINK_MODES = {"no_sync": "never", "not_this_time": "skip_once", "lift": None}
 # config.example.toml's token: fine for the demo on loopback, a warning anywhere else
 EXAMPLE_TOKEN = "demo-token"
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -88,8 +98,12 @@ class WebServer:
             web.get("/", self.page), web.get("/partial", self.partial),
             web.get("/api/status", self.api_status), web.get("/metrics", self.metrics),
             web.get("/healthz", self.healthz), web.get("/readyz", self.readyz),
+            web.get("/integrations/{name}/preview", self.preview_page),
+            web.get("/integrations/{name}/flows/{flow}/links", self.links_page),
             web.post("/api/integrations/{name}/run", self.run_now),
             web.post("/api/integrations/{name}/approve", self.approve),
+            web.post("/api/integrations/{name}/approve-first-run", self.approve_first_run),
+            web.post("/api/integrations/{name}/links", self.set_link_mode),
             web.post("/api/integrations/{name}/retry", self.retry),
             web.post("/api/integrations/{name}/exclude", self.exclude),
             web.post("/api/integrations/{name}/include", self.include),
@@ -240,6 +254,58 @@ class WebServer:
                             content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store"})
 
+    def _html(self, text: str, status: int = 200) -> web.Response:
+        return web.Response(text=text, status=status, content_type="text/html",
+                            charset="utf-8", headers={"Cache-Control": "no-store"})
+
+    def _page_integration(self, request: web.Request) -> str:
+        """The integration a page names; a plain 404 page when there is none."""
+        name = request.match_info["name"]
+        app = self.service.app
+        if app is None or name not in app.integrations:
+            raise web.HTTPNotFound(text=f"no enabled integration named {name!r}",
+                                   content_type="text/plain")
+        return name
+
+    async def preview_page(self, request: web.Request) -> web.Response:
+        """BB-3: the first run's stored plan, every stored row (the status page cuts each list);
+        404 when no first run waits (the page says so)."""
+        name = self._page_integration(request)
+        doc = await self.status_doc()
+        waiting = any(g["kind"] == "first_run" for g in doc["integrations"][name]["gates"])
+        if request.query.get("partial"):
+            return self._html(page_lib.preview_body(name, doc), 200 if waiting else 404)
+        return self._html(page_lib.preview_page(name, doc, buttons=bool(self._token())),
+                          200 if waiting else 404)
+
+    async def links_page(self, request: web.Request) -> web.Response:
+        """BB-6, BB-7: a flow's correspondence table, a keyset page of ``links.PAGE`` pairs at
+        a time (``?after=`` / ``?before=`` a link id)."""
+        name = self._page_integration(request)
+        flow_name = request.match_info["flow"]
+        spec = self.service.cfg.integrations[name]  # type: ignore[union-attr]
+        flow = next((f for f in spec.flows if f.name == flow_name), None)
+        if flow is None:
+            raise web.HTTPNotFound(text=f"integration {name} has no flow {flow_name!r}",
+                                   content_type="text/plain")
+        keyset: dict[str, int] = {}
+        for key in ("after", "before"):
+            value = request.query.get(key)
+            if value is None:
+                continue
+            if not value.isdigit():
+                raise web.HTTPBadRequest(text=f"{key}: a link id (a whole number)",
+                                         content_type="text/plain")
+            keyset[key] = int(value)
+        async with self.service.app.db.connect() as conn:  # type: ignore[union-attr]
+            table = await links_lib.page(conn, name, flow, **keyset)
+        systems = {"left": spec.left, "right": spec.right}
+        partial = page_lib.links_url(name, flow_name, **keyset, partial=1)
+        if request.query.get("partial"):
+            return self._html(page_lib.links_body(table, systems, partial))
+        return self._html(page_lib.links_page(table, systems, partial,
+                                              buttons=bool(self._token())))
+
     async def healthz(self, request: web.Request) -> web.Response:
         sched = self.service.scheduler
         if sched is not None and sched.running and not self.service._stopping:
@@ -290,6 +356,52 @@ class WebServer:
                    + (f" and {gates} gate{'s' if gates != 1 else ''}" if gates else "")
                    + "; the next run goes on")
         return _json({"approved": n, "gates": gates, "message": message})
+
+    async def approve_first_run(self, request: web.Request) -> web.Response:
+        """BB-9: "the synchronisation data is correct": the first run's gate only (not held
+        deletes nor another gate), as ``accord approve --first-run``. 404: no first run waits;
+        409: it is approved already."""
+        name = self._integration(request)
+        await self._object(request, required=False)
+        async with self.service.app.db.begin() as conn:  # type: ignore[union-attr]
+            gate = await gates.gate(conn, name, "first_run")
+            if gate is not None and not gate["approved"]:
+                await gates.approve_gate(conn, name, "first_run")
+        if gate is None:
+            return _error(404, f"{name} has no first run waiting for approval")
+        if gate["approved"]:
+            return _error(409, f"the first run of {name} is approved already: the next run "
+                               f"synchronises")
+        log.info("web.approved_first_run", integration=name)
+        return _json({"approved": name, "message": f"approved: the synchronisation data of "
+                      f"{name} is correct; the next run synchronises"})
+
+    async def set_link_mode(self, request: web.Request) -> web.Response:
+        """BB-6, BB-7: ``{"flow", "side", "id", "mode": "no_sync" | "not_this_time" |
+        "lift"}`` on a record and, when linked, its partner, as ``accord links``."""
+        name = self._integration(request)
+        body = await self._object(request, required=True)
+        flow, side, rid = (self._flow_of(name, body), self._side_of(name, body, required=True),
+                           self._id_of(body))
+        if body.get("mode") not in LINK_MODES:
+            raise _bad("mode: no_sync, not_this_time or lift")
+        mode = LINK_MODES[body["mode"]]
+        reason = body.get("reason") or ""
+        if not isinstance(reason, str):
+            raise _bad("reason: text")
+        async with self.service.app.db.begin() as conn:  # type: ignore[union-attr]
+            ids = await correspondence.set_mode(conn, name, flow, side, rid, mode,
+                                                reason[:500])
+        log.info("web.link_mode", integration=name, flow=flow, side=side, record=rid,
+                 mode=body["mode"])
+        spec = self.service.cfg.integrations[name]  # type: ignore[union-attr]
+        systems = {"left": spec.left, "right": spec.right}
+        records = " and ".join(f"{systems[s]} {i}" for s, i in ids.items())
+        what = {"never": "never synchronised until lifted",
+                "skip_once": "left out of the next run only",
+                None: "synchronised again from the next run"}[mode]
+        return _json({"mode": body["mode"], "records": ids,
+                      "message": f"{links_lib.MODE_WORDS[mode]}: {records} {what}"})
 
     async def retry(self, request: web.Request) -> web.Response:
         """One record error (flow, side, id), one side's, or a whole flow's."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, delete, insert, select
+from sqlalchemy import and_, delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from daemon.store.db import loads, now
@@ -16,17 +16,34 @@ MODES = ("never", "skip_once")
 
 
 async def pairs(conn: AsyncConnection, integration: str, flow: str, *, after: int = 0,
-                limit: int = 500) -> list[dict[str, Any]]:
-    """Linked pairs by link id, each with both bases and each side's exclusion mode."""
-    rows = (await conn.execute(select(links).where(
-        links.c.integration == integration, links.c.flow == flow, links.c.id > after)
-        .order_by(links.c.id).limit(limit))).mappings().all()
+                before: int | None = None, limit: int = 500) -> list[dict[str, Any]]:
+    """Linked pairs by link id, each with both bases and each side's exclusion mode: the
+    ``limit`` first after the link id ``after`` or, given ``before``, the ``limit`` last before
+    that one (a keyset page back), in id order either way."""
+    cond = [links.c.integration == integration, links.c.flow == flow]
+    if before is not None:
+        rows = list(reversed((await conn.execute(select(links).where(
+            *cond, links.c.id < before).order_by(links.c.id.desc()).limit(limit)))
+            .mappings().all()))
+    else:
+        rows = (await conn.execute(select(links).where(*cond, links.c.id > after)
+                                   .order_by(links.c.id).limit(limit))).mappings().all()
     ex = await _modes(conn, integration, flow,
                       [r["left_id"] for r in rows], [r["right_id"] for r in rows])
     return [{"id": r["id"], "left_id": r["left_id"], "right_id": r["right_id"],
              "left": loads(r["left_base"]) or {}, "right": loads(r["right_base"]) or {},
              "left_excluded": ex.get(("left", r["left_id"])),
              "right_excluded": ex.get(("right", r["right_id"]))} for r in rows]
+
+
+async def count(conn: AsyncConnection, integration: str, flow: str, *,
+                below: int | None = None) -> int:
+    """How many pairs the flow has (with ``below``: with a smaller link id than that)."""
+    cond = [links.c.integration == integration, links.c.flow == flow]
+    if below is not None:
+        cond.append(links.c.id < below)
+    return (await conn.execute(select(func.count()).select_from(links).where(*cond))
+            ).scalar_one()
 
 
 async def unlinked_exclusions(conn: AsyncConnection, integration: str, flow: str

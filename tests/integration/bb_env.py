@@ -72,14 +72,18 @@ class BbEnv:
                                     extra=extra))
         self.cfg_path = str(path)
         self.app = await App(load(path)).start(sandboxes=False, activity=False)
-        bob = self.app.connectors["bob"]
+        self.tie_clock(self.app)
+        return self
+
+    def tie_clock(self, app: App) -> None:
+        """The test's clock drives the bob50 connector's stamps and its ``clock()``."""
+        bob = app.connectors["bob"]
         bob.now = self.clock.now                              # type: ignore[attr-defined]
 
         async def clock():
             # SQLite's clock is the machine's: in these tests the sandbox clock is the machine's
             return self.clock.now()
         bob.clock = clock                                     # type: ignore[method-assign]
-        return self
 
     async def sync(self, **kw: Any) -> RunResult:
         self.clock.advance(120)

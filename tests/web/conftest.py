@@ -90,3 +90,36 @@ async def refused_company(svc, crm) -> tuple[str, str, str]:
     crm.modify("Companies", int(key), {"Website": BAD_WEBSITE})
     assert (await svc.run_job("sync:ul")).status == "errors"
     return guid, key, crm.data["Companies"][int(key)]["Name"]
+
+
+# --- Sage BOB 50 <-> Sage CRM (seed 003) behind the daemon's web side -------------------------
+def bb_config(tmp: Path, env, *, token: str | None = TOKEN) -> str:
+    """tests/integration/bb_env.py's configuration with a ``[web]`` table."""
+    from tests.integration.bb_env import config_text
+    web = "\n[web]\nport = 0\n" + (f'token = "{token}"\n' if token else "")
+    path = tmp / "accord.toml"
+    path.write_text(config_text(tmp, bob_url=env.bob.url, crm_url=env.crm.url) + web)
+    return str(path)
+
+
+@pytest.fixture
+async def bb(tmp_path):
+    """The BB sandboxes (a BOB database file, the Sage CRM sandbox) and a Service on them
+    (``env.svc``), its bob50 connector on the test's clock."""
+    from tests.integration.bb_env import close_env, make_env
+    env = await make_env(tmp_path)
+    svc = await start_service(bb_config(tmp_path, env))
+    env.tie_clock(svc.app)
+    env.svc = svc
+    yield env
+    await svc.stop()
+    await close_env(env)
+
+
+async def bb_sync(env) -> str:
+    """One run of the integration as the scheduler fires it, the clock stepped around it."""
+    from tests.integration.bb_env import INTEG
+    env.clock.advance(120)
+    result = await env.svc.run_job(f"sync:{INTEG}")
+    env.clock.advance(120)
+    return result.status

@@ -6,6 +6,8 @@
 - An operator's round: the buttons answer 401 until the token is typed in; Run now; open an
   older run's drill-down (it stays open through the refreshes); Retry a record error shown by
   the company's name; Pause and Resume.
+- Sage BOB 50 <-> Sage CRM: the first run's preview, "The synchronisation data is correct",
+  Run now, then the flow's linked pairs: "No sync" on a pair and "Lift" (BB-9, BB-6).
 Screenshots go to ``artifacts/`` (gitignored). The sandboxes answer slowly where a run must be
 seen under way (``faults.latency``); the test polls the DOM with bounded waits, it never
 sleeps. Selenium blocks, so it runs in a thread while the event loop serves the page and runs
@@ -28,8 +30,8 @@ from connectors.unleashed.sandbox import UnleashedSandbox
 from daemon.store import operator
 from daemon.store.tables import T
 from tests.test_cli import ROOT
-from tests.web.conftest import (SECRETS, TOKEN, refused_company, start_service, until_idle,
-                                web_config)
+from tests.web.conftest import (SECRETS, TOKEN, bb_sync, refused_company, start_service,
+                                until_idle, web_config)
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -282,11 +284,117 @@ async def test_an_operator_clicks_through_the_page(service, sandboxes, user_data
         assert (ARTIFACTS / f"status-page-{png}.png").stat().st_size > 10_000
 
 
+# --- Sage BOB 50 <-> Sage CRM: confirm the first run, no sync on a pair (BB-9, BB-6) -----------
+def confirm_then_no_sync(url: str, user_data: str) -> dict:
+    """In a thread: the accountant reads the preview, says the synchronisation data is
+    correct, runs it, opens the flow's linked pairs, sets "no sync" on one and lifts it."""
+    from selenium.common.exceptions import (NoSuchElementException,
+                                            StaleElementReferenceException)
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = chromium(user_data)
+    seen: dict = {}
+
+    def wait(cond, timeout: float = 30):
+        return WebDriverWait(driver, timeout, poll_frequency=0.1,
+                             ignored_exceptions=(NoSuchElementException,
+                                                 StaleElementReferenceException)).until(cond)
+
+    def click(css: str, label: str) -> None:
+        def done(d):
+            for b in d.find_elements(By.CSS_SELECTOR, css):
+                if b.text == label and b.is_displayed():
+                    b.click()
+                    return True
+            return False
+        wait(done)
+
+    def msg_says(text: str):
+        return wait(lambda d: text in d.find_element(By.ID, "msg").text
+                    and d.find_element(By.ID, "msg").text)
+
+    def whole_page(name: str) -> Path:
+        driver.set_window_size(1280, 600)
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(1280, min(int(height) + 140, 4000))
+        return shot(driver, name)
+
+    try:
+        driver.get(url + "/")
+        driver.find_element(By.ID, "token").send_keys(TOKEN, Keys.TAB)
+        gate = 'section[data-name="bb"] .gate[data-kind="first_run"]'
+        seen["preview"] = wait(lambda d: d.find_element(By.CSS_SELECTOR, f"{gate} .preview").text)
+        whole_page("status-page-bb-preview")
+        click(f"{gate} button.act", "The synchronisation data is correct")
+        seen["approved"] = msg_says("is correct")
+        seen["gate"] = wait(lambda d: "approved" in d.find_element(By.CSS_SELECTOR,
+                                                                   f"{gate} h3").text
+                            and d.find_element(By.CSS_SELECTOR, f"{gate} h3").text)
+        click('section[data-name="bb"] .head button.act', "Run now")
+        msg_says("started")
+        wait(lambda d: d.find_elements(By.CSS_SELECTOR, 'details.run[data-status="ok"]')
+             and not d.find_elements(By.CSS_SELECTOR, gate))
+        driver.find_element(By.CSS_SELECTOR, 'li[data-flow="third_parties"] a.links').click()
+        pair = 'tr.pair[data-left="C00001"]'
+        seen["title"] = wait(lambda d: d.find_elements(By.CSS_SELECTOR, pair) and d.title)
+        seen["pair"] = driver.find_element(By.CSS_SELECTOR, pair).text
+        click(f"{pair} button.act", "No sync")
+        seen["no_sync"] = msg_says("no sync:")
+        seen["mode"] = wait(lambda d: d.find_element(By.CSS_SELECTOR, pair)
+                            .get_attribute("data-mode"))
+        seen["pair_no_sync"] = driver.find_element(By.CSS_SELECTOR, pair).text
+        whole_page("status-page-bb-no-sync")
+        click(f"{pair} button.act", "Lift")
+        seen["lifted"] = msg_says("lifted:")
+        wait(lambda d: d.find_element(By.CSS_SELECTOR, pair).get_attribute("data-mode") == "")
+        seen["source"] = driver.page_source
+    finally:
+        driver.quit()
+    return seen
+
+
+async def test_bb09_bb06_confirm_the_first_run_and_set_no_sync_in_a_browser(bb, user_data):
+    bb.customer("C00001", "BE0412345678", NAME="Bakkerij Peeters")
+    bb.customer("C00002", "BE0400000002", NAME="Alleen in BOB")
+    bb.company("Peeters in CRM", "0412.345.678")
+    bb.company("Alleen in CRM", "BE0499999999")
+    assert await bb_sync(bb) == "waiting"
+    seen = await asyncio.to_thread(confirm_then_no_sync, bb.svc.web.url, user_data)
+    await until_idle(bb.svc, "bb")
+    assert "bob → crm: 1 to create, 1 to update" in seen["preview"]
+    assert "crm → bob: 1 to create, 0 to update" in seen["preview"]
+    assert "Alleen in BOB" in seen["preview"] and "Peeters in CRM" in seen["preview"]
+    assert seen["approved"] == ("approved: the synchronisation data of bb is correct; the next "
+                                "run synchronises")
+    assert "(approved: the next run goes on)" in seen["gate"]
+    assert sorted(c["comp_name"] for c in bb.crm.live()) == \
+        ["Alleen in BOB", "Alleen in CRM", "Bakkerij Peeters"]
+    assert seen["title"] == "accord — bb · third_parties: linked pairs"
+    assert "Bakkerij Peeters" in seen["pair"] and "BE0412345678 = BE0412345678" in seen["pair"]
+    crm_id = next(c["comp_companyid"] for c in bb.crm.live()
+                  if c["comp_name"] == "Bakkerij Peeters")
+    assert seen["no_sync"] == \
+        f"no sync: bob C00001 and crm {crm_id} never synchronised until lifted"
+    assert seen["mode"] == "never" and "no sync" in seen["pair_no_sync"]
+    assert seen["lifted"].startswith("lifted: bob C00001")
+    ex = T["exclusions"]
+    async with bb.svc.app.db.connect() as conn:
+        modes = sorted(tuple(r) for r in await conn.execute(
+            select(ex.c.side, ex.c.record_id, ex.c.mode)))
+    assert modes == [("left", "C00001", "revisit"), ("right", str(crm_id), "revisit")]
+    for secret in SECRETS:
+        assert secret not in seen["source"]
+    for png in ("bb-preview", "bb-no-sync"):
+        assert (ARTIFACTS / f"status-page-{png}.png").stat().st_size > 10_000
+
+
 # --- the demo: config.example.toml as a user runs it ------------------------------------------
 def demo_config(tmp: Path) -> Path:
     """config.example.toml with free ports and its files in ``tmp`` (nothing else changed)."""
     text = (ROOT / "config.example.toml").read_text()
-    for port in ("8701", "8702", "8703", "8080"):
+    for port in ("8701", "8702", "8703", "8731", "8080"):
         text = text.replace(f"port = {port}", "port = 0")
     text = text.replace("sqlite:///accord-state.db", f"sqlite:///{tmp / 'accord-state.db'}")
     text = text.replace('"accord-sage50-ids.sqlite"', f'"{tmp / "accord-sage50-ids.sqlite"}"')
@@ -320,11 +428,12 @@ def look_at_the_demo(url: str, user_data: str) -> dict:
 
 
 @pytest.mark.slow
-async def test_the_demo_page(tmp_path, user_data):
+async def test_the_demo_page(tmp_path, user_data, monkeypatch):
     """The page of the demo configuration after its first runs, one refused website in it:
     ``artifacts/status-page-demo.png`` is the README's docs/status-page.png."""
     from daemon.service import Service
     from tests.web.conftest import BAD_WEBSITE
+    monkeypatch.chdir(tmp_path)        # the files it names relatively (the state, BOB's file)
     svc = Service(demo_config(tmp_path), configure_logging=False, activity=False)
     await svc.start(paused=True)
     try:
@@ -345,10 +454,11 @@ async def test_the_demo_page(tmp_path, user_data):
         seen = await asyncio.to_thread(look_at_the_demo, svc.web.url, user_data)
     finally:
         await svc.stop()
-    assert seen["sections"] == ["unleashed-prospect", "sage50-salesmgmt"]
+    assert seen["sections"] == ["unleashed-prospect", "sage50-salesmgmt", "bob-crm"]
     assert "a run is under way" not in seen["source"]
     assert seen["systems"] == ["unleashed ⇄ prospect (prospect_crm)",
-                               "sage50 (sage50fr) ⇄ salesmgmt (sage_sales_management)"]
+                               "sage50 (sage50fr) ⇄ salesmgmt (sage_sales_management)",
+                               "bob (bob50) ⇄ sagecrm (sage_crm)"]
     assert len(seen["errors"]) == 1 and "not a valid URL" in seen["errors"][0]
     assert any("contacts-nightly" in j for j in seen["jobs"])
     assert seen["token_field"] == "password"          # the demo has a token: buttons work

@@ -13,7 +13,8 @@ from tests.test_cli import logs  # noqa: F401  (the fixture)
 from tests.web.conftest import (TOKEN, get, post, refused_company, start_service, until_idle,
                                 web_config)
 
-POSTS = ("run", "approve", "retry", "exclude", "include", "pause", "resume")
+POSTS = ("run", "approve", "retry", "exclude", "include", "pause", "resume", "approve-first-run",
+         "links")
 PATHS = tuple(f"/api/integrations/ul/{p}" for p in POSTS) + ("/api/webhooks/ul",)
 
 
