@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import Counter
 import tempfile
 from datetime import datetime, timedelta, timezone
 
@@ -246,7 +247,12 @@ class Guarantees(RuleBasedStateMachine):
             # (a link the run makes before reading has its id only once it is stored)
             assert sorted(map(_no_link_id, p.actions)) == sorted(map(_no_link_id, r.actions)), \
                 f"plan {p.actions} != run {r.actions}"
-            assert +p.counts == +r.counts, f"plan {dict(p.counts)} != run {dict(r.counts)}"
+            # what was decided and done; not how much was read (a create found again is
+            # written back before the run reads, so the run may read that record once more)
+            done = lambda c: +Counter({k: v for k, v in c.items()  # noqa: E731
+                                       if not k.startswith("read_")})
+            assert done(p.counts) == done(r.counts), \
+                f"plan {dict(p.counts)} != run {dict(r.counts)}"
 
     def _runs(self) -> int:
         async def q():
