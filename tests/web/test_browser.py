@@ -394,7 +394,7 @@ async def test_bb09_bb06_confirm_the_first_run_and_set_no_sync_in_a_browser(bb, 
 def demo_config(tmp: Path) -> Path:
     """config.example.toml with free ports and its files in ``tmp`` (nothing else changed)."""
     text = (ROOT / "config.example.toml").read_text()
-    for port in ("8701", "8702", "8703", "8731", "8080"):
+    for port in ("8701", "8702", "8703", "8711", "8712", "8721", "8722", "8731", "8080"):
         text = text.replace(f"port = {port}", "port = 0")
     text = text.replace("sqlite:///accord-state.db", f"sqlite:///{tmp / 'accord-state.db'}")
     text = text.replace('"accord-sage50-ids.sqlite"', f'"{tmp / "accord-sage50-ids.sqlite"}"')
@@ -454,11 +454,14 @@ async def test_the_demo_page(tmp_path, user_data, monkeypatch):
         seen = await asyncio.to_thread(look_at_the_demo, svc.web.url, user_data)
     finally:
         await svc.stop()
-    assert seen["sections"] == ["unleashed-prospect", "sage50-salesmgmt", "bob-crm"]
+    assert seen["sections"] == ["unleashed-prospect", "sage50-salesmgmt", "bob-crm",
+                                "ajera-vantagepoint", "dtools-manage"]
     assert "a run is under way" not in seen["source"]
     assert seen["systems"] == ["unleashed ⇄ prospect (prospect_crm)",
                                "sage50 (sage50fr) ⇄ salesmgmt (sage_sales_management)",
-                               "bob (bob50) ⇄ sagecrm (sage_crm)"]
+                               "bob (bob50) ⇄ sagecrm (sage_crm)",
+                               "ajera ⇄ vantagepoint",
+                               "dtools (dtools_si) ⇄ manage (connectwise)"]
     assert len(seen["errors"]) == 1 and "not a valid URL" in seen["errors"][0]
     assert any("contacts-nightly" in j for j in seen["jobs"])
     assert seen["token_field"] == "password"          # the demo has a token: buttons work
