@@ -14,6 +14,15 @@ Entities and the field paths they expose (vendor names, flattened):
   Unleashed has no contact listing of its own, so ``changes`` reads the contacts of the
   customers modified since the cursor (a contact change bumps its customer, see the sandbox).
 
+Requests, and why the count is what it is: the Unleashed API has no contact listing and no
+bulk or filtered contact read (contacts are only reachable under their customer,
+``GET /Customers/{guid}/Contacts``), so the contacts of every customer a run sees changed cost
+one request each; an edit to a customer's own fields therefore costs that read too, because
+nothing in the customer tells whether one of its contacts changed. Reads by id are one
+``GET /Customers/{guid}`` each (no multi-Guid filter either). ``check()`` reads
+``GET /Companies`` and keeps it for the run's ``identity()`` and ``options("account")``
+(the UL-6 guards): one request for the three.
+
 ``changes("customers")`` pages by keyset: ``orderBy=LastModifiedOn`` with ``modifiedSince``
 moved to the last time seen, dropping the (id, time) pairs already yielded at that boundary,
 so a customer edited while the pages are read moves to the end and is still read.
@@ -119,6 +128,7 @@ class UnleashedConnector:
             headers={"Accept": "application/json", "Content-Type": "application/json",
                      "client-type": settings.client_type})
         self._salespersons: list[dict] | None = None
+        self._companies: list[dict] | None = None      # GET /Companies, once per run
         self._contact_owner: OrderedDict[str, str] = OrderedDict()   # contact -> customer
         self.reader = RecordReader("unleashed")
 
@@ -143,7 +153,16 @@ class UnleashedConnector:
         await self.http.close()
 
     async def check(self) -> None:
-        await self._call("GET", "/Customers/1", {"pageSize": 1})
+        """A run starts here: ``GET /Companies`` proves the credentials and is kept for the
+        run's ``identity()`` and ``options("account")`` (one request for the three)."""
+        self._companies = None
+        self._companies = await self._company_list()
+
+    async def _company_list(self) -> list[dict]:
+        if self._companies is None:
+            self._companies = [i for i in (await self._call("GET", "/Companies")).rows("Items")
+                               if isinstance(i, dict)]
+        return self._companies
 
     async def clock(self) -> datetime | None:
         if self.http.server_time() is None:
@@ -154,8 +173,7 @@ class UnleashedConnector:
         return self.http.server_time()
 
     async def identity(self) -> str | None:
-        items = [i for i in (await self._call("GET", "/Companies")).rows("Items")
-                 if isinstance(i, dict)]
+        items = await self._company_list()
         default = next((i for i in items if i.get("IsDefault")), items[0] if items else None)
         guid = default.get("Guid") if default else None
         return f"unleashed:company/{str(guid).lower()}" if guid else None
@@ -510,8 +528,7 @@ class UnleashedConnector:
             return [sp["FullName"] for sp in await self._salesperson_list(refresh=True)
                     if not sp.get("Obsolete")]
         if name == "account":
-            items = [i for i in (await self._call("GET", "/Companies")).rows("Items")
-                     if isinstance(i, dict)]
+            items = await self._company_list()
             return {"operating_companies": len(items),
                     "advanced_ledgers": any(bool(i.get("AdvancedLedgers")) for i in items)}
         raise KeyError(name)
