@@ -64,7 +64,7 @@ from yarl import URL
 
 from connectors.base import (Capabilities, ConnectorError, EntityInfo, NotFoundError, Record,
                              RecordError, flatten, unflatten, utc)
-from connectors.http import HttpClient, Response, default_error_parser
+from connectors.http import HttpClient, Response, SlidingWindowLimiter, default_error_parser
 from connectors.reading import RecordReader, date_field
 from connectors.unleashed.wire import decode_date, format_since, sign, to_ms
 
@@ -110,6 +110,10 @@ class UnleashedConnector:
         page_size: int = Field(200, ge=1, le=1000)
         client_type: str = "accord/sync"
         timeout: float = 30.0
+        # Unleashed publishes no request quota: no client-side limit unless one is set (its
+        # 429 answers are honoured either way, Retry-After included)
+        requests_per_window: int | None = Field(None, ge=1)
+        window_seconds: float = Field(60.0, gt=0)
 
     def __init__(self, name: str, settings: "UnleashedConnector.Settings | dict") -> None:
         if not isinstance(settings, UnleashedConnector.Settings):
@@ -121,10 +125,14 @@ class UnleashedConnector:
                                     reports_deletes=False, can_delete=False),
             "contacts": EntityInfo("contacts", incremental=True, ordered=False,
                                    reports_deletes=False),
-        }, max_get=100)
+        }, max_get=100, requests_per_second=(
+            settings.requests_per_window / settings.window_seconds
+            if settings.requests_per_window else None))
         self.http = HttpClient(
             settings.base_url, system="unleashed", auth=self._sign, timeout=settings.timeout,
             error_parser=parse_error,
+            limiter=(SlidingWindowLimiter(settings.requests_per_window, settings.window_seconds)
+                     if settings.requests_per_window else None),
             headers={"Accept": "application/json", "Content-Type": "application/json",
                      "client-type": settings.client_type})
         self._salespersons: list[dict] | None = None
