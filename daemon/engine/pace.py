@@ -3,8 +3,9 @@ not a fixed number.
 
 An AIMD controller (additive increase, multiplicative decrease, as TCP paces a link):
 
-- every ``limit`` writes that answer in about the best latency seen, one more may be in
-  flight (a system that answers as fast with more in flight has room);
+- at first (slow start, as TCP's), every write that answers in about the best latency seen
+  lets one more be in flight, so the limit doubles each round trip until the other side
+  shows a queue; from then on, one more every ``limit`` such answers;
 - a write that failed as unavailable or timed out, or answers that take more than ``SLOW``
   times the best latency (a queue building up on the other side), cut the limit by
   ``CUT``, at most once per ``limit`` answers;
@@ -44,6 +45,7 @@ class AdaptiveLimit:
         self.active = 0
         self.peak = 0                       # the most in flight at once (benchmarks)
         self._since_change = 0
+        self._slow_start = True
         self._waiting: deque[asyncio.Future] = deque()
 
     async def acquire(self) -> float:
@@ -77,9 +79,13 @@ class AdaptiveLimit:
         self._since_change += 1
         congested = not ok or self.average > SLOW * self.best
         if congested:
+            self._slow_start = False
             if self._since_change >= self.limit or not ok:
                 self.limit = max(1.0, self.limit * CUT)
                 self._since_change = 0
+        elif self._slow_start:
+            self.limit += 1
+            self._since_change = 0
         elif self._since_change >= int(self.limit):
             self.limit += 1
             self._since_change = 0

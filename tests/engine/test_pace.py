@@ -21,17 +21,27 @@ def answers(limit: AdaptiveLimit, n: int, latency: float, ok: bool = True) -> No
 
 def test_grows_while_answers_stay_fast_up_to_the_ceiling():
     limit = AdaptiveLimit(ceiling=20, start=4)
-    answers(limit, 10, 0.010)
-    assert limit.limit > 4
+    answers(limit, 4, 0.010)
+    assert limit.limit == 8                     # slow start: doubles each round trip
     answers(limit, 2000, 0.010)
     assert limit.limit == 20                    # never above the flow's concurrency
+
+
+def test_after_the_first_queue_it_grows_by_one_a_round():
+    limit = AdaptiveLimit(ceiling=64, start=4)
+    answers(limit, 10, 0.010)
+    answers(limit, 40, 0.050)                   # a queue: slow start is over
+    answers(limit, 40, 0.010)                   # fast again: the average comes down
+    before = limit.limit
+    answers(limit, int(limit.limit), 0.010)
+    assert limit.limit == before + 1            # one more a round, no longer doubling
 
 
 def test_cuts_when_the_other_side_queues_or_fails():
     limit = AdaptiveLimit(ceiling=64, start=4)
     answers(limit, 400, 0.010)
     grown = limit.limit
-    answers(limit, 30, 0.050)                   # five times slower: a queue builds up there
+    answers(limit, 100, 0.050)                  # five times slower: a queue builds up there
     assert limit.limit < grown * 0.8
     before = limit.limit
     limit.observe(0.010, ok=False)              # no answer in time: cut at once
