@@ -13,8 +13,9 @@ share of a time-scaled quota an initial load uses (and its 429s), and 100 idle i
 one daemon (resident memory, CPU share of one core over a minute).
 
 Each size of the engine figure runs in a fresh process, so peak memory is its own. The
-in-memory systems' own data is taken out of the engine's memory by measuring what building
-the left side's records cost and counting it twice (the right side ends with as many).
+in-memory systems' own data is taken out: another fresh process builds the systems as the
+first sync leaves them (both sides' records, their indexes), without the engine, and its
+growth is subtracted from the sync's.
 """
 from __future__ import annotations
 
@@ -74,7 +75,6 @@ async def engine_alone(n: int) -> dict:
     base = rss_mib()
     for i in range(n):
         L.put("items", {"key": f"k{i}", "name": f"name {i}", "phone": str(i)})
-    data = rss_mib() - base                # one side's records; the right ends with as many
     rules = FlowRules.model_validate(dict(
         name="items", left_entity="items", right_entity="items",
         fields=[dict(left="key", right="code"), dict(left="name", right="title"),
@@ -85,8 +85,28 @@ async def engine_alone(n: int) -> dict:
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     assert result.status == "ok" and result.steps[0].counts["created_right"] == n, result
     await db.dispose()
-    return {"n": n, "cpu_us": cpu / n * 1e6, "wall_s": wall,
-            "engine_mib": max(1.0, peak_mib() - base - 2 * data), "data_mib": 2 * data}
+    return {"n": n, "cpu_us": cpu / n * 1e6, "wall_s": wall, "total_mib": peak_mib() - base}
+
+
+def systems_data(n: int) -> dict:
+    """The in-memory systems as a first sync of ``n`` records leaves them (both sides' records
+    and indexes, the right side's look-up index on the matched field), built without the
+    engine: what the engine's own memory is measured without."""
+    from connectors.memory import MemoryConnector
+    s = MemoryConnector.Settings(page_size=500)
+    L, R = MemoryConnector("left", s), MemoryConnector("right", s)
+    base = rss_mib()
+    asyncio.run(R.find("items", "code", ["k0"]))           # the index matching builds
+    for i in range(n):
+        L.put("items", {"key": f"k{i}", "name": f"name {i}", "phone": str(i)})
+        R.put("items", {"code": f"k{i}", "title": f"name {i}", "tel": str(i)})
+    return {"n": n, "data_mib": peak_mib() - base}
+
+
+def engine_figure(n: int) -> dict:
+    run = child("_engine", str(n))
+    data = child("_data", str(n))["data_mib"]
+    return {**run, "data_mib": data, "engine_mib": max(1.0, run["total_mib"] - data)}
 
 
 # --- the sandboxes, served by a child process ---------------------------------------------------
@@ -428,6 +448,8 @@ def main() -> None:
         cmd = sys.argv[1]
         if cmd == "_engine":
             print(json.dumps(asyncio.run(engine_alone(int(sys.argv[2])))))
+        elif cmd == "_data":
+            print(json.dumps(systems_data(int(sys.argv[2]))))
         elif cmd == "_serve":
             asyncio.run(serve())
         elif cmd == "_idle":
@@ -450,8 +472,7 @@ def main() -> None:
     quiet()
     print(f"accord performance: load {os.getloadavg()[0]:.2f} "
           f"({os.cpu_count()} cores) at the start", flush=True)
-    out: dict[str, Any] = {"engine": [child("_engine", str(args.small)),
-                                      child("_engine", str(args.big))]}
+    out: dict[str, Any] = {"engine": [engine_figure(args.small), engine_figure(args.big)]}
     if not args.engine_only:
         asyncio.run(through_sandboxes(args, out))
     print(table(out, args))

@@ -200,6 +200,8 @@ class HttpClient:
         self.throttled = 0
         self._monotonic = monotonic
         self._date: tuple[datetime, float] | None = None   # (Date header, local monotonic)
+        self._date_text: str | None = None                 # the last Date header, parsed:
+        self._date_value: datetime | None = None
 
     async def start(self) -> None:
         if self.session is None:
@@ -224,13 +226,15 @@ class HttpClient:
     def _note_date(self, value: str | None) -> None:
         if not value:
             return
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return                              # a malformed Date tells nothing
-        if when.tzinfo is None:                 # "-0000": UTC, source unknown (RFC 5322)
-            when = when.replace(tzinfo=timezone.utc)
-        self._date = (when.astimezone(timezone.utc), self._monotonic())
+        if value != self._date_text:            # one parse per second of the server's clock
+            try:
+                when = parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                return                          # a malformed Date tells nothing
+            if when.tzinfo is None:             # "-0000": UTC, source unknown (RFC 5322)
+                when = when.replace(tzinfo=timezone.utc)
+            self._date_text, self._date_value = value, when.astimezone(timezone.utc)
+        self._date = (self._date_value, self._monotonic())
 
     async def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                       json: Any = None, query: str | None = None,
