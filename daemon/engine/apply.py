@@ -27,6 +27,8 @@ from daemon.engine.transforms import Context
 from daemon.store.db import dumps, now
 
 ABORTS = (AuthError, UnavailableError)
+# actions that only change the state (links, errors, reviews...), never a system
+BOOKKEEPING = (Unchanged, Skip, Park, Review, Fail, Hold, DropHold, Tombstone, Unlink)
 
 
 def base_row(ctx: StepContext, side: Side, values: dict) -> dict[str, str]:
@@ -58,6 +60,14 @@ class Applier:
         creates = [a for a, _ in actions if isinstance(a, Create)]
         if creates:
             await self._intents(creates)
+        # bookkeeping only (no system is asked): done here, in order, without a task each
+        remote = []
+        for a, h in actions:
+            if isinstance(a, BOOKKEEPING):
+                await self._guarded(a, h)
+            else:
+                remote.append((a, h))
+        actions = remote
         limit = self._pace()
 
         async def one(action: Action, hashes: dict) -> None:

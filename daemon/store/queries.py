@@ -24,6 +24,12 @@ parked = T["parked"]
 CHUNK = 500          # ids per IN (...) list: well under SQLite's and asyncpg's limits
 
 
+def _dicts(result) -> list[dict]:
+    """The rows of a result as plain dicts (the column names read once, not per row)."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row)) for row in result]
+
+
 def _chunks(seq: Sequence, n: int = CHUNK) -> Iterable[Sequence]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
@@ -46,8 +52,8 @@ async def links_by_side(conn: AsyncConnection, integration: str, flow: str, side
     for part in _chunks(list(ids)):
         rows = await conn.execute(select(links).where(
             links.c.integration == integration, links.c.flow == flow, col.in_(part)))
-        for row in rows.mappings():
-            out[row["left_id" if side == "left" else "right_id"]] = dict(row)
+        for row in _dicts(rows):
+            out[row["left_id" if side == "left" else "right_id"]] = row
     return out
 
 
@@ -172,10 +178,10 @@ async def unstage(conn: AsyncConnection, run_id: int, flow: str, side: str,
     await _delete_ids(conn, staged, "record_id", ids, run_id=run_id, flow=flow, side=side)
 
 
-def _staged_row(row) -> dict:
-    out = dict(row)
-    out["data"] = loads(out["data"])
-    return out
+def _staged_row(row: dict) -> dict:
+    """A staged row with its data decoded (``row`` is a plain dict, changed in place)."""
+    row["data"] = loads(row["data"])
+    return row
 
 
 async def staged_records(conn: AsyncConnection, run_id: int, flow: str, side: str,
@@ -185,7 +191,7 @@ async def staged_records(conn: AsyncConnection, run_id: int, flow: str, side: st
         rows = await conn.execute(select(staged).where(
             staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
             staged.c.record_id.in_(part)))
-        out.update({r["record_id"]: _staged_row(r) for r in rows.mappings()})
+        out.update({r["record_id"]: _staged_row(r) for r in _dicts(rows)})
     return out
 
 
@@ -206,7 +212,7 @@ async def _window(conn: AsyncConnection, run_id: int, flow: str, side: str, afte
     rows = await conn.execute(select(staged).where(
         staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
         staged.c.seq > after_seq, *extra).order_by(staged.c.seq).limit(limit))
-    return [dict(r) for r in rows.mappings()]
+    return _dicts(rows)
 
 
 async def staged_linked_chunk(conn: AsyncConnection, run_id: int, integration: str, flow: str,
@@ -238,7 +244,7 @@ async def staged_linked_chunk(conn: AsyncConnection, run_id: int, integration: s
         found = await conn.execute(select(staged).where(
             staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == other_side,
             staged.c.record_id.in_(part)))
-        for row in found.mappings():
+        for row in _dicts(found):
             partner_ids[row["record_id"]][other_side] = _staged_row(row)
     return out
 
@@ -273,9 +279,9 @@ async def staged_by_key(conn: AsyncConnection, run_id: int, flow: str, side: str
                 staged_keys.c.run_id == run_id, staged_keys.c.flow == flow,
                 staged_keys.c.side == side, staged_keys.c.key == key,
                 staged_keys.c.value.in_(part)).order_by(staged.c.seq))
-        for row in rows.mappings():
-            rec = _staged_row({k: row[k] for k in row.keys() if k != "value"})
-            out.setdefault(row["value"], []).append(rec)
+        for row in _dicts(rows):
+            value = row.pop("value")
+            out.setdefault(value, []).append(_staged_row(row))
     return out
 
 
