@@ -236,12 +236,15 @@ def utc(dt: datetime) -> datetime:
     return dt.astimezone(timezone.utc)
 
 
+_PLAIN = (str, int, float, list, type(None))     # JSON values that are no mapping (fast path)
+
+
 def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"Address": {"City": "X"}}`` -> ``{"Address.City": "X"}``. Lists stay values."""
     out: dict[str, Any] = {}
     for key, value in obj.items():
         path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
+        if type(value) is dict or (not isinstance(value, _PLAIN) and isinstance(value, Mapping)):
             out.update(flatten(value, path + "."))
         else:
             out[path] = value

@@ -113,23 +113,44 @@ class Response:
 
 
 class SlidingWindowLimiter:
-    """At most ``limit`` requests in any ``window`` seconds (client side)."""
+    """At most ``limit`` requests in any ``window`` seconds (client side), the vendor's
+    published quota used in full without a 429.
 
-    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic):
-        self.limit, self.window, self.clock = limit, window, clock
-        self._sent: deque[float] = deque()
+    The vendor counts a request when it arrives, which is after we sent it; a window counted
+    from our send times would free a slot a little before the vendor's does, and a load that
+    uses the whole quota would meet a 429 at every window's turn. So a slot is held from the
+    send until the answer came (``answered``): the vendor's count of it is over by the time
+    ours is. Requests are not spread out within the window: a burst up to the limit, then one
+    request each time one leaves the window, which is the most the quota allows at any
+    moment."""
+
+    def __init__(self, limit: int, window: float, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self.limit, self.window, self.clock, self.sleep = limit, window, clock, sleep
+        self._sent: deque[list[float]] = deque()     # [time counted from], oldest first
         self._lock = asyncio.Lock()
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> list[float]:
+        """Wait for a slot; returns it, to hand to ``answered`` when the answer arrives."""
         async with self._lock:
             while True:
                 now = self.clock()
-                while self._sent and now - self._sent[0] >= self.window:
+                while self._sent and now - self._sent[0][0] >= self.window:
                     self._sent.popleft()
                 if len(self._sent) < self.limit:
-                    self._sent.append(now)
-                    return
-                await asyncio.sleep(self.window - (now - self._sent[0]))
+                    slot = [now]
+                    self._sent.append(slot)
+                    return slot
+                await self.sleep(self.window - (now - self._sent[0][0]))
+
+    def answered(self, slot: list[float]) -> None:
+        """The answer to the request of ``slot`` arrived: the window counts it from now."""
+        slot[0] = max(slot[0], self.clock())
+
+    def used(self) -> int:
+        """Requests in the current window."""
+        now = self.clock()
+        return sum(1 for s in self._sent if now - s[0] < self.window)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -179,6 +200,8 @@ class HttpClient:
         self.throttled = 0
         self._monotonic = monotonic
         self._date: tuple[datetime, float] | None = None   # (Date header, local monotonic)
+        self._date_text: str | None = None                 # the last Date header, parsed:
+        self._date_value: datetime | None = None
 
     async def start(self) -> None:
         if self.session is None:
@@ -203,13 +226,15 @@ class HttpClient:
     def _note_date(self, value: str | None) -> None:
         if not value:
             return
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return                              # a malformed Date tells nothing
-        if when.tzinfo is None:                 # "-0000": UTC, source unknown (RFC 5322)
-            when = when.replace(tzinfo=timezone.utc)
-        self._date = (when.astimezone(timezone.utc), self._monotonic())
+        if value != self._date_text:            # one parse per second of the server's clock
+            try:
+                when = parsedate_to_datetime(value)
+            except (TypeError, ValueError, IndexError):
+                return                          # a malformed Date tells nothing
+            if when.tzinfo is None:             # "-0000": UTC, source unknown (RFC 5322)
+                when = when.replace(tzinfo=timezone.utc)
+            self._date_text, self._date_value = value, when.astimezone(timezone.utc)
+        self._date = (self._date_value, self._monotonic())
 
     async def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                       json: Any = None, query: str | None = None,
@@ -258,8 +283,15 @@ class HttpClient:
                     extra: Mapping[str, str] | None = None) -> Response:
         if self.session is None:
             raise ConnectorError(f"{self.system}: client used before start()")
-        if self.limiter is not None:
-            await self.limiter.acquire()
+        slot = await self.limiter.acquire() if self.limiter is not None else None
+        try:
+            return await self._send(method, path, params, json, query, idempotent)
+        finally:
+            if slot is not None:
+                self.limiter.answered(slot)
+
+    async def _send(self, method: str, path: str, params, json, query,
+                    idempotent: bool) -> Response:
         url = self.base_url + path + (f"?{query}" if query else "")
         headers = {**self.headers, **(extra or {})}
         if self.auth is not None:

@@ -1,7 +1,12 @@
 """An in-memory system: the fake every engine test uses, with fault knobs.
 
 It behaves like a well-built API: keyset paging on (modified, id), tombstones for deletes,
-case-insensitive find, and partial updates that return the stored record. Faults:
+case-insensitive find, and partial updates that return the stored record. It is indexed like
+one too, so that a benchmark of the engine over it measures the engine: the (modified, id)
+order of live records and tombstones is kept sorted as records change (a page is a bisect and
+a slice, not a sort of everything), and ``find`` answers from a per-field index of casefolded
+values, built on a field's first look-up and kept up to date by every write. A test that sets
+a row's ``modified`` directly moves it in the order as well. Faults:
 
 - ``clock``: any callable returning an aware datetime; a coarse one makes many records share
   one timestamp;
@@ -29,6 +34,7 @@ from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Callable, Sequence
 
 from pydantic import BaseModel
+from sortedcontainers import SortedList
 
 from connectors.base import (Capabilities, ConflictError, EntityInfo, NotFoundError,
                              OutcomeUnknownError, Record, RecordError, UnavailableError)
@@ -36,6 +42,23 @@ from connectors.base import (Capabilities, ConflictError, EntityInfo, NotFoundEr
 
 class Crash(BaseException):
     """Stands for the process dying: nothing after it runs, nothing catches it."""
+
+
+class _Row(dict):
+    """A stored record (``fields``, ``modified``, ``version``); setting ``modified`` moves it
+    in its entity's listing order."""
+    __slots__ = ("order", "id")
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        order = getattr(self, "order", None)
+        if key == "modified" and order is not None and key in self:
+            order.discard((self["modified"], self.id))
+            order.add((value, self.id))
+        super().__setitem__(key, value)
+
+
+def _folded(value: Any) -> str | None:
+    return None if value is None else str(value).casefold()
 
 
 class MemoryConnector:
@@ -56,6 +79,13 @@ class MemoryConnector:
         self.now = clock or (lambda: datetime.now(timezone.utc))
         self.data: dict[str, dict[str, dict]] = {e: {} for e in self.settings.entities}
         self.tombstones: dict[str, dict[str, datetime]] = {e: {} for e in self.settings.entities}
+        # (modified, id) of live records and tombstones, in listing order
+        self._order: dict[str, SortedList] = {e: SortedList() for e in self.settings.entities}
+        # entity -> field -> casefolded value -> ids (fields looked up by find so far)
+        self._by_value: dict[str, dict[str, dict[str, set[str]]]] = {
+            e: {} for e in self.settings.entities}
+        self._born: dict[str, dict[str, int]] = {e: {} for e in self.settings.entities}
+        self._births = itertools.count()
         self.flaky_versions = False
         self.fail_writes: list[str] = []
         self.crash_after_create = False
@@ -96,20 +126,75 @@ class MemoryConnector:
     # --- direct access for tests (no write counting, no faults) ----------------------------
     def put(self, entity: str, fields: dict[str, Any], id: str | None = None) -> str:
         id = id or f"{self.name[:1]}{next(self._seq)}"
-        self.data[entity][id] = {"fields": dict(fields), "modified": self.now(),
-                                 "version": f"v{next(self._versions)}"}
-        self.tombstones[entity].pop(id, None)
+        self._forget(entity, id, keep_place=True)
+        row = _Row(fields=dict(fields), modified=self.now(),
+                   version=f"v{next(self._versions)}")
+        self._keep(entity, id, row)
         return id
 
     def edit(self, entity: str, id: str, fields: dict[str, Any]) -> None:
         row = self.data[entity][id]
+        self._unindex(entity, id, row["fields"])
         row["fields"].update(fields)
+        self._index(entity, id, row["fields"])
         row["modified"] = self.now()
         row["version"] = f"v{next(self._versions)}"
 
     def remove(self, entity: str, id: str) -> None:
-        self.data[entity].pop(id)
-        self.tombstones[entity][id] = self.now()
+        if id not in self.data[entity]:
+            raise KeyError(id)
+        self._forget(entity, id)
+        when = self.now()
+        self.tombstones[entity][id] = when
+        self._order[entity].add((when, id))
+
+    # --- the indexes ------------------------------------------------------------------------
+    def _keep(self, entity: str, id: str, row: _Row) -> None:
+        order = self._order[entity]
+        self.data[entity][id] = row
+        self._born[entity].setdefault(id, next(self._births))
+        order.add((row["modified"], id))
+        row.order, row.id = order, id
+        self._index(entity, id, row["fields"])
+
+    def _forget(self, entity: str, id: str, keep_place: bool = False) -> None:
+        """Take ``id`` out of the indexes (a live record or a tombstone); ``keep_place``: a
+        record about to be stored again keeps its place in ``data`` (a dict's order)."""
+        row = self.data[entity].get(id) if keep_place else self.data[entity].pop(id, None)
+        if not keep_place:
+            self._born[entity].pop(id, None)
+        if row is not None:
+            row.order = None
+            self._order[entity].discard((row["modified"], id))
+            self._unindex(entity, id, row["fields"])
+        dead = self.tombstones[entity].pop(id, None)
+        if dead is not None:
+            self._order[entity].discard((dead, id))
+
+    def _index(self, entity: str, id: str, fields: dict[str, Any]) -> None:
+        for field, values in self._by_value[entity].items():
+            key = _folded(fields.get(field))
+            if key is not None:
+                values.setdefault(key, set()).add(id)
+
+    def _unindex(self, entity: str, id: str, fields: dict[str, Any]) -> None:
+        for field, values in self._by_value[entity].items():
+            key = _folded(fields.get(field))
+            if key is not None and key in values:
+                values[key].discard(id)
+                if not values[key]:
+                    del values[key]
+
+    def _values_of(self, entity: str, field: str) -> dict[str, set[str]]:
+        index = self._by_value[entity].get(field)
+        if index is None:
+            index = {}
+            for id, row in self.data[entity].items():
+                key = _folded(row["fields"].get(field))
+                if key is not None:
+                    index.setdefault(key, set()).add(id)
+            self._by_value[entity][field] = index
+        return index
 
     def values(self, entity: str) -> dict[str, dict]:
         return {k: dict(v["fields"]) for k, v in self.data[entity].items()}
@@ -129,18 +214,23 @@ class MemoryConnector:
         if self.empty:
             return
         after: tuple[datetime, str] | None = None
+        order, live, dead = self._order[entity], self.data[entity], self.tombstones[entity]
+        size = self.settings.page_size
         while True:
-            rows = [(r["modified"], i, False) for i, r in self.data[entity].items()]
-            if self.settings.reports_deletes:
-                rows += [(m, i, True) for i, m in self.tombstones[entity].items()]
-            rows = sorted(x for x in rows if (since is None or x[0] >= since)
-                          and (after is None or (x[0], x[1]) > after))
-            page = rows[: self.settings.page_size]
+            # keyset: the first key after the last one yielded (or at ``since``)
+            at = (order.bisect_right(after) if after is not None
+                  else order.bisect_left((since, "")) if since is not None else 0)
+            page: list[tuple[datetime, str]] = []
+            for key in order.islice(at):
+                if key[1] in live or self.settings.reports_deletes:
+                    page.append(key)
+                    if len(page) == size:
+                        break
             if not page:
                 return
-            after = (page[-1][0], page[-1][1])
-            yield [Record(i, {}, m, None, True) if dead else self._record(entity, i)
-                   for m, i, dead in page]
+            after = page[-1]
+            yield [self._record(entity, i) if i in live else Record(i, {}, m, None, True)
+                   for m, i in page if i in live or i in dead]
             if self.on_page is not None:
                 self.on_page()
 
@@ -148,10 +238,12 @@ class MemoryConnector:
         return [self._record(entity, i) for i in ids if i in self.data[entity]]
 
     async def find(self, entity: str, field: str, values: Sequence[Any]) -> list[Record]:
-        wanted = {str(v).casefold() for v in values if v is not None}
-        return [self._record(entity, i) for i, r in self.data[entity].items()
-                if r["fields"].get(field) is not None
-                and str(r["fields"][field]).casefold() in wanted]
+        index = self._values_of(entity, field)
+        ids: set[str] = set()
+        for v in {str(v).casefold() for v in values if v is not None}:
+            ids |= index.get(v, set())
+        born = self._born[entity]
+        return [self._record(entity, i) for i in sorted(ids, key=born.__getitem__)]
 
     def _fault(self) -> str | None:
         self.writes += 1

@@ -335,11 +335,16 @@ class Sandbox:
                                    f"{_AFRESH}") from None
         for name, value in values.items():
             setattr(self, name, value)
+        self.restored()
         instance = doc.get("instance_id")
         if isinstance(instance, str) and instance:
             # the same instance as before the restart (a file written without one, before
             # instances were named, keeps the id this sandbox was built with)
             self.instance_id = instance
+
+    def restored(self) -> None:
+        """Called after ``restore`` replaced the records: a sandbox that indexes them builds
+        its indexes again here."""
 
     # --- bookkeeping ---------------------------------------------------------------------
     def count(self, method: str | None = None, path_prefix: str = "",

@@ -122,6 +122,7 @@ class ProspectCrmConnector:
             limiter=SlidingWindowLimiter(settings.requests_per_window, settings.window_seconds),
             error_parser=_error_parser)
         self._users: dict[str, str] | None = None       # UserCode -> UserName, per run
+        self._tenant: Any = None        # the Tenant check() read (False: none), for identity
         self.reader = RecordReader(name)
 
     def _auth(self, method: str, query: str, headers: dict[str, str]) -> None:
@@ -135,9 +136,17 @@ class ProspectCrmConnector:
         await self.http.close()
 
     async def check(self) -> None:
-        self._users = None                      # a run starts with check(): fresh user list
+        """A run starts with check(): fresh user list, and ``GET /Tenant`` proves the token
+        and is kept for the run's ``identity()`` (one request for both); a service without
+        the singleton is checked with the cheapest collection read instead."""
+        self._users = None
+        self._tenant = None
         try:
-            await self._request("GET", "/Companies", {"$top": 1, "$select": "CompanyId"})
+            try:
+                self._tenant = (await self._request("GET", "/Tenant")).body
+            except NotFoundError:
+                self._tenant = False
+                await self._request("GET", "/Companies", {"$top": 1, "$select": "CompanyId"})
         except AuthError as exc:
             raise AuthError(f"{self.name}: Prospect CRM refused the access token "
                             f"(HTTP {exc.status}); generate a new Personal Access Token under "
@@ -153,8 +162,12 @@ class ProspectCrmConnector:
         return self.http.server_time()
 
     async def identity(self) -> str | None:
+        body, self._tenant = self._tenant, None         # this run's check() read it
         try:
-            body = (await self._request("GET", "/Tenant")).body
+            if body is None:
+                body = (await self._request("GET", "/Tenant")).body
+            if body is False:
+                raise NotFoundError("no Tenant")
         except NotFoundError:
             token = self.settings.token.get_secret_value().encode()
             return f"prospect_crm:token/{hashlib.sha256(token).hexdigest()[:16]}"

@@ -107,6 +107,19 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
 
 
 Node = Callable[[Any], Any]
+# What an index can answer for a node: ("eq", path, value), ("ieq", path, value) (tolower(path)
+# eq value), ("ge", path, value) (also for gt: a superset), ("or", [hints]), ("and", [hints]);
+# None: only testing every row can tell. Kept on the node as ``node.hint``.
+Hint = tuple | None
+
+
+def _hinted(node: Node, hint: Hint) -> Node:
+    node.hint = hint                    # type: ignore[attr-defined]
+    return node
+
+
+def hint_of(node: Node) -> Hint:
+    return getattr(node, "hint", None)
 
 
 class _Parser:
@@ -141,14 +154,21 @@ class _Parser:
         while self.is_word("or"):
             self.take()
             parts.append(self.and_expr())
-        return parts[0] if len(parts) == 1 else (lambda e: any(p(e) for p in parts))
+        if len(parts) == 1:
+            return parts[0]
+        hints = [hint_of(p) for p in parts]
+        return _hinted(lambda e: any(p(e) for p in parts),
+                       None if any(h is None for h in hints) else ("or", hints))
 
     def and_expr(self) -> Node:
         parts = [self.not_expr()]
         while self.is_word("and"):
             self.take()
             parts.append(self.not_expr())
-        return parts[0] if len(parts) == 1 else (lambda e: all(p(e) for p in parts))
+        if len(parts) == 1:
+            return parts[0]
+        hints = [h for h in map(hint_of, parts) if h is not None]
+        return _hinted(lambda e: all(p(e) for p in parts), ("and", hints) if hints else None)
 
     def not_expr(self) -> Node:
         if self.is_word("not"):
@@ -162,7 +182,7 @@ class _Parser:
         if self.is_word(*_CMP):
             op = self.take()[1]
             right = self.value()
-            return lambda e: _compare(op, left(e), right(e))
+            return _hinted(lambda e: _compare(op, left(e), right(e)), _cmp_hint(op, left, right))
         if self.is_word("in"):
             self.take()
             self.take("punct", "(")
@@ -171,7 +191,9 @@ class _Parser:
                 self.take()
                 items.append(self.value())
             self.take("punct", ")")
-            return lambda e: any(_compare("eq", left(e), it(e)) for it in items)
+            hints = [_cmp_hint("eq", left, it) for it in items]
+            return _hinted(lambda e: any(_compare("eq", left(e), it(e)) for it in items),
+                           None if any(h is None for h in hints) else ("or", hints))
         return left
 
     def value(self) -> Node:
@@ -186,7 +208,9 @@ class _Parser:
         if tok[0] == "lit":
             self.take()
             val = tok[1]
-            return lambda e: val
+            node = lambda e: val                # noqa: E731
+            node.literal = (val,)               # type: ignore[attr-defined]
+            return node
         if tok[0] == "name":
             self.take()
             name = tok[1]
@@ -197,10 +221,35 @@ class _Parser:
                     self.take()
                     args.append(self.or_expr())
                 self.take("punct", ")")
-                return _function(name, args)
+                node = _function(name, args)
+                if name == "tolower" and getattr(args[0], "path", None):
+                    node.lower_path = args[0].path      # type: ignore[attr-defined]
+                return node
             getter = self.get
-            return lambda e: getter(e, name)
+            node = lambda e: getter(e, name)    # noqa: E731
+            node.path = name                    # type: ignore[attr-defined]
+            return node
         raise ODataError(f"Syntax error in $filter near {tok[1]!r}")
+
+
+def _cmp_hint(op: str, left: Node, right: Node) -> Hint:
+    """The index hint of ``left op right`` where one side is a property (or tolower of one)
+    and the other a literal."""
+    if getattr(left, "literal", None) is not None and op in ("eq",):
+        left, right = right, left
+    lit = getattr(right, "literal", None)
+    if lit is None:
+        return None
+    if op == "eq" and getattr(left, "lower_path", None):
+        return ("ieq", left.lower_path, lit[0])
+    path = getattr(left, "path", None)
+    if path is None:
+        return None
+    if op == "eq":
+        return ("eq", path, lit[0])
+    if op in ("ge", "gt"):
+        return ("ge", path, lit[0])
+    return None
 
 
 def _function(name: str, args: list[Node]) -> Node:
@@ -234,9 +283,10 @@ def _compare(op: str, a: Any, b: Any) -> bool:
 
 
 def compile_filter(text: str, getter: Getter) -> Node:
-    """Compile a ``$filter`` expression to ``predicate(entity) -> bool``."""
+    """Compile a ``$filter`` expression to ``predicate(entity) -> bool``; the predicate's
+    ``hint`` says what an index could answer for it (see ``Hint``)."""
     node = _Parser(text, getter).parse()
-    return lambda e: bool(node(e))
+    return _hinted(lambda e: bool(node(e)), hint_of(node))
 
 
 def parse_orderby(text: str) -> list[tuple[str, bool]]:

@@ -83,11 +83,17 @@ from aiohttp import web
 
 from connectors.prospect_crm import schema
 from connectors.prospect_crm.odata import (ODataError, compile_filter, format_datetime,
-                                           parse_orderby)
+                                           hint_of, parse_orderby)
 from connectors.sandbox import Clock, Sandbox
+from connectors.sandbox_index import Row, Table, first
 
+MODIFIED = "LastUpdatedTimestamp"
 _PATH = re.compile(r"^/(Companies|Contacts|Users)(?:\((.*)\))?/?$")
 _EXPAND = re.compile(r"^(\w+)(?:\(\$select=([\w,]+)\))?$")
+
+
+def _key_order(key: Any) -> tuple:
+    return (0, key) if isinstance(key, int) else (1, str(key))
 
 
 def _error(status: int, code: str, message: str, target: str | None = None,
@@ -112,7 +118,9 @@ class ProspectSandbox(Sandbox):
         self.max_page_size = max_page_size
         self._calls: deque[float] = deque()
         self.rejected = 0                       # 429s answered
-        self.data: dict[str, dict[Any, dict]] = {"Companies": {}, "Contacts": {}, "Users": {}}
+        self.data: dict[str, dict[Any, dict]] = {"Companies": Table(MODIFIED),
+                                                 "Contacts": Table(MODIFIED),
+                                                 "Users": {}}
         self._next_key = {"Companies": 1, "Contacts": 1}
         for code, name in schema.DEFAULT_USERS:
             self.add_user(code, name)
@@ -137,8 +145,8 @@ class ProspectSandbox(Sandbox):
             entity.setdefault("MainAddress", {k: None for k in schema.ADDRESS_FIELDS})
             entity["MainAddress"] = entity["MainAddress"] or {k: None for k in
                                                               schema.ADDRESS_FIELDS}
-        self.data[set_name][key] = entity
-        return entity
+        self.data[set_name][key] = Row(entity)
+        return self.data[set_name][key]
 
     def modify(self, set_name: str, key: Any, body: dict) -> dict:
         """Validate and apply a partial update (as PATCH does); raises schema.Invalid."""
@@ -191,6 +199,12 @@ class ProspectSandbox(Sandbox):
         self.modify("Contacts", p["ContactId"], {"JobTitle": rng.choice(
             ["Director", "Buyer", "Office Manager", "Finance Manager"])})
         return f"Contacts({p['ContactId']}): JobTitle -> {p['JobTitle']}"
+
+    def restored(self) -> None:
+        """Records read back from a file: indexed again."""
+        for name in ("Companies", "Contacts"):
+            self.data[name] = Table(MODIFIED, rows=(
+                (k, Row(v)) for k, v in self.data[name].items()))
 
     # --- serving ---------------------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
@@ -370,15 +384,12 @@ class ProspectSandbox(Sandbox):
 
     def _collection(self, request: web.Request, es: schema.EntitySet) -> web.Response:
         q = request.query
-        rows = list(self.data[es.name].values())
-        if q.get("$filter"):
-            pred = compile_filter(q["$filter"], lambda e, p: self._get(es, e, p))
-            rows = [r for r in rows if pred(r)]
+        table = self.data[es.name]
+        pred = (compile_filter(q["$filter"], lambda e, p: self._get(es, e, p))
+                if q.get("$filter") else None)
         order = parse_orderby(q["$orderby"]) if q.get("$orderby") else [(es.key, False)]
-        for path, desc in reversed(order):
+        for path, _ in order:
             self._get(es, {}, path)             # refuses unknown properties
-            rows.sort(key=lambda r: ((0, 0) if (v := self._get(es, r, path)) is None
-                                     else (1, v)), reverse=desc)
         try:
             top = int(q["$top"]) if "$top" in q else None
             skip = int(q.get("$skip", "0"))
@@ -387,8 +398,28 @@ class ProspectSandbox(Sandbox):
         if (top is not None and top < 0) or skip < 0:
             raise ODataError("$top and $skip must be non-negative integers.")
         self._shape(request, es, None)
-        total = len(rows)
-        want = len(rows) - skip if top is None else top
+        found = self._candidates(es, hint_of(pred)) if pred is not None else None
+        if (isinstance(table, Table) and found is not None and found[0] == "since"
+                and order == [(MODIFIED, False), (es.key, False)]
+                and q.get("$count") != "true"):
+            # a changes page: walk the modified-at index from the stamp, stop once the page
+            # and one more row are found (the one more says whether a next page exists)
+            limit = skip + min(self.max_page_size if top is None else top,
+                               self.max_page_size) + 1
+            rows = first(table.since(found[1]), table, pred, limit)
+            total = len(rows) if len(rows) < limit else math.inf
+        else:
+            if found is not None and found[0] == "keys":
+                rows = [table[k] for k in sorted(found[1], key=_key_order) if k in table]
+            else:
+                rows = list(table.values())
+            if pred is not None:
+                rows = [r for r in rows if pred(r)]
+            for path, desc in reversed(order):
+                rows.sort(key=lambda r: ((0, 0) if (v := self._get(es, r, path)) is None
+                                         else (1, v)), reverse=desc)
+            total = len(rows)
+        want = total - skip if top is None else top
         take = min(want, self.max_page_size)
         page = rows[skip:skip + take]
         body: dict[str, Any] = {"@odata.context": f"{self._base(request)}/$metadata#{es.name}"}
@@ -403,6 +434,37 @@ class ProspectSandbox(Sandbox):
             body["@odata.nextLink"] = f"{self._base(request)}/{es.name}?" + "&".join(
                 f"{k}={quote(v, safe=chr(36) + ',()/:' + chr(39))}" for k, v in params.items())
         return self._json(request, body)
+
+    def _candidates(self, es: schema.EntitySet, hint: Any) -> tuple | None:
+        """What the indexes can say about a filter: ("keys", a superset of the matching keys),
+        ("since", a stamp every matching row is at or after), or None (test every row)."""
+        table = self.data[es.name]
+        if hint is None or not isinstance(table, Table):
+            return None
+        kind = hint[0]
+        if kind in ("eq", "ieq", "ge"):
+            _, path, value = hint
+            if path == MODIFIED and isinstance(value, datetime):
+                return None if kind == "ieq" else ("since", value)
+            if kind == "ge" or "/" in path or path not in self._props(es):
+                return None
+            if kind == "eq" and path == es.key:
+                return ("keys", {value})
+            return ("keys", table.matching(path, value))
+        parts = [self._candidates(es, h) for h in hint[1]]
+        if kind == "or":
+            if any(p is None for p in parts):
+                return None
+            if all(p[0] == "keys" for p in parts):
+                return ("keys", set().union(*(p[1] for p in parts)))
+            if all(p[0] == "since" for p in parts):
+                return ("since", min(p[1] for p in parts))
+            return None
+        known = [p for p in parts if p is not None]                 # and: the narrowest
+        keys = [p for p in known if p[0] == "keys"]
+        if keys:
+            return min(keys, key=lambda p: len(p[1]))
+        return max(known, key=lambda p: p[1]) if known else None
 
     @staticmethod
     def _json(request: web.Request, body: Any, status: int = 200,

@@ -14,6 +14,15 @@ Entities and the field paths they expose (vendor names, flattened):
   Unleashed has no contact listing of its own, so ``changes`` reads the contacts of the
   customers modified since the cursor (a contact change bumps its customer, see the sandbox).
 
+Requests, and why the count is what it is: the Unleashed API has no contact listing and no
+bulk or filtered contact read (contacts are only reachable under their customer,
+``GET /Customers/{guid}/Contacts``), so the contacts of every customer a run sees changed cost
+one request each; an edit to a customer's own fields therefore costs that read too, because
+nothing in the customer tells whether one of its contacts changed. Reads by id are one
+``GET /Customers/{guid}`` each (no multi-Guid filter either). ``check()`` reads
+``GET /Companies`` and keeps it for the run's ``identity()`` and ``options("account")``
+(the UL-6 guards): one request for the three.
+
 ``changes("customers")`` pages by keyset: ``orderBy=LastModifiedOn`` with ``modifiedSince``
 moved to the last time seen, dropping the (id, time) pairs already yielded at that boundary,
 so a customer edited while the pages are read moves to the end and is still read.
@@ -45,6 +54,7 @@ read, decided and written within seconds, one page at a time.
 """
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import OrderedDict
 from datetime import datetime
@@ -55,7 +65,7 @@ from yarl import URL
 
 from connectors.base import (Capabilities, ConnectorError, EntityInfo, NotFoundError, Record,
                              RecordError, flatten, unflatten, utc)
-from connectors.http import HttpClient, Response, default_error_parser
+from connectors.http import HttpClient, Response, SlidingWindowLimiter, default_error_parser
 from connectors.reading import RecordReader, date_field
 from connectors.unleashed.wire import decode_date, format_since, sign, to_ms
 
@@ -65,6 +75,7 @@ CONTACT_FIELDS = ("FirstName", "LastName", "EmailAddress", "PhoneNumber", "Mobil
                   "FaxNumber")
 _READ_ONLY = {"Guid", "LastModifiedOn", "CreatedOn", "CreatedBy", "LastModifiedBy"}
 _CACHE_SIZE = 10_000
+CONTACT_READS = 8       # contact lists read at once (the round trips overlap; same count)
 # vendor field named in a 400 -> the field paths this connector exposes for it
 _FIELD_PATHS = {"SalesPerson": ("SalesPerson.FullName", "SalesPerson.Guid"),
                 "Addresses": tuple(f"Address.{k}" for k in ADDRESS_FIELDS)}
@@ -101,6 +112,10 @@ class UnleashedConnector:
         page_size: int = Field(200, ge=1, le=1000)
         client_type: str = "accord/sync"
         timeout: float = 30.0
+        # Unleashed publishes no request quota: no client-side limit unless one is set (its
+        # 429 answers are honoured either way, Retry-After included)
+        requests_per_window: int | None = Field(None, ge=1)
+        window_seconds: float = Field(60.0, gt=0)
 
     def __init__(self, name: str, settings: "UnleashedConnector.Settings | dict") -> None:
         if not isinstance(settings, UnleashedConnector.Settings):
@@ -112,13 +127,18 @@ class UnleashedConnector:
                                     reports_deletes=False, can_delete=False),
             "contacts": EntityInfo("contacts", incremental=True, ordered=False,
                                    reports_deletes=False),
-        }, max_get=100)
+        }, max_get=100, requests_per_second=(
+            settings.requests_per_window / settings.window_seconds
+            if settings.requests_per_window else None))
         self.http = HttpClient(
             settings.base_url, system="unleashed", auth=self._sign, timeout=settings.timeout,
             error_parser=parse_error,
+            limiter=(SlidingWindowLimiter(settings.requests_per_window, settings.window_seconds)
+                     if settings.requests_per_window else None),
             headers={"Accept": "application/json", "Content-Type": "application/json",
                      "client-type": settings.client_type})
         self._salespersons: list[dict] | None = None
+        self._companies: list[dict] | None = None      # GET /Companies, once per run
         self._contact_owner: OrderedDict[str, str] = OrderedDict()   # contact -> customer
         self.reader = RecordReader("unleashed")
 
@@ -143,7 +163,16 @@ class UnleashedConnector:
         await self.http.close()
 
     async def check(self) -> None:
-        await self._call("GET", "/Customers/1", {"pageSize": 1})
+        """A run starts here: ``GET /Companies`` proves the credentials and is kept for the
+        run's ``identity()`` and ``options("account")`` (one request for the three)."""
+        self._companies = None
+        self._companies = await self._company_list()
+
+    async def _company_list(self) -> list[dict]:
+        if self._companies is None:
+            self._companies = [i for i in (await self._call("GET", "/Companies")).rows("Items")
+                               if isinstance(i, dict)]
+        return self._companies
 
     async def clock(self) -> datetime | None:
         if self.http.server_time() is None:
@@ -154,8 +183,7 @@ class UnleashedConnector:
         return self.http.server_time()
 
     async def identity(self) -> str | None:
-        items = [i for i in (await self._call("GET", "/Companies")).rows("Items")
-                 if isinstance(i, dict)]
+        items = await self._company_list()
         default = next((i for i in items if i.get("IsDefault")), items[0] if items else None)
         guid = default.get("Guid") if default else None
         return f"unleashed:company/{str(guid).lower()}" if guid else None
@@ -269,18 +297,34 @@ class UnleashedConnector:
     async def _contact_changes(self, since: datetime | None) -> AsyncIterator[list[Record]]:
         since = utc(since) if since else None
         async for customers in self._customer_changes(since):
+            wanted = [c.id for c in customers if not c.error]
             out: list[Record] = []
-            for customer in customers:
-                if customer.error:
-                    continue
-                try:
-                    contacts = await self._contacts_of(customer.id)
-                except NotFoundError:
-                    continue
+            for contacts in await self._contacts_of_many(wanted):
                 out.extend(c for c in contacts
                            if since is None or c.modified is None or c.modified >= since)
             if out:
                 yield out
+
+    async def _contacts_of_many(self, customers: list[str]) -> list[list[Record]]:
+        """The contacts of each customer (one request each: see the module docstring),
+        ``CONTACT_READS`` at a time, in the customers' order; a customer gone meanwhile has
+        none."""
+        gate = asyncio.Semaphore(CONTACT_READS)
+
+        async def one(customer: str) -> list[Record]:
+            async with gate:
+                try:
+                    return await self._contacts_of(customer)
+                except NotFoundError:
+                    return []
+        tasks = [asyncio.ensure_future(one(c)) for c in customers]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:           # a fault that stops the read: the others stop too
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
 
     async def _customer_pages(self, params: dict) -> AsyncIterator[tuple[list, str]]:
         """Plain page-number listing (for find): stops on a short page or a repeated page."""
@@ -510,8 +554,7 @@ class UnleashedConnector:
             return [sp["FullName"] for sp in await self._salesperson_list(refresh=True)
                     if not sp.get("Obsolete")]
         if name == "account":
-            items = [i for i in (await self._call("GET", "/Companies")).rows("Items")
-                     if isinstance(i, dict)]
+            items = await self._company_list()
             return {"operating_companies": len(items),
                     "advanced_ledgers": any(bool(i.get("AdvancedLedgers")) for i in items)}
         raise KeyError(name)

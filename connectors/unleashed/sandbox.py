@@ -102,6 +102,7 @@ The connector's side (connectors/unleashed/client.py)
 """
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import uuid
@@ -112,6 +113,7 @@ from typing import Any
 from aiohttp import web
 
 from connectors.sandbox import Clock, Sandbox
+from connectors.sandbox_index import Row, Table
 from connectors.unleashed import fake
 from connectors.unleashed.sandbox_rules import (ADDRESS_TEXT, CONTACT_TEXT, CUSTOMER_TEXT,
                                                 DEFAULT_PAGE_SIZE, GUID, MAX_PAGE_SIZE,
@@ -131,7 +133,7 @@ class UnleashedSandbox(Sandbox):
         self.operating_companies = operating_companies
         self.advanced_ledgers = advanced_ledgers
         self.rate_limit_per_minute = rate_limit_per_minute
-        self.customers: dict[str, dict] = {}
+        self.customers: dict[str, dict] = Table("LastModifiedOn")
         self.contacts: dict[str, dict[str, dict]] = {}     # customer guid -> contact guid -> c
         self.salespersons: dict[str, dict] = {}
         self.client_types: set[str] = set()
@@ -179,6 +181,7 @@ class UnleashedSandbox(Sandbox):
                 "MobileNumber": "", "Email": "", "Website": fake.website(rng, name),
                 "Notes": "", "SalesPerson": self._sp_ref(sp), "Addresses": [fake.address(rng)],
                 "Obsolete": False, "CreatedOn": when, "LastModifiedOn": when}
+            customer = Row(customer)
             self.customers[customer["Guid"]] = customer
             domain = (customer["Website"].split("//")[-1].removeprefix("www.").split("/")[0]
                       or "example.com")
@@ -224,6 +227,11 @@ class UnleashedSandbox(Sandbox):
     @staticmethod
     def _sp_ref(sp: dict | None) -> dict | None:
         return None if sp is None else {k: sp[k] for k in ("Guid", "FullName", "Email")}
+
+    def restored(self) -> None:
+        """Records read back from a file: indexed again."""
+        self.customers = Table("LastModifiedOn", rows=(
+            (k, Row(v)) for k, v in self.customers.items()))
 
     # --- rendering -----------------------------------------------------------------------
     @staticmethod
@@ -317,15 +325,30 @@ class UnleashedSandbox(Sandbox):
     async def _list_customers(self, request: web.Request) -> web.Response:
         page, size = self._page_args(request)
         q = request.query
-        rows = list(self.customers.values())
-        if q.get("includeObsolete", "false").lower() != "true":
-            rows = [c for c in rows if not c["Obsolete"]]
+        since = None
         if "modifiedSince" in q:
             try:
                 since = parse_iso(q["modifiedSince"])
             except ValueError:
                 raise Refused(400, "modifiedSince is not a valid date.", "modifiedSince") \
                     from None
+        order = q.get("orderBy", "CustomerCode")
+        if order not in ("LastModifiedOn", "CreatedOn", "CustomerCode"):
+            raise Refused(400, "orderBy must be LastModifiedOn or CreatedOn.", "orderBy")
+        narrowed = any(q.get(k) for k in ("customerCode", "customerName", "customer",
+                                          "contactEmail"))
+        if (order == "LastModifiedOn" and not narrowed and isinstance(self.customers, Table)
+                and q.get("includeObsolete", "false").lower() == "true"):
+            # the connector's changes listing: a slice of the modified-at index
+            total = self.customers.count_since(since)
+            keys = itertools.islice(self.customers.since(since), (page - 1) * size,
+                                    page * size)
+            items = [self.render_customer(self.customers[k]) for k in keys]
+            return web.json_response(self._page_of(items, total, page, size))
+        rows = list(self.customers.values())
+        if q.get("includeObsolete", "false").lower() != "true":
+            rows = [c for c in rows if not c["Obsolete"]]
+        if since is not None:
             rows = [c for c in rows if c["LastModifiedOn"] >= since]
         if q.get("customerCode"):
             rows = [c for c in rows
@@ -341,12 +364,16 @@ class UnleashedSandbox(Sandbox):
             rows = [c for c in rows if any(
                 (k.get("EmailAddress") or "").lower().startswith(prefix)
                 for k in self.contacts.get(c["Guid"], {}).values())]
-        order = q.get("orderBy", "CustomerCode")
-        if order not in ("LastModifiedOn", "CreatedOn", "CustomerCode"):
-            raise Refused(400, "orderBy must be LastModifiedOn or CreatedOn.", "orderBy")
         rows.sort(key=lambda c: (c[order], c["Guid"]))
-        return web.json_response(self._paged([self.render_customer(c) for c in rows],
-                                             page, size))
+        items = [self.render_customer(c) for c in rows[(page - 1) * size: page * size]]
+        return web.json_response(self._page_of(items, len(rows), page, size))
+
+    @staticmethod
+    def _page_of(items: list[dict], total: int, page: int, size: int) -> dict:
+        """One page already cut (only its rows are rendered) with the pagination of all."""
+        return {"Pagination": {"NumberOfItems": total, "PageSize": size, "PageNumber": page,
+                               "NumberOfPages": max(1, math.ceil(total / size))},
+                "Items": items}
 
     async def _get_customer(self, request: web.Request) -> web.Response:
         key = request.match_info["key"]
@@ -409,10 +436,12 @@ class UnleashedSandbox(Sandbox):
             new["Addresses"] = [{k: text(a.get(k)) or "" for k in ADDRESS_TEXT}
                                 | {"IsDefault": bool(a.get("IsDefault"))}
                                 for a in body["Addresses"] if isinstance(a, dict)]
-        validate_customer(new, self.customers)
+        validate_customer(new, {k: self.customers[k] for k in self.customers.matching(
+            "CustomerCode", new.get("CustomerCode") or "")})
         now = self._now()
         new["LastModifiedOn"] = now
         new.setdefault("CreatedOn", now)
+        new = Row(new)
         self.customers[guid] = new
         self.contacts.setdefault(guid, {})
         return await self._committed(self.render_customer(new), 200 if existing else 201)

@@ -20,12 +20,15 @@ from daemon.engine.actions import (Action, Create, Delete, DropHold, Fail, Hold,
 from daemon.engine.chunk import UnitOfWork
 from daemon.engine.context import StepContext
 from daemon.engine.flow import mapped, value_hash
+from daemon.engine.pace import AdaptiveLimit
 from daemon.engine.plan import owned_by
 from daemon.engine.rules import Side, other
 from daemon.engine.transforms import Context
 from daemon.store.db import dumps, now
 
 ABORTS = (AuthError, UnavailableError)
+# actions that only change the state (links, errors, reviews...), never a system
+BOOKKEEPING = (Unchanged, Skip, Park, Review, Fail, Hold, DropHold, Tombstone, Unlink)
 
 
 def base_row(ctx: StepContext, side: Side, values: dict) -> dict[str, str]:
@@ -57,11 +60,23 @@ class Applier:
         creates = [a for a, _ in actions if isinstance(a, Create)]
         if creates:
             await self._intents(creates)
-        sem = asyncio.Semaphore(self.ctx.flow.rules.concurrency)
+        # bookkeeping only (no system is asked): done here, in order, without a task each
+        remote = []
+        for a, h in actions:
+            if isinstance(a, BOOKKEEPING):
+                await self._guarded(a, h)
+            else:
+                remote.append((a, h))
+        actions = remote
+        limit = self._pace()
 
         async def one(action: Action, hashes: dict) -> None:
-            async with sem:
-                await self._guarded(action, hashes)
+            started = await limit.acquire()
+            ok = False
+            try:
+                ok = await self._guarded(action, hashes)
+            finally:
+                limit.release(started, ok)
         results = await asyncio.gather(*(one(a, h) for a, h in actions), return_exceptions=True)
         for r in results:
             if isinstance(r, BaseException) and not isinstance(r, Exception):
@@ -69,6 +84,17 @@ class Applier:
         for r in results:
             if isinstance(r, Exception):
                 raise r
+
+    def _pace(self) -> AdaptiveLimit:
+        """The step's write pacing: at most the flow's ``concurrency``, and no more than the
+        slowest side's rate limit keeps busy."""
+        c = self.ctx
+        if "writes" not in c.pace:
+            rates = [conn.capabilities.requests_per_second for conn in c.sides.values()
+                     if getattr(conn.capabilities, "requests_per_second", None)]
+            c.pace["writes"] = AdaptiveLimit(c.flow.rules.concurrency,
+                                             min(rates) if rates else None)
+        return c.pace["writes"]
 
     async def _intents(self, creates: list[Create]) -> None:
         from daemon.store import queries as q
@@ -82,7 +108,9 @@ class Applier:
                                      [a.source_id for a in creates if a.target == target])
             await q.add_intents(conn, rows)
 
-    async def _guarded(self, action: Action, hashes: dict) -> None:
+    async def _guarded(self, action: Action, hashes: dict) -> bool:
+        """Apply one action; False when the system did not cope (no answer in time), for
+        the pacing."""
         try:
             await self.apply(action)
         except ABORTS:
@@ -95,6 +123,7 @@ class Applier:
                                        f"{exc.message}")
         except OutcomeUnknownError as exc:
             self._fail(action, hashes, f"{exc.message}; looked up next run, not repeated")
+            return False
         except NotFoundError as exc:
             self._fail(action, hashes, f"record gone during the write: {exc.message}")
         except RecordError as exc:
@@ -103,6 +132,7 @@ class Applier:
             self.ctx.log.exception("record.crashed", action=type(action).__name__,
                                    records=[f"{s}:{i}" for s, i in _records(action)])
             self._fail(action, hashes, f"crashed: {type(exc).__name__}: {exc}")
+        return True
 
     def _fail(self, action: Action, hashes: dict, message: str) -> None:
         for side, rid in _records(action):

@@ -53,3 +53,6 @@ class StepContext:
     reading: Reading
     fingerprint: str                           # of the flow's rules: parked records
     tick: Callable[[], None] = lambda: None
+    # the step's write pacing (pace.AdaptiveLimit), made by the first chunk that writes, so
+    # what it learnt carries over to the next chunks
+    pace: dict[str, Any] = field(default_factory=dict)

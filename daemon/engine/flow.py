@@ -128,7 +128,12 @@ def create_default(value: Any, options: Mapping[Any, Any]) -> Any:
 
 def is_soft_deleted(rules: FlowRules, side: Side, values: Mapping[str, Any]) -> bool:
     flags = rules.soft_delete.get(side)
-    return bool(flags) and all(values.get(k) == v for k, v in flags.items())
+    if not flags:
+        return False
+    for k, v in flags.items():
+        if values.get(k) != v:
+            return False
+    return True
 
 
 def value_hash(paths: list[str], values: Mapping[str, Any]) -> str:

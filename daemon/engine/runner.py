@@ -309,9 +309,13 @@ async def _check(db: AsyncEngine, integ: Integration, opt: RunOptions
             raise ConnectFailed(f"stopped: {side} system {conn.name} unreachable: "
                                 f"{exc.message}") from None
     await _instances(db, integ, opt)
+    # reference data is read once per run: two guards on one option ask the system once
+    known: dict[tuple[Side, str], Any] = {}
     for guard in integ.guards:
-        facts = await integ.sides[guard.side].options(guard.option)
-        if holds(guard.refuse_when, facts):
+        key = (guard.side, guard.option)
+        if key not in known:
+            known[key] = await integ.sides[guard.side].options(guard.option)
+        if holds(guard.refuse_when, known[key]):
             raise StepAborted(f"stopped: {guard.message}")
     needed: dict[Side, set[str]] = {"left": set(), "right": set()}
     for flow in integ.flows:
@@ -319,6 +323,9 @@ async def _check(db: AsyncEngine, integ: Integration, opt: RunOptions
             needed[side] |= flow.options[side]
     for side, names in needed.items():
         for name in sorted(names):
+            if (side, name) in known:
+                reference[side][name] = known[(side, name)]
+                continue
             try:
                 reference[side][name] = await integ.sides[side].options(name)
             except (ConnectorError, KeyError) as exc:

@@ -113,6 +113,8 @@ class _Step:
         await self._intents()
         await self._approved()
         cursors = {side: await self.staging.side(side) for side in ("left", "right")}
+        async with c.db.begin() as conn:
+            await q.refresh_statistics(conn, self.staging.seq)
         self.result.more = c.reading.cut
         if self.staging.fails:
             await self._do([(a, {}) for a in self.staging.fails], Context())
@@ -272,9 +274,9 @@ class _Step:
                     units = await q.staged_linked_chunk(conn, c.run_id, c.integration,
                                                         c.flow.name, side, after, CHUNK,
                                                         deleted_only=True)
-                if not units:
+                if units.last is None:
                     break
-                after = units[-1]["seq"]
+                after = units.last
                 tctx = await self._context(units)
                 for u in units:
                     recs = self._recs(u)
@@ -336,9 +338,11 @@ class _Step:
             async with c.db.begin() as conn:
                 units = await q.staged_linked_chunk(conn, c.run_id, c.integration,
                                                     c.flow.name, side, after, CHUNK)
-            if not units:
+            if units.last is None:
                 return
-            after = units[-1]["seq"]
+            after = units.last
+            if not units:
+                continue
             uow = UnitOfWork(c)
             tctx = await self._context(units)
             stuck = await self._quarantined([r for u in units for r in self._recs(u).values()
@@ -367,9 +371,11 @@ class _Step:
             async with c.db.begin() as conn:
                 recs = await q.staged_unlinked_chunk(conn, c.run_id, c.integration,
                                                      c.flow.name, side, after, CHUNK)
-            if not recs:
+            if recs.last is None:
                 return
-            after = recs[-1]["seq"]
+            after = recs.last
+            if not recs:
+                continue
             uow = UnitOfWork(c)
             tctx = await self._context([{side: r} for r in recs])
             actions = await self._plan_unlinked(side, recs, tctx, uow)

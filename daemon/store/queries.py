@@ -24,6 +24,12 @@ parked = T["parked"]
 CHUNK = 500          # ids per IN (...) list: well under SQLite's and asyncpg's limits
 
 
+def _dicts(result) -> list[dict]:
+    """The rows of a result as plain dicts (the column names read once, not per row)."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row)) for row in result]
+
+
 def _chunks(seq: Sequence, n: int = CHUNK) -> Iterable[Sequence]:
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
@@ -46,8 +52,8 @@ async def links_by_side(conn: AsyncConnection, integration: str, flow: str, side
     for part in _chunks(list(ids)):
         rows = await conn.execute(select(links).where(
             links.c.integration == integration, links.c.flow == flow, col.in_(part)))
-        for row in rows.mappings():
-            out[row["left_id" if side == "left" else "right_id"]] = dict(row)
+        for row in _dicts(rows):
+            out[row["left_id" if side == "left" else "right_id"]] = row
     return out
 
 
@@ -136,6 +142,26 @@ async def stage(conn: AsyncConnection, rows: list[dict], keys: list[dict]) -> No
         await conn.execute(insert(staged_keys), keys)
 
 
+STATS_AFTER = 5_000     # staged rows: below this, the planner's defaults choose well
+
+
+async def refresh_statistics(conn: AsyncConnection, staged_rows: int) -> bool:
+    """Bring the planner's statistics of the step's tables up to date after a large staging
+    (a first sync: ``staged`` went from empty to many rows, ``links`` may be about to grow).
+    Cheap by design: PostgreSQL's ANALYZE samples a fixed number of rows; SQLite's is bounded
+    by ``analysis_limit``. Without it PostgreSQL may plan the chunk queries for the empty
+    table the last autovacuum saw. Returns whether it ran."""
+    if staged_rows < STATS_AFTER:
+        return False
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql("ANALYZE staged, staged_keys, links")
+    elif conn.dialect.name == "sqlite":
+        await conn.exec_driver_sql("PRAGMA analysis_limit = 1000")
+        for table in ("staged", "staged_keys", "links"):
+            await conn.exec_driver_sql(f"ANALYZE {table}")
+    return True
+
+
 async def clear_staged(conn: AsyncConnection, run_id: int | None = None,
                        flow: str | None = None) -> None:
     for table in (staged, staged_keys):
@@ -152,10 +178,10 @@ async def unstage(conn: AsyncConnection, run_id: int, flow: str, side: str,
     await _delete_ids(conn, staged, "record_id", ids, run_id=run_id, flow=flow, side=side)
 
 
-def _staged_row(row) -> dict:
-    out = dict(row)
-    out["data"] = loads(out["data"])
-    return out
+def _staged_row(row: dict) -> dict:
+    """A staged row with its data decoded (``row`` is a plain dict, changed in place)."""
+    row["data"] = loads(row["data"])
+    return row
 
 
 async def staged_records(conn: AsyncConnection, run_id: int, flow: str, side: str,
@@ -165,57 +191,79 @@ async def staged_records(conn: AsyncConnection, run_id: int, flow: str, side: st
         rows = await conn.execute(select(staged).where(
             staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
             staged.c.record_id.in_(part)))
-        out.update({r["record_id"]: _staged_row(r) for r in rows.mappings()})
+        out.update({r["record_id"]: _staged_row(r) for r in _dicts(rows)})
     return out
+
+
+class Chunk(list):
+    """One chunk of staged records, and ``last``: the staging order (``seq``) the chunk's
+    window reached, where the next chunk starts; None when the side has no more rows. A
+    window may hold no record of the kind asked for (an empty chunk that is not the end)."""
+    last: int | None = None
+
+
+async def _window(conn: AsyncConnection, run_id: int, flow: str, side: str, after_seq: int,
+                  limit: int, *extra) -> list[dict]:
+    """The next ``limit`` staged rows of ``side`` after ``after_seq``: a range of the index
+    ``ix_staged_order``, whatever the rest of the table holds. The chunk queries narrow this
+    window in a second, batched query instead of joining first: a join lets the planner
+    (PostgreSQL's, misjudging how many staged rows have a link) read every remaining row of
+    the side and sort them, for every chunk."""
+    rows = await conn.execute(select(staged).where(
+        staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
+        staged.c.seq > after_seq, *extra).order_by(staged.c.seq).limit(limit))
+    return _dicts(rows)
 
 
 async def staged_linked_chunk(conn: AsyncConnection, run_id: int, integration: str, flow: str,
                               side: str, after_seq: int, limit: int,
-                              deleted_only: bool = False) -> list[dict]:
-    """The next staged records of ``side`` that have a link (after ``after_seq``), each with
-    its link and the partner's staged record if there is one. Keyset on ``seq``: every call
-    reads only its own chunk, so a step is linear in the number of staged records.
-    ``deleted_only``: just the records staged as deleted (the circuit-breaker's count)."""
-    col = links.c.left_id if side == "left" else links.c.right_id
+                              deleted_only: bool = False) -> Chunk:
+    """The staged records of ``side`` that have a link in the next window of the staging
+    order (after ``after_seq``), each with its link and the partner's staged record if there
+    is one. Keyset on ``seq``: every call reads only its own window, so a step is linear in
+    the number of staged records. ``deleted_only``: just the records staged as deleted (the
+    circuit-breaker's count)."""
     extra = [staged.c.deleted.is_(True)] if deleted_only else []
-    rows = (await conn.execute(
-        select(staged, links.c.id.label("link_id")).join(links, and_(
-            links.c.integration == integration, links.c.flow == flow,
-            col == staged.c.record_id)).where(
-            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
-            staged.c.seq > after_seq, *extra).order_by(staged.c.seq).limit(limit))
-            ).mappings().all()
-    if not rows:
-        return []
-    link_rows = (await conn.execute(select(links).where(
-        links.c.id.in_([r["link_id"] for r in rows])))).mappings().all()
-    by_id = {r["id"]: dict(r) for r in link_rows}
+    window = await _window(conn, run_id, flow, side, after_seq, limit, *extra)
+    out = Chunk()
+    if not window:
+        return out
+    out.last = window[-1]["seq"]
+    by_record = await links_by_side(conn, integration, flow, side,
+                                    [r["record_id"] for r in window])
     other_side = "right" if side == "left" else "left"
-    units = []
-    partner_ids = {}
-    for r in rows:
-        link = by_id[r["link_id"]]
-        unit = {"link": link, side: _staged_row({k: r[k] for k in r.keys() if k != "link_id"}),
-                other_side: None, "seq": r["seq"]}
-        units.append(unit)
+    partner_ids: dict[str, dict] = {}
+    for r in window:
+        link = by_record.get(r["record_id"])
+        if link is None:
+            continue
+        unit = {"link": link, side: _staged_row(r), other_side: None, "seq": r["seq"]}
+        out.append(unit)
         partner_ids[link[f"{other_side}_id"]] = unit
-    found = await conn.execute(select(staged).where(
-        staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == other_side,
-        staged.c.record_id.in_(list(partner_ids))))
-    for row in found.mappings():
-        partner_ids[row["record_id"]][other_side] = _staged_row(row)
-    return units
+    for part in _chunks(list(partner_ids)):
+        found = await conn.execute(select(staged).where(
+            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == other_side,
+            staged.c.record_id.in_(part)))
+        for row in _dicts(found):
+            partner_ids[row["record_id"]][other_side] = _staged_row(row)
+    return out
 
 
 async def staged_unlinked_chunk(conn: AsyncConnection, run_id: int, integration: str,
-                                flow: str, side: str, after_seq: int, limit: int) -> list[dict]:
+                                flow: str, side: str, after_seq: int, limit: int) -> Chunk:
+    """The staged records of ``side`` without a link in the next window of the staging
+    order (see ``staged_linked_chunk``)."""
+    window = await _window(conn, run_id, flow, side, after_seq, limit)
+    out = Chunk()
+    if not window:
+        return out
+    out.last = window[-1]["seq"]
     col = links.c.left_id if side == "left" else links.c.right_id
-    linked = select(col).where(links.c.integration == integration, links.c.flow == flow,
-                               col == staged.c.record_id).exists()
-    rows = await conn.execute(select(staged).where(
-        staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
-        staged.c.seq > after_seq, ~linked).order_by(staged.c.seq).limit(limit))
-    return [_staged_row(r) for r in rows.mappings()]
+    linked = set((await conn.execute(select(col).where(
+        links.c.integration == integration, links.c.flow == flow,
+        col.in_([r["record_id"] for r in window])))).scalars())
+    out.extend(_staged_row(r) for r in window if r["record_id"] not in linked)
+    return out
 
 
 async def staged_by_key(conn: AsyncConnection, run_id: int, flow: str, side: str, key: str,
@@ -231,9 +279,9 @@ async def staged_by_key(conn: AsyncConnection, run_id: int, flow: str, side: str
                 staged_keys.c.run_id == run_id, staged_keys.c.flow == flow,
                 staged_keys.c.side == side, staged_keys.c.key == key,
                 staged_keys.c.value.in_(part)).order_by(staged.c.seq))
-        for row in rows.mappings():
-            rec = _staged_row({k: row[k] for k in row.keys() if k != "value"})
-            out.setdefault(row["value"], []).append(rec)
+        for row in _dicts(rows):
+            value = row.pop("value")
+            out.setdefault(value, []).append(_staged_row(row))
     return out
 
 

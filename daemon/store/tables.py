@@ -20,6 +20,8 @@ class Link(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("integration", "flow", "left_id", name="uq_links_left"),
         UniqueConstraint("integration", "flow", "right_id", name="uq_links_right"),
+        # keyset over one flow's links by id (unseen_links, links_of): revision 0005
+        Index("ix_links_order", "integration", "flow", "id"),
     )
     id: Optional[int] = Field(default=None, primary_key=True)
     integration: str
@@ -46,13 +48,16 @@ class Cursor(SQLModel, table=True):
 
 
 class Staged(SQLModel, table=True):
-    """Changed records of the current step, streamed here so memory stays flat."""
+    """Changed records of the current step, streamed here so memory stays flat. Read back
+    in chunks by keyset on the staging order (``ix_staged_order``, revision 0005): each chunk
+    reads only its own rows, so a step costs the same per record at any size."""
     __tablename__ = "staged"
+    __table_args__ = (Index("ix_staged_order", "run_id", "flow", "side", "seq"),)
     run_id: int = Field(primary_key=True)
     flow: str = Field(primary_key=True)
     side: str = Field(primary_key=True)
     record_id: str = Field(primary_key=True)
-    seq: int = Field(index=True)
+    seq: int
     modified: Optional[str] = None
     deleted: bool = False       # a tombstone, a soft-delete flag, or unseen in a full listing
     passes: bool = True         # the side's filter holds

@@ -216,3 +216,47 @@ async def test_a_malformed_date_header_is_ignored(client):
         await client.request("GET", "/Companies")
         await client.request("GET", "/Companies")
     assert client.server_time() == datetime(2025, 3, 1, 9, 0, tzinfo=timezone.utc)
+
+
+# --- the client-side rate limit --------------------------------------------------------------
+
+class _HandClock:
+    """A clock moved by hand; ``sleep`` moves it instead of waiting."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(round(seconds, 6))
+        self.t += seconds
+
+
+async def test_the_limiter_counts_a_request_until_its_answer_came():
+    """The vendor counts a request when it arrives: our window counts it from the answer, so
+    a slot is never free here before it is free there (no 429 at a window's turn)."""
+    from connectors.http import SlidingWindowLimiter
+    clock = _HandClock()
+    limiter = SlidingWindowLimiter(2, 10.0, clock=clock, sleep=clock.sleep)
+    slow, fast = await limiter.acquire(), await limiter.acquire()
+    assert clock.slept == [] and limiter.used() == 2          # a burst up to the limit
+    clock.t = 0.5
+    limiter.answered(fast)
+    clock.t = 3.0
+    limiter.answered(slow)                                    # answered 3 s after sending
+    clock.t = 10.2
+    await limiter.acquire()
+    assert clock.slept == [2.8]                 # until 10 s after the slow one's answer
+    assert clock.t == 13.0 and limiter.used() == 1
+
+
+async def test_the_limiter_uses_the_whole_quota_of_each_window():
+    from connectors.http import SlidingWindowLimiter
+    clock = _HandClock()
+    limiter = SlidingWindowLimiter(5, 60.0, clock=clock, sleep=clock.sleep)
+    for _ in range(20):                 # answers in no time: 5 at each window's turn
+        limiter.answered(await limiter.acquire())
+    assert clock.t == 180.0 and clock.slept == [60.0, 60.0, 60.0]

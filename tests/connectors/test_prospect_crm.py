@@ -371,12 +371,22 @@ async def unit():
 
 
 async def test_unit_bearer_header_and_query(unit):
+    """check() reads the Tenant singleton, which identity() then reuses (one request for
+    both); a service without it is checked with the cheapest collection read."""
     with mocked() as m:
+        m.get("https://crm.test/Tenant", payload={"TenantId": "t-1", "Name": "W"})
+        await unit.check()
+        assert await unit.identity() == "prospect_crm:tenant/t-1"
+        ((method, url), calls), = m.requests.items()
+        assert calls[0].kwargs["headers"]["Authorization"] == "Bearer pat-123"
+        assert len(calls) == 1 and str(url) == "https://crm.test/Tenant"
+    with mocked() as m:
+        m.get("https://crm.test/Tenant", status=404, payload={"error": {"message": "no"}})
         m.get(re.compile(r"https://crm\.test/Companies\?.*"), payload={"value": []})
         await unit.check()
-        (method, url), calls = next(iter(m.requests.items()))
-        assert calls[0].kwargs["headers"]["Authorization"] == "Bearer pat-123"
-        assert "$top=1" in str(url) and "$select=CompanyId" in str(url)
+        assert (await unit.identity()).startswith("prospect_crm:token/")
+        urls = [str(url) for (_, url) in m.requests]
+        assert len(urls) == 2 and "$top=1" in urls[1] and "$select=CompanyId" in urls[1]
 
 
 async def test_unit_odata_error_becomes_record_error_with_fields(unit):
@@ -392,7 +402,7 @@ async def test_unit_odata_error_becomes_record_error_with_fields(unit):
 
 async def test_unit_401_is_auth_error(unit):
     with mocked() as m:
-        m.get(re.compile(r"https://crm\.test/Companies.*"), status=401,
+        m.get(re.compile(r"https://crm\.test/Tenant.*"), status=401,
               payload={"error": {"code": "Unauthorized", "message": "Denied."}})
         with pytest.raises(AuthError) as info:
             await unit.check()

@@ -18,6 +18,7 @@ from connectors.unleashed.wire import decode_date, encode_date, format_since
 
 BASE = "https://ul.test"
 CUSTOMERS = re.compile(r"^https://ul\.test/Customers/1(\?.*)?$")
+COMPANIES = re.compile(r"^https://ul\.test/Companies$")
 
 
 class _Response(aiohttp.ClientResponse):
@@ -53,11 +54,13 @@ def _only_call(m: aioresponses):
 async def test_headers_and_signature_of_a_request(connector):
     with aioresponses() as m:
         m.get(CUSTOMERS, payload={"Pagination": {}, "Items": []})
-        await connector.check()
+        await connector.find("customers", "CustomerCode", ["A1"])
         (method, url), = m.requests.keys()
         headers = _only_call(m).kwargs["headers"]
-    assert method == "GET" and url.raw_query_string == "pageSize=1"
-    expected = base64.b64encode(hmac.new(b"my-key", b"pageSize=1", hashlib.sha256).digest())
+    assert method == "GET" and sorted(url.raw_query_string.split("&")) == [
+        "customerCode=A1", "includeObsolete=true", "pageSize=200"]
+    sent = b"pageSize=200&includeObsolete=true&customerCode=A1"     # as the client built it
+    expected = base64.b64encode(hmac.new(b"my-key", sent, hashlib.sha256).digest())
     assert headers["api-auth-signature"] == expected.decode()
     assert headers["api-auth-id"] == "my-id"
     assert headers["client-type"] == "accord/sync"
@@ -96,7 +99,7 @@ async def test_400_becomes_record_error_with_the_vendor_message_and_fields(conne
 @pytest.mark.parametrize("status", [401, 403])
 async def test_401_and_403_become_auth_errors(connector, status):
     with aioresponses() as m:
-        m.get(CUSTOMERS, status=status, payload={"Description": "Forbidden"})
+        m.get(COMPANIES, status=status, payload={"Description": "Forbidden"})
         with pytest.raises(AuthError) as info:
             await connector.check()
     assert str(info.value) == f"unleashed: credentials refused ({status}: Forbidden)"
@@ -123,8 +126,8 @@ async def test_500_is_retried_then_unavailable(connector):
 
 async def test_500_then_success_is_fine(connector):
     with aioresponses() as m:
-        m.get(CUSTOMERS, status=503, payload={"Description": "busy"})
-        m.get(CUSTOMERS, payload={"Items": []})
+        m.get(COMPANIES, status=503, payload={"Description": "busy"})
+        m.get(COMPANIES, payload={"Items": []})
         await connector.check()
 
 

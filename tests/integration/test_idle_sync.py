@@ -29,11 +29,11 @@ async def test_idle_third_run_reads_one_change_query_per_entity_and_writes_nothi
       before it holds nothing the first sync wrote once the runs are minutes apart.
     - Prospect CRM: one ``GET /Companies?$filter=LastUpdatedTimestamp ge ...&$orderby=...`` and
       one ``GET /Contacts?...`` likewise.
-    Extra reads, counted separately:
-    - ``check()``: Unleashed ``GET /Customers/1?pageSize=1``, Prospect ``GET /Companies?$top=1``.
-    - UL-6 guards: the two guards each ask the Unleashed account facts: 2 x ``GET /Companies``;
-      and which instance it reaches (its company Guid): one more.
-    - Prospect: which instance it reaches: ``GET /Tenant``.
+    Extra reads, counted separately, one per side for the credentials, the instance and the
+    account facts together:
+    - Unleashed: ``check()`` reads ``GET /Companies``, which also answers which instance it
+      reaches (its company Guid) and the account facts both UL-6 guards ask (read once a run).
+    - Prospect: ``check()`` reads ``GET /Tenant``, which also answers which instance it is.
     - reference lists: Unleashed ``GET /SalesPersons/1`` (salespersons, UL-5) and Prospect
       ``GET /Users`` (users), once per run each.
     """
@@ -57,12 +57,10 @@ async def test_idle_third_run_reads_one_change_query_per_entity_and_writes_nothi
     assert all("modifiedSince" in h.query for h in listings)   # incremental, not full
     contact_reads = [h for h in ul if h.path.endswith("/Contacts")]
     assert contact_reads == []                  # nothing re-read from the overlap window
-    checks = [h for h in ul if h.path == "/Customers/1" and not _is_listing(h)]
-    assert [h.query for h in checks] == ["pageSize=1"]
-    assert [h.path for h in ul if h.path == "/Companies"] == ["/Companies"] * 3   # guards, id
+    assert [h.path for h in ul if h.path == "/Companies"] == ["/Companies"]  # check, id, UL-6
     assert [h.path for h in ul if h.path.lower().startswith("/salespersons")] == [
         "/SalesPersons/1"]
-    assert len(ul) == 2 + 1 + 3 + 1                             # nothing else
+    assert len(ul) == 2 + 1 + 1                                 # nothing else
 
     # --- Prospect CRM ---
     crm = env.crm.hits
@@ -70,11 +68,9 @@ async def test_idle_third_run_reads_one_change_query_per_entity_and_writes_nothi
                for p in ("/Companies", "/Contacts")}
     assert {p: len(hs) for p, hs in changes.items()} == {"/Companies": 1, "/Contacts": 1}
     assert all("LastUpdatedTimestamp ge" in unquote(hs[0].query) for hs in changes.values())
-    checks = [h for h in crm if h.path == "/Companies" and not _is_listing(h)]
-    assert len(checks) == 1 and "$top=1" in checks[0].query
     assert [h.path for h in crm if h.path == "/Users"] == ["/Users"]
-    assert [h.path for h in crm if h.path == "/Tenant"] == ["/Tenant"]
-    assert len(crm) == 2 + 1 + 1 + 1                            # nothing else
+    assert [h.path for h in crm if h.path == "/Tenant"] == ["/Tenant"]       # check and id
+    assert len(crm) == 2 + 1 + 1                                # nothing else
 
     # --- the run's own account of it ---
     for step in third.steps:

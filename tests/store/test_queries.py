@@ -132,6 +132,10 @@ async def test_staging_the_union_of_linked_records_and_unlinked_ones(db):
         assert await q.staged_linked_chunk(conn, run, I, F, "left", chunk[-1]["seq"], 10) == []
         assert [u["link"]["left_id"] for u in
                 await q.staged_linked_chunk(conn, run, I, F, "left", 0, 1)] == ["L2"]
+        gap = await q.staged_linked_chunk(conn, run, I, F, "left", 2, 1)    # N1: no link
+        assert gap == [] and gap.last == 3          # an empty window, not the end
+        end = await q.staged_unlinked_chunk(conn, run, I, F, "left", 4, 10)
+        assert end == [] and end.last is None
         unlinked = await q.staged_unlinked_chunk(conn, run, I, F, "left", 0, 10)
         assert [r["record_id"] for r in unlinked] == ["N1"] and unlinked[0]["passes"] is True
         found = await q.staged_by_key(conn, run, F, "left", "email", ["a@x", "b@x"])

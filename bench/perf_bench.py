@@ -1,0 +1,481 @@
+"""Performance figures of issue 14, each measured in one run against its ceiling (not a test).
+
+    python -m bench.perf_bench                       # every figure, full sizes (long)
+    python -m bench.perf_bench --small 10000 --big 200000 --records 2000 --idle 100
+
+Prints one table: the engine alone (in-memory systems) at two sizes, CPU per record and the
+engine's resident memory; then, against the Unleashed and Prospect CRM sandboxes served by a
+child process (so their CPU is theirs, not accord's): first-sync creates against a bare aiohttp
+loop making the same number of creates on the same kind of sandbox at the flow's concurrency
+ceiling, a full read against the same requests replayed bare, the sandboxes' CPU against
+accord's during the first sync, requests of an idle run and per changed record above it, the
+share of a time-scaled quota an initial load uses (and its 429s), and 100 idle integrations in
+one daemon (resident memory, CPU share of one core over a minute).
+
+Each size of the engine figure runs in a fresh process, so peak memory is its own. The
+in-memory systems' own data is left out: the left side is built before the baseline is taken,
+and the right side answers creates without keeping them (a write-only system), so what grows
+during the sync is the engine.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import math
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+HERE = Path(__file__).resolve().parent.parent
+
+
+def rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def quiet() -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    logging.disable(logging.WARNING)
+
+
+def child(*args: str, timeout: float = 3600) -> dict:
+    out = subprocess.run([sys.executable, "-m", "bench.perf_bench", *args], cwd=HERE,
+                         capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise SystemExit(f"bench child {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- the engine alone ---------------------------------------------------------------------------
+async def engine_alone(n: int) -> dict:
+    """A first sync of ``n`` records from an in-memory system into a write-only one (it
+    answers creates as a system does but keeps nothing), so that the memory measured after
+    the left side is built is the engine's own, and its CPU the engine's."""
+    from connectors.base import Record
+    from connectors.memory import MemoryConnector
+    from daemon.engine.rules import FlowRules
+    from daemon.engine.runner import Integration, RunOptions, order_flows, run
+    from daemon.store.db import create_schema, make_engine
+
+    class Sink(MemoryConnector):
+        async def create(self, entity: str, fields: dict[str, Any]) -> Record:
+            self.writes += 1
+            return Record(f"r{self.writes}", dict(fields), self.now(), "v1")
+
+    db = make_engine(f"sqlite:///{tempfile.mkdtemp()}/state.db")
+    await create_schema(db)
+    s = MemoryConnector.Settings(page_size=500)
+    L, R = MemoryConnector("left", s), Sink("right", s)
+    for i in range(n):
+        L.put("items", {"key": f"k{i}", "name": f"name {i}", "phone": str(i)})
+    rules = FlowRules.model_validate(dict(
+        name="items", left_entity="items", right_entity="items",
+        fields=[dict(left="key", right="code"), dict(left="name", right="title"),
+                dict(left="phone", right="tel")], match=[dict(left="key", right="code")]))
+    integ = Integration("m", order_flows([rules]), {"left": L, "right": R})
+    base = rss_mib()                    # the systems' data is all in already
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = await run(db, integ, RunOptions(trigger="bench"))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    assert result.status == "ok" and result.steps[0].counts["created_right"] == n, result
+    await db.dispose()
+    return {"n": n, "cpu_us": cpu / n * 1e6, "wall_s": wall,
+            "engine_mib": max(1.0, peak_mib() - base)}
+
+
+def engine_figure(n: int) -> dict:
+    return child("_engine", str(n))
+
+
+# --- the sandboxes, served by a child process ---------------------------------------------------
+async def serve() -> None:
+    """Sandboxes in this process, driven over HTTP by the bench (/ctl/...)."""
+    from aiohttp import web
+
+    from connectors.prospect_crm.sandbox import ProspectSandbox
+    from connectors.sandbox import Clock
+    from connectors.unleashed.sandbox import UnleashedSandbox
+    boxes: dict[str, Any] = {}
+
+    async def new(request: web.Request) -> web.Response:
+        q = request.query
+        for b in boxes.values():
+            await b.stop()
+        boxes.clear()
+        fixed = q.get("fixed", "1") == "1"
+        clock = (lambda: Clock(Clock().now())) if fixed else Clock
+        boxes["ul"] = UnleashedSandbox(seed=1, records=int(q.get("ul", 0)), clock=clock(),
+                                       rate_limit_per_minute=10**9)
+        boxes["crm"] = ProspectSandbox(seed=2, records=0, clock=clock(),
+                                       rate_limit=int(q.get("limit", 10**9)),
+                                       rate_window=float(q.get("window", 600)))
+        for b in boxes.values():
+            await b.start()
+        return web.json_response({k: b.url for k, b in boxes.items()})
+
+    async def ctl(request: web.Request) -> web.Response:
+        cmd, q = request.match_info["cmd"], request.query
+        if cmd == "reset":
+            for b in boxes.values():
+                b.reset_hits()
+        elif cmd == "hits":
+            return web.json_response({k: [[h.method, h.path, h.query] for h in b.hits]
+                                      for k, b in boxes.items()})
+        elif cmd == "advance":
+            for b in boxes.values():
+                b.clock.advance(float(q["s"]))
+        elif cmd == "edit":
+            ul, rng = boxes["ul"], random.Random(3)
+            for g in rng.sample(sorted(ul.customers), int(q["n"])):
+                ul.customers[g]["PhoneNumber"] = f"+64 9 {rng.randint(1000000, 9999999)}"
+                ul.customers[g]["LastModifiedOn"] = ul._now()
+        elif cmd == "counts":
+            return web.json_response({"rejected": boxes["crm"].rejected,
+                                      "companies": len(boxes["crm"].data["Companies"])})
+        return web.json_response({"cpu": time.process_time()})
+
+    app = web.Application()
+    app.router.add_get("/new", new)
+    app.router.add_get("/ctl/{cmd}", ctl)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]
+    print(json.dumps({"port": port}), flush=True)
+    await asyncio.Event().wait()
+
+
+class Sandboxes:
+    """The child process serving the sandboxes, and its control calls."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.perf_bench", "_serve"],
+                                     cwd=HERE, stdout=subprocess.PIPE, text=True)
+        self.base = f"http://127.0.0.1:{json.loads(self.proc.stdout.readline())['port']}"
+        self.urls: dict[str, str] = {}
+
+    async def call(self, path: str, **params: Any) -> Any:
+        import aiohttp
+        async with aiohttp.ClientSession() as s:
+            async with s.get(self.base + path, params={k: str(v) for k, v in params.items()},
+                             timeout=aiohttp.ClientTimeout(total=3600)) as r:
+                return await r.json()
+
+    async def new(self, **params: Any) -> dict[str, str]:
+        self.urls = await self.call("/new", **params)
+        return self.urls
+
+    async def cpu(self) -> float:
+        return (await self.call("/ctl/cpu"))["cpu"]
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+def config(tmp: Path, urls: dict[str, str], n_integrations: int = 1, *,
+           crm_quota: tuple[int, float] | None = None, every: str = "15m") -> Path:
+    limit, window = crm_quota or (10**9, 600)
+    text = f"""
+[daemon]
+database = "sqlite:///{tmp}/state.db"
+log_level = "error"
+[web]
+enabled = false
+[systems.ul]
+type = "unleashed"
+base_url = "{urls['ul']}"
+api_id = "sandbox"
+api_key = "sandbox-key"
+page_size = 1000
+[systems.crm]
+type = "prospect_crm"
+base_url = "{urls['crm']}"
+token = "sandbox-token"
+page_size = 500
+requests_per_window = {limit}
+window_seconds = {window}
+"""
+    for i in range(n_integrations):
+        text += f"""
+[integrations.i{i}]
+left = "ul"
+right = "crm"
+preset = "unleashed_crm"
+schedule = {{ every = "{every}", jitter = "5s" }}
+"""
+    path = tmp / "bench.toml"
+    path.write_text(text)
+    return path
+
+
+async def one_run(app, name: str = "i0", **options: Any):
+    from daemon.engine.runner import RunOptions, run
+    result = await run(app.db, app.integration(name), RunOptions(trigger="bench", **options))
+    assert result.status == "ok", result.message
+    return result
+
+
+def counted(result, *keys: str) -> int:
+    return sum(s.counts.get(k, 0) for s in result.steps for k in keys)
+
+
+async def through_sandboxes(args, out: dict) -> None:
+    import aiohttp
+
+    from connectors.prospect_crm import schema
+    from connectors.unleashed.wire import sign
+    from daemon.app import App
+    from daemon.config import load
+
+    boxes = Sandboxes()
+    try:
+        # --- first sync: creates, CPU split, then a full read -----------------------------
+        urls = await boxes.new(ul=args.records)
+        tmp = Path(tempfile.mkdtemp())
+        app = await App(load(config(tmp, urls))).start(sandboxes=False)
+        try:
+            sb0, cpu0, wall0 = await boxes.cpu(), time.process_time(), time.perf_counter()
+            first = await one_run(app)
+            wall = time.perf_counter() - wall0
+            accord_cpu, sandbox_cpu = time.process_time() - cpu0, await boxes.cpu() - sb0
+            creates = counted(first, "created_right")
+            out["creates_per_s"] = creates / wall
+            out["cpu_split"] = (sandbox_cpu, accord_cpu)
+            await boxes.call("/ctl/advance", s=600)
+            await one_run(app)                 # reads back what the first sync wrote
+            await boxes.call("/ctl/advance", s=600)
+            await boxes.call("/ctl/reset")
+            wall0 = time.perf_counter()
+            full = await one_run(app, full=True)
+            wall = time.perf_counter() - wall0
+            read = counted(full, "read_left", "read_right")
+            out["full_read_per_s"] = read / wall
+            hits = await boxes.call("/ctl/hits")
+            # --- idle and incremental requests ------------------------------------------------
+            await boxes.call("/ctl/advance", s=600)
+            await one_run(app)                 # after the full read: cursors at the signpost
+            await boxes.call("/ctl/advance", s=600)
+            await boxes.call("/ctl/reset")
+            await one_run(app)
+            idle = await boxes.call("/ctl/hits")
+            changed = max(1, int(args.records * 0.01))
+            await boxes.call("/ctl/edit", n=changed)
+            await boxes.call("/ctl/advance", s=600)
+            await boxes.call("/ctl/reset")
+            inc = await one_run(app)
+            assert counted(inc, "updated_right") == changed, [s.counts for s in inc.steps]
+            incremental = await boxes.call("/ctl/hits")
+        finally:
+            await app.close()
+        n_idle = {k: len(v) for k, v in idle.items()}
+        out["idle"] = {k: _by_kind(v) for k, v in idle.items()}
+        out["idle_total"] = n_idle
+        out["per_changed"] = (sum(len(v) for v in incremental.values())
+                              - sum(n_idle.values())) / changed
+        out["changed"] = changed
+        out["incremental"] = {k: _by_kind(v) for k, v in incremental.items()}
+
+        # --- the same full read's requests, made bare --------------------------------------
+        async with aiohttp.ClientSession() as s:
+            wall0 = time.perf_counter()
+            for kind, rows in hits.items():
+                for method, path, query in rows:
+                    headers = ({"api-auth-id": "sandbox", "Accept": "application/json",
+                                "api-auth-signature": sign("sandbox-key", query)}
+                               if kind == "ul" else
+                               {"Authorization": "Bearer sandbox-token"})
+                    url = urls[kind] + path + (f"?{query}" if query else "")
+                    async with s.request(method, url, headers=headers) as r:
+                        await r.read()
+            bare = time.perf_counter() - wall0
+        out["full_read_bare_per_s"] = read / bare
+
+        # --- the same number of creates, bare, on a fresh sandbox --------------------------
+        urls = await boxes.new(ul=0)
+        users = [code for code, _ in schema.DEFAULT_USERS]
+        rng = random.Random(5)
+        bodies = [schema.company_body(rng, users) for _ in range(creates)]
+        sem = asyncio.Semaphore(args.concurrency)
+        async with aiohttp.ClientSession(headers={"Authorization": "Bearer sandbox-token",
+                                                  "Prefer": "return=representation"}) as s:
+            async def post(body: dict) -> None:
+                async with sem:
+                    async with s.post(urls["crm"] + "/Companies", json=body) as r:
+                        assert r.status == 201, await r.text()
+                        await r.read()
+            wall0 = time.perf_counter()
+            await asyncio.gather(*(post(b) for b in bodies))
+            out["creates_bare_per_s"] = creates / (time.perf_counter() - wall0)
+
+        # --- a time-scaled quota (Prospect's 1,200 per 10 minutes, shrunk to a benchmark:
+        # args.quota_limit per args.window seconds), enforced by the sandbox ---------------
+        limit = args.quota_limit
+        urls = await boxes.new(ul=args.quota_records, fixed=0, limit=limit,
+                               window=args.window)
+        tmp = Path(tempfile.mkdtemp())
+        app = await App(load(config(tmp, urls, crm_quota=(limit, args.window)))
+                        ).start(sandboxes=False)
+        try:
+            await boxes.call("/ctl/reset")
+            wall0 = time.perf_counter()
+            await one_run(app)
+            wall = time.perf_counter() - wall0
+            made = len((await boxes.call("/ctl/hits"))["crm"])
+            rejected = (await boxes.call("/ctl/counts"))["rejected"]
+        finally:
+            await app.close()
+        out["quota"] = {"made": made, "seconds": wall, "limit": limit, "window": args.window,
+                        "share": made / (limit * (1 + wall / args.window)),
+                        "rejected": rejected}
+
+        # --- many idle integrations in one daemon ------------------------------------------
+        urls = await boxes.new(ul=20)
+        out["idle_daemon"] = child("_idle", str(args.idle), json.dumps(urls),
+                                   args.idle_every)
+    finally:
+        boxes.close()
+
+
+def _by_kind(rows: list) -> dict[str, int]:
+    kinds: dict[str, int] = {}
+    for method, path, _ in rows:
+        path = "/".join("{id}" if len(p) > 20 or p.isdigit() and len(p) > 2 else p
+                        for p in path.split("/"))
+        kinds[f"{method} {path}"] = kinds.get(f"{method} {path}", 0) + 1
+    return kinds
+
+
+async def idle_daemon(n: int, urls: dict[str, str], every: str) -> dict:
+    """``n`` integrations in one daemon (the status page off: a port of its own per bench is
+    not worth it): each synced, then the scheduler left to run them idle on their schedule
+    (``every``) for one period and a minute, so each runs about once; resident memory at
+    the end and the CPU share of that stretch."""
+    from daemon.durations import seconds as duration
+    from daemon.service import Service
+    tmp = Path(tempfile.mkdtemp())
+    path = config(tmp, urls, n, every=every)
+    seconds = duration(every) + 60
+    svc = Service(path, sandboxes=False, activity=False, configure_logging=False)
+    await svc.start(paused=True)
+    for i in range(n):
+        await svc.trigger(f"i{i}")                # the first sync of each
+    for i in range(n):
+        await svc.trigger(f"i{i}")                # what the first sync wrote, read back
+    import gc
+    gc.collect()
+    svc.scheduler.resume()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    await asyncio.sleep(seconds)
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    rss = rss_mib()
+    await svc.stop()
+    return {"integrations": n, "rss_mib": rss, "cpu_share": cpu / wall, "seconds": wall,
+            "every": every}
+
+
+# --- the table ----------------------------------------------------------------------------------
+def table(out: dict, args) -> str:
+    e_small, e_big = out["engine"]
+    rows = [
+        ("engine alone, CPU per record at {:,} ÷ at {:,}".format(e_big["n"], e_small["n"]),
+         f"{e_big['cpu_us']:.0f} µs ÷ {e_small['cpu_us']:.0f} µs = "
+         f"{e_big['cpu_us'] / e_small['cpu_us']:.2f}×", "≤ 1.2×"),
+        ("engine alone, peak RSS at {:,} ÷ at {:,} (systems' data excluded)".format(
+            e_big["n"], e_small["n"]),
+         f"{e_big['engine_mib']:.0f} MiB ÷ {e_small['engine_mib']:.0f} MiB = "
+         f"{e_big['engine_mib'] / e_small['engine_mib']:.2f}×", "≤ 1.3×"),
+    ]
+    if "creates_per_s" in out:
+        sb, ac = out["cpu_split"]
+        q = out["quota"]
+        d = out["idle_daemon"]
+        idle_max = max(out["idle_total"].values())
+        rows += [
+            (f"first-sync creates ÷ bare aiohttp loop (concurrency {args.concurrency})",
+             f"{out['creates_per_s']:,.0f}/s ÷ {out['creates_bare_per_s']:,.0f}/s = "
+             f"{out['creates_per_s'] / out['creates_bare_per_s']:.2f}", "≥ 0.5"),
+            ("full read of a synced pair ÷ the same requests made bare",
+             f"{out['full_read_per_s']:,.0f}/s ÷ {out['full_read_bare_per_s']:,.0f}/s = "
+             f"{out['full_read_per_s'] / out['full_read_bare_per_s']:.2f}", "≥ 0.6"),
+            (f"sandbox CPU ÷ accord CPU, first sync of {args.records:,} customers",
+             f"{sb:.1f} s ÷ {ac:.1f} s = {sb / ac:.2f}", "≤ 0.5"),
+            (f"requests per changed record above idle ({out['changed']} of {args.records:,} "
+             "edited)", f"{out['per_changed']:.2f}", "≤ 1.1"),
+            ("requests of an idle run, per side (2 entities each)",
+             ", ".join(f"{k} {v}" for k, v in out["idle_total"].items()),
+             "1 per entity per side"),
+            (f"quota used in an initial load ({q['limit']} per {q['window']:g} s, "
+             "time-scaled), 429s",
+             f"{q['share']:.0%} ({q['made']} requests in {q['seconds']:.1f} s), "
+             f"{q['rejected']} × 429", "≥ 90%, 0"),
+            (f"{d['integrations']} idle integrations in one daemon (every {d['every']}): RSS, "
+             "CPU share",
+             f"{d['rss_mib']:.0f} MiB, {d['cpu_share']:.1%} of one core "
+             f"(over {d['seconds']:.0f} s)", "≤ 300 MiB, ≤ 2%"),
+        ]
+    width = max(len(r[0]) for r in rows)
+    lines = [f"| {'figure':<{width}} | measured | goal |", f"|{'-' * (width + 2)}|---|---|"]
+    lines += [f"| {a:<{width}} | {b} | {c} |" for a, b, c in rows]
+    if "idle" in out:
+        lines.append("")
+        lines.append("idle run by request: " + "; ".join(
+            f"{k}: " + ", ".join(f"{r} x{n}" for r, n in sorted(v.items()))
+            for k, v in out["idle"].items()))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1].startswith("_"):
+        quiet()
+        cmd = sys.argv[1]
+        if cmd == "_engine":
+            print(json.dumps(asyncio.run(engine_alone(int(sys.argv[2])))))
+        elif cmd == "_serve":
+            asyncio.run(serve())
+        elif cmd == "_idle":
+            print(json.dumps(asyncio.run(idle_daemon(int(sys.argv[2]), json.loads(sys.argv[3]),
+                                                     sys.argv[4]))))
+        return
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--small", type=int, default=10_000, help="engine: the small size")
+    p.add_argument("--big", type=int, default=1_000_000, help="engine: the big size")
+    p.add_argument("--records", type=int, default=5_000, help="Unleashed customers")
+    p.add_argument("--concurrency", type=int, default=32, help="the bare loop's")
+    p.add_argument("--quota-limit", type=int, default=120,
+                   help="the time-scaled quota: this many requests ...")
+    p.add_argument("--window", type=float, default=3.0, help="... per this many seconds")
+    p.add_argument("--quota-records", type=int, default=300)
+    p.add_argument("--idle", type=int, default=100, help="idle integrations in one daemon")
+    p.add_argument("--idle-every", default="15m",
+                   help="their schedule (the default one); measured over it and a minute")
+    p.add_argument("--engine-only", action="store_true")
+    args = p.parse_args()
+    quiet()
+    print(f"accord performance: load {os.getloadavg()[0]:.2f} "
+          f"({os.cpu_count()} cores) at the start", flush=True)
+    out: dict[str, Any] = {"engine": [engine_figure(args.small), engine_figure(args.big)]}
+    if not args.engine_only:
+        asyncio.run(through_sandboxes(args, out))
+    print(table(out, args))
+    print(f"load {os.getloadavg()[0]:.2f} at the end")
+
+
+if __name__ == "__main__":
+    main()
