@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
 import random
 import resource
@@ -406,7 +405,7 @@ def table(out: dict, args) -> str:
         sb, ac = out["cpu_split"]
         q = out["quota"]
         d = out["idle_daemon"]
-        idle_max = max(out["idle_total"].values())
+        max(out["idle_total"].values())
         rows += [
             (f"first-sync creates ÷ bare aiohttp loop (concurrency {args.concurrency})",
              f"{out['creates_per_s']:,.0f}/s ÷ {out['creates_bare_per_s']:,.0f}/s = "

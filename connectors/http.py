@@ -285,13 +285,13 @@ class HttpClient:
             raise ConnectorError(f"{self.system}: client used before start()")
         slot = await self.limiter.acquire() if self.limiter is not None else None
         try:
-            return await self._send(method, path, params, json, query, idempotent)
+            return await self._send(method, path, params, json, query, idempotent, extra)
         finally:
             if slot is not None:
                 self.limiter.answered(slot)
 
     async def _send(self, method: str, path: str, params, json, query,
-                    idempotent: bool) -> Response:
+                    idempotent: bool, extra: Mapping[str, str] | None = None) -> Response:
         url = self.base_url + path + (f"?{query}" if query else "")
         headers = {**self.headers, **(extra or {})}
         if self.auth is not None:
