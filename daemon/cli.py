@@ -24,7 +24,6 @@ from collections import Counter
 from typing import Any, Sequence
 
 import orjson
-from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import make_url
 
 from daemon import __version__, demo
@@ -35,10 +34,9 @@ from daemon.lease import make_lease
 from daemon.app import App
 from daemon.config import Config, ConfigError, load
 from daemon.engine.runner import RunOptions, RunResult, run
-from daemon.store import operator
+from daemon.store import operator, reports
 from daemon.store import schema as store_schema
-from daemon.store.db import loads, make_engine, now
-from daemon.store.tables import T
+from daemon.store.db import make_engine
 
 SIDES = ("left", "right")
 EXIT_OK, EXIT_ERRORS, EXIT_FAILED = 0, 1, 2
@@ -609,22 +607,11 @@ async def cmd_health(args, cfg: Config) -> int:
 async def cmd_history(args, cfg: Config) -> int:
     _integration_spec(cfg, args.integration)
     db = await _db(cfg)
-    audit, links = T["audit"], T["links"]
     try:
         async with db.connect() as conn:
-            ids = {args.record}
-            for row in (await conn.execute(select(links.c.left_id, links.c.right_id).where(
-                    links.c.integration == args.integration,
-                    (links.c.left_id == args.record) | (links.c.right_id == args.record)))):
-                ids.update(row)
-            rows = (await conn.execute(select(audit).where(
-                audit.c.integration == args.integration, audit.c.record_id.in_(sorted(ids)))
-                .order_by(audit.c.at, audit.c.id))).mappings().all()
+            items = await reports.history(conn, args.integration, args.record)
     finally:
         await db.dispose()
-    items = [{"at": status_lib.iso(r["at"]), "run": r["run_id"], "flow": r["flow"], "side": r["side"],
-              "record": r["record_id"], "field": r["field"], "old": loads(r["old"]),
-              "new": loads(r["new"]), "rule": r["rule"]} for r in rows]
     if args.json:
         print(orjson.dumps(items, default=str, option=orjson.OPT_INDENT_2).decode())
         return EXIT_OK
@@ -641,15 +628,11 @@ async def cmd_history(args, cfg: Config) -> int:
 # --- exclusions, push, approve ----------------------------------------------------------------
 async def cmd_exclude(args, cfg: Config) -> int:
     _flow_name(cfg, args.integration, args.flow)
-    ex = T["exclusions"]
-    mode = "skip_once" if args.once else "never"
     db = await _db(cfg)
     try:
         async with db.begin() as conn:
-            await conn.execute(delete(ex).where(*_key(ex, args)))
-            await conn.execute(insert(ex).values(
-                integration=args.integration, flow=args.flow, side=args.side,
-                record_id=args.id, mode=mode, reason=args.reason, created_at=now()))
+            await operator.exclude(conn, args.integration, args.flow, args.side, args.id,
+                                   once=args.once, reason=args.reason)
     finally:
         await db.dispose()
     when = "in the next run only" if args.once else "until `accord include`"
@@ -657,25 +640,12 @@ async def cmd_exclude(args, cfg: Config) -> int:
     return EXIT_OK
 
 
-def _key(t, args) -> list:
-    return [t.c.integration == args.integration, t.c.flow == args.flow,
-            t.c.side == args.side, t.c.record_id == args.id]
-
-
 async def cmd_include(args, cfg: Config) -> int:
     _flow_name(cfg, args.integration, args.flow)
-    ex = T["exclusions"]
     db = await _db(cfg)
     try:
         async with db.begin() as conn:
-            gone = (await conn.execute(delete(ex).where(
-                *_key(ex, args), ex.c.mode.in_(("never", "skip_once"))))).rowcount
-            if gone:
-                await conn.execute(delete(ex).where(*_key(ex, args)))
-                await conn.execute(insert(ex).values(
-                    integration=args.integration, flow=args.flow, side=args.side,
-                    record_id=args.id, mode="revisit", reason="included again",
-                    created_at=now()))
+            gone = await operator.include(conn, args.integration, args.flow, args.side, args.id)
     finally:
         await db.dispose()
     if not gone:
@@ -690,15 +660,11 @@ async def cmd_include(args, cfg: Config) -> int:
 async def cmd_push(args, cfg: Config) -> int:
     _flow_name(cfg, args.integration, args.flow)
     _log_setup(cfg, "stderr", args)
-    pushes, links, errors = T["pushes"], T["links"], T["record_errors"]
     target = "left" if args.side == "right" else "right"
     db = await _db(cfg)
     try:
         async with db.begin() as conn:
-            await conn.execute(delete(pushes).where(*_key(pushes, args)))
-            await conn.execute(insert(pushes).values(
-                integration=args.integration, flow=args.flow, side=args.side,
-                record_id=args.id, created_at=now()))
+            await operator.push(conn, args.integration, args.flow, args.side, args.id)
     finally:
         await db.dispose()
     result = await _one_run(cfg, args.integration, RunOptions(
@@ -709,11 +675,8 @@ async def cmd_push(args, cfg: Config) -> int:
     db = await _db(cfg)
     try:
         async with db.connect() as conn:
-            link = (await conn.execute(select(links).where(
-                links.c.integration == args.integration, links.c.flow == args.flow,
-                links.c[f"{args.side}_id"] == args.id))).mappings().first()
-            err = (await conn.execute(select(errors).where(*_key(errors, args)))
-                   ).mappings().first()
+            link, err = await reports.record_outcome(conn, args.integration, args.flow,
+                                                     args.side, args.id)
     finally:
         await db.dispose()
     counts = Counter()

@@ -94,6 +94,15 @@ async def include(conn: AsyncConnection, integration: str, flow: str, side: str,
     return True
 
 
+async def push(conn: AsyncConnection, integration: str, flow: str, side: str,
+               record_id: str) -> None:
+    """An explicit push of one record (UL-3), taken by the next run of its flow."""
+    pushes = T["pushes"]
+    await conn.execute(delete(pushes).where(*_key(pushes, integration, flow, side, [record_id])))
+    await conn.execute(insert(pushes).values(integration=integration, flow=flow, side=side,
+                                             record_id=record_id, created_at=now()))
+
+
 async def approve(conn: AsyncConnection, integration: str, flow: str | None = None
                   ) -> dict[str, int]:
     """Let the next run go past what holds the integration: the deletes the circuit-breaker

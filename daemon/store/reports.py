@@ -188,3 +188,32 @@ async def integration_log(conn, name: str, runs_kept: int = LOG_RUNS) -> list[di
     return [{"run": r["id"], "trigger": r["trigger"], "status": r["status"],
              "started_at": _iso(r["started_at"]), "finished_at": _iso(r["finished_at"]),
              "message": r["message"], "steps": by_run.get(r["id"], [])} for r in rows]
+
+
+async def history(conn, integration: str, record_id: str) -> list[dict]:
+    """The audit trail of one record and of its partners (``accord history``), oldest first."""
+    audit, links = T["audit"], T["links"]
+    ids = {record_id}
+    for row in (await conn.execute(select(links.c.left_id, links.c.right_id).where(
+            links.c.integration == integration,
+            (links.c.left_id == record_id) | (links.c.right_id == record_id)))):
+        ids.update(row)
+    rows = (await conn.execute(select(audit).where(
+        audit.c.integration == integration, audit.c.record_id.in_(sorted(ids)))
+        .order_by(audit.c.at, audit.c.id))).mappings().all()
+    return [{"at": _iso(r["at"]), "run": r["run_id"], "flow": r["flow"], "side": r["side"],
+             "record": r["record_id"], "field": r["field"], "old": loads(r["old"]),
+             "new": loads(r["new"]), "rule": r["rule"]} for r in rows]
+
+
+async def record_outcome(conn, integration: str, flow: str, side: str, record_id: str
+                         ) -> tuple[dict | None, dict | None]:
+    """One record's link and open error (what ``accord push`` reports)."""
+    links, errors = T["links"], T["record_errors"]
+    link = (await conn.execute(select(links).where(
+        links.c.integration == integration, links.c.flow == flow,
+        links.c[f"{side}_id"] == record_id))).mappings().first()
+    err = (await conn.execute(select(errors).where(
+        errors.c.integration == integration, errors.c.flow == flow, errors.c.side == side,
+        errors.c.record_id == record_id))).mappings().first()
+    return (dict(link) if link else None), (dict(err) if err else None)
