@@ -55,19 +55,9 @@ from daemon.statewatch import StateWatch
 from daemon.store.run_status import close_interrupted
 from daemon.store import operator
 
+from daemon.jobs import extra_job_id, followup_job_id, sync_job_id  # noqa: F401 (re-exported)
+
 log = structlog.get_logger("accord.service")
-
-
-def sync_job_id(integration: str) -> str:
-    return f"sync:{integration}"
-
-
-def extra_job_id(integration: str, job: str) -> str:
-    return f"job:{integration}:{job}"
-
-
-def followup_job_id(integration: str) -> str:
-    return f"more:{integration}"
 
 
 def schedule_trigger(spec: IntegrationSpec):
@@ -243,6 +233,16 @@ class Service:
                 return await operator.is_paused(conn, name)
         except Exception:
             return False
+
+    @property
+    def stopping(self) -> bool:
+        """A stop is under way: no new runs."""
+        return self._stopping
+
+    def run_under_way(self, name: str) -> asyncio.Task | None:
+        """The task of the integration's run under way, if any."""
+        task = self._running.get(name)
+        return task if task is not None and not task.done() else None
 
     async def trigger(self, name: str, options: RunOptions | None = None, *,
                       scheduled: bool = False) -> RunResult | None:

@@ -185,7 +185,7 @@ class WebServer:
 
     def _next_runs(self) -> tuple[dict[str, str | None], dict[tuple[str, str], str | None]]:
         """The scheduler's next run of each integration, and of each of its jobs."""
-        from daemon.service import extra_job_id, sync_job_id
+        from daemon.jobs import extra_job_id, sync_job_id
         runs: dict[str, str | None] = {}
         jobs: dict[tuple[str, str], str | None] = {}
         for name, spec in (self.service.cfg.integrations if self.service.cfg else {}).items():
@@ -234,8 +234,8 @@ class WebServer:
     async def _wait_free(self, name: str) -> None:
         lock = self.service.locks.get(name)
         while lock is not None and lock.locked():
-            task = self.service._running.get(name)
-            if task is not None and not task.done():
+            task = self.service.run_under_way(name)
+            if task is not None:
                 await asyncio.wait({task})
             else:
                 await asyncio.sleep(0.05)
@@ -308,7 +308,7 @@ class WebServer:
 
     async def healthz(self, request: web.Request) -> web.Response:
         sched = self.service.scheduler
-        if sched is not None and sched.running and not self.service._stopping:
+        if sched is not None and sched.running and not self.service.stopping:
             return _json({"status": "alive"})
         return _json({"status": "scheduler not running"}, 503)
 
@@ -333,7 +333,7 @@ class WebServer:
                       "message": f"run #{run_id} of {name} started"}, 202)
 
     def _not_started(self, name: str) -> web.Response:
-        if self.service._stopping:
+        if self.service.stopping:
             return _json({"status": "skipped", "message": "skipped: the daemon is stopping"},
                          503)
         lock = self.service.locks.get(name)
@@ -532,7 +532,7 @@ class WebServer:
                     trigger="webhook", flows=list(only), only=only))  # type: ignore[arg-type]
                 lock = self.service.locks.get(name)
                 if run_id is None and lock is not None and lock.locked() \
-                        and not self.service._stopping:
+                        and not self.service.stopping:
                     for flow, sides in batch.items():   # another run slipped in: wait for it
                         for side, ids in sides.items():
                             self._pending.setdefault(name, {}).setdefault(flow, {}) \

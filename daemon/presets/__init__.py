@@ -65,7 +65,7 @@ def settle(value: Any, options: dict[str, Any], where: str) -> Any:
         if set(value) == {"setting"}:
             name = value["setting"]
             if name not in options:
-                from daemon.config import ConfigError
+                from daemon.errors import ConfigError
                 raise ConfigError(f"{where}: setting {name!r} is not an option of the preset "
                                   f"(options: {', '.join(sorted(options))})")
             return options[name]
@@ -122,7 +122,7 @@ def expand(spec: dict[str, Any], where: str) -> dict[str, Any]:
 def custom_field(spec: dict[str, Any]) -> dict[str, Any]:
     """A selected custom field as a field rule: named ``custom:<left>``; a ``when`` list is a
     condition on the left (source) record."""
-    from daemon.config import ConfigError
+    from daemon.errors import ConfigError
     if not isinstance(spec, dict) or "left" not in spec or "right" not in spec:
         raise ConfigError(f"custom_fields: each entry needs left and right, not {spec!r}")
     out = {"name": f"custom:{spec['left']}", **spec}
