@@ -21,18 +21,16 @@ the seed), so a file generated again is another instance for ``identity()``.
 from __future__ import annotations
 
 import random
-import sqlite3
-import tempfile
-import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from connectors.sandbox import Clock
+from connectors.sql.sandbox import DatabaseFileSandbox
 
 ZONE = ZoneInfo("Europe/Brussels")
-TS = "%Y-%m-%d %H:%M:%S.%f"
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS THIRD_PARTY (
@@ -84,65 +82,24 @@ def spell(digits: str, style: int) -> str:
             f"be{d[:4]}.{d[4:7]}.{d[7:]}", f"BE-{d}", d][style % 6]
 
 
-class Bob50Sandbox:
+class Bob50Sandbox(DatabaseFileSandbox):
     system = "bob50"
-    url_setting = "url"
+    SCHEMA = SCHEMA
+    TABLES = TABLES
+    ZONE = ZONE
+    COMPANY = "Sandbox BV"
 
     def __init__(self, *, seed: int = 0, records: int = 0, clock: Clock | None = None,
                  path: str | Path | None = None, contacts_per_party: int = 1,
                  no_vat_share: float = 0.03, supplier_share: float = 0.15) -> None:
-        self.clock = clock or Clock()
-        self.rng = random.Random(seed)
-        self.records = records
+        super().__init__(seed=seed, records=records, clock=clock, path=path)
         self.contacts_per_party = contacts_per_party
         self.no_vat_share = no_vat_share
         self.supplier_share = supplier_share
-        self._tmp: tempfile.TemporaryDirectory | None = None
-        if path is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="accord-bob50-")
-            path = Path(self._tmp.name) / "bob50.sqlite"
-        self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
 
-    # --- lifecycle -----------------------------------------------------------------------
-    async def start(self, port: int = 0) -> str:
-        new = not self.path.exists()
-        self._db()
-        if new and self.records > 0:
-            self.seed(self.records, self.rng)
-        return self.url
-
-    @property
-    def url(self) -> str:
-        return f"sqlite:///{self.path}"
-
-    async def stop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.executescript(SCHEMA)
-            conn.executemany("INSERT OR IGNORE INTO PERSONAL_FIELD VALUES (?, ?, ?)",
-                             PERSONAL_FIELDS)
-            conn.execute("INSERT INTO COMPANY_FILE (FILE_ID, NAME) SELECT ?, ? WHERE NOT EXISTS "
-                         "(SELECT 1 FROM COMPANY_FILE)", (str(uuid.uuid4()), "Sandbox BV"))
-            self._conn = conn
-        return self._conn
-
-    @property
-    def instance_id(self) -> str:
-        return self._db().execute("SELECT FILE_ID FROM COMPANY_FILE").fetchone()[0]
-
-    def stamp(self, when: datetime | None = None) -> str:
-        when = when or self.clock.now()
-        return when.astimezone(ZONE).replace(tzinfo=None).strftime(TS)
+    def prepare(self, conn) -> None:
+        conn.executemany("INSERT OR IGNORE INTO PERSONAL_FIELD VALUES (?, ?, ?)",
+                         PERSONAL_FIELDS)
 
     # --- generation ----------------------------------------------------------------------
     def seed(self, n: int, rng: random.Random) -> None:
@@ -199,43 +156,9 @@ class Bob50Sandbox:
         return f"changed the phone of customer {row[0]}"
 
     # --- helpers, as a BOB user ----------------------------------------------------------
-    def insert(self, entity: str, **cols: Any) -> dict:
-        table, key = TABLES[entity]
-        now = self.stamp()
-        cols.setdefault("MODIFIED_AT", now)
+    def new_key(self, entity: str, cols: dict[str, Any], now: str) -> None:
         if entity == "third_parties":
             cols.setdefault("CREATED_AT", now)
             cols.setdefault("TP_TYPE", "C")
             if not cols.get("TP_ID"):
                 cols["TP_ID"] = f"C{self._next_number():05d}"
-        names = list(cols)
-        cur = self._db().execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES "
-                                 f"({', '.join('?' * len(names))})", [cols[n] for n in names])
-        return self.row(entity, cols.get(key, cur.lastrowid))   # type: ignore[return-value]
-
-    def update(self, entity: str, key: Any, **cols: Any) -> None:
-        table, keycol = TABLES[entity]
-        cols.setdefault("MODIFIED_AT", self.stamp())
-        sets = ", ".join(f"{n} = ?" for n in cols)
-        cur = self._db().execute(f"UPDATE {table} SET {sets} WHERE {keycol} = ?",
-                                 [*cols.values(), key])
-        if cur.rowcount == 0:
-            raise KeyError(f"{entity} {key} does not exist")
-
-    def delete(self, entity: str, key: Any) -> None:
-        table, keycol = TABLES[entity]
-        if self._db().execute(f"DELETE FROM {table} WHERE {keycol} = ?", (key,)).rowcount == 0:
-            raise KeyError(f"{entity} {key} does not exist")
-
-    def row(self, entity: str, key: Any) -> dict | None:
-        table, keycol = TABLES[entity]
-        found = self._db().execute(f"SELECT * FROM {table} WHERE {keycol} = ?",
-                                   (key,)).fetchone()
-        return dict(found) if found else None
-
-    def rows(self, entity: str) -> list[dict]:
-        table, keycol = TABLES[entity]
-        return [dict(r) for r in self._db().execute(f"SELECT * FROM {table} ORDER BY {keycol}")]
-
-    def count(self, entity: str) -> int:
-        return self._db().execute(f"SELECT count(*) FROM {TABLES[entity][0]}").fetchone()[0]

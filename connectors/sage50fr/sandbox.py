@@ -20,10 +20,7 @@ seed, is another instance for the connector's ``identity()``.
 from __future__ import annotations
 
 import random
-import sqlite3
 import struct
-import tempfile
-import uuid
 import zlib
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -31,9 +28,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from connectors.sandbox import Clock
+from connectors.sql.sandbox import DatabaseFileSandbox
 
 ZONE = ZoneInfo("Europe/Paris")
-TS = "%Y-%m-%d %H:%M:%S.%f"
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS THIRD_PARTY (
@@ -115,69 +113,22 @@ def tiny_png(rng: random.Random, size: int = 10) -> bytes:
             + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
-class Sage50FrSandbox:
+class Sage50FrSandbox(DatabaseFileSandbox):
     system = "sage50fr"
-    url_setting = "url"        # the connector setting the daemon points at this sandbox
-    store_suffix = ".sqlite"   # the demo keeps the generated file (``path``) next to its state
+    SCHEMA = SCHEMA
+    TABLES = TABLES
+    ZONE = ZONE
+    COMPANY = "Sandbox SARL"
 
     def __init__(self, *, seed: int = 0, records: int = 0, clock: Clock | None = None,
                  path: str | Path | None = None, contacts_per_account: int = 2,
                  products: int | None = None, invoices_per_account: int = 5,
                  invoices: int | None = None) -> None:
-        self.clock = clock or Clock()
-        self.rng = random.Random(seed)
-        self.records = records
+        super().__init__(seed=seed, records=records, clock=clock, path=path)
         self.contacts_per_account = contacts_per_account
         self.products = products
         self.invoices_per_account = invoices_per_account
         self.invoices = invoices        # a total, spread over the customers (benchmarks)
-        self._tmp: tempfile.TemporaryDirectory | None = None
-        if path is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="accord-sage50fr-")
-            path = Path(self._tmp.name) / "sage50fr.sqlite"
-        self.path = Path(path)
-        self._conn: sqlite3.Connection | None = None
-
-    # --- lifecycle -----------------------------------------------------------------------
-    async def start(self, port: int = 0) -> str:
-        new = not self.path.exists()
-        self._db()
-        if new and self.records > 0:
-            self.seed(self.records, self.rng)
-        return self.url
-
-    @property
-    def url(self) -> str:
-        return f"sqlite:///{self.path}"
-
-    async def stop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.executescript(SCHEMA)
-            # the instance: random, not from the seed, made once per file
-            conn.execute("INSERT INTO COMPANY_FILE (FILE_ID, NAME) SELECT ?, ? WHERE NOT EXISTS "
-                         "(SELECT 1 FROM COMPANY_FILE)", (str(uuid.uuid4()), "Sandbox SARL"))
-            self._conn = conn
-        return self._conn
-
-    @property
-    def instance_id(self) -> str:
-        """The company file's FILE_ID: made with the file, so a new file is a new instance."""
-        return self._db().execute("SELECT FILE_ID FROM COMPANY_FILE").fetchone()[0]
-
-    def stamp(self, when: datetime | None = None) -> str:
-        """A time as the database keeps it: naive Paris time, SQLAlchemy's text format."""
-        when = when or self.clock.now()
-        return when.astimezone(ZONE).replace(tzinfo=None).strftime(TS)
 
     # --- generation ----------------------------------------------------------------------
     def seed(self, n: int, rng: random.Random) -> None:
@@ -295,47 +246,12 @@ class Sage50FrSandbox:
         return f"added prospect {code}"
 
     # --- helpers, as a Sage user ---------------------------------------------------------
-    def insert(self, entity: str, **cols: Any) -> dict:
-        table, key = TABLES[entity]
-        now = self.stamp()
-        cols.setdefault("MODIFIED_AT", now)
+    def new_key(self, entity: str, cols: dict[str, Any], now: str) -> None:
         if entity == "third_parties":
             cols.setdefault("CREATED_AT", now)
             if not cols.get("ACCOUNT_CODE"):
+                table, key = TABLES[entity]
                 cols["ACCOUNT_CODE"] = f"C{self._next_number(table, key, 'C'):06d}"
-        names = list(cols)
-        db = self._db()
-        cur = db.execute(f"INSERT INTO {table} ({', '.join(names)}) VALUES "
-                         f"({', '.join('?' * len(names))})", [cols[n] for n in names])
-        return self.row(entity, cols.get(key, cur.lastrowid))   # type: ignore[return-value]
-
-    def update(self, entity: str, key: Any, **cols: Any) -> None:
-        table, keycol = TABLES[entity]
-        cols.setdefault("MODIFIED_AT", self.stamp())
-        sets = ", ".join(f"{n} = ?" for n in cols)
-        cur = self._db().execute(f"UPDATE {table} SET {sets} WHERE {keycol} = ?",
-                                 [*cols.values(), key])
-        if cur.rowcount == 0:
-            raise KeyError(f"{entity} {key} does not exist")
-
-    def delete(self, entity: str, key: Any) -> None:
-        table, keycol = TABLES[entity]
-        cur = self._db().execute(f"DELETE FROM {table} WHERE {keycol} = ?", (key,))
-        if cur.rowcount == 0:
-            raise KeyError(f"{entity} {key} does not exist")
-
-    def row(self, entity: str, key: Any) -> dict | None:
-        table, keycol = TABLES[entity]
-        found = self._db().execute(f"SELECT * FROM {table} WHERE {keycol} = ?",
-                                   (key,)).fetchone()
-        return dict(found) if found else None
-
-    def rows(self, entity: str) -> list[dict]:
-        table, keycol = TABLES[entity]
-        return [dict(r) for r in self._db().execute(f"SELECT * FROM {table} ORDER BY {keycol}")]
-
-    def count(self, entity: str) -> int:
-        return self._db().execute(f"SELECT count(*) FROM {TABLES[entity][0]}").fetchone()[0]
 
 
 def _phone(rng: random.Random, mobile: bool = False) -> str:
