@@ -23,14 +23,7 @@ from daemon.store import gates as gates_store
 from daemon.store import operator, reports
 
 
-def iso(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value.isoformat(timespec="seconds")
-    return str(value)
+iso = reports.iso          # kept here: the command line and the page format times with it
 
 
 def _short(value: Any, n: int = 60) -> str:

@@ -31,8 +31,7 @@ from daemon.engine.flow import Flow, compile_flow, holds, value_hash
 from daemon.engine.rules import FlowRules, Side
 from daemon.engine.step import StepAborted, StepOptions, StepResult, run_step
 from daemon.store import gates as g
-from daemon.store import runs as run_rows
-from daemon.store.run_status import end_run
+from daemon.store import run_status as run_rows
 
 log = structlog.get_logger("accord.run")
 PLAN_ROWS = 1000            # rows of a first run's plan kept with its gate
@@ -194,7 +193,7 @@ async def _end(db, run_id: int, result: RunResult, rlog, started: float) -> None
     failed; a row left ``running`` is closed as ``interrupted`` at the next start), then the
     ``run.end`` line."""
     try:
-        await end_run(db, run_id, result.status, result.message)
+        await run_rows.end_run(db, run_id, result.status, result.message)
     except Exception as exc:  # noqa: BLE001
         rlog.warning("run.unrecorded", status=result.status,
                      error=f"{type(exc).__name__}: {exc}")

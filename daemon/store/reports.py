@@ -161,7 +161,8 @@ async def last_reads(conn: AsyncConnection) -> list[tuple]:
 LOG_RUNS = 20
 
 
-def _iso(value: Any) -> str | None:
+def iso(value: Any) -> str | None:
+    """A stored time as ISO text, to the second, UTC when the database gave it naive."""
     if value is None:
         return None
     if isinstance(value, datetime):
@@ -186,7 +187,7 @@ async def integration_log(conn, name: str, runs_kept: int = LOG_RUNS) -> list[di
             {"flow": s["flow"], "status": s["status"], "message": s["message"],
              "counts": {k: v for k, v in (loads(s["counts"]) or {}).items() if v}})
     return [{"run": r["id"], "trigger": r["trigger"], "status": r["status"],
-             "started_at": _iso(r["started_at"]), "finished_at": _iso(r["finished_at"]),
+             "started_at": iso(r["started_at"]), "finished_at": iso(r["finished_at"]),
              "message": r["message"], "steps": by_run.get(r["id"], [])} for r in rows]
 
 
@@ -201,7 +202,7 @@ async def history(conn, integration: str, record_id: str) -> list[dict]:
     rows = (await conn.execute(select(audit).where(
         audit.c.integration == integration, audit.c.record_id.in_(sorted(ids)))
         .order_by(audit.c.at, audit.c.id))).mappings().all()
-    return [{"at": _iso(r["at"]), "run": r["run_id"], "flow": r["flow"], "side": r["side"],
+    return [{"at": iso(r["at"]), "run": r["run_id"], "flow": r["flow"], "side": r["side"],
              "record": r["record_id"], "field": r["field"], "old": loads(r["old"]),
              "new": loads(r["new"]), "rule": r["rule"]} for r in rows]
 

@@ -3,10 +3,11 @@ on two in-memory systems and a real state database (SQLite and PostgreSQL: ``sta
 The same faults through real HTTP and the sandboxes are in tests/integration."""
 from __future__ import annotations
 
-import logging
 from datetime import datetime, timedelta
 
 import orjson
+import structlog
+import structlog.testing
 
 from connectors.base import RecordError
 from tests.engine.harness import item_flow, make_pair
@@ -233,13 +234,16 @@ async def test_a_second_refusal_is_reported_after_the_first(state_url):
     assert r.status == "errors" and len(calls) == 2
 
 
-async def test_an_unexpected_exception_is_logged_once_with_its_traceback(state_url, caplog):
+async def test_an_unexpected_exception_is_logged_once_with_its_traceback(state_url):
     p = await make_pair(state_url, [item_flow()])
     p.L.put("items", {"key": "k1", "name": "A"})
     p.R.fail_writes = ["crash"]
-    with caplog.at_level(logging.ERROR):
+    with structlog.testing.capture_logs() as logs:
         r = await p.sync()
     assert r.status == "errors"
+    crashed = [e for e in logs if e["event"] == "record.crashed"]
+    assert len(crashed) == 1 and crashed[0]["exc_info"] is True
+    assert crashed[0]["records"] == ["left:l1"]
     (err,) = await p.rows("record_errors")
     assert "RuntimeError: an unexpected bug" in err["message"]
 

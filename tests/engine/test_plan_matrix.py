@@ -186,11 +186,9 @@ def test_plan_no_copies_into_a_side_that_suddenly_lists_nothing():
 
 
 def test_plan_a_create_whose_reference_has_no_partner_yet_is_a_record_error():
-    companies = dict(name="companies", left_entity="c", right_entity="c", fields=FIELDS)
     f = compile_flow(FlowRules.model_validate(dict(
         name="contacts", left_entity="p", right_entity="p", depends_on=["companies"],
         fields=FIELDS + [dict(left="company", right="account", ref="companies")])))
-    del companies
     rec = staged(f, "left", "P1", {"key": "p1", "name": "Ann", "company": "C1"})
     a = plan_unlinked(f, "left", rec, [], set(), "m", Context(), Situation())
     assert isinstance(a, Fail) and "no linked partner" in a.message
