@@ -298,18 +298,6 @@ async def unseen_links(conn: AsyncConnection, run_id: int, integration: str, flo
     return [dict(r) for r in rows.mappings()]
 
 
-async def count_staged_deletes(conn: AsyncConnection, run_id: int, integration: str,
-                               flow: str) -> int:
-    total = 0
-    for side, col in (("left", links.c.left_id), ("right", links.c.right_id)):
-        total += (await conn.execute(select(func.count()).select_from(staged.join(links, and_(
-            links.c.integration == integration, links.c.flow == flow, col == staged.c.record_id,
-            links.c.state == "ok"))).where(
-            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
-            staged.c.deleted.is_(True)))).scalar_one()
-    return total
-
-
 # --- intents, errors, exclusions, reviews, pushes, holds, audit ----------------------------
 async def add_intents(conn: AsyncConnection, rows: list[dict]) -> None:
     if rows:

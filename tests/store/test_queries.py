@@ -140,7 +140,6 @@ async def test_staging_the_union_of_linked_records_and_unlinked_ones(db):
         assert [r["record_id"] for r in unlinked] == ["N1"] and unlinked[0]["passes"] is True
         found = await q.staged_by_key(conn, run, F, "left", "email", ["a@x", "b@x"])
         assert list(found) == ["a@x"] and found["a@x"][0]["data"]["email"] == "a@x"
-        assert await q.count_staged_deletes(conn, run, I, F) == 1
         gone = await q.unseen_links(conn, run, I, F, "left", limit=10, after=0)
         assert [r["left_id"] for r in gone] == ["L3", "L4"]
         await q.unstage(conn, run, F, "left", ["N1"])
