@@ -143,6 +143,11 @@ async def serve() -> None:
             for g in rng.sample(sorted(ul.customers), int(q["n"])):
                 ul.customers[g]["PhoneNumber"] = f"+64 9 {rng.randint(1000000, 9999999)}"
                 ul.customers[g]["LastModifiedOn"] = ul.clock.now()
+        elif cmd == "crm_edit":
+            crm, rng = boxes["crm"], random.Random(4)
+            live = sorted(k for k, v in crm.data["Companies"].items() if v["StatusFlag"] == "A")
+            for key in rng.sample(live, int(q["n"])):
+                crm.modify("Companies", key, {"Telephone": f"+44 1632 {rng.randint(100000, 999999)}"})
         elif cmd == "counts":
             return web.json_response({"rejected": boxes["crm"].rejected,
                                       "companies": len(boxes["crm"].data["Companies"])})
@@ -281,6 +286,16 @@ async def through_sandboxes(args, out: dict) -> None:
             inc = await one_run(app)
             assert counted(inc, "updated_right") == changed, [s.counts for s in inc.steps]
             incremental = await boxes.call("/ctl/hits")
+            # the same share of the CRM's companies edited: each goes to Unleashed
+            await boxes.call("/ctl/advance", s=600)
+            await one_run(app)                 # reads back what the incremental run wrote
+            await boxes.call("/ctl/advance", s=600)
+            await boxes.call("/ctl/crm_edit", n=changed)
+            await boxes.call("/ctl/advance", s=600)
+            await boxes.call("/ctl/reset")
+            back = await one_run(app)
+            assert counted(back, "updated_left") == changed, [s.counts for s in back.steps]
+            crm_side = await boxes.call("/ctl/hits")
         finally:
             await app.close()
         n_idle = {k: len(v) for k, v in idle.items()}
@@ -298,6 +313,8 @@ async def through_sandboxes(args, out: dict) -> None:
         out["per_changed"] = (sum(len(v) for v in incremental.values())
                               - sum(n_idle.values())) / changed
         out["changed"] = changed
+        out["per_changed_crm"] = (sum(len(v) for v in crm_side.values())
+                                  - sum(n_idle.values())) / changed
         out["incremental"] = {k: _by_kind(v) for k, v in incremental.items()}
 
         # --- the same full read's requests, made bare --------------------------------------
@@ -425,7 +442,10 @@ def table(out: dict, args) -> str:
             (f"sandbox CPU ÷ accord CPU, first sync of {args.records:,} customers",
              f"{sb:.1f} s ÷ {ac:.1f} s = {sb / ac:.2f}", "≤ 0.5"),
             (f"requests per changed record above idle ({out['changed']} of {args.records:,} "
-             "edited)", f"{out['per_changed']:.2f}", "≤ 1.1"),
+             "edited): in Unleashed; in the CRM",
+             f"{out['per_changed']:.2f} (the APIs' floor 2: the CRM write, and the contacts "
+             f"read Unleashed has no bulk form of); {out['per_changed_crm']:.2f} (floor 1)",
+             "≤ 1.1"),
             ("requests of an idle run: listings per entity per side; all, per side",
              f"{out['idle_listings']}; " + ", ".join(
                  f"{k} {v}" for k, v in out["idle_total"].items()),

@@ -251,12 +251,19 @@ class HttpClient:
         """
         if idempotent is None:
             idempotent = method.upper() in IDEMPOTENT_METHODS
+        try:                    # the common case, one answer: no retry machinery built for it
+            return await self._once(method, path, params, json, query, idempotent, headers)
+        except TransientHTTPError as exc:
+            failed: TransientHTTPError | None = exc
         async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.attempts),
                 wait=self._wait, retry=retry_if_exception_type(TransientHTTPError),
                 reraise=True):
             with attempt:
                 try:
+                    if failed is not None:      # attempt 1 is the one made above
+                        exc, failed = failed, None
+                        raise exc
                     return await self._once(method, path, params, json, query, idempotent,
                                             headers)
                 except TransientHTTPError as exc:

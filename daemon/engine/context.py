@@ -47,7 +47,7 @@ class StepContext:
     sides: Mapping[Side, Connector]
     run_id: int
     options: StepOptions
-    reference: Mapping[Side, Mapping[str, Any]]
+    reference: Any                             # reference.ReferenceData
     log: Any
     counts: Counter
     reading: Reading

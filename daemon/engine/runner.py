@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from connectors.base import (AuthError, Connector, ConnectorError, system_acknowledge,
                              system_identity)
 from daemon.engine.flow import Flow, compile_flow, holds, value_hash
+from daemon.engine.reference import ReferenceData
 from daemon.engine.rules import FlowRules, Side
 from daemon.engine.step import StepAborted, StepOptions, StepResult, run_step
 from daemon.store import gates as g
@@ -295,10 +296,10 @@ async def _held(db, flow: Flow, run_id: int, opt: RunOptions, rlog, waiting_for:
 
 
 async def _check(db: AsyncEngine, integ: Integration, opt: RunOptions
-                 ) -> dict[Side, dict[str, Any]]:
+                 ) -> ReferenceData:
     """DT-3: both systems answer and accept the credentials; they are the instances the
-    state was built with; guards hold; reference lists."""
-    reference: dict[Side, dict[str, Any]] = {"left": {}, "right": {}}
+    state was built with; guards hold. Reference lists are read later, when a record needs
+    them (an idle run reads none)."""
     for side, conn in integ.sides.items():
         try:
             await conn.check()
@@ -320,16 +321,7 @@ async def _check(db: AsyncEngine, integ: Integration, opt: RunOptions
     for flow in integ.flows:
         for side in ("left", "right"):
             needed[side] |= flow.options[side]
-    for side, names in needed.items():
-        for name in sorted(names):
-            if (side, name) in known:
-                reference[side][name] = known[(side, name)]
-                continue
-            try:
-                reference[side][name] = await integ.sides[side].options(name)
-            except (ConnectorError, KeyError) as exc:
-                raise StepAborted(f"stopped: {side} system cannot list {name}: {exc}") from None
-    return reference
+    return ReferenceData(integ.sides, needed, known)
 
 
 async def _instances(db: AsyncEngine, integ: Integration, opt: RunOptions) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +28,7 @@ from daemon.engine.context import Reading, StepContext, StepOptions
 from daemon.engine.flow import Flow, value_hash
 from daemon.engine.plan import Situation, plan_approved, plan_pair, plan_unlinked
 from daemon.engine.rules import Side, other
+from daemon.engine.reference import ReferenceData, ReferenceUnavailable
 from daemon.engine.stage import Staging
 from daemon.engine.transforms import Context
 from daemon.store import queries as q
@@ -64,7 +65,7 @@ class StepResult:
 
 async def run_step(db: AsyncEngine, integration: str, flow: Flow,
                    sides: Mapping[Side, Connector], run_id: int, options: StepOptions,
-                   reference: Mapping[Side, Mapping[str, Any]],
+                   reference: ReferenceData,
                    progress: Callable[[str, Counter], None] | None = None,
                    keep_actions: bool = False) -> StepResult:
     result = StepResult(flow.name)
@@ -79,6 +80,8 @@ async def run_step(db: AsyncEngine, integration: str, flow: Flow,
         await step.run()
     except (AuthError, UnavailableError) as exc:
         raise StepAborted(exc.message) from None
+    except ReferenceUnavailable as exc:
+        raise StepAborted(str(exc)) from None
     except ConnectorError as exc:       # a read the system answered in a way we cannot use
         raise StepAborted(f"{exc.message}") from None
     finally:
@@ -452,8 +455,9 @@ class _Step:
         """Reference lists, and the link maps that translate this chunk's reference fields."""
         c = self.ctx
         tctx = Context(options={})
-        for side in ("left", "right"):
-            tctx.options.update(c.reference.get(side, {}))
+        if units:                           # read once per run, when a record needs them
+            for lists in (await c.reference.lists()).values():
+                tctx.options.update(lists)
         tctx.planned = c.options.planned
         for fld in c.flow.fields:
             if not fld.ref:

@@ -375,3 +375,43 @@ async def test_create_default_from_the_target_systems_reference_data(state_url):
     await p.sync()
     (rec,) = p.R.values("items").values()
     assert rec["owner_id"] == "u1"
+
+
+# --- reference lists: read when a record needs them, once a run ------------------------------
+def _rep_flow() -> dict:
+    return item_flow(fields=[dict(left="key", right="code"), dict(
+        left="rep", right="rep", direction="left_to_right",
+        to_right=[{"one_of": {"option": "reps", "message": "{value} is not a rep"}}])])
+
+
+async def test_reference_lists_are_read_once_by_a_run_with_records_and_not_by_an_idle_one(
+        state_url):
+    p = await make_pair(state_url, [_rep_flow()])
+    asked: list[str] = []
+    real = p.R.options
+
+    async def options(name):
+        asked.append(name)
+        return await real(name)
+    p.R.options = options
+    p.R.options_data["reps"] = ["Ann", "Bob"]
+    for i in range(1200):                   # three chunks: the list is still read once
+        p.L.put("items", {"key": f"k{i}", "rep": "Ann" if i % 2 else "Bob"})
+    r = await p.sync()
+    assert asked == ["reps"]
+    assert r.steps[0].counts["created_right"] == 1200
+    asked.clear()
+    assert (await p.sync()).status == "ok"      # reads back what the first sync wrote
+    asked.clear()
+    idle = await p.sync()
+    assert asked == [] and idle.steps[0].counts["read_left"] == 0
+
+
+async def test_a_reference_list_the_system_cannot_give_stops_the_step_that_needs_it(state_url):
+    p = await make_pair(state_url, [_rep_flow()])
+    p.L.put("items", {"key": "k1", "rep": "Ann"})
+    r = await p.sync()                      # the right side has no list named "reps"
+    assert r.status == "failed"
+    assert r.steps[0].status == "failed"
+    assert r.steps[0].message == "stopped: right system cannot list reps: 'reps'"
+    assert p.R.writes == 0

@@ -34,8 +34,8 @@ async def test_idle_third_run_reads_one_change_query_per_entity_and_writes_nothi
     - Unleashed: ``check()`` reads ``GET /Companies``, which also answers which instance it
       reaches (its company Guid) and the account facts both UL-6 guards ask (read once a run).
     - Prospect: ``check()`` reads ``GET /Tenant``, which also answers which instance it is.
-    - reference lists: Unleashed ``GET /SalesPersons/1`` (salespersons, UL-5) and Prospect
-      ``GET /Users`` (users), once per run each.
+    - reference lists (Unleashed ``GET /SalesPersons/1`` for UL-5, Prospect ``GET /Users``):
+      none. They are read when a record needs them, once per run, so an idle run reads none.
     """
     env = synced
     second = await env.sync()
@@ -58,9 +58,8 @@ async def test_idle_third_run_reads_one_change_query_per_entity_and_writes_nothi
     contact_reads = [h for h in ul if h.path.endswith("/Contacts")]
     assert contact_reads == []                  # nothing re-read from the overlap window
     assert [h.path for h in ul if h.path == "/Companies"] == ["/Companies"]  # check, id, UL-6
-    assert [h.path for h in ul if h.path.lower().startswith("/salespersons")] == [
-        "/SalesPersons/1"]
-    assert len(ul) == 2 + 1 + 1                                 # nothing else
+    assert [h.path for h in ul if h.path.lower().startswith("/salespersons")] == []
+    assert len(ul) == 2 + 1                                     # nothing else
 
     # --- Prospect CRM ---
     crm = env.crm.hits
@@ -68,9 +67,9 @@ async def test_idle_third_run_reads_one_change_query_per_entity_and_writes_nothi
                for p in ("/Companies", "/Contacts")}
     assert {p: len(hs) for p, hs in changes.items()} == {"/Companies": 1, "/Contacts": 1}
     assert all("LastUpdatedTimestamp ge" in unquote(hs[0].query) for hs in changes.values())
-    assert [h.path for h in crm if h.path == "/Users"] == ["/Users"]
+    assert [h.path for h in crm if h.path == "/Users"] == []
     assert [h.path for h in crm if h.path == "/Tenant"] == ["/Tenant"]       # check and id
-    assert len(crm) == 2 + 1 + 1                                # nothing else
+    assert len(crm) == 2 + 1                                    # nothing else
 
     # --- the run's own account of it ---
     for step in third.steps:
@@ -116,3 +115,25 @@ async def test_idle_run_does_not_look_up_recent_unlinked_records_again(env: Env)
     assert env.ul.writes() == 0 and env.crm.writes() == 0
     lookups = [h for h in env.ul.hits if "customerName=" in h.query or "contactEmail=" in h.query]
     assert lookups == []
+
+
+async def test_reference_lists_are_read_once_by_a_run_that_has_records_to_decide(synced: Env):
+    """Reference data is read when a record needs it, and then once for the whole run: three
+    edited customers (each mapping its account manager through both sides' lists, UL-5) and
+    their contacts cost one ``GET /SalesPersons`` and one ``GET /Users``."""
+    env = synced
+    await env.sync()
+    env.tick()
+    guids = sorted(env.ul.customers)[:3]
+    for guid in guids:
+        env.ul_edit_customer(guid, PhoneNumber=f"+64 9 555 01{guids.index(guid)}")
+    for key in list(env.crm.data["Companies"])[:2]:
+        env.crm_edit_company(key, Website=f"https://example{key}.test")
+    env.tick()
+    env.reset_hits()
+    run = await env.sync()
+    assert run.status == "ok", run.message
+    assert sum(s.counts["updated_right"] for s in run.steps) == 3
+    assert [h.path for h in env.ul.hits if h.path.lower().startswith("/salespersons")] == [
+        "/SalesPersons/1"]
+    assert [h.path for h in env.crm.hits if h.path == "/Users"] == ["/Users"]

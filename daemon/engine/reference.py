@@ -1,0 +1,55 @@
+"""Reference data: the lists a flow maps or checks values against (sales persons, users ...).
+
+Read at most once per run, and only when the run has a record to decide: an idle run, which
+finds nothing changed, reads none. A guard's option (read before anything, to refuse a run)
+is shared, not read twice. A list the system cannot give stops each step that needs it, with
+the system's message, and is not asked again in the same run.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from connectors.base import Connector, ConnectorError
+from daemon.engine.rules import Side
+
+
+class ReferenceUnavailable(Exception):
+    """A reference list a flow needs could not be read: the step stops with this message."""
+
+
+class ReferenceData:
+    def __init__(self, sides: Mapping[Side, Connector], needed: Mapping[Side, set[str]],
+                 known: Mapping[tuple[Side, str], Any] | None = None) -> None:
+        self._sides = sides
+        self._needed = {side: sorted(names) for side, names in needed.items()}
+        self._lists: dict[Side, dict[str, Any]] = {"left": {}, "right": {}}
+        for (side, name), value in (known or {}).items():
+            if name in self._needed.get(side, ()):
+                self._lists[side][name] = value
+        self._failed: str | None = None
+        self._read = False
+
+    @classmethod
+    def given(cls, lists: Mapping[Side, Mapping[str, Any]]) -> "ReferenceData":
+        """Lists already in hand (tests, a plan): nothing is read."""
+        ref = cls({}, {side: set(v) for side, v in lists.items()},
+                  {(side, k): v for side, d in lists.items() for k, v in d.items()})
+        ref._read = True
+        return ref
+
+    async def lists(self) -> dict[Side, dict[str, Any]]:
+        """Each side's lists by name, read on the first call of the run."""
+        if self._failed is not None:
+            raise ReferenceUnavailable(self._failed)
+        if not self._read:
+            for side, names in self._needed.items():
+                for name in names:
+                    if name in self._lists[side]:
+                        continue
+                    try:
+                        self._lists[side][name] = await self._sides[side].options(name)
+                    except (ConnectorError, KeyError) as exc:
+                        self._failed = f"{side} system cannot list {name}: {exc}"
+                        raise ReferenceUnavailable(self._failed) from None
+            self._read = True
+        return self._lists
