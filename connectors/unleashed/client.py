@@ -11,17 +11,21 @@ Entities and the field paths they expose (vendor names, flattened):
   come back from ``changes`` as ordinary records with ``Obsolete`` true.
 - ``contacts`` (id: the contact Guid): ``FirstName``, ``LastName``, ``EmailAddress``,
   ``PhoneNumber``, ``MobilePhone``, ``FaxNumber`` and ``CustomerGuid`` (the parent customer).
-  Unleashed has no contact listing of its own, so ``changes`` reads the contacts of the
-  customers modified since the cursor (a contact change bumps its customer, see the sandbox).
+  Unleashed has no contact listing of its own, so ``changes`` reads the customers modified
+  since the cursor (a contact change bumps its customer, see the sandbox) with
+  ``includeAllContacts=true``, which embeds every contact in its customer: the contacts come
+  in the same pages as the customers.
 
-Requests, and why the count is what it is: the Unleashed API has no contact listing and no
-bulk or filtered contact read (contacts are only reachable under their customer,
-``GET /Customers/{guid}/Contacts``), so the contacts of every customer a run sees changed cost
-one request each; an edit to a customer's own fields therefore costs that read too, because
-nothing in the customer tells whether one of its contacts changed. Reads by id are one
-``GET /Customers/{guid}`` each (no multi-Guid filter either). ``check()`` reads
-``GET /Companies`` and keeps it for the run's ``identity()`` and ``options("account")``
-(the UL-6 guards): one request for the three.
+Requests, and why the count is what it is: a change listing is one request per page of
+customers (up to 1,000), contacts included. A customer item that comes back without its
+``Contacts`` list (a server that ignores the parameter, an answer cut short) is not taken to
+have none: its contacts are read on their own, ``GET /Customers/{guid}/Contacts``, the only
+other route to them (``CONTACT_READS`` at a time). Reads by id are one
+``GET /Customers/{guid}`` each (no multi-Guid filter). An update reads the customer first:
+Unleashed has no partial update (a property left out of the POST is blanked), so one edit
+written to Unleashed costs two requests. ``check()`` reads ``GET /Companies`` and keeps it
+for the run's ``identity()`` and ``options("account")`` (the UL-6 guards): one request for
+the three.
 
 ``changes("customers")`` pages by keyset: ``orderBy=LastModifiedOn`` with ``modifiedSince``
 moved to the last time seen, dropping the (id, time) pairs already yielded at that boundary,
@@ -248,6 +252,13 @@ class UnleashedConnector:
         return self._contact_changes(since)
 
     async def _customer_changes(self, since: datetime | None) -> AsyncIterator[list[Record]]:
+        async for records, _, _ in self._customer_listing(since):
+            yield records
+
+    async def _customer_listing(self, since: datetime | None, contacts: bool = False
+                                ) -> AsyncIterator[tuple[list[Record], dict[str, dict], str]]:
+        """Pages of customers changed since ``since``: their records, the raw items by id
+        (with ``Contacts`` embedded when ``contacts``) and the request that read them."""
         since = utc(since) if since else None
         cursor, page = since, 1
         boundary: set[tuple[str, int]] = set()     # (id, ms) already yielded at the cursor
@@ -257,6 +268,8 @@ class UnleashedConnector:
         while True:
             params: dict[str, Any] = {"pageSize": size, "includeObsolete": "true",
                                       "orderBy": "LastModifiedOn"}
+            if contacts:
+                params["includeAllContacts"] = "true"
             if cursor is not None:
                 params["modifiedSince"] = format_since(cursor)
             key = (params.get("modifiedSince"), page)
@@ -272,7 +285,8 @@ class UnleashedConnector:
                    and r.id not in unreadable]
             unreadable |= {r.id for r in out if r.error}
             if out:
-                yield out
+                yield out, ({str(_guid(i)): i for i in items if isinstance(i, dict)}
+                            if contacts else {}), response.request
             if len(items) < size:
                 return
             last = max((r.modified for r in records if r.modified and not r.error),
@@ -296,12 +310,19 @@ class UnleashedConnector:
 
     async def _contact_changes(self, since: datetime | None) -> AsyncIterator[list[Record]]:
         since = utc(since) if since else None
-        async for customers in self._customer_changes(since):
+        async for customers, items, request in self._customer_listing(since, contacts=True):
             wanted = [c.id for c in customers if not c.error]
-            out: list[Record] = []
-            for contacts in await self._contacts_of_many(wanted):
-                out.extend(c for c in contacts
-                           if since is None or c.modified is None or c.modified >= since)
+            embedded: dict[str, list[Record]] = {}
+            for customer in wanted:
+                rows = (items.get(customer) or {}).get("Contacts")
+                if isinstance(rows, list):
+                    embedded[customer] = self.reader.page(
+                        rows, lambda c, owner=customer: self._contact_record(c, owner), _guid,
+                        request)
+            missing = [c for c in wanted if c not in embedded]   # unknown, not none
+            embedded.update(zip(missing, await self._contacts_of_many(missing)))
+            out = [c for customer in wanted for c in embedded[customer]
+                   if since is None or c.modified is None or c.modified >= since]
             if out:
                 yield out
 

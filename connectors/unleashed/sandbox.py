@@ -11,7 +11,9 @@ Routes
   ``includeObsolete`` (obsolete customers are hidden unless ``true``), ``orderBy``
   (``LastModifiedOn`` or ``CreatedOn``; default ``CustomerCode``), ``customerCode`` and
   ``customerName`` (starts with), ``customer`` (code or name contains, case-sensitive),
-  ``contactEmail`` (a contact's email starts with). Answer:
+  ``contactEmail`` (a contact's email starts with), ``includeAllContacts`` (``true``: each
+  customer carries ``Contacts``, every one of its contacts as the contact list answers them).
+  Answer:
   ``{"Pagination": {"NumberOfItems", "PageSize", "PageNumber", "NumberOfPages"}, "Items": [...]}``.
 - ``GET  /Customers/{guid}``: one customer (obsolete or not); 404 when unknown.
 - ``POST /Customers/{guid}``: create (the client chooses the Guid) or update that customer.
@@ -344,6 +346,7 @@ class UnleashedSandbox(Sandbox):
             keys = itertools.islice(self.customers.since(since), (page - 1) * size,
                                     page * size)
             items = [self.render_customer(self.customers[k]) for k in keys]
+            self._embed_contacts(q, items)
             return web.json_response(self._page_of(items, total, page, size))
         rows = list(self.customers.values())
         if q.get("includeObsolete", "false").lower() != "true":
@@ -366,7 +369,15 @@ class UnleashedSandbox(Sandbox):
                 for k in self.contacts.get(c["Guid"], {}).values())]
         rows.sort(key=lambda c: (c[order], c["Guid"]))
         items = [self.render_customer(c) for c in rows[(page - 1) * size: page * size]]
+        self._embed_contacts(q, items)
         return web.json_response(self._page_of(items, len(rows), page, size))
+
+    def _embed_contacts(self, q, items: list[dict]) -> None:
+        """``includeAllContacts=true``: each customer with all its contacts."""
+        if q.get("includeAllContacts", "false").lower() == "true":
+            for item in items:
+                item["Contacts"] = [self._json(c) for c in
+                                    self.contacts.get(item["Guid"], {}).values()]
 
     @staticmethod
     def _page_of(items: list[dict], total: int, page: int, size: int) -> dict:

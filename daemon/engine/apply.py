@@ -291,6 +291,9 @@ class Applier:
         for side in ("left", "right"):
             row.update(base_row(self.ctx, side, stored[side]))
         self.uow.updates.append(row)
+        for side in a.unknown:
+            self.ctx.reading.unknown.add((side, a.ids[side]))
+
         if not a.refusals:
             for side, rid in a.seen:
                 self.uow.cleared[side].append(rid)
@@ -311,6 +314,7 @@ class Applier:
         for side in ("left", "right"):
             row.update(base_row(c, side, stored[side]))
         u.inserts.append(row)
+
         c.counts["matched"] += 1
         c.log.info("link.matched", left=a.ids["left"], right=a.ids["right"])
         u.cleared["left"].append(a.ids["left"])

@@ -37,6 +37,8 @@ class Reading:
         default_factory=lambda: {"left": {}, "right": {}})
     unsettled: set[tuple[Side, str]] = field(default_factory=set)
     first_error: str = ""                      # for the step's message column
+    # linked records whose value of a field neither side's base knows: read again next run
+    unknown: set[tuple[Side, str]] = field(default_factory=set)
 
 
 @dataclass(frozen=True)

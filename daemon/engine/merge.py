@@ -132,6 +132,8 @@ class Decision:
     conflicts: list[Conflict] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
+    # sides whose value of a field must be read to decide it (see merge): read again next run
+    unknown: set[Side] = field(default_factory=set)
 
     def writes(self, target: Side) -> dict[str, Any]:
         return self.to_left if target == "left" else self.to_right
@@ -163,13 +165,15 @@ def merge(fields: list[Field], policy: Policy | str,
           base_l: Mapping[str, Any] | None, base_r: Mapping[str, Any] | None,
           left: Mapping[str, Any], right: Mapping[str, Any], *, ctx: Context,
           link_key: str, lmod: datetime | None = None, rmod: datetime | None = None,
-          initial: Side | None = None, enforce: Mapping[str, Side] | None = None) -> Decision:
+          initial: Side | None = None, enforce: Mapping[str, Side] | None = None,
+          unread: frozenset[Side] = frozenset()) -> Decision:
     """Decide the writes for one linked pair.
 
     ``base_l``/``base_r`` None means a first link (no base): every differing field is decided
     by ``initial`` (the record owner or the flow's initial side) or, failing that, ``policy``.
     ``enforce`` maps field names to a side whose value is written wherever the two differ,
-    changed or not (the nightly account-manager fix, UL-11).
+    changed or not (the nightly account-manager fix, UL-11). ``unread``: the sides not read
+    again this run (their values are their bases).
     """
     d = Decision()
     ctx.records = {"left": left, "right": right}
@@ -186,6 +190,22 @@ def merge(fields: list[Field], policy: Policy | str,
         if enforce and fld.name in enforce:
             if not (la if enforce[fld.name] == "left" else ra):
                 _enforce(d, fld, enforce[fld.name], lv, rv, ctx)
+            continue
+        # known now, never known before (the base lacks it: an answer left it out): news,
+        # not an edit. Both values known: decided as on a first link. The other side not
+        # read this run and its value unknown too: nothing can be decided, that side is read
+        # again (a side read that does not carry the field takes the value, as before).
+        lnew = not first and not la and fld.left not in base_l
+        rnew = not first and not ra and fld.right not in base_r
+        if (lnew or rnew) and not ((la and "left" not in unread)
+                                   or (ra and "right" not in unread)):
+            if la or ra:
+                d.unknown.add("left" if la else "right")
+                continue
+            owner = fld.owner()
+            if owner is None and not (fld.flows_lr or fld.flows_rl):
+                continue
+            _both_changed(d, fld, owner, policy, lv, rv, ctx, link_key, lmod, rmod, None, True)
             continue
         if first:
             lc, rc = not la, not ra

@@ -95,7 +95,8 @@ def plan_merge(flow: Flow, link: Mapping[str, Any], recs: Mapping[Side, dict | N
     d = merge(flow.fields_of(cur["left"], cur["right"]), flow.rules.conflict,
               base["left"], base["right"], cur["left"], cur["right"], ctx=ctx,
               link_key=str(link["id"]), lmod=mods["left"], rmod=mods["right"],
-              enforce=sit.enforce)
+              enforce=sit.enforce,
+              unread=frozenset(s for s in ("left", "right") if recs[s] is None))
     for s in ("left", "right"):
         if state == f"gone_{s}":
             d.writes(s).clear()
@@ -104,7 +105,8 @@ def plan_merge(flow: Flow, link: Mapping[str, Any], recs: Mapping[Side, dict | N
                 or link.get(f"{s}_version") for s in ("left", "right")}
     return Update(link["id"], ids, _writes(d, ids, cur, versions), cur, state,
                   tuple((s, r["record_id"]) for s, r in recs.items() if r is not None),
-                  versions, tuple(d.conflicts), tuple(d.violations), tuple(d.refusals))
+                  versions, tuple(d.conflicts), tuple(d.violations), tuple(d.refusals),
+                  tuple(sorted(d.unknown)))
 
 
 def _writes(d: Decision, ids: Mapping[Side, str], cur: Mapping[Side, dict],

@@ -26,7 +26,8 @@ from daemon.engine.backlog import Batch
 from daemon.engine.chunk import UnitOfWork
 from daemon.engine.context import Reading, StepContext, StepOptions
 from daemon.engine.flow import Flow, value_hash
-from daemon.engine.plan import Situation, plan_approved, plan_pair, plan_unlinked
+from daemon.engine.plan import (Situation, base_of, plan_approved, plan_pair,
+                                plan_unlinked)
 from daemon.engine.rules import Side, other
 from daemon.engine.reference import ReferenceData, ReferenceUnavailable
 from daemon.engine.stage import Staging
@@ -135,6 +136,7 @@ class _Step:
                     if value is not None and c.options.only is None:
                         await q.set_cursor(conn, c.integration, c.flow.name, side, value)
                 await q.after_step_exclusions(conn, c.integration, c.flow.name)
+                await q.read_again(conn, c.integration, c.flow.name, sorted(c.reading.unknown))
         self._batches()
         held = self.result.counts["held"]
         if held:
@@ -346,6 +348,7 @@ class _Step:
             after = units.last
             if not units:
                 continue
+            await self._complete(side, units)
             uow = UnitOfWork(c)
             tctx = await self._context(units)
             stuck = await self._quarantined([r for u in units for r in self._recs(u).values()
@@ -365,6 +368,30 @@ class _Step:
                 for a in plan_pair(c.flow, u["link"], recs, tctx, self.sit):
                     actions.append((a, hashes))
             await self._do(actions, tctx, uow)
+
+    async def _complete(self, side: Side, units: list[dict]) -> None:
+        """A pair read on one side only, whose record sends a mapped field that neither
+        side's base knows (an earlier answer left it out): the other side is read now, by
+        id, so the field is decided in this run from both values instead of being taken for
+        an edit of the side that sent it."""
+        c = self.ctx
+        o = other(side)
+        need: dict[str, dict] = {}
+        for u in units:
+            mine = u[side]
+            if mine is None or u[o] is not None or mine["deleted"]:
+                continue
+            known, theirs = base_of(u["link"], side), base_of(u["link"], o)
+            if any(f.path(side) in mine["data"] and f.path(side) not in known
+                   and f.path(o) not in theirs for f in c.flow.fields):
+                need[u["link"][f"{o}_id"]] = u
+        if not need:
+            return
+        await self.staging.by_id(o, c.flow.rules.entity(o), list(need), set())
+        async with c.db.begin() as conn:
+            found = await q.staged_records(conn, c.run_id, c.flow.name, o, list(need))
+        for rid, u in need.items():
+            u[o] = found.get(rid)
 
     # --- records with no link -------------------------------------------------------------
     async def _unlinked(self, side: Side) -> None:

@@ -391,6 +391,19 @@ async def after_step_exclusions(conn: AsyncConnection, integration: str, flow: s
                        .values(mode="revisit"))
 
 
+async def read_again(conn: AsyncConnection, integration: str, flow: str,
+                     records: Sequence[tuple[str, str]]) -> None:
+    """Linked records to read by id next run (mode ``revisit``): a field neither side's base
+    knows, and this side did not send, so the pair could not be decided."""
+    for side, record_id in records:
+        key = [exclusions.c.integration == integration, exclusions.c.flow == flow,
+               exclusions.c.side == side, exclusions.c.record_id == record_id]
+        if (await conn.execute(select(exclusions.c.mode).where(*key))).first() is None:
+            await conn.execute(insert(exclusions).values(
+                integration=integration, flow=flow, side=side, record_id=record_id,
+                mode="revisit", reason="a field it did not send: read again", created_at=now()))
+
+
 async def set_reviews(conn: AsyncConnection, rows: list[dict]) -> None:
     for row in rows:
         key = [reviews.c[k] == row[k] for k in ("integration", "flow", "side", "record_id")]

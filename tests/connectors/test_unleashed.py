@@ -344,3 +344,26 @@ async def test_awkward_query_values_are_signed_as_sent(connector, sandbox):
     await connector.update("customers", guid, {"CustomerName": "Ben & Jerry's + Co/ü"})
     found = await connector.find("customers", "CustomerName", ["ben & jerry's + co/ü"])
     assert [r.id for r in found] == [guid]
+
+
+async def test_contact_changes_come_embedded_in_the_customer_pages(connector, sandbox):
+    """``includeAllContacts=true`` embeds every contact in its customer: a change listing of
+    contacts is one request per page of customers, not one more per customer."""
+    sandbox.reset_hits()
+    everything = await read_all(connector, "contacts")
+    assert {c.id for c in everything} == {k for v in sandbox.contacts.values() for k in v}
+    assert all(c.fields["CustomerGuid"] in sandbox.customers for c in everything)
+    assert [(h.method, h.path) for h in sandbox.hits] == [("GET", "/Customers/1")]
+    assert "includeAllContacts=true" in sandbox.hits[0].query
+
+
+async def test_a_customer_answered_without_its_contacts_has_them_read_on_their_own(
+        connector, sandbox):
+    """A customer item without ``Contacts`` (a server that ignores the parameter, an answer
+    cut short) is not taken to have none: its contacts are read by its own route."""
+    sandbox.faults.drop_fields(1, "Contacts")
+    sandbox.reset_hits()
+    everything = await read_all(connector, "contacts")
+    assert {c.id for c in everything} == {k for v in sandbox.contacts.values() for k in v}
+    per_customer = [h.path for h in sandbox.hits if h.path.endswith("/Contacts")]
+    assert sorted(per_customer) == sorted(f"/Customers/{g}/Contacts" for g in sandbox.customers)

@@ -137,3 +137,33 @@ async def test_reference_lists_are_read_once_by_a_run_that_has_records_to_decide
     assert [h.path for h in env.ul.hits if h.path.lower().startswith("/salespersons")] == [
         "/SalesPersons/1"]
     assert [h.path for h in env.crm.hits if h.path == "/Users"] == ["/Users"]
+
+
+async def test_a_phone_left_out_of_the_first_sync_then_emptied_in_the_crm_ends_agreed(env: Env):
+    """Found by the real-write-path state machine: the first sync's answers left the phone
+    out on both sides, so neither base knows it; the CRM's phone is then emptied. A value
+    news to both bases (the CRM's empty phone: it could be the value the company was created
+    with) is not taken for an edit: the run reads the Unleashed customer by id at once and
+    decides the phone from both values as on a first link; both systems agree afterwards."""
+    env.ul.faults.drop_fields(20, "PhoneNumber")
+    env.crm.faults.drop_fields(20, "Telephone")
+    await env.start()
+    assert (await env.sync()).status == "ok"
+    env.ul.faults.clear()
+    env.crm.faults.clear()
+    links = await env.links("companies")
+    emptied = [g for g, k in links.items() if env.customer(g)["PhoneNumber"]][:2]
+    assert emptied
+    for guid in emptied:
+        env.crm_edit_company(links[guid], Telephone="")
+    env.tick()
+    env.reset_hits()
+    run = await env.sync()
+    assert run.status == "ok", run.message
+    read_by_id = {h.path.split("/")[-1] for h in env.ul.hits
+                  if h.method == "GET" and h.path.count("/") == 2
+                  and h.path.split("/")[-1] in links}
+    for guid in emptied:
+        ul, crm = env.customer(guid)["PhoneNumber"], env.company(links[guid])["Telephone"]
+        assert (ul or "") == (crm or ""), (guid, ul, crm)
+        assert guid in read_by_id
