@@ -443,8 +443,8 @@ def table(out: dict, args) -> str:
              f"{sb:.1f} s ÷ {ac:.1f} s = {sb / ac:.2f}", "≤ 0.5"),
             (f"requests per changed record above idle ({out['changed']} of {args.records:,} "
              "edited): in Unleashed; in the CRM",
-             f"{out['per_changed']:.2f} (the APIs' floor 2: the CRM write, and the contacts "
-             f"read Unleashed has no bulk form of); {out['per_changed_crm']:.2f} (floor 1)",
+             f"{out['per_changed']:.2f} (floor 1: the CRM write); {out['per_changed_crm']:.2f} "
+             "(floor 2: no partial update in Unleashed, read before written)",
              "≤ 1.1"),
             ("requests of an idle run: listings per entity per side; all, per side",
              f"{out['idle_listings']}; " + ", ".join(
