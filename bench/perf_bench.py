@@ -147,7 +147,8 @@ async def serve() -> None:
             crm, rng = boxes["crm"], random.Random(4)
             live = sorted(k for k, v in crm.data["Companies"].items() if v["StatusFlag"] == "A")
             for key in rng.sample(live, int(q["n"])):
-                crm.modify("Companies", key, {"Telephone": f"+44 1632 {rng.randint(100000, 999999)}"})
+                phone = f"+44 1632 {rng.randint(100000, 999999)}"
+                crm.modify("Companies", key, {"Telephone": phone})
         elif cmd == "counts":
             return web.json_response({"rejected": boxes["crm"].rejected,
                                       "companies": len(boxes["crm"].data["Companies"])})

@@ -40,8 +40,6 @@ class Update:
     conflicts: tuple[Conflict, ...] = ()
     violations: tuple[Violation, ...] = ()
     refusals: tuple[Refusal, ...] = ()
-    # sides whose value of a mapped field is not known on either side yet: read next run
-    unknown: tuple[Side, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ next run by the flow's conflict policy, never overwritten.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Mapping
 
 from connectors.base import (AuthError, ConflictError, NotFoundError, OutcomeUnknownError,
                              Record, RecordError, UnavailableError)
@@ -133,6 +133,20 @@ class Applier:
                                    records=[f"{s}:{i}" for s, i in _records(action)])
             self._fail(action, hashes, f"crashed: {type(exc).__name__}: {exc}")
         return True
+
+    def _left_out(self, ids: Mapping[Side, str], values: Mapping[Side, Mapping]) -> None:
+        """A field that flows from a side whose answers left it out, while the other side's
+        value is known: that side is read again by id next run (once: not if this step
+        already did), so the value is decided from both sides instead of staying unsynced
+        until the record happens to change."""
+        c = self.ctx
+        for s in ("left", "right"):
+            o = other(s)
+            if ids[s] in c.reading.reread[s]:
+                continue
+            if any(f.flows_from(s) and f.path(s) not in values[s] and f.path(o) in values[o]
+                   for f in c.flow.fields):
+                self.uow.rereads.append((s, ids[s]))
 
     def _fail(self, action: Action, hashes: dict, message: str) -> None:
         for side, rid in _records(action):
@@ -291,9 +305,7 @@ class Applier:
         for side in ("left", "right"):
             row.update(base_row(self.ctx, side, stored[side]))
         self.uow.updates.append(row)
-        for side in a.unknown:
-            self.ctx.reading.unknown.add((side, a.ids[side]))
-
+        self._left_out(a.ids, stored)
         if not a.refusals:
             for side, rid in a.seen:
                 self.uow.cleared[side].append(rid)
@@ -314,7 +326,7 @@ class Applier:
         for side in ("left", "right"):
             row.update(base_row(c, side, stored[side]))
         u.inserts.append(row)
-
+        self._left_out(a.ids, stored)
         c.counts["matched"] += 1
         c.log.info("link.matched", left=a.ids["left"], right=a.ids["right"])
         u.cleared["left"].append(a.ids["left"])
@@ -349,6 +361,8 @@ class Applier:
                **base_row(c, a.source, {**a.source_values, **revert}),
                **base_row(c, a.target, rec.fields)}
         u.inserts.append(row)
+        self._left_out({a.source: a.source_id, a.target: rec.id},
+                       {a.source: {**a.source_values, **revert}, a.target: rec.fields})
         if revert:
             await self._write_back(a.source, a.source_id, a.source_values, revert, a.target,
                                    row)

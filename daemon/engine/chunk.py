@@ -35,6 +35,7 @@ class UnitOfWork:
     dropped_holds: list[int] = field(default_factory=list)
     handled: dict[Side, list[str]] = field(default_factory=_sides)
     parked: dict[Side, list[tuple[str, str]]] = field(default_factory=_sides)
+    rereads: list[tuple[Side, str]] = field(default_factory=list)
 
     async def commit(self) -> None:
         c = self.ctx
@@ -49,6 +50,7 @@ class UnitOfWork:
             await q.update_links(conn, self.updates)
             await q.insert_links(conn, self.inserts)
             await q.add_audit(conn, self.audit)
+            await q.add_rereads(conn, i, f, self.rereads)
             for side in ("left", "right"):
                 await q.clear_errors(conn, i, f, side, self.cleared[side])
                 await q.clear_errors(conn, i, f, side, self.settled[side], only_retry=True)

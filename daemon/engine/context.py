@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.base import Connector
 from daemon.engine.flow import Flow
+from daemon.engine.reference import ReferenceData
 from daemon.engine.rules import Side
 
 
@@ -37,8 +38,8 @@ class Reading:
         default_factory=lambda: {"left": {}, "right": {}})
     unsettled: set[tuple[Side, str]] = field(default_factory=set)
     first_error: str = ""                      # for the step's message column
-    # linked records whose value of a field neither side's base knows: read again next run
-    unknown: set[tuple[Side, str]] = field(default_factory=set)
+    # records this step read by id because an answer had left a field out (not asked again)
+    reread: dict[Side, set[str]] = field(default_factory=lambda: {"left": set(), "right": set()})
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ class StepContext:
     sides: Mapping[Side, Connector]
     run_id: int
     options: StepOptions
-    reference: Any                             # reference.ReferenceData
+    reference: ReferenceData
     log: Any
     counts: Counter
     reading: Reading

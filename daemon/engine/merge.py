@@ -132,8 +132,6 @@ class Decision:
     conflicts: list[Conflict] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
     refusals: list[Refusal] = field(default_factory=list)
-    # sides whose value of a field must be read to decide it (see merge): read again next run
-    unknown: set[Side] = field(default_factory=set)
 
     def writes(self, target: Side) -> dict[str, Any]:
         return self.to_left if target == "left" else self.to_right
@@ -159,6 +157,16 @@ def pick_winner(policy: Policy | str, link_key: str, name: str, lv: Any, rv: Any
         return ("left" if lmod > rmod else "right"), policy
     return arbitrary_winner(link_key, name, lv, rv), (
         "arbitrary" if policy == "arbitrary" else f"{policy} (tie: arbitrary)")
+
+
+def news_to_both(fields: list[Field], side: Side, values: Mapping[str, Any],
+                 base: Mapping[str, Any], other_base: Mapping[str, Any]) -> bool:
+    """Whether ``side`` now sends a field that neither side's base knows (an answer left it
+    out when the pair was last decided): news, not an edit, decided only with the other
+    side's value in hand (see ``merge``)."""
+    o = other(side)
+    return any(f.path(side) in values and f.path(side) not in base
+               and f.path(o) not in other_base for f in fields)
 
 
 def merge(fields: list[Field], policy: Policy | str,
@@ -192,20 +200,24 @@ def merge(fields: list[Field], policy: Policy | str,
                 _enforce(d, fld, enforce[fld.name], lv, rv, ctx)
             continue
         # known now, never known before (the base lacks it: an answer left it out): news,
-        # not an edit. Both values known: decided as on a first link. The other side not
-        # read this run and its value unknown too: nothing can be decided, that side is read
-        # again (a side read that does not carry the field takes the value, as before).
+        # not an edit. Both values known: decided as on a first link, an empty value never
+        # winning over a value. The other side not
+        # read this run (the step reads such a side first, see ``news_to_both``): nothing is
+        # decided. A side read that does not carry the field takes the value, as before.
         lnew = not first and not la and fld.left not in base_l
         rnew = not first and not ra and fld.right not in base_r
         if (lnew or rnew) and not ((la and "left" not in unread)
                                    or (ra and "right" not in unread)):
             if la or ra:
-                d.unknown.add("left" if la else "right")
                 continue
             owner = fld.owner()
             if owner is None and not (fld.flows_lr or fld.flows_rl):
                 continue
-            _both_changed(d, fld, owner, policy, lv, rv, ctx, link_key, lmod, rmod, None, True)
+            # one of the two empty (perhaps the value a record was created with): the value
+            # is kept, never blanked by news
+            keep = None if same(lv, None) == same(rv, None) else (
+                "right" if same(lv, None) else "left")
+            _both_changed(d, fld, owner, policy, lv, rv, ctx, link_key, lmod, rmod, keep, True)
             continue
         if first:
             lc, rc = not la, not ra

@@ -105,8 +105,7 @@ def plan_merge(flow: Flow, link: Mapping[str, Any], recs: Mapping[Side, dict | N
                 or link.get(f"{s}_version") for s in ("left", "right")}
     return Update(link["id"], ids, _writes(d, ids, cur, versions), cur, state,
                   tuple((s, r["record_id"]) for s, r in recs.items() if r is not None),
-                  versions, tuple(d.conflicts), tuple(d.violations), tuple(d.refusals),
-                  tuple(sorted(d.unknown)))
+                  versions, tuple(d.conflicts), tuple(d.violations), tuple(d.refusals))
 
 
 def _writes(d: Decision, ids: Mapping[Side, str], cur: Mapping[Side, dict],

@@ -29,14 +29,6 @@ class ReferenceData:
         self._failed: str | None = None
         self._read = False
 
-    @classmethod
-    def given(cls, lists: Mapping[Side, Mapping[str, Any]]) -> "ReferenceData":
-        """Lists already in hand (tests, a plan): nothing is read."""
-        ref = cls({}, {side: set(v) for side, v in lists.items()},
-                  {(side, k): v for side, d in lists.items() for k, v in d.items()})
-        ref._read = True
-        return ref
-
     async def lists(self) -> dict[Side, dict[str, Any]]:
         """Each side's lists by name, read on the first call of the run."""
         if self._failed is not None:

@@ -139,6 +139,7 @@ class Staging:
             conn_, rules, side, stored, signpost, catch_up=since is None)
         if not notes["related"]:
             notes.pop("related")
+        ctx.reading.reread[side] = set(revisit)
         extra = list(dict.fromkeys(revisit + pushed + [i for i in named
                                                        if i not in self.staged[side]]))
         if extra:

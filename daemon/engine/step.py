@@ -28,8 +28,9 @@ from daemon.engine.context import Reading, StepContext, StepOptions
 from daemon.engine.flow import Flow, value_hash
 from daemon.engine.plan import (Situation, base_of, plan_approved, plan_pair,
                                 plan_unlinked)
-from daemon.engine.rules import Side, other
+from daemon.engine.merge import news_to_both
 from daemon.engine.reference import ReferenceData, ReferenceUnavailable
+from daemon.engine.rules import Side, other
 from daemon.engine.stage import Staging
 from daemon.engine.transforms import Context
 from daemon.store import queries as q
@@ -136,7 +137,8 @@ class _Step:
                     if value is not None and c.options.only is None:
                         await q.set_cursor(conn, c.integration, c.flow.name, side, value)
                 await q.after_step_exclusions(conn, c.integration, c.flow.name)
-                await q.read_again(conn, c.integration, c.flow.name, sorted(c.reading.unknown))
+                for side, ids in c.reading.reread.items():
+                    await q.drop_rereads(conn, c.integration, c.flow.name, side, sorted(ids))
         self._batches()
         held = self.result.counts["held"]
         if held:
@@ -381,9 +383,8 @@ class _Step:
             mine = u[side]
             if mine is None or u[o] is not None or mine["deleted"]:
                 continue
-            known, theirs = base_of(u["link"], side), base_of(u["link"], o)
-            if any(f.path(side) in mine["data"] and f.path(side) not in known
-                   and f.path(o) not in theirs for f in c.flow.fields):
+            if news_to_both(c.flow.fields, side, mine["data"], base_of(u["link"], side),
+                            base_of(u["link"], o)):
                 need[u["link"][f"{o}_id"]] = u
         if not need:
             return

@@ -20,6 +20,7 @@ links, cursors, staged, intents = T["links"], T["cursors"], T["staged"], T["inte
 errors, exclusions, reviews, held = (T["record_errors"], T["exclusions"], T["reviews"],
                                      T["held_deletes"])
 audit, pushes, staged_keys = T["audit"], T["pushes"], T["staged_keys"]
+rereads = T["rereads"]
 parked = T["parked"]
 CHUNK = 500          # ids per IN (...) list: well under SQLite's and asyncpg's limits
 
@@ -361,14 +362,36 @@ async def clear_errors(conn: AsyncConnection, integration: str, flow: str, side:
 
 
 async def revisit_ids(conn: AsyncConnection, integration: str, flow: str, side: str) -> list[str]:
-    """Records to read again by id: failed writes and exclusions that were lifted."""
+    """Records to read again by id: failed writes, exclusions that were lifted, and records
+    an answer left a field out of (``add_rereads``)."""
     a = await conn.execute(select(errors.c.record_id).where(
         errors.c.integration == integration, errors.c.flow == flow, errors.c.side == side,
         errors.c.retry.is_(True), errors.c.quarantined.is_(False)))
     b = await conn.execute(select(exclusions.c.record_id).where(
         exclusions.c.integration == integration, exclusions.c.flow == flow,
         exclusions.c.side == side, exclusions.c.mode == "revisit"))
-    return sorted({r[0] for r in a} | {r[0] for r in b})
+    c = await conn.execute(select(rereads.c.record_id).where(
+        rereads.c.integration == integration, rereads.c.flow == flow, rereads.c.side == side))
+    return sorted({r[0] for r in a} | {r[0] for r in b} | {r[0] for r in c})
+
+
+async def add_rereads(conn: AsyncConnection, integration: str, flow: str,
+                      records: Iterable[tuple[str, str]]) -> None:
+    """(side, record id) to read again by id in the next run of the flow."""
+    rows = [dict(integration=integration, flow=flow, side=side, record_id=rid,
+                 created_at=now()) for side, rid in sorted(set(records))]
+    for side in ("left", "right"):
+        await _delete_ids(conn, rereads, "record_id",
+                          [r["record_id"] for r in rows if r["side"] == side],
+                          integration=integration, flow=flow, side=side)
+    if rows:
+        await conn.execute(insert(rereads), rows)
+
+
+async def drop_rereads(conn: AsyncConnection, integration: str, flow: str, side: str,
+                       ids: Sequence[str]) -> None:
+    await _delete_ids(conn, rereads, "record_id", ids, integration=integration, flow=flow,
+                      side=side)
 
 
 async def excluded(conn: AsyncConnection, integration: str, flow: str, side: str,
@@ -389,19 +412,6 @@ async def after_step_exclusions(conn: AsyncConnection, integration: str, flow: s
     await conn.execute(delete(exclusions).where(*base, exclusions.c.mode == "revisit"))
     await conn.execute(update(exclusions).where(*base, exclusions.c.mode == "skip_once")
                        .values(mode="revisit"))
-
-
-async def read_again(conn: AsyncConnection, integration: str, flow: str,
-                     records: Sequence[tuple[str, str]]) -> None:
-    """Linked records to read by id next run (mode ``revisit``): a field neither side's base
-    knows, and this side did not send, so the pair could not be decided."""
-    for side, record_id in records:
-        key = [exclusions.c.integration == integration, exclusions.c.flow == flow,
-               exclusions.c.side == side, exclusions.c.record_id == record_id]
-        if (await conn.execute(select(exclusions.c.mode).where(*key))).first() is None:
-            await conn.execute(insert(exclusions).values(
-                integration=integration, flow=flow, side=side, record_id=record_id,
-                mode="revisit", reason="a field it did not send: read again", created_at=now()))
 
 
 async def set_reviews(conn: AsyncConnection, rows: list[dict]) -> None:

@@ -200,6 +200,19 @@ class Audit(SQLModel, table=True):
     at: datetime = Field(sa_type=TZ)
 
 
+class Reread(SQLModel, table=True):
+    """A linked record whose answer left out a field that flows from it while the other side's
+    value is known: read again by id by the next run of its flow (once), so the field is
+    decided from both values instead of staying unsynced until the record changes
+    (revision 0006)."""
+    __tablename__ = "rereads"
+    integration: str = Field(primary_key=True)
+    flow: str = Field(primary_key=True)
+    side: str = Field(primary_key=True)
+    record_id: str = Field(primary_key=True)
+    created_at: datetime = Field(sa_type=TZ)
+
+
 class Push(SQLModel, table=True):
     """An explicit push of one record (UL-3), consumed by the next run of its flow."""
     __tablename__ = "pushes"

@@ -180,5 +180,6 @@ def test_the_migrations_ship_inside_the_package():
     assert files.joinpath("env.py").is_file() and files.joinpath("script.py.mako").is_file()
     names = {p.name for p in files.joinpath("versions").iterdir()}
     assert {"0001_initial.py", "0002_record_errors_retry_index.py",
-            "0003_plan_gates_quarantine.py", "0004_pauses.py", "0005_perf_indexes.py"} <= names
-    assert schema.revisions() == ["0001", "0002", "0003", "0004", "0005"]
+            "0003_plan_gates_quarantine.py", "0004_pauses.py", "0005_perf_indexes.py",
+            "0006_rereads.py"} <= names
+    assert schema.revisions() == ["0001", "0002", "0003", "0004", "0005", "0006"]
