@@ -7,19 +7,15 @@ sandboxes' data as their UIs would, stamped from the shared clock, which tests s
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import select
 
 from connectors.ajera.sandbox import AjeraSandbox
 from connectors.sandbox import Clock
 from connectors.vantagepoint.sandbox import VantagepointSandbox
-from daemon.app import App
-from daemon.config import load
-from daemon.engine.runner import RunOptions, RunResult, run
-from daemon.store.tables import T
+from daemon.engine.runner import RunResult
+from tests.integration.app_env import AppEnv, ok, step  # noqa: F401 (the tests' helpers)
 
 INTEG = "aj"
 START = datetime(2024, 6, 3, 13, 0, 0, tzinfo=timezone.utc)
@@ -61,38 +57,24 @@ preset = "ajera_vantagepoint"
 """
 
 
-class Env:
+class Env(AppEnv):
+    integ = INTEG
+    trigger = "manual"
+
     def __init__(self, tmp: Path, aj: AjeraSandbox, vp: VantagepointSandbox) -> None:
-        self.tmp, self.aj, self.vp = tmp, aj, vp
-        self.app: App | None = None
-        self.cfg_path = ""
+        super().__init__(tmp, aj, vp)
+        self.aj, self.vp = aj, vp
+
+    def config_text(self, options: str = "", extra: str = "") -> str:
+        return config_text(self.tmp, self.aj.url, self.aj.id_blob, self.vp.url, options, extra)
 
     async def start(self, extra: str = "", **options: Any) -> "Env":
-        if self.app is not None:
-            await self.app.close()
         text = "\n".join(f"{k} = {str(v).lower()}" for k, v in options.items())
-        path = self.tmp / "config.toml"
-        path.write_text(config_text(self.tmp, self.aj.url, self.aj.id_blob, self.vp.url,
-                                    text, extra))
-        self.cfg_path = str(path)
-        self.app = await App(load(path)).start(sandboxes=False, activity=False)
+        await self.build(options=text, extra=extra)
         return self
 
-    @property
-    def integration(self):
-        return self.app.integration(INTEG)
-
     async def sync(self, **kw: Any) -> RunResult:
-        kw.setdefault("trigger", "manual")
-        return await run(self.app.db, self.integration, RunOptions(**kw))
-
-    async def rows(self, table: str) -> list[dict]:
-        async with self.app.db.connect() as conn:
-            return [dict(r) for r in (await conn.execute(select(T[table]))).mappings()]
-
-    async def links(self, flow: str) -> dict[str, str]:
-        return {r["left_id"]: r["right_id"] for r in await self.rows("links")
-                if r["flow"] == flow}
+        return await self.run(**kw)
 
     def tick(self, seconds: float = 120) -> None:
         self.aj.clock.advance(seconds)
@@ -130,17 +112,4 @@ async def make_env(tmp: Path) -> Env:
 
 
 async def close_env(env: Env) -> None:
-    if env.app is not None:
-        await env.app.close()
-    await env.aj.stop()
-    await env.vp.stop()
-
-
-def step(result: RunResult, flow: str):
-    return next(s for s in result.steps if s.flow == flow)
-
-
-def ok(result: RunResult) -> None:
-    assert result.status == "ok", (result.status, result.message,
-                                   [(s.flow, s.status, s.message, dict(s.counts))
-                                    for s in result.steps])
+    await env.close()

@@ -9,20 +9,16 @@ straight into the sandboxes' data.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import select
 
 from connectors.bob50.sandbox import Bob50Sandbox
 from connectors.sage_crm.sandbox import PASSWORD, USER, SageCrmSandbox
 from connectors.sandbox import Clock
 from daemon.app import App
-from daemon.config import load
-from daemon.engine.runner import RunOptions, RunResult, run
-from daemon.store.tables import T
+from daemon.engine.runner import RunResult
+from tests.integration.app_env import AppEnv
 
 INTEG = "bb"
 FLOW = "third_parties"
@@ -54,25 +50,18 @@ preset = "bob50_sage_crm"
 """
 
 
-@dataclass
-class BbEnv:
-    tmp: Path
-    clock: Clock
-    bob: Bob50Sandbox
-    crm: SageCrmSandbox
-    app: App | None = None
-    cfg_path: str = ""
-    extra: str = field(default="")
+class BbEnv(AppEnv):
+    integ = INTEG
+
+    def __init__(self, tmp: Path, clock: Clock, bob: Bob50Sandbox, crm: SageCrmSandbox) -> None:
+        super().__init__(tmp, crm, bob)
+        self.clock, self.bob, self.crm = clock, bob, crm
+
+    def config_text(self, extra: str = "") -> str:
+        return config_text(self.tmp, bob_url=self.bob.url, crm_url=self.crm.url, extra=extra)
 
     async def open(self, extra: str = "") -> "BbEnv":
-        if self.app is not None:
-            await self.app.close()
-        path = self.tmp / "accord.toml"
-        path.write_text(config_text(self.tmp, bob_url=self.bob.url, crm_url=self.crm.url,
-                                    extra=extra))
-        self.cfg_path = str(path)
-        self.app = await App(load(path)).start(sandboxes=False, activity=False)
-        self.tie_clock(self.app)
+        self.tie_clock(await self.build("accord.toml", extra=extra))
         return self
 
     def tie_clock(self, app: App) -> None:
@@ -87,8 +76,7 @@ class BbEnv:
 
     async def sync(self, **kw: Any) -> RunResult:
         self.clock.advance(120)
-        kw.setdefault("trigger", "test")
-        result = await run(self.app.db, self.app.integration(INTEG), RunOptions(**kw))
+        result = await self.run(**kw)
         self.clock.advance(120)
         return result
 
@@ -104,13 +92,8 @@ class BbEnv:
         async with self.app.db.begin() as conn:
             await gates.approve(conn, INTEG)
 
-    async def rows(self, table: str) -> list[dict]:
-        async with self.app.db.connect() as conn:
-            return [dict(r) for r in (await conn.execute(select(T[table]))).mappings()]
-
-    async def links(self) -> dict[str, str]:
-        return {r["left_id"]: r["right_id"] for r in await self.rows("links")
-                if r["flow"] == FLOW and r["integration"] == INTEG}
+    async def links(self, flow: str = FLOW) -> dict[str, str]:
+        return await super().links(flow)
 
     # --- the users' side -------------------------------------------------------------------
     def customer(self, code: str, vat: str | None, **cols: Any) -> dict:
@@ -140,7 +123,4 @@ async def make_env(tmp: Path) -> BbEnv:
 
 
 async def close_env(env: BbEnv) -> None:
-    if env.app is not None:
-        await env.app.close()
-    await env.crm.stop()
-    await env.bob.stop()
+    await env.close()

@@ -16,15 +16,12 @@ from typing import Any
 
 import pytest
 import structlog
-from sqlalchemy import select
 
 from connectors.prospect_crm.sandbox import ProspectSandbox
 from connectors.sandbox import Clock
 from connectors.unleashed.sandbox import UnleashedSandbox
-from daemon.app import App
-from daemon.config import load
-from daemon.engine.runner import RunOptions, RunResult, run
-from daemon.store.tables import T
+from daemon.engine.runner import RunResult
+from tests.integration.app_env import AppEnv
 
 INTEG = "ul"
 START = datetime(2024, 6, 3, 9, 0, 0, tzinfo=timezone.utc)
@@ -79,50 +76,26 @@ def logs():
     structlog.configure(**old)
 
 
-class Env:
+class Env(AppEnv):
     """Two sandboxes, a state file, and (after ``start``) an App built from a config file."""
+    integ = INTEG
 
     def __init__(self, tmp: Path, ul: UnleashedSandbox, crm: ProspectSandbox) -> None:
-        self.tmp, self.ul, self.crm = tmp, ul, crm
-        self.app: App | None = None
-        self.cfg_path: str = ""
+        super().__init__(tmp, ul, crm)
+        self.ul, self.crm = ul, crm
 
     # --- the daemon side -----------------------------------------------------------------
-    def write_config(self, name: str = "config.toml", **options: Any) -> str:
-        path = self.tmp / name
-        path.write_text(config_text(self.tmp, ul_url=self.ul.url, crm_url=self.crm.url,
-                                    options=options_text(**options)))
-        return str(path)
+    def config_text(self, **options: Any) -> str:
+        return config_text(self.tmp, ul_url=self.ul.url, crm_url=self.crm.url,
+                           options=options_text(**options))
 
     async def start(self, **options: Any) -> "Env":
         """(Re)build the App from a config with these preset options; the state file stays."""
-        if self.app is not None:
-            await self.app.close()
-        self.cfg_path = self.write_config(**options)
-        self.app = await App(load(self.cfg_path)).start(sandboxes=False, activity=False)
+        await self.build(**options)
         return self
 
-    @property
-    def integration(self):
-        assert self.app is not None, "call env.start() first"
-        return self.app.integration(INTEG)
-
     async def sync(self, **kw: Any) -> RunResult:
-        kw.setdefault("trigger", "test")
-        return await run(self.app.db, self.integration, RunOptions(**kw))
-
-    async def rows(self, table: str) -> list[dict]:
-        async with self.app.db.connect() as conn:
-            return [dict(r) for r in (await conn.execute(select(T[table]))).mappings()]
-
-    async def links(self, flow: str) -> dict[str, str]:
-        """left id -> right id of the flow's links."""
-        return {r["left_id"]: r["right_id"] for r in await self.rows("links")
-                if r["flow"] == flow and r["integration"] == INTEG}
-
-    async def errors(self, flow: str | None = None) -> list[dict]:
-        return [r for r in await self.rows("record_errors")
-                if flow is None or r["flow"] == flow]
+        return await self.run(**kw)
 
     # --- the user's side: Unleashed ------------------------------------------------------
     def tick(self, seconds: float = 120) -> None:
@@ -198,10 +171,6 @@ class Env:
         return next(u["UserCode"] for u in self.crm.data["Users"].values()
                     if u["UserName"] == name)
 
-    def reset_hits(self) -> None:
-        self.ul.reset_hits()
-        self.crm.reset_hits()
-
 
 async def make_env(tmp: Path, **sandbox_kw: Any):
     """Unleashed: 3 customers (with contacts, generated up to 30 days before), Prospect: 2
@@ -216,10 +185,7 @@ async def make_env(tmp: Path, **sandbox_kw: Any):
 
 
 async def close_env(env: Env) -> None:
-    if env.app is not None:
-        await env.app.close()
-    await env.ul.stop()
-    await env.crm.stop()
+    await env.close()
 
 
 @pytest.fixture

@@ -11,15 +11,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from connectors.connectwise.sandbox import ConnectWiseSandbox
 from connectors.dtools_si.sandbox import DToolsSiSandbox
 from connectors.sandbox import Clock
-from daemon.app import App
-from daemon.config import load
-from daemon.engine.runner import RunOptions, RunResult, run
-from daemon.store.tables import T
+from daemon.engine.runner import RunResult
+from tests.integration.app_env import AppEnv, counts, ok  # noqa: F401 (the tests' helpers)
 
 INTEG = "dt"
 START = datetime(2024, 6, 3, 9, 0, 0, tzinfo=timezone.utc)
@@ -60,42 +56,22 @@ preset = "dtools_connectwise"
 """
 
 
-class Env:
-    def __init__(self, tmp: Path, si: DToolsSiSandbox, cw: ConnectWiseSandbox) -> None:
-        self.tmp, self.si, self.cw = tmp, si, cw
-        self.app: App | None = None
+class Env(AppEnv):
+    integ = INTEG
 
-    def write_config(self, **kw: Any) -> str:
-        path = self.tmp / "config.toml"
-        path.write_text(config_text(self.tmp, self.si.url, self.cw.url, **kw))
-        return str(path)
+    def __init__(self, tmp: Path, si: DToolsSiSandbox, cw: ConnectWiseSandbox) -> None:
+        super().__init__(tmp, si, cw)
+        self.si, self.cw = si, cw
+
+    def config_text(self, **kw: Any) -> str:
+        return config_text(self.tmp, self.si.url, self.cw.url, **kw)
 
     async def start(self, **kw: Any) -> "Env":
-        if self.app is not None:
-            await self.app.close()
-        self.app = await App(load(self.write_config(**kw))).start(sandboxes=False,
-                                                                  activity=False)
+        await self.build(**kw)
         return self
 
-    @property
-    def integration(self):
-        return self.app.integration(INTEG)
-
     async def sync(self, progress=None, **kw: Any) -> RunResult:
-        kw.setdefault("trigger", "test")
-        return await run(self.app.db, self.integration, RunOptions(**kw), progress)
-
-    async def rows(self, table: str) -> list[dict]:
-        async with self.app.db.connect() as conn:
-            return [dict(r) for r in (await conn.execute(select(T[table]))).mappings()]
-
-    async def links(self, flow: str) -> dict[str, str]:
-        return {r["left_id"]: r["right_id"] for r in await self.rows("links")
-                if r["flow"] == flow}
-
-    async def errors(self, flow: str | None = None) -> list[dict]:
-        return [r for r in await self.rows("record_errors")
-                if flow is None or r["flow"] == flow]
+        return await self.run(progress, **kw)
 
     # --- the SI user's side ------------------------------------------------------------------
     def tick(self, seconds: float = 120) -> None:
@@ -113,9 +89,6 @@ class Env:
         return [r for r in self.cw.data[table].values()
                 if all(_get(r, k) == v for k, v in where.items())]
 
-    def reset_hits(self) -> None:
-        self.si.reset_hits()
-        self.cw.reset_hits()
 
 
 def _get(rec: dict, path: str) -> Any:
@@ -135,17 +108,4 @@ async def make_env(tmp: Path, *, projects: int = 0, cw_records: int = 0) -> Env:
 
 
 async def close_env(env: Env) -> None:
-    if env.app is not None:
-        await env.app.close()
-    await env.si.stop()
-    await env.cw.stop()
-
-
-def ok(result: RunResult) -> None:
-    assert result.status == "ok", (result.status, result.message,
-                                   [(s.flow, s.status, s.message, dict(s.counts))
-                                    for s in result.steps])
-
-
-def counts(result: RunResult, flow: str) -> dict:
-    return dict(next(s for s in result.steps if s.flow == flow).counts)
+    await env.close()

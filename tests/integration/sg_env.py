@@ -9,7 +9,6 @@ drives both systems and the SQL connector's own stamps; tests step it (no sleepi
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,8 @@ from typing import Any
 from connectors.sage50fr.sandbox import Sage50FrSandbox
 from connectors.sage_sales_management.sandbox import SageSalesManagementSandbox
 from connectors.sandbox import Clock
-from daemon.app import App
-from daemon.config import load
-from daemon.engine.runner import RunOptions, RunResult, run
+from daemon.engine.runner import RunResult
+from tests.integration.app_env import AppEnv
 
 INTEG = "sg"
 START = datetime(2025, 3, 3, 9, 0, 0, tzinfo=timezone.utc)
@@ -52,26 +50,28 @@ preset = "sage50fr_sales_management"
 """
 
 
-@dataclass
-class SgEnv:
-    tmp: Path
-    clock: Clock
-    sage: Sage50FrSandbox
-    ssm: SageSalesManagementSandbox
-    app: App | None = None
+class SgEnv(AppEnv):
+    integ = INTEG
+    trigger = "schedule"
+
+    def __init__(self, tmp: Path, clock: Clock, sage: Sage50FrSandbox,
+                 ssm: SageSalesManagementSandbox) -> None:
+        super().__init__(tmp, ssm, sage)
+        self.clock, self.sage, self.ssm = clock, sage, ssm
+
+    def config_text(self, options: str = "") -> str:
+        return config_text(self.tmp, sage_url=self.sage.url, ssm_url=self.ssm.url,
+                           options=options)
 
     async def open(self, options: str = "") -> "SgEnv":
-        path = self.tmp / "accord.toml"
-        path.write_text(config_text(self.tmp, sage_url=self.sage.url, ssm_url=self.ssm.url,
-                                    options=options))
-        self.cfg = load(path)
-        self.app = await App(self.cfg).start(sandboxes=False)
-        self.app.connectors["sage50"].now = self.clock.now      # type: ignore[attr-defined]
+        app = await self.build("accord.toml", options=options)
+        self.cfg = app.cfg
+        app.connectors["sage50"].now = self.clock.now      # type: ignore[attr-defined]
         return self
 
     async def sync(self, **kw: Any) -> RunResult:
         self.clock.advance(120)
-        result = await run(self.app.db, self.app.integration(INTEG), RunOptions(**kw))
+        result = await self.run(**kw)
         self.clock.advance(120)
         return result
 

@@ -131,6 +131,7 @@ async def test_dt05_products_are_added_to_the_catalog_only_when_absent(env):
     catalog = {c["identifier"].casefold(): c for c in env.cw.data["catalog"].values()}
     assert set(catalog) == {m.casefold() for m in models}
     assert catalog[models[0].casefold()]["description"] == "Manage's own description"
+    assert catalog[models[0].casefold()]["id"] == existing["id"]     # matched, not re-made
     # labor is not a product; a product used by two projects is added once
     again = env.new_project(progress=OPPORTUNITY, items=2)
     again["Items"][0].update(Model=models[1])

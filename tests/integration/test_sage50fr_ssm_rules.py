@@ -26,9 +26,7 @@ async def env(tmp_path):
     e = SgEnv(tmp_path, clock, sage, ssm)
     await e.open()
     yield e
-    await e.app.close()
-    await ssm.stop()
-    await sage.stop()
+    await e.close()
 
 
 def customer(env: SgEnv, code: str = "C000101", **cols) -> dict:
