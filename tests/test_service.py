@@ -23,6 +23,7 @@ from daemon.engine.runner import RunOptions
 from daemon.service import Service
 from tests.test_cli import (INTEG, ROOT, config_text, logs,  # noqa: F401
                             rows, sandboxes, write_config)
+from tests.waiting import until
 
 WEB0 = "[web]\nport = 0\n"
 SECOND = f"""
@@ -182,10 +183,7 @@ async def test_stop_cancels_a_run_still_going_after_the_grace_period(tmp_path, s
     svc = await started(write_config(tmp_path, ul_url=ul.url, crm_url=crm.url), grace=0.05)
     ul.faults.latency = 1.5                     # the sandbox is slow; the stop does not wait
     task = asyncio.create_task(svc.run_job("sync:ul"))
-    for _ in range(200):
-        if ul.count():
-            break
-        await asyncio.sleep(0.01)
+    await until(ul.count, "the run reached Unleashed", 2)
     assert svc.locks[INTEG].locked()
     t0 = time.monotonic()
     await svc.stop()
@@ -276,15 +274,6 @@ def test_sighup_refuses_a_broken_file_reloads_a_good_one_and_sigterm_exits_0(tmp
 
 
 # --- stop: the grace is kept, every run ends with a status ---------------------------------------
-
-
-async def until(check, what: str, timeout: float = 20.0) -> None:
-    """Wait (bounded) for something real (a socket answered, a task moved on) to be true."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.01)
 
 
 async def test_stop_during_a_scheduled_run_ends_it_at_a_chunk_boundary_within_the_grace(

@@ -7,13 +7,13 @@ published by the test as an SI user would (``env.publish``).
 """
 from __future__ import annotations
 
-import asyncio
 
 import aiohttp
 import pytest
 
 from daemon.service import Service
 from tests.integration.dt_env import FLOWS, INTEG, close_env, counts, make_env, ok
+from tests.waiting import idle, until
 
 OPPORTUNITY = "Lead"          # one of the preset's default opportunity progresses
 SOLD = "Approved"             # not one of them
@@ -340,11 +340,7 @@ async def service(env):
 
 
 async def _wait_idle(svc: Service) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 30
-    while svc.locks[INTEG].locked() or any(not t.done() for t in svc.web._tasks):
-        assert loop.time() < deadline
-        await asyncio.sleep(0.01)
+    await until(idle(svc, INTEG), "the run finishing")
 
 
 async def test_dt01_poll_now_starts_a_run_at_once_and_the_schedule_starts_runs(env, service):
@@ -383,14 +379,13 @@ async def test_dt10_the_status_view_shows_each_step_and_mapping_while_a_run_is_u
         async with http.post(f"{service.web.url}/api/integrations/{INTEG}/run",
                              headers={"Authorization": f"Bearer {TOKEN}"}) as resp:
             assert resp.status == 202
-        while True:
+        async def watched_to_the_end() -> bool:
             async with http.get(f"{service.web.url}/api/status") as resp:
                 doc = (await resp.json())["integrations"][INTEG]
             if doc.get("running"):
                 seen.append(doc)
-            elif seen:
-                break
-            await asyncio.sleep(0.02)
+            return bool(seen) and not doc.get("running")
+        await until(watched_to_the_end, "the run watched from start to end", 60, poll=0.02)
         async with http.get(f"{service.web.url}/") as resp:
             page = await resp.text()
     await _wait_idle(service)

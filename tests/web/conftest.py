@@ -2,7 +2,6 @@
 test's own sandboxes, on a free loopback port; requests through a real socket."""
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import aiohttp
@@ -12,6 +11,7 @@ from sqlalchemy import select
 from daemon.service import Service
 from daemon.store.tables import T
 from tests.test_cli import sandboxes, write_config  # noqa: F401
+from tests.waiting import idle, until
 
 TOKEN = "web-token-s3cret-9911"
 SECRETS = ("sandbox-key", "sandbox-token", TOKEN)      # none may appear in a GET answer
@@ -37,12 +37,7 @@ async def start_service(path: str) -> Service:
 
 async def until_idle(svc: Service, name: str = "ul", timeout: float = 30.0) -> None:
     """Wait (bounded) until no run of ``name`` is under way and no webhook is queued."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while (svc.locks[name].locked() or name in svc.web._drainers
-           or any(not t.done() for t in svc.web._tasks)):
-        assert loop.time() < deadline, "the run did not finish in time"
-        await asyncio.sleep(0.01)
+    await until(idle(svc, name), "the run finishing", timeout)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from connectors.unleashed.sandbox import UnleashedSandbox
 from daemon.store import operator
 from daemon.store.tables import T
 from tests.test_cli import ROOT
+from tests.waiting import until
 from tests.web.conftest import (SECRETS, TOKEN, bb_sync, refused_company, start_service,
                                 until_idle, web_config)
 
@@ -131,11 +132,8 @@ async def test_status_page_shows_the_run_under_way_in_a_browser(tmp_path, user_d
     try:
         ul.faults.latency = 0.25                # each Unleashed request: a quarter of a second
         run = asyncio.create_task(svc.run_job("sync:ul"))
-        for _ in range(1000):                   # the run is under way before the page loads
-            if svc.live.running("ul"):
-                break
-            await asyncio.sleep(0.01)
-        assert svc.live.running("ul"), "the run never started"
+        # the run is under way before the page loads
+        await until(lambda: svc.live.running("ul"), "the run starting", 10)
         seen = await asyncio.to_thread(watch_a_run, svc.web.url, user_data)
         result = await run
         await until_idle(svc)
