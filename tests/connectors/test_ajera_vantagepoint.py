@@ -32,60 +32,48 @@ def vantagepoint(sb: VantagepointSandbox, password: str = "sandbox-password"):
         attempts=3, max_wait=0))
 
 
-class TestAjeraContract(ConnectorContract):
+class _Served(ConnectorContract):
+    """The contract's fixtures for a sandbox class and a connector factory
+    (``make(sandbox, password)``)."""
+    sandbox_class: type = AjeraSandbox
+    make = staticmethod(ajera)
+
+    @pytest.fixture
+    async def sandbox(self):
+        sb = self.sandbox_class(seed=1, records=2, clock=Clock(START))
+        await sb.start(0)
+        yield sb
+        await sb.stop()
+
+    @pytest.fixture
+    async def connector(self, sandbox):
+        c = self.make(sandbox)
+        await c.start()
+        yield c
+        await c.close()
+
+    @pytest.fixture
+    async def bad_connector(self, sandbox):
+        c = self.make(sandbox, "wrong-secret")
+        await c.start()
+        yield c
+        await c.close()
+
+
+class TestAjeraContract(_Served):
     entity = "clients"
     new_fields = {"Description": "Harbor County", "Status": "Active"}
     edit_fields = {"Phone": "555-0199"}
     invalid_fields = {"Status": "Sleeping"}
 
-    @pytest.fixture
-    async def sandbox(self):
-        sb = AjeraSandbox(seed=1, records=2, clock=Clock(START))
-        await sb.start(0)
-        yield sb
-        await sb.stop()
 
-    @pytest.fixture
-    async def connector(self, sandbox):
-        c = ajera(sandbox)
-        await c.start()
-        yield c
-        await c.close()
-
-    @pytest.fixture
-    async def bad_connector(self, sandbox):
-        c = ajera(sandbox, "wrong-secret")
-        await c.start()
-        yield c
-        await c.close()
-
-
-class TestVantagepointContract(ConnectorContract):
+class TestVantagepointContract(_Served):
+    sandbox_class = VantagepointSandbox
+    make = staticmethod(vantagepoint)
     entity = "firm"
     new_fields = {"Name": "Harbor County", "Status": "A"}
     edit_fields = {"Phone": "555-0199"}
     invalid_fields = {"Status": "Z"}
-
-    @pytest.fixture
-    async def sandbox(self):
-        sb = VantagepointSandbox(seed=1, records=2, clock=Clock(START))
-        await sb.start(0)
-        yield sb
-        await sb.stop()
-
-    @pytest.fixture
-    async def connector(self, sandbox):
-        c = vantagepoint(sandbox)
-        await c.start()
-        yield c
-        await c.close()
-
-    @pytest.fixture
-    async def bad_connector(self, sandbox):
-        c = vantagepoint(sandbox, "wrong-secret")
-        await c.start()
-        yield c
-        await c.close()
 
 
 def test_ajera_dates_in_all_three_forms_are_utc():
