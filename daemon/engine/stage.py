@@ -37,7 +37,6 @@ class Staging:
         self.seq = 0
         self.fails: list[Fail] = []
         self._failed: set[tuple[Side, str]] = set()
-        self.staged: dict[Side, set[str]] = {"left": set(), "right": set()}
         # kept in each side's cursor besides (at, ids): the batch progress, related cursors
         self.notes: dict[Side, dict[str, Any]] = {}
         self.derivers: dict[Side, Deriver] = {
@@ -140,8 +139,11 @@ class Staging:
         if not notes["related"]:
             notes.pop("related")
         ctx.reading.reread[side] = set(revisit)
-        extra = list(dict.fromkeys(revisit + pushed + [i for i in named
-                                                       if i not in self.staged[side]]))
+        if named:                       # those the listing staged already are not read twice
+            async with ctx.db.begin() as conn:
+                there = await q.staged_ids(conn, ctx.run_id, ctx.flow.name, side, named)
+            named = [i for i in named if i not in there]
+        extra = list(dict.fromkeys(revisit + pushed + named))
         if extra:
             await self.by_id(side, entity, extra, pushed=set(pushed))
         if whole:
@@ -220,7 +222,6 @@ class Staging:
                     self.fail(side, rec.id, bad)
                     continue
                 self.seq += 1
-                self.staged[side].add(rec.id)
                 deleted = rec.deleted or is_soft_deleted(rules, side, rec.fields)
                 rows.append(dict(
                     run_id=ctx.run_id, flow=ctx.flow.name, side=side, record_id=rec.id,

@@ -196,6 +196,18 @@ async def staged_records(conn: AsyncConnection, run_id: int, flow: str, side: st
     return out
 
 
+async def staged_ids(conn: AsyncConnection, run_id: int, flow: str, side: str,
+                     ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` this step has staged on ``side``."""
+    out: set[str] = set()
+    for part in _chunks(list(ids)):
+        rows = await conn.execute(select(staged.c.record_id).where(
+            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
+            staged.c.record_id.in_(part)))
+        out.update(r[0] for r in rows)
+    return out
+
+
 class Chunk(list):
     """One chunk of staged records, and ``last``: the staging order (``seq``) the chunk's
     window reached, where the next chunk starts; None when the side has no more rows. A
