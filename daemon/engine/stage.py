@@ -13,6 +13,8 @@ partner stays as it is). Each record fails at most once a step, though it may be
 """
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -93,6 +95,8 @@ class Staging:
             rules.batch_on in (None, side) else None
         taken, staged, cut, seen_any, full_budget = 0, 0, False, False, False
         pages = conn_.changes(entity, since)
+        if limit is None:               # a batch may stop early: no page asked for in vain
+            pages = read_ahead(pages)
         async for page in pages:
             if not page:
                 continue
@@ -261,6 +265,35 @@ class Staging:
             after = rows[-1]["id"]
             await self.page(side, [Record(id=r[f"{side}_id"], fields={}, deleted=True)
                                    for r in rows], set())
+
+
+async def read_ahead(pages: AsyncIterator[list[Record]]) -> AsyncIterator[list[Record]]:
+    """The pages of a listing, each next page asked for while the caller stages the one it
+    has: the system's answer time overlaps accord's own work. One page ahead at most, so
+    memory stays one page; an error reading a page is raised where that page is wanted."""
+    async def following() -> list[Record]:
+        return await anext(pages)
+
+    ahead = asyncio.ensure_future(following())
+    try:
+        while True:
+            try:
+                page = await ahead
+            except StopAsyncIteration:
+                ahead = None
+                return
+            ahead = asyncio.ensure_future(following())
+            yield page
+    finally:
+        if ahead is not None:           # left early: the page asked for is not wanted
+            ahead.cancel()
+            try:
+                await ahead
+            except (asyncio.CancelledError, Exception):
+                pass
+        close = getattr(pages, "aclose", None)
+        if close is not None:
+            await close()
 
 
 def _new_ground(start: Cursor, modified, record_id: str) -> bool:
