@@ -4,13 +4,16 @@ transaction, so a batch of decisions commits together with its cursor.
 
 The same statements run on SQLite and PostgreSQL (asyncpg): booleans are compared with
 ``is_(True)`` and bound as Python bools, timestamps are aware UTC values in TIMESTAMP WITH TIME
-ZONE columns, JSON is text, IN lists are chunked (CHUNK), and every query whose rows feed a
-list has an ORDER BY: PostgreSQL, unlike SQLite, returns rows in no particular order."""
+ZONE columns, JSON is text, a list of ids is one parameter (``_among``) sent in chunks (CHUNK),
+and every query whose rows feed a list has an ORDER BY: PostgreSQL, unlike SQLite, returns rows
+in no particular order."""
 from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+import orjson
+from sqlalchemy import (ARRAY, and_, any_, bindparam, delete, func, insert, literal_column, or_,
+                        select, update)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from daemon.store.db import dumps, loads, now
@@ -22,13 +25,27 @@ errors, exclusions, reviews, held = (T["record_errors"], T["exclusions"], T["rev
 audit, pushes, staged_keys = T["audit"], T["pushes"], T["staged_keys"]
 rereads = T["rereads"]
 parked = T["parked"]
-CHUNK = 500          # ids per IN (...) list: well under SQLite's and asyncpg's limits
+CHUNK = 500          # ids per statement: rows of one chunk stay small on either database
 
 
 def _dicts(result) -> list[dict]:
     """The rows of a result as plain dicts (the column names read once, not per row)."""
     keys = list(result.keys())
     return [dict(zip(keys, row)) for row in result]
+
+
+def _among(conn: AsyncConnection, col, values: Sequence) -> Any:
+    """``col IN (values)`` with the values bound as one parameter: a JSON array that SQLite
+    reads with ``json_each``, an array for PostgreSQL (``= ANY``). A plain ``IN`` binds each
+    value on its own, and SQLAlchemy expands those binds anew for every statement (the
+    dearest part of a chunk's queries). Both forms still look each value up in ``col``'s
+    index (tests/store/test_query_plans.py)."""
+    if conn.dialect.name == "sqlite":
+        return col.in_(select(literal_column("value")).select_from(
+            func.json_each(bindparam(None, orjson.dumps(list(values)).decode()))))
+    if conn.dialect.name == "postgresql":
+        return col == any_(bindparam(None, list(values), type_=ARRAY(col.type)))
+    return col.in_(list(values))
 
 
 def _chunks(seq: Sequence, n: int = CHUNK) -> Iterable[Sequence]:
@@ -42,7 +59,7 @@ async def _delete_ids(conn: AsyncConnection, table, id_col: str, ids: Sequence,
     one statement per chunk of ids."""
     cond = [table.c[k] == v for k, v in where.items()] + list(extra)
     for part in _chunks(list(ids)):
-        await conn.execute(delete(table).where(*cond, table.c[id_col].in_(part)))
+        await conn.execute(delete(table).where(*cond, _among(conn, table.c[id_col], part)))
 
 
 # --- links ---------------------------------------------------------------------------------
@@ -52,7 +69,7 @@ async def links_by_side(conn: AsyncConnection, integration: str, flow: str, side
     out: dict[str, dict] = {}
     for part in _chunks(list(ids)):
         rows = await conn.execute(select(links).where(
-            links.c.integration == integration, links.c.flow == flow, col.in_(part)))
+            links.c.integration == integration, links.c.flow == flow, _among(conn, col, part)))
         for row in _dicts(rows):
             out[row["left_id" if side == "left" else "right_id"]] = row
     return out
@@ -67,7 +84,7 @@ async def link_map(conn: AsyncConnection, integration: str, flow: str, side: str
     for part in _chunks(list(ids)):
         rows = await conn.execute(select(src, dst).where(
             links.c.integration == integration, links.c.flow == flow,
-            links.c.state == "ok", src.in_(part)))
+            links.c.state == "ok", _among(conn, src, part)))
         out.update({a: b for a, b in rows.all()})
     return out
 
@@ -134,10 +151,11 @@ async def stage(conn: AsyncConnection, rows: list[dict], keys: list[dict]) -> No
     for part in _chunks(ids):
         base = [staged.c.run_id == first["run_id"], staged.c.flow == first["flow"],
                 staged.c.side == first["side"]]
-        await conn.execute(delete(staged).where(*base, staged.c.record_id.in_(part)))
+        await conn.execute(delete(staged).where(*base, _among(conn, staged.c.record_id, part)))
         kbase = [staged_keys.c.run_id == first["run_id"], staged_keys.c.flow == first["flow"],
                  staged_keys.c.side == first["side"]]
-        await conn.execute(delete(staged_keys).where(*kbase, staged_keys.c.record_id.in_(part)))
+        await conn.execute(delete(staged_keys).where(
+            *kbase, _among(conn, staged_keys.c.record_id, part)))
     await conn.execute(insert(staged), rows)
     if keys:
         await conn.execute(insert(staged_keys), keys)
@@ -191,7 +209,7 @@ async def staged_records(conn: AsyncConnection, run_id: int, flow: str, side: st
     for part in _chunks(list(ids)):
         rows = await conn.execute(select(staged).where(
             staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
-            staged.c.record_id.in_(part)))
+            _among(conn, staged.c.record_id, part)))
         out.update({r["record_id"]: _staged_row(r) for r in _dicts(rows)})
     return out
 
@@ -203,7 +221,7 @@ async def staged_ids(conn: AsyncConnection, run_id: int, flow: str, side: str,
     for part in _chunks(list(ids)):
         rows = await conn.execute(select(staged.c.record_id).where(
             staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
-            staged.c.record_id.in_(part)))
+            _among(conn, staged.c.record_id, part)))
         out.update(r[0] for r in rows)
     return out
 
@@ -256,7 +274,7 @@ async def staged_linked_chunk(conn: AsyncConnection, run_id: int, integration: s
     for part in _chunks(list(partner_ids)):
         found = await conn.execute(select(staged).where(
             staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == other_side,
-            staged.c.record_id.in_(part)))
+            _among(conn, staged.c.record_id, part)))
         for row in _dicts(found):
             partner_ids[row["record_id"]][other_side] = _staged_row(row)
     return out
@@ -274,7 +292,7 @@ async def staged_unlinked_chunk(conn: AsyncConnection, run_id: int, integration:
     col = links.c.left_id if side == "left" else links.c.right_id
     linked = set((await conn.execute(select(col).where(
         links.c.integration == integration, links.c.flow == flow,
-        col.in_([r["record_id"] for r in window])))).scalars())
+        _among(conn, col, [r["record_id"] for r in window])))).scalars())
     out.extend(_staged_row(r) for r in window if r["record_id"] not in linked)
     return out
 
@@ -291,7 +309,7 @@ async def staged_by_key(conn: AsyncConnection, run_id: int, flow: str, side: str
                 staged.c.record_id == staged_keys.c.record_id)).where(
                 staged_keys.c.run_id == run_id, staged_keys.c.flow == flow,
                 staged_keys.c.side == side, staged_keys.c.key == key,
-                staged_keys.c.value.in_(part)).order_by(staged.c.seq))
+                _among(conn, staged_keys.c.value, part)).order_by(staged.c.seq))
         for row in _dicts(rows):
             value = row.pop("value")
             out.setdefault(value, []).append(_staged_row(row))
@@ -361,7 +379,7 @@ async def quarantined(conn: AsyncConnection, integration: str, flow: str, side: 
         rows = await conn.execute(select(errors.c.record_id, errors.c.hash).where(
             errors.c.integration == integration, errors.c.flow == flow,
             errors.c.side == side, errors.c.quarantined.is_(True),
-            errors.c.record_id.in_(part)))
+            _among(conn, errors.c.record_id, part)))
         out.update(dict(rows.all()))
     return out
 
@@ -412,7 +430,7 @@ async def excluded(conn: AsyncConnection, integration: str, flow: str, side: str
     for part in _chunks(list(ids)):
         rows = await conn.execute(select(exclusions.c.record_id, exclusions.c.mode).where(
             exclusions.c.integration == integration, exclusions.c.flow == flow,
-            exclusions.c.side == side, exclusions.c.record_id.in_(part),
+            exclusions.c.side == side, _among(conn, exclusions.c.record_id, part),
             exclusions.c.mode.in_(("never", "skip_once"))))
         out.update(dict(rows.all()))
     return out
@@ -492,7 +510,7 @@ async def add_audit(conn: AsyncConnection, rows: list[dict]) -> None:
 async def links_by_id(conn: AsyncConnection, ids: Sequence[int]) -> dict[int, dict]:
     out: dict[int, dict] = {}
     for part in _chunks(list(ids)):
-        rows = await conn.execute(select(links).where(links.c.id.in_(part)))
+        rows = await conn.execute(select(links).where(_among(conn, links.c.id, part)))
         out.update({r["id"]: dict(r) for r in rows.mappings()})
     return out
 
@@ -515,7 +533,7 @@ async def parked_hashes(conn: AsyncConnection, integration: str, flow: str, side
     for part in _chunks(list(ids)):
         rows = await conn.execute(select(parked.c.record_id, parked.c.hash).where(
             parked.c.integration == integration, parked.c.flow == flow,
-            parked.c.side == side, parked.c.record_id.in_(part)))
+            parked.c.side == side, _among(conn, parked.c.record_id, part)))
         out.update(dict(rows.all()))
     return out
 

@@ -45,8 +45,11 @@ async def db(state_url):
     return engine
 
 
-async def plan_of(db, call) -> str:
-    """The database's plan of the first statement ``call`` sends, as one text."""
+async def plan_of(db, call, which: int = 0, indexable: bool = False) -> str:
+    """The database's plan of the statement ``call`` sends first (or ``which``), as one
+    text. ``indexable``: PostgreSQL is told to avoid scans where it can (a small table is
+    cheaper to scan, whatever its indexes), so a scan left in the plan means no index could
+    serve the condition."""
     sent: list[tuple[str, object]] = []
     async with db.connect() as conn:
         def grab(_c, _cursor, statement, parameters, _ctx, _many):
@@ -55,8 +58,10 @@ async def plan_of(db, call) -> str:
         rows = await call(conn)
         event.remove(conn.sync_connection, "before_cursor_execute", grab)
         assert rows, "the query found its chunk"
-        statement, params = sent[0]
+        statement, params = sent[which]
         prefix = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
+        if indexable and conn.dialect.name == "postgresql":
+            await conn.exec_driver_sql("SET enable_seqscan = off")
         plan = await conn.exec_driver_sql(prefix + statement, params)
         return "\n".join(str(r[-1]) for r in plan.all())
 
@@ -87,3 +92,43 @@ async def test_unseen_links_walk_one_flow_by_id_without_sorting(db):
 async def test_statistics_are_left_alone_for_a_small_step(db):
     async with db.begin() as conn:
         assert not await q.refresh_statistics(conn, q.STATS_AFTER - 1)
+
+
+# a chunk's look-ups by id: the ids are one parameter (a JSON array on SQLite, an array on
+# PostgreSQL), and each id is still found through the table's index, not by a scan
+LOOKUPS = {
+    "links of one side's ids": (
+        lambda conn: q.links_by_side(conn, I, F, "left", [f"l{i}" for i in range(0, 100, 2)]),
+        "links"),
+    "staged records by id": (
+        lambda conn: q.staged_records(conn, RUN, F, "left", [f"l{i}" for i in range(50)]),
+        "staged"),
+    "the keys of staged records": (
+        lambda conn: q.staged_by_key(conn, RUN, F, "left", "0", [f"v{i}" for i in range(50)]),
+        "staged_keys"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(LOOKUPS))
+async def test_a_list_of_ids_is_one_parameter_and_found_by_index(db, name):
+    call, table = LOOKUPS[name]
+    if table == "staged_keys":
+        async with db.begin() as conn:
+            await conn.execute(insert(q.staged_keys), [dict(
+                run_id=RUN, flow=F, side="left", record_id=f"l{i}", key="0", value=f"v{i}")
+                for i in range(N)])
+            assert await q.refresh_statistics(conn, 2 * N)
+    sent: list = []
+    async with db.connect() as conn:
+        def grab(_c, _cursor, statement, parameters, _ctx, _many):
+            sent.append(parameters)
+        event.listen(conn.sync_connection, "before_cursor_execute", grab)
+        assert await call(conn)
+        event.remove(conn.sync_connection, "before_cursor_execute", grab)
+    assert len(sent[0]) <= 6, sent[0]               # not one parameter per id
+    plan = await plan_of(db, call, indexable=True)
+    if db.dialect.name == "sqlite":
+        assert f"SEARCH {table} USING" in plan, plan
+        assert f"SCAN {table}" not in plan, plan
+    else:
+        assert f"Seq Scan on {table}" not in plan, plan
