@@ -411,6 +411,9 @@ class _Step:
             tctx = await self._context([{side: r} for r in recs])
             actions = await self._plan_unlinked(side, recs, tctx, uow)
             await self._do(actions, tctx, uow)
+            if not self.dry:    # a committed link now answers for its partner (found.linked)
+                target = other(side)
+                self.claimed[target].difference_update(r[f"{target}_id"] for r in uow.inserts)
 
     async def _plan_unlinked(self, side: Side, recs: list[dict], tctx: Context,
                              uow: UnitOfWork) -> list[tuple[Action, dict]]:
