@@ -4,7 +4,8 @@
     python -m bench.perf_bench --small 10000 --big 200000 --records 2000 --idle 100
 
 Prints one table: the engine alone (in-memory systems) at two sizes, CPU per record and the
-engine's resident memory; then, against the Unleashed and Prospect CRM sandboxes served by a
+engine's resident memory, for a first sync that creates every record and for one that links
+every record to one the other system already has; then, against the Unleashed and Prospect CRM sandboxes served by a
 child process (so their CPU is theirs, not accord's): first-sync creates against a bare aiohttp
 loop making the same number of creates on the same kind of sandbox at the flow's concurrency
 ceiling, a full read against the same requests replayed bare, the sandboxes' CPU against
@@ -61,10 +62,12 @@ def child(*args: str, timeout: float = 3600) -> dict:
 
 
 # --- the engine alone ---------------------------------------------------------------------------
-async def engine_alone(n: int) -> dict:
+async def engine_alone(n: int, matched: bool = False) -> dict:
     """A first sync of ``n`` records from an in-memory system into a write-only one (it
     answers creates as a system does but keeps nothing), so that the memory measured after
-    the left side is built is the engine's own, and its CPU the engine's."""
+    the left side is built is the engine's own, and its CPU the engine's. ``matched``: the
+    other system already holds every record under the same key (built before the baseline
+    too), so the sync links them all and creates nothing."""
     from connectors.base import Record
     from connectors.memory import MemoryConnector
     from daemon.engine.rules import FlowRules
@@ -82,6 +85,8 @@ async def engine_alone(n: int) -> dict:
     L, R = MemoryConnector("left", s), Sink("right", s)
     for i in range(n):
         L.put("items", {"key": f"k{i}", "name": f"name {i}", "phone": str(i)})
+        if matched:
+            R.put("items", {"code": f"K{i}", "title": f"name {i}", "tel": str(i)})
     rules = FlowRules.model_validate(dict(
         name="items", left_entity="items", right_entity="items",
         fields=[dict(left="key", right="code"), dict(left="name", right="title"),
@@ -91,14 +96,15 @@ async def engine_alone(n: int) -> dict:
     cpu, wall = time.process_time(), time.perf_counter()
     result = await run(db, integ, RunOptions(trigger="bench"))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    assert result.status == "ok" and result.steps[0].counts["created_right"] == n, result
+    done = result.steps[0].counts["matched" if matched else "created_right"]
+    assert result.status == "ok" and done == n, result
     await db.dispose()
     return {"n": n, "cpu_us": cpu / n * 1e6, "wall_s": wall,
             "engine_mib": max(1.0, peak_mib() - base)}
 
 
-def engine_figure(n: int) -> dict:
-    return child("_engine", str(n))
+def engine_figure(n: int, matched: bool = False) -> dict:
+    return child("_engine", str(n), *(["matched"] if matched else []))
 
 
 # --- the sandboxes, served by a child process ---------------------------------------------------
@@ -428,6 +434,15 @@ def table(out: dict, args) -> str:
          f"{e_big['engine_mib']:.0f} MiB ÷ {e_small['engine_mib']:.0f} MiB = "
          f"{e_big['engine_mib'] / e_small['engine_mib']:.2f}×", "≤ 1.3×"),
     ]
+    m_small, m_big = out["matching"]
+    rows += [
+        ("engine alone, a first sync that links every record: CPU per record, peak RSS, "
+         "{:,} ÷ {:,}".format(m_big["n"], m_small["n"]),
+         f"{m_big['cpu_us']:.0f} µs ÷ {m_small['cpu_us']:.0f} µs = "
+         f"{m_big['cpu_us'] / m_small['cpu_us']:.2f}×; {m_big['engine_mib']:.0f} MiB ÷ "
+         f"{m_small['engine_mib']:.0f} MiB = {m_big['engine_mib'] / m_small['engine_mib']:.2f}×",
+         "≤ 1.2×; ≤ 1.3×"),
+    ]
     if "creates_per_s" in out:
         sb, ac = out["cpu_split"]
         q = out["quota"]
@@ -476,7 +491,8 @@ def main() -> None:
         quiet()
         cmd = sys.argv[1]
         if cmd == "_engine":
-            print(json.dumps(asyncio.run(engine_alone(int(sys.argv[2])))))
+            print(json.dumps(asyncio.run(engine_alone(int(sys.argv[2]),
+                                                      matched="matched" in sys.argv[3:]))))
         elif cmd == "_serve":
             asyncio.run(serve())
         elif cmd == "_idle":
@@ -500,7 +516,9 @@ def main() -> None:
     quiet()
     print(f"accord performance: load {os.getloadavg()[0]:.2f} "
           f"({os.cpu_count()} cores) at the start", flush=True)
-    out: dict[str, Any] = {"engine": [engine_figure(args.small), engine_figure(args.big)]}
+    out: dict[str, Any] = {"engine": [engine_figure(args.small), engine_figure(args.big)],
+                           "matching": [engine_figure(args.small, True),
+                                        engine_figure(args.big, True)]}
     if not args.engine_only:
         asyncio.run(through_sandboxes(args, out))
     print(table(out, args))
