@@ -450,7 +450,7 @@ class _Step:
         if not active:
             return out
         found = await match.candidates(c, side, active)
-        taken = found.linked | self.claimed[target]
+        taken = found.linked | self.claimed[target]         # a new set, this chunk's own
         for r in active:
             cands = found.by_record.get(r["record_id"], [])
             a = plan_unlinked(c.flow, side, r, cands, taken, mark[r["record_id"]], tctx,
@@ -458,7 +458,7 @@ class _Step:
                               r["record_id"] in found.partner_excluded)
             if isinstance(a, Link):
                 partner = a.ids[target]
-                taken = taken | {partner}
+                taken.add(partner)
                 self.claimed[target].add(partner)
                 uow.handled[target].append(partner)
             out.append((a, {(side, r["record_id"]): r["hash"]}))
