@@ -271,8 +271,10 @@ async def read_ahead(pages: AsyncIterator[list[Record]]) -> AsyncIterator[list[R
     """The pages of a listing, each next page asked for while the caller stages the one it
     has: the system's answer time overlaps accord's own work. One page ahead at most, so
     memory stays one page; an error reading a page is raised where that page is wanted."""
+    listing = aiter(pages)
+
     async def following() -> list[Record]:
-        return await anext(pages)
+        return await anext(listing)
 
     ahead = asyncio.ensure_future(following())
     try:
@@ -291,7 +293,7 @@ async def read_ahead(pages: AsyncIterator[list[Record]]) -> AsyncIterator[list[R
                 await ahead
             except (asyncio.CancelledError, Exception):
                 pass
-        close = getattr(pages, "aclose", None)
+        close = getattr(listing, "aclose", None)
         if close is not None:
             await close()
 
