@@ -47,6 +47,7 @@ log_level = "warning"
 type = "dtools_si"
 api_key = "sandbox-key"
 base_url = "{si.url}"
+requests_per_window = 1000000
 [systems.cw]
 type = "connectwise"
 company_id = "sandbox"
@@ -54,6 +55,7 @@ public_key = "sandbox-public"
 private_key = "sandbox-private"
 client_id = "00000000-0000-0000-0000-00000000c11e"
 base_url = "{cw.url}"
+requests_per_window = 1000000
 [integrations.dt]
 left = "si"
 right = "cw"

@@ -22,6 +22,10 @@ natural key or ``integrationXRef``), PATCH as a JSON-patch list of whole top-lev
 update, DELETE to delete. Manage offers no conditional write (no ETag, no If-Match; only
 ``_info.lastUpdated``), so ``conditional_writes`` is off: last writer wins.
 
+Requests are paced to ``requests_per_window`` per ``window_seconds`` (default 1,000 a
+minute: ConnectWise's Developer Guide warns that more will likely be rate limited), held
+client-side, so a first load uses that budget without a 429.
+
 ``check()``: ``GET /login/companyinfo/{company}`` (finds the codebase when it is not set) and
 ``GET system/info`` with the keys (DT-3). ``clock()``: the Date header of the latest answer.
 ``identity()``: ``connectwise:<CompanyID>/<CompanyName>`` from companyinfo (no secret).
@@ -40,7 +44,7 @@ from yarl import URL
 from connectors.base import (Capabilities, EntityInfo, NotFoundError, Record, RecordError,
                              flatten, unflatten, utc)
 from connectors.connectwise.conditions import quote
-from connectors.http import HttpClient
+from connectors.http import HttpClient, SlidingWindowLimiter
 
 PATHS = {"companies": "company/companies", "contacts": "company/contacts",
          "catalog": "procurement/catalog", "opportunities": "sales/opportunities",
@@ -98,6 +102,8 @@ class ConnectWiseConnector:
         private_key: SecretStr
         client_id: str
         page_size: int = Field(1000, ge=1, le=1000)
+        requests_per_window: int = Field(1000, ge=1)    # the guide's 1,000 a minute
+        window_seconds: float = Field(60.0, gt=0)
         timeout: float = 30.0
 
     def __init__(self, name: str, settings: "ConnectWiseConnector.Settings | dict") -> None:
@@ -106,9 +112,12 @@ class ConnectWiseConnector:
         self.name, self.settings = name, settings
         self.capabilities = Capabilities(entities={
             e: EntityInfo(e, incremental=True, ordered=False, reports_deletes=False)
-            for e in PATHS}, max_get=200)
+            for e in PATHS}, max_get=200,
+            requests_per_second=settings.requests_per_window / settings.window_seconds)
         self.http = HttpClient(settings.base_url, system="connectwise", auth=self._auth,
                                timeout=settings.timeout, error_parser=parse_error,
+                               limiter=SlidingWindowLimiter(settings.requests_per_window,
+                                                            settings.window_seconds),
                                headers={"Accept": "application/vnd.connectwise.com+json; "
                                                   "version=2025.1",
                                         "clientId": settings.client_id})

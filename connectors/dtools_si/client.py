@@ -28,6 +28,9 @@ marked imported (whatever ``since`` says: SI has no modified-since filter), and
   counted stale: left on the queue, read again next run, never marked. Marking is
   destructive for any other reader of the same key (it hides the messages from all of them).
 - Writes: the subscribe API is read-only here (create, update, delete are refused).
+- Requests are paced to ``requests_per_window`` per ``window_seconds`` (default 120 a
+  minute, the quota D-Tools publishes for its Cloud API; none is published for SI), held
+  client-side so a long queue is read without a 429.
 - ``check()``: one list request of one project with the key (DT-3). ``clock()``: the Date
   header of the latest answer. ``identity()``: None: the API names no dealer or instance
   (the key is per dealer and integration, and a secret).
@@ -44,7 +47,7 @@ from yarl import URL
 
 from connectors.base import (Capabilities, EntityInfo, NotFoundError, Record, RecordError,
                              flatten)
-from connectors.http import HttpClient
+from connectors.http import HttpClient, SlidingWindowLimiter
 
 ENTITY = "projects"
 
@@ -89,6 +92,8 @@ class DToolsSiConnector:
         page_size: int = Field(50, ge=1, le=500)
         concurrency: int = Field(8, ge=1, le=32)
         detail_cache: int = Field(1000, ge=0)    # projects kept (by publish), 0: none
+        requests_per_window: int = Field(120, ge=1)     # D-Tools' published 120 a minute
+        window_seconds: float = Field(60.0, gt=0)
         timeout: float = 30.0
 
     def __init__(self, name: str, settings: "DToolsSiConnector.Settings | dict") -> None:
@@ -98,10 +103,13 @@ class DToolsSiConnector:
         self.capabilities = Capabilities(entities={
             ENTITY: EntityInfo(ENTITY, incremental=True, ordered=False, reports_deletes=True,
                                can_create=False, can_update=False, can_delete=False,
-                               feed=True)}, max_get=50)
+                               feed=True)}, max_get=50,
+            requests_per_second=settings.requests_per_window / settings.window_seconds)
         self.http = HttpClient(settings.base_url, system="dtools_si", auth=self._auth,
                                timeout=settings.timeout,
-                               headers={"Accept": "application/json"})
+                               headers={"Accept": "application/json"},
+                               limiter=SlidingWindowLimiter(settings.requests_per_window,
+                                                            settings.window_seconds))
         self._cache: OrderedDict[tuple[str, str], dict] = OrderedDict()
 
     def _auth(self, method: str, query: str, headers: dict[str, str]) -> None:

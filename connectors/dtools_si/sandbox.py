@@ -45,13 +45,17 @@ Choices where the documents are silent
   leaf location. A deleted project is a message with ``Deleted`` true (listed only with
   ``includeDeleted``); archived projects likewise with ``Archived``.
 - Error bodies are ``{"Message": ...}`` (ASP.NET Web API); a bad ``pageNumber`` is a 400.
-- No rate limit is published for SI; none is imposed (the base fault knobs give 429s).
+- No rate limit is published for SI; none is imposed unless ``rate_limit`` is given
+  (requests in any ``rate_window`` seconds of the sandbox clock, as D-Tools publishes 120 a
+  minute for its Cloud API), answered 429 with ``Retry-After``; the base fault knobs give
+  429s too.
 """
 from __future__ import annotations
 
 import copy
 import random
 import uuid
+from collections import deque
 from datetime import datetime, timezone
 from typing import Any
 
@@ -85,8 +89,12 @@ class DToolsSiSandbox(Sandbox):
     system = "dtools_si"
 
     def __init__(self, *, seed: int = 0, records: int = 0, clock: Clock | None = None,
-                 api_key: str = "sandbox-key", items: int = 20, locations: int = 4) -> None:
+                 api_key: str = "sandbox-key", items: int = 20, locations: int = 4,
+                 rate_limit: int | None = None, rate_window: float = 60.0) -> None:
         self.api_key = api_key
+        self.rate_limit, self.rate_window = rate_limit, rate_window
+        self.rejected = 0
+        self._calls: deque[datetime] = deque()
         self.items_per_project, self.locations_per_project = items, locations
         self.messages: list[dict] = []
         self._last_ms = 0
@@ -222,8 +230,27 @@ class DToolsSiSandbox(Sandbox):
                 return web.json_response(
                     {"Message": "Authorization has been denied for this request."},
                     status=401)
+            throttled = self._throttled()
+            if throttled is not None:
+                return throttled
             return await handler(request)
         return wrapped
+
+    def _throttled(self) -> web.Response | None:
+        if self.rate_limit is None:
+            return None
+        now = self.clock.now()
+        while self._calls and (now - self._calls[0]).total_seconds() >= self.rate_window:
+            self._calls.popleft()
+        if len(self._calls) >= self.rate_limit:
+            self.rejected += 1
+            wait = int(self.rate_window - (now - self._calls[0]).total_seconds()) + 1
+            return web.json_response(
+                {"Message": f"Too many requests: at most {self.rate_limit} in "
+                            f"{self.rate_window:g} seconds; try again in {wait} seconds."},
+                status=429, headers={"Retry-After": str(wait)})
+        self._calls.append(now)
+        return None
 
     async def _list(self, request: web.Request) -> web.Response:
         q = request.query

@@ -24,7 +24,9 @@ can only compare text and people write VAT numbers in many ways; other fields us
 
 ``clock()``: the ``Date`` header of the latest answer. ``identity()``:
 ``sage_crm:<host>/<install>`` (the API names no tenant or database; never the user).
-No ETag or version: ``conditional_writes`` is off.
+No ETag or version: ``conditional_writes`` is off. Sage publishes no rate limit for SData: none
+is imposed unless ``requests_per_window`` (per ``window_seconds``) is set, for a server or a
+proxy that has one.
 """
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from connectors.base import (Capabilities, EntityInfo, FieldInfo, NotFoundError, Record,
                              RecordError, utc)
-from connectors.http import HttpClient
+from connectors.http import HttpClient, SlidingWindowLimiter
 from connectors.vat import like_pattern
 
 ENTITIES = {"Company": ("comp", "comp_companyid"), "Person": ("pers", "pers_personid"),
@@ -89,13 +91,17 @@ class SageCrmConnector:
         timeout: float = Field(30.0, gt=0)
         attempts: int = Field(5, ge=1)
         max_wait: float = Field(30.0, ge=0)
+        requests_per_window: int | None = Field(None, ge=1)   # none published
+        window_seconds: float = Field(60.0, gt=0)
 
     def __init__(self, name: str, settings: "SageCrmConnector.Settings") -> None:
         self.name = name
         self.settings = settings
         self.capabilities = Capabilities(
             entities={e: EntityInfo(e, incremental=True, ordered=True, reports_deletes=False)
-                      for e in ENTITIES}, max_get=_PER_QUERY)
+                      for e in ENTITIES}, max_get=_PER_QUERY,
+            requests_per_second=(settings.requests_per_window / settings.window_seconds
+                                 if settings.requests_per_window else None))
         token = base64.b64encode(f"{settings.username}:{settings.password.get_secret_value()}"
                                  .encode()).decode()
         self._auth_header = f"Basic {token}"
@@ -103,7 +109,10 @@ class SageCrmConnector:
                                timeout=settings.timeout, attempts=settings.attempts,
                                max_wait=settings.max_wait,
                                headers={"Accept": "application/json"},
-                               error_parser=_error_parser)
+                               error_parser=_error_parser,
+                               limiter=(SlidingWindowLimiter(settings.requests_per_window,
+                                                             settings.window_seconds)
+                                        if settings.requests_per_window else None))
         self.root = f"/sdata/{settings.install}j/sagecrm2/-/"
 
     def _auth(self, method: str, query: str, headers: dict[str, str]) -> None:
