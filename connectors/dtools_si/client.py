@@ -9,8 +9,9 @@ marked imported (whatever ``since`` says: SI has no modified-since filter), and
 - ``changes("projects", since)``: ``GET /Subscribe/Projects?includeDeleted=true`` page by
   page (1-based ``pageNumber`` until ``TotalCount`` is reached or a page is empty), the
   newest ``PublishedOnUnixTimeMs`` of each project ``Id`` winning (a project published twice
-  is one record), then ``GET /Subscribe/Projects/{id}?aggregateBy=Location`` for each (a few
-  at a time; a publish already read is taken from a bounded cache, ``detail_cache``
+  is one record), then ``GET /Subscribe/Projects/{id}?aggregateBy=Location`` for each (as many
+  at a time as the answers and the quota allow, at most ``concurrency``: see
+  ``connectors/pace.py``; a publish already read is taken from a bounded cache, ``detail_cache``
   projects, since a message never changes and every flow of a run reads the same queue). A deleted project comes back as a tombstone (``Record.deleted``).
   ``Record.version`` is the publish stamp (``PublishedOnUnixTimeMs``), ``modified`` the same
   instant; archived projects are left out (the API's default).
@@ -48,6 +49,7 @@ from yarl import URL
 from connectors.base import (Capabilities, EntityInfo, NotFoundError, Record, RecordError,
                              flatten)
 from connectors.http import HttpClient, SlidingWindowLimiter
+from connectors.pace import AdaptiveLimit
 
 ENTITY = "projects"
 
@@ -90,7 +92,7 @@ class DToolsSiConnector:
         base_url: str = "https://api.d-tools.com/SI"
         api_key: SecretStr
         page_size: int = Field(50, ge=1, le=500)
-        concurrency: int = Field(8, ge=1, le=32)
+        concurrency: int = Field(16, ge=1, le=32)      # the most reads in flight (pace.py)
         detail_cache: int = Field(1000, ge=0)    # projects kept (by publish), 0: none
         requests_per_window: int = Field(120, ge=1)     # D-Tools' published 120 a minute
         window_seconds: float = Field(60.0, gt=0)
@@ -111,6 +113,10 @@ class DToolsSiConnector:
                                limiter=SlidingWindowLimiter(settings.requests_per_window,
                                                             settings.window_seconds))
         self._cache: OrderedDict[tuple[str, str], dict] = OrderedDict()
+        # detail reads and marks in flight: adapted to the latency and the quota, at most
+        # ``concurrency``; kept across runs, so each run starts from what the last one learnt
+        self.pace = AdaptiveLimit(settings.concurrency,
+                                  self.capabilities.requests_per_second)
 
     def _auth(self, method: str, query: str, headers: dict[str, str]) -> None:
         headers["X-DTSI-ApiKey"] = self.settings.api_key.get_secret_value()
@@ -161,7 +167,6 @@ class DToolsSiConnector:
         """Each project's detail. With the stamps the queue listed, a copy already read of
         that very publish is taken from the cache (a message never changes: every flow of a
         run reads the same projects, and asks once)."""
-        sem = asyncio.Semaphore(self.settings.concurrency)
         stamps = stamps or {}
 
         async def one(pid: str) -> tuple[str, dict | None]:
@@ -177,7 +182,7 @@ class DToolsSiConnector:
             return pid_, body
 
         async def fetch(pid: str) -> tuple[str, dict | None]:
-            async with sem:
+            async with self.pace.slot():
                 try:
                     body = await self._get(f"/Subscribe/Projects/{URL.build(path=pid)}",
                                            {"aggregateBy": "Location"})
@@ -218,13 +223,11 @@ class DToolsSiConnector:
 
     async def acknowledge(self, entity: str, records: Sequence[tuple[str, str | None]]
                           ) -> tuple[int, int]:
-        sem = asyncio.Semaphore(self.settings.concurrency)
-
         async def one(pid: str, stamp: str | None) -> bool:
             params = {"id": pid}
             if stamp is not None:
                 params["publishedOnUnixTimeMs"] = stamp
-            async with sem:
+            async with self.pace.slot():
                 try:
                     await self.http.request(
                         "PUT", "/Subscribe/Projects/MarkAsImported",

@@ -20,7 +20,8 @@ Requests, and why the count is what it is: a change listing is one request per p
 customers (up to 1,000), contacts included. A customer item that comes back without its
 ``Contacts`` list (a server that ignores the parameter, an answer cut short) is not taken to
 have none: its contacts are read on their own, ``GET /Customers/{guid}/Contacts``, the only
-other route to them (``CONTACT_READS`` at a time). Reads by id are one
+other route to them (as many at a time as the answers and the quota allow, at most
+``CONTACT_READS``: ``connectors/pace.py``). Reads by id are one
 ``GET /Customers/{guid}`` each (no multi-Guid filter). An update reads the customer first:
 Unleashed has no partial update (a property left out of the POST is blanked), so one edit
 written to Unleashed costs two requests. ``check()`` reads ``GET /Companies`` and keeps it
@@ -70,6 +71,7 @@ from yarl import URL
 from connectors.base import (Capabilities, ConnectorError, EntityInfo, NotFoundError, Record,
                              RecordError, flatten, unflatten, utc)
 from connectors.http import HttpClient, Response, SlidingWindowLimiter, default_error_parser
+from connectors.pace import AdaptiveLimit
 from connectors.reading import RecordReader, date_field
 from connectors.unleashed.wire import decode_date, format_since, sign, to_ms
 
@@ -79,7 +81,7 @@ CONTACT_FIELDS = ("FirstName", "LastName", "EmailAddress", "PhoneNumber", "Mobil
                   "FaxNumber")
 _READ_ONLY = {"Guid", "LastModifiedOn", "CreatedOn", "CreatedBy", "LastModifiedBy"}
 _CACHE_SIZE = 10_000
-CONTACT_READS = 8       # contact lists read at once (the round trips overlap; same count)
+CONTACT_READS = 16      # the most contact lists read at once (the round trips overlap)
 # vendor field named in a 400 -> the field paths this connector exposes for it
 _FIELD_PATHS = {"SalesPerson": ("SalesPerson.FullName", "SalesPerson.Guid"),
                 "Addresses": tuple(f"Address.{k}" for k in ADDRESS_FIELDS)}
@@ -145,6 +147,7 @@ class UnleashedConnector:
         self._companies: list[dict] | None = None      # GET /Companies, once per run
         self._contact_owner: OrderedDict[str, str] = OrderedDict()   # contact -> customer
         self.reader = RecordReader("unleashed")
+        self.pace = AdaptiveLimit(CONTACT_READS, self.capabilities.requests_per_second)
 
     # --- plumbing ------------------------------------------------------------------------
     def _sign(self, method: str, query: str, headers: dict[str, str]) -> None:
@@ -328,12 +331,10 @@ class UnleashedConnector:
 
     async def _contacts_of_many(self, customers: list[str]) -> list[list[Record]]:
         """The contacts of each customer (one request each: see the module docstring),
-        ``CONTACT_READS`` at a time, in the customers' order; a customer gone meanwhile has
+        paced (``self.pace``), in the customers' order; a customer gone meanwhile has
         none."""
-        gate = asyncio.Semaphore(CONTACT_READS)
-
         async def one(customer: str) -> list[Record]:
-            async with gate:
+            async with self.pace.slot():
                 try:
                     return await self._contacts_of(customer)
                 except NotFoundError:

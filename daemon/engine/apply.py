@@ -20,7 +20,7 @@ from daemon.engine.actions import (Action, Create, Delete, DropHold, Fail, Hold,
 from daemon.engine.chunk import UnitOfWork
 from daemon.engine.context import StepContext
 from daemon.engine.flow import mapped, value_hash
-from daemon.engine.pace import AdaptiveLimit
+from connectors.pace import AdaptiveLimit
 from daemon.engine.plan import owned_by
 from daemon.engine.rules import Side, other
 from daemon.engine.transforms import Context

@@ -248,7 +248,7 @@ class FlowRules(Strict):
     delete_threshold: float = Field(default=0.1, ge=0, le=1)
     delete_threshold_min: int = Field(default=5, ge=0)
     # at most this many writes in flight; within it the step adapts to the systems' latency
-    # and rate limit (daemon/engine/pace.py)
+    # and rate limit (connectors/pace.py)
     concurrency: int = Field(default=32, gt=0)
 
     @field_validator("fields")

@@ -89,3 +89,21 @@ async def test_the_request_past_the_quota_waits_for_the_window_not_for_a_429(sys
     finally:
         await c.close()
         await sb.stop()
+
+
+async def test_a_connectors_own_reads_are_paced_by_its_quota_not_a_fixed_number():
+    """D-Tools' detail reads: at most ``concurrency`` in flight, and no more than its quota
+    keeps busy (rate x latency): at 120 a minute and a loopback's latency, one at a time."""
+    sb = DToolsSiSandbox(seed=2, records=6, items=2, locations=1)
+    await sb.start(0)
+    c = DToolsSiConnector("si", {"api_key": "sandbox-key", "base_url": sb.url})
+    await c.start()
+    try:
+        assert c.pace.ceiling == 16
+        records = await c.get("projects", [str(m["Id"]) for m in sb.messages])
+        assert len(records) == 6
+        assert c.pace.average is not None           # every read went through the pace
+        assert c.pace.limit == 1 and c.pace.active == 0
+    finally:
+        await c.close()
+        await sb.stop()

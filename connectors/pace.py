@@ -1,5 +1,6 @@
-"""How many writes a step keeps in flight: adapted to the systems' latency and rate limit,
-not a fixed number.
+"""How many requests are kept in flight (a step's writes, a connector's detail reads):
+adapted to the system's latency and rate limit, not a fixed number. It lives with the
+connectors, which use it for their own concurrent reads; the engine paces its writes with it.
 
 An AIMD controller (additive increase, multiplicative decrease, as TCP paces a link):
 
@@ -12,7 +13,7 @@ An AIMD controller (additive increase, multiplicative decrease, as TCP paces a l
 - by Little's law a system allowed ``rate`` requests a second, answering in ``latency``
   seconds, is kept busy by ``rate x latency`` writes in flight: more only wait in the rate
   limiter, so the limit never goes above that (with some headroom), nor above ``ceiling``
-  (the flow's ``concurrency``).
+  (the flow's ``concurrency``, a connector's own setting).
 
 The clock is injected: tests drive it by hand, nothing sleeps.
 """
@@ -22,7 +23,10 @@ import asyncio
 import math
 import time
 from collections import deque
-from typing import Callable
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable
+
+from connectors.base import OutcomeUnknownError, UnavailableError
 
 START = 4           # in flight at the start of a step
 SLOW = 2.0          # latency above SLOW x the best seen: the other side is queueing
@@ -62,6 +66,21 @@ class AdaptiveLimit:
         self.active += 1
         self.peak = max(self.peak, self.active)
         return self.clock()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """One request in flight. The system did not cope when the request found it
+        unavailable or got no answer in time (``UnavailableError``, ``OutcomeUnknownError``,
+        a timeout); any other outcome, a refusal included, is an answer."""
+        started = await self.acquire()
+        ok = True
+        try:
+            yield
+        except (UnavailableError, OutcomeUnknownError, asyncio.TimeoutError):
+            ok = False
+            raise
+        finally:
+            self.release(started, ok)
 
     def release(self, started: float, ok: bool = True) -> None:
         self.active -= 1

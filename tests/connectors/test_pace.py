@@ -1,9 +1,9 @@
-"""The step's write pacing (daemon/engine/pace.py), driven by a hand-moved clock."""
+"""The step's write pacing (connectors/pace.py), driven by a hand-moved clock."""
 from __future__ import annotations
 
 import asyncio
 
-from daemon.engine.pace import AdaptiveLimit
+from connectors.pace import AdaptiveLimit
 
 
 class Hand:
