@@ -61,6 +61,25 @@ async def test_links_in_chunks_update_and_delete(db):
         assert row["updated_at"].replace(tzinfo=row["updated_at"].tzinfo or timezone.utc) == AT
 
 
+async def test_ids_of_any_text_are_looked_up_and_deleted_exactly(db):
+    """A list of ids is one parameter (a JSON array on SQLite, an array on PostgreSQL): ids
+    with quotes, backslashes, brackets, commas, non-Latin letters or that look like numbers
+    are found as they are, and nothing else is."""
+    odd = ["it's", 'say "hi"', "back\\slash", "[1, 2]", "a,b", "Ωmega 東京", "0042", "42",
+           "%_", " padded ", "null"]
+    async with db.begin() as conn:
+        await q.insert_links(conn, [dict(link(i), left_id=rid, right_id=f"R-{rid}")
+                                    for i, rid in enumerate(odd)])
+        found = await q.links_by_side(conn, I, F, "left", odd + ["missing", "4", "'"])
+        assert sorted(found) == sorted(odd)
+        assert await q.link_map(conn, I, F, "left", ["0042"]) == {"0042": "R-0042"}
+        by_id = await q.links_by_id(conn, [found["42"]["id"], found["null"]["id"]])
+        assert sorted(r["left_id"] for r in by_id.values()) == ["42", "null"]
+        await q.delete_links(conn, [found["it's"]["id"], found["Ωmega 東京"]["id"]])
+        left = await q.links_by_side(conn, I, F, "left", odd)
+        assert sorted(left) == sorted(set(odd) - {"it's", "Ωmega 東京"})
+
+
 async def test_cursor_upsert_by_rowcount(db):
     async with db.begin() as conn:
         assert await q.get_cursor(conn, I, F, "left") is None
