@@ -11,7 +11,7 @@ from typing import Any
 from daemon.engine.context import StepContext
 from daemon.engine.rules import Side
 from daemon.store import queries as q
-from daemon.store.db import now
+from daemon.store.db import dumps, now
 
 
 def _sides() -> dict[Side, list]:
@@ -80,5 +80,6 @@ class UnitOfWork:
                     rule: str) -> None:
         c = self.ctx
         self.audit.append(dict(run_id=c.run_id, integration=c.integration, flow=c.flow.name,
-                               side=side, record_id=record_id, field=path, old=old, new=new,
+                               side=side, record_id=record_id, field=path, old=dumps(old),
+                               new=dumps(new),
                                rule=rule, at=now()))

@@ -223,8 +223,8 @@ async def test_intents_exclusions_reviews_pushes_holds_parked_audit(db):
         assert await q.parked_hashes(conn, I, F, "left", ["k1", "k2"]) == {}
 
         await q.add_audit(conn, [dict(run_id=1, integration=I, flow=F, side="right",
-                                      record_id="R1", field="title", old=None,
-                                      new={"a": "Δ"}, rule="flow",
+                                      record_id="R1", field="title", old=dumps(None),
+                                      new=dumps({"a": "Δ"}), rule="flow",
                                       at=AT + timedelta(seconds=1))])
         (a,) = (await conn.execute(select(q.audit))).mappings().all()
         assert (a["old"], a["new"]) == ("null", '{"a":"Δ"}')
