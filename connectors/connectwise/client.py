@@ -12,10 +12,10 @@ Manage resolves it (ids are sent as numbers). A contact's e-mail reads and write
 ``communicationItems.Email``: the value of its default communication item of type Email
 (a write keeps its other items).
 
-Reading: ``conditions=lastUpdated >= [since]`` with forward-only paging (``pageId``, by id, up
-to 1000 a page; the ``Link`` header says when there is more), so a record edited while the
-pages are read is not skipped (ids do not move) and the cursor is bounded by the clock the
-run started with. ``find`` is ``conditions=field in (...)`` (``childConditions`` for e-mail).
+Reading: ``conditions=lastUpdated >= [since]`` with forward-only paging (``pageId``, by id;
+the ``Link`` header says when there is more), so a record edited while the pages are read is
+not skipped (ids do not move) and the cursor is bounded by the clock the run started with.
+``find`` is ``conditions=field in (...)`` (``childConditions`` for e-mail).
 
 Writes: POST to create (not repeated after a lost answer: the engine resolves it by its
 natural key or ``integrationXRef``), PATCH as a JSON-patch list of whole top-level fields to
@@ -26,8 +26,31 @@ Requests are paced to ``requests_per_window`` per ``window_seconds`` (default 1,
 minute: ConnectWise's Developer Guide warns that more will likely be rate limited), held
 client-side, so a first load uses that budget without a 429.
 
-``check()``: ``GET /login/companyinfo/{company}`` (finds the codebase when it is not set) and
-``GET system/info`` with the keys (DT-3). ``clock()``: the Date header of the latest answer.
+Requests, and why the count is what it is: a change listing is one ``GET`` per page of up to
+``page_size`` records (1,000 by default, Manage's maximum), filtered by Manage on
+``lastUpdated``, until a page shorter than ``page_size`` (Manage's forward-only ``Link``
+carries a ``next`` on the last page too, so only a full last page costs one more, empty,
+request) or a ``Link`` without ``next``; nothing is read per record, the list answers
+carrying whole records (a contact's e-mail items included).
+``get`` puts all the ids of a call (``max_get``, 200) in one ``id in (...)`` and ``find`` all
+its values in one ``in (...)``: one request per list, a list cut where its values pass 1,500
+characters (``MAX_CONDITIONS``: the guide warns that URLs past about 2,000 characters fail),
+so 200 ids of up to five digits are one request, of six, two. A create is one ``POST`` and an
+update one ``PATCH``, each answering the whole record, which is not read back; a delete is one
+``DELETE``. An update that writes the e-mail reads the contact first (two requests): a PATCH
+replaces ``communicationItems`` whole and a record keeps only the e-mail, so the other items
+are read to be sent back (an update with nothing to write is one ``GET`` of the record).
+``check()`` is two requests the first time, one after: ``system/info`` proves the keys;
+companyinfo, which needs none, is read once for the connector's life and also gives the
+codebase and ``identity()`` (no request of its own). ``options("members")`` (filtered by
+Manage: ``inactiveFlag = False``) and ``options("opportunity_statuses")`` are one request per
+page each, read at most once per run by the engine (``daemon/engine/reference.py``), not kept
+by the connector. Its own requests go one after another (each ``pageId`` comes from the answer
+before; lists are read in turn); the engine keeps several writes in flight, paced by
+``connectors/pace.py`` under the quota above.
+
+``check()``: ``GET /login/companyinfo/{company}`` and ``GET system/info`` with the keys
+(DT-3). ``clock()``: the Date header of the latest answer.
 ``identity()``: ``connectwise:<CompanyID>/<CompanyName>`` from companyinfo (no secret).
 ``options("members")``: ``{"First Last": identifier}`` of the active members (DT-8);
 ``options("opportunity_statuses")``: ``{name: {wonFlag, lostFlag, closedFlag}}``.
@@ -35,6 +58,7 @@ client-side, so a first load uses that budget without a 429.
 from __future__ import annotations
 
 import base64
+import re
 from datetime import datetime
 from typing import Any, AsyncIterator, Sequence
 
@@ -172,7 +196,9 @@ class ConnectWiseConnector:
 
     async def _pages(self, path: str, conditions: str | None = None,
                      child: str | None = None) -> AsyncIterator[list[dict]]:
-        """Forward-only paging: by id, ``pageId`` from the ``Link`` header's next."""
+        """Forward-only paging: by id, ``pageId`` from the ``Link`` header's next. Manage
+        sends a next link on the last page too: a page shorter than ``pageSize`` (Manage
+        never answers fewer than asked while more remain) or an empty one is the end."""
         page_id = 0
         seen: set[int] = set()
         while True:
@@ -190,7 +216,7 @@ class ConnectWiseConnector:
             rows = resp.body if isinstance(resp.body, list) else []
             yield rows
             nxt = _next_page_id(resp.headers.get("Link", ""))
-            if not rows or nxt is None or nxt in seen:
+            if len(rows) < self.settings.page_size or nxt is None or nxt in seen:
                 return
             seen.add(nxt)
             page_id = nxt
@@ -308,11 +334,16 @@ def _lists(quoted: list[str]) -> list[str]:
     return out
 
 
+_LINK = re.compile(r"<([^>]*)>([^<]*)")        # RFC 8288: <target>; params, ...
+
+
 def _next_page_id(link: str) -> int | None:
-    for part in link.split(","):
-        if 'rel="next"' in part and "<" in part:
-            url = URL(part[part.index("<") + 1:part.index(">")])
-            value = url.query.get("pageId")
+    """The ``pageId`` of the ``Link`` header's next target. Targets are split on their angle
+    brackets, not on commas: a next URL repeats the request's conditions, whose ``in (a, b)``
+    lists hold commas."""
+    for target, params in _LINK.findall(link):
+        if re.search(r'rel\s*=\s*"?next"?', params):
+            value = URL(target).query.get("pageId")
             return int(value) if value and value.isdigit() else None
     return None
 

@@ -28,7 +28,8 @@ most 1000; more is a 400). Navigable paging answers an RFC 5988 ``Link`` header 
 ``first``/``prev``/``next``/``last``; the last page has no ``next``. Forward-only paging:
 request header ``pagination-type: forward-only`` and ``pageId`` (records with ``id > pageId``,
 always by id, ``orderBy`` refused, ``page`` ignored); the ``Link`` header's ``next`` carries the
-next ``pageId`` and is absent on the last page.
+next ``pageId`` on every page that has records, the last one included (as the guide says: the
+end is a short page, or an empty one).
 
 Writes: ``PATCH`` takes a JSON-patch list ``[{"op": "replace", "path": "name", "value": ...}]``
 (``path`` with or without a leading "/", case-sensitive; ``add`` and ``remove`` too); an
@@ -437,7 +438,7 @@ class ConnectWiseSandbox(Sandbox):
             after = int(q.get("pageId", 0) or 0)
             rows = sorted((r for r in rows if r["id"] > after), key=lambda r: r["id"])
             chunk = rows[:size]
-            if len(rows) > size:
+            if chunk:
                 links.append(f'<{base.update_query(pageId=chunk[-1]["id"])}>; rel="next"')
         else:
             rows = _order(rows, q.get("orderBy", "id"))

@@ -153,3 +153,47 @@ def test_sandbox_records_keep_the_field_names_of_the_published_models():
     for items in sb.forecasts.values():
         for item in items:
             assert not set(item) - set(MODELS["ForecastItem"])
+
+
+# --- forward-only paging: the Link header and the last page --------------------------------
+async def _listed(connector, entity: str) -> list:
+    out = []
+    async for page in connector.changes(entity, None):
+        out += page
+    return out
+
+
+async def test_get_and_find_read_every_page_though_the_next_link_holds_commas():
+    """The next link repeats the request's ``id in (a, b, ...)`` condition: the header is
+    split on its targets' angle brackets, not on commas, so later pages are not lost."""
+    sandbox = ConnectWiseSandbox(seed=5, records=7)
+    await sandbox.start(0)
+    c = await _connector(sandbox, page_size=2)
+    try:
+        every = await _listed(c, "contacts")
+        assert len(every) >= 5
+        ids = [r.id for r in every]
+        got = await c.get("contacts", ids)
+        assert sorted(r.id for r in got) == sorted(ids)
+        names = sorted({r.fields["lastName"] for r in every if r.fields.get("lastName")})
+        found = await c.find("contacts", "lastName", names)
+        assert {r.id for r in every if r.fields.get("lastName") in names} <= {
+            r.id for r in found}
+    finally:
+        await c.close()
+        await sandbox.stop()
+
+
+async def test_a_short_page_ends_a_listing_without_asking_for_an_empty_one(sandbox):
+    """Manage's forward-only ``Link`` carries a next target on the last page too: a page
+    shorter than ``pageSize`` is the end; only a full last page costs one more request."""
+    c = await _connector(sandbox, page_size=3)
+    try:
+        await c.check()
+        n = len(await _listed(c, "contacts"))
+        assert n % 3, "the sample should end on a short page"
+        sandbox.reset_hits()
+        assert len(await _listed(c, "contacts")) == n
+        assert sandbox.count("GET", "/v4_6_release/apis/3.0/company/contacts") == -(-n // 3)
+    finally:
+        await c.close()
