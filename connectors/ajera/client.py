@@ -38,6 +38,27 @@ record back. A create is an ``Update*`` with the negative key -1; the answer's n
 read back. Ajera has no delete through the API (``Status`` says inactive or closed):
 ``delete`` is refused.
 
+Requests, and why the count is what it is: a change listing is one ``List*`` request per page of
+``list_page_size`` keys (default 1,000; Ajera documents no maximum), then one ``Get*`` request per
+``page_size`` keys (default 100, at most 1,000 here): ``Get*`` takes many keys at once, so no
+record is read on its own. Projects add one ``GetProjectTotals`` per ``Get*`` (it takes the same
+keys; ``GetProjects`` carries no totals); the transaction entities are the listing alone (its rows
+are the records). An idle run is one ``List*`` per entity; ``count()`` lists again. ``get`` is one
+``Get*`` (projects: and its ``GetProjectTotals``) per ``page_size`` ids, which is
+``capabilities.max_get``. ``find`` lists and reads the whole entity, as a first ``changes`` does,
+and compares here. A create is ``Update*`` and a ``Get*`` of the new key, two requests; an update,
+``Get*`` for the baseline, ``Update*`` and ``Get*`` again, three; a project, one more each (its
+``GetProjectTotals``). The read back is needed: Ajera's answer carries keys only, not the new
+``LastModifiedDate``. ``Update*`` takes many records, but the engine writes one a call. Sessions
+cost one ``CreateAPISession`` per API version (1: clients, contacts, employees, transactions; 2:
+projects), kept across runs; one found expired makes a call three requests (refused, new session,
+again); ``close()`` sends one ``EndAPISession`` per session. ``check()`` ends the version 1
+session an earlier run kept (``EndAPISession``, so sessions do not pile up on the server) and
+starts a new one: that request proves the credentials and gives ``identity()`` its
+``DatabaseID`` and ``clock()`` its ``Date``. There are no ``options(...)`` lists (none is read). Pacing:
+``requests_per_second``, default 9 in any second; Ajera publishes no limit, but the typed client
+sbo-inc/ajera notes that "the API throttles at roughly 9 requests per second".
+
 ``clock()``: the ``Date`` header of the latest answer. ``identity()``: ``ajera:<DatabaseName>/
 <DatabaseID>`` from the id blob and the session (``DatabaseID`` when Ajera gives one).
 """
@@ -119,7 +140,14 @@ class AjeraConnector:
         await self.http.close()
 
     async def check(self) -> None:
-        self._sessions.pop(1, None)
+        """A run starts with a new version 1 session, which proves the credentials; the one
+        an earlier run kept is ended first, so sessions do not pile up on the server."""
+        old = self._sessions.pop(1, None)
+        if old is not None:
+            try:
+                await self._post({"Method": "EndAPISession", "SessionToken": old}, read=True)
+            except ConnectorError:
+                pass                    # gone already, or Ajera down: the new session says
         await self._session(1)
 
     async def clock(self) -> datetime | None:

@@ -102,6 +102,24 @@ async def test_ajera_expired_session_is_renewed_and_versions_get_their_own_sessi
         await sb.stop()
 
 
+async def test_ajera_each_run_ends_the_session_the_last_run_kept():
+    """check() proves the credentials with a new session each run; the old one is ended
+    first, so a daemon running every few minutes leaves one session open, not one a run."""
+    sb = AjeraSandbox(seed=1, records=3, clock=Clock(START))
+    await sb.start(0)
+    c = ajera(sb)
+    await c.start()
+    try:
+        for _ in range(3):
+            await c.check()
+            assert len(await c.get("clients", ["1"])) == 1
+        assert [v for v, _ in sb.sessions.values()] == [1]
+    finally:
+        await c.close()
+        assert sb.sessions == {}
+        await sb.stop()
+
+
 async def test_ajera_refuses_a_write_on_a_record_changed_since_it_was_read():
     sb = AjeraSandbox(seed=1, records=2, clock=Clock(START))
     await sb.start(0)
