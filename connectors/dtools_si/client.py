@@ -9,10 +9,8 @@ marked imported (whatever ``since`` says: SI has no modified-since filter), and
 - ``changes("projects", since)``: ``GET /Subscribe/Projects?includeDeleted=true`` page by
   page (1-based ``pageNumber`` until ``TotalCount`` is reached or a page is empty), the
   newest ``PublishedOnUnixTimeMs`` of each project ``Id`` winning (a project published twice
-  is one record), then ``GET /Subscribe/Projects/{id}?aggregateBy=Location`` for each (as many
-  at a time as the answers and the quota allow, at most ``concurrency``: see
-  ``connectors/pace.py``; a publish already read is taken from a bounded cache, ``detail_cache``
-  projects, since a message never changes and every flow of a run reads the same queue). A deleted project comes back as a tombstone (``Record.deleted``).
+  is one record), then ``GET /Subscribe/Projects/{id}?aggregateBy=Location`` for each (what
+  that costs: below). A deleted project comes back as a tombstone (``Record.deleted``).
   ``Record.version`` is the publish stamp (``PublishedOnUnixTimeMs``), ``modified`` the same
   instant; archived projects are left out (the API's default).
 - Fields: the project's properties in PascalCase (the live API's case; camelCase answers,
@@ -32,9 +30,29 @@ marked imported (whatever ``since`` says: SI has no modified-since filter), and
 - Requests are paced to ``requests_per_window`` per ``window_seconds`` (default 120 a
   minute, the quota D-Tools publishes for its Cloud API; none is published for SI), held
   client-side so a long queue is read without a 429.
-- ``check()``: one list request of one project with the key (DT-3). ``clock()``: the Date
-  header of the latest answer. ``identity()``: None: the API names no dealer or instance
-  (the key is per dealer and integration, and a secret).
+- ``clock()``: the Date header of the latest answer. ``identity()``: None: the API names no
+  dealer or instance (the key is per dealer and integration, and a secret).
+
+Requests, and why the count is what it is: a change listing is one request per page of
+``page_size`` messages (50 by default, the API's own default; at most 500 here, D-Tools
+publishing no maximum), every page read before any detail; it counts messages, not projects
+(a project published twice is listed twice). Then each live project costs one detail ``GET``:
+the list's ``ProjectInfo`` has no ``Items``, ``Locations``, ``Contacts`` or ``Resources``, and
+the API has no read of several projects at once (``/Subscribe/Projects/{id}`` and
+``GetProjectByMessageId`` answer one each). A deleted project costs none (its tombstone is the
+list row), nor does a publish already read: details are kept in a bounded cache
+(``detail_cache``, 1,000 projects) keyed by id and ``PublishedOnUnixTimeMs``, since a message
+never changes, so another flow of the run reading the same queue costs only the list pages.
+Detail reads go as many at a time as the answers and the quota allow, at most ``concurrency``
+(16): ``connectors/pace.py``. ``get`` is one detail ``GET`` per id, the ids of a call
+(``max_get``, 50) read together, never from the cache (without the listed stamp a cached copy
+may not be the newest publish). ``find``, ``options`` and the refused writes make no request.
+``acknowledge`` is one ``MarkAsImported`` PUT per project, tombstones included, paced as the
+detail reads: the endpoint takes one id (``MarkAsImportedByMessageId`` one message) and there
+is no bulk mark. ``check()`` is one list request of one project (DT-3): it proves the key and
+serves nothing else (``clock()`` and ``identity()`` cost none). A first run over 1,000
+projects published once is thus 20 pages, 1,000 details and 1,000 marks: 2,020 requests, over
+a quarter of an hour at 120 a minute.
 """
 from __future__ import annotations
 

@@ -20,6 +20,23 @@ read later, and any number of records may share one timestamp. A server-capped p
 records (``StatusFlag 'D'``, Prospect's soft delete) come back as tombstones; ``get`` and
 ``find`` leave them out. Other multi-page reads (users, get, find) follow ``@odata.nextLink``.
 
+Requests, and why the count is what it is: a change listing is one ``GET`` per page of
+``page_size`` records (200 by default, at most 5,000), the account manager's name coming in the
+same request through ``$expand``: nothing is read per record. ``get`` asks up to 50 keys
+(``max_get``) per request, one ``$filter`` of ``<key> eq 1 or ...``; ``find`` asks 25 values
+per request the same way. A create is one ``POST`` and an update one ``PATCH``, both sent with
+``Prefer: return=representation`` and the ``$expand``, so the answer is the stored record and
+nothing is read back; only a ``PATCH`` answered 204 (a service that ignores the preference)
+costs a second request, ``GET /{set}({key})``. A delete is one ``DELETE``. ``check()``'s
+``GET /Tenant`` proves the token and is kept for ``identity()`` (no request of its own); a
+service without the singleton (404) costs one more, ``GET /Companies?$top=1``. ``clock()`` asks
+that same cheap read only when nothing was answered yet. ``options("users")`` reads ``/Users``
+(one request per page) each time it is asked (the engine asks once per run) and keeps the list:
+writing ``AccountManager.UserName`` costs no request unless the list was not read yet this run
+or the name is not in it (then ``/Users`` is read again, once for that write). The quota is
+Prospect's published 1,200 requests per 10 minutes for the whole workspace, the defaults of
+``requests_per_window`` and ``window_seconds``, kept by a sliding window.
+
 Malformed answers: a body that is not the documented JSON (an HTML error page, a truncated
 body, an object without ``value``) is an UnavailableError naming the request; a row that
 cannot be read (a ``LastUpdatedTimestamp`` that is not a date...) comes back as a Record with

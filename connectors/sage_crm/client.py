@@ -24,9 +24,24 @@ can only compare text and people write VAT numbers in many ways; other fields us
 
 ``clock()``: the ``Date`` header of the latest answer. ``identity()``:
 ``sage_crm:<host>/<install>`` (the API names no tenant or database; never the user).
-No ETag or version: ``conditional_writes`` is off. Sage publishes no rate limit for SData: none
-is imposed unless ``requests_per_window`` (per ``window_seconds``) is set, for a server or a
-proxy that has one.
+No ETag or version: ``conditional_writes`` is off.
+
+Requests, and why the count is what it is: the API filters and sorts on the server, so a change
+listing is one request per page of ``page_size`` records (default and at most 100, SData 1's
+documented cap; Sage documents none for the REST API), only the changed records: an idle run is one
+request per entity, and a listing whose last page is full asks once more for an empty one. Nothing
+is read per record: ``Person``, ``Address``, ``Phone`` and ``Email`` are entities of their own,
+listed the same way. ``get`` asks ``<key> in (...)`` with 50 ids a request
+(``capabilities.max_get``), one page each unless ``page_size`` is set below 50. ``find`` asks
+``in (...)`` with 50 values a request, or, on a VAT field, 50 ``like`` tests joined by ``or``; a
+query matching more than a page reads on by ``startIndex``. A create (``POST``), an update
+(``PATCH`` or ``PUT``) or a delete is one request, nothing read before or after (a write's answer
+is the entry, above). Auth is Basic on every request: no session or token request. ``check()`` is
+one ``GET Company?count=1``, which proves the credentials and whose ``Date`` serves ``clock()``
+(which never asks on its own); ``identity()`` comes from the settings, no request. ``fields()`` is
+one ``GET $prototypes/{entity}`` each call. There are no ``options(...)`` lists (none is read).
+Pacing: Sage publishes no rate limit for SData, so none is imposed unless ``requests_per_window``
+(per ``window_seconds``) is set, for a server or a proxy that has one.
 """
 from __future__ import annotations
 

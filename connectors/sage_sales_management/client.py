@@ -41,6 +41,25 @@ id, so the record is read back: the read-backs of writes made together go as one
 ``where=id IN (...)`` request after ``read_back_window`` seconds (``readback.py``; 0: one
 ``GET /{id}`` each).
 
+Requests, and why the count is what it is: a change listing is one ``GET`` per page of
+``page_size`` records (the ``Count`` header: 50 by default, at most 500). A page of contacts
+costs one more, the accounts request above (a reference carries only its id and name and the
+API has no expansion); a listing of accounts first reads the users list for
+``salesRep.fullName`` (one request per 500 users), and any read of accounts reads it again once
+it is older than ``users_ttl``. ``get`` asks up to 100 ids (``max_get``) per ``id IN (...)``
+request, but pages the answer by ``page_size``, so 100 ids cost two requests at the default 50;
+``find`` asks 25 values per request, ``(f = v1 OR f = v2 ...)``, and by ``typeId.value`` reads
+``/accountTypes`` first. A create is its ``POST`` and an update its ``PUT`` (none when only
+computed or ``.value`` paths changed), each plus its share of the read-back above: a write
+alone is two requests (a contact three, with its account's type), N written together N plus one
+read-back (contacts: two) per batch of up to 100. A delete is one ``DELETE``, nothing read
+back. ``check()`` logs in (the ``POST`` proves the keys; ``identity()`` reads the session key
+it gives, no request) and reads one user (``Count: 1``) to prove the session; any answer's
+``Date`` serves ``clock()``. ``options("users")``, ``options("admin")`` and
+``options("account_types")`` read their whole list (pages of 500) each time they are asked (the
+engine asks once per run). The quota is 900 requests per 60 s (``requests_per_window``,
+``window_seconds``), the connector's own default: Sage publishes no rate limit for the API.
+
 Malformed answers: a body that is not the documented JSON (an HTML error page, a truncated
 body, an object where a list is documented) is an UnavailableError naming the request; a
 record that cannot be read (a ``dateUpdated`` that is not a date...) comes back as a Record

@@ -43,6 +43,29 @@ halving groups): a few requests per deleted record, one ``search_count`` when no
 deleted. Deleted records come back as tombstones; archived ones (``active`` False) as
 ordinary records (a preset treats them with ``soft_delete``).
 
+Requests, and why the count is what it is (JSON-RPC calls, one HTTP ``POST`` each): a change
+listing is one ``search_read`` per page of ``page_size`` records (200 by default, at most
+5,000), the many2one names (``currency.code``, ``default_uom.name``) read in the same call; a
+page of parties costs two more, one ``search_read`` of ``party.address`` and one of
+``party.contact_mechanism`` for all of its parties (``party in ids``), since its fields and
+their stamps live on those records; with a ``since``, the delete search above follows. ``get``
+reads up to ``page_size`` ids (``max_get``) in one ``search_read``, ``find`` all the values in
+one ``OR`` domain; parties again cost the two more. Every write is one ``create``, ``write``
+(none when nothing differs) or ``delete`` call, and a create or update then reads the record
+back with ``get`` (its new stamps, Tryton's computed ``code``): a party create is four calls; a
+party update seven (a ``search`` that the party exists, its addresses and mechanisms as they
+are now, the ``write``, the read-back); a contact create three (a ``search`` that its party
+exists, the ``create``, the read-back), a contact update three (its current name, the
+``write``, the read-back; four when it moves to another party); a country written by name costs
+one ``country.country`` look-up; a delete is two (a ``search`` that the record exists, then
+``delete``). ``check()`` is two calls, the login (which proves the password) and
+``res.user.get_preferences`` (the context every call carries; its company serves
+``identity()``, which adds one ``company.company`` read). ``options("countries")`` and
+``options("account")`` are one ``search_read`` each time they are asked (the engine asks once
+per run). A ``UserError`` costs one ``ir.model.access.get_access`` to tell a missing permission
+from a validation error. There is no quota: the connector keeps none (no limiter, no
+``requests_per_second``); trytond limits only failed logins.
+
 Versions: every record read (``changes``, ``get``, ``find``, and the one a write returns)
 carries in ``version`` the ``_timestamp`` of each Tryton record its fields came from: the
 party, the contact mechanism behind each of ``email``/``phone``/..., the invoicing address

@@ -19,6 +19,24 @@ connector for why). Hard deletes are not reported (no feed): a complete read let
 see them. The records read by pages of the whole listing are held until the read ends (a
 first sync holds the hub; later runs hold only what changed).
 
+Requests, and why the count is what it is: Vantagepoint documents no modified-since filter and no
+read of several keys at once, so a change listing is the key listing above, one request per
+``key_page_size`` keys of the whole hub (default 1,000; no maximum is published), then either one
+``GET {hub}/{key}`` per changed record, when at most ``FEW`` (50) changed, or one request per
+``page_size`` records of the whole hub (default 500), plus one ``GET {hub}/{key}`` per changed key
+that read did not meet. ``count()`` is the key listing again. ``get`` is one ``GET {hub}/{key}``
+per id (``capabilities.max_get`` is ``FEW``: 50 ids a call). ``find`` reads the whole hub by pages
+of ``page_size`` and compares here (no documented filter). A create (``POST``), an update (``PUT``)
+or a delete is one request: the ``POST`` and ``PUT`` answers are the record as stored, and nothing
+is read before a write (no version to check). The token (above) costs one request on first use and
+one per refresh, about every 29 minutes while requests go on (a refused refresh adds the password
+grant); a 401 costs a token and the request again. ``check()`` forgets the token, so it is a token
+request (the password grant; in a daemon's later runs, the refresh grant while that holds) and one
+``GET project`` of one key (``pageSize=1``), whose ``Date`` also serves ``clock()``; ``identity()``
+comes from the settings, no request. There are no ``options(...)`` lists (none is read). Pacing:
+``requests_per_second``, default 10 in any second, the connector's own choice (Vantagepoint
+publishes no limit); a token request goes in the slot of the request that needed it.
+
 Writes: POST and PUT are partial (Vantagepoint: "PUT and POST behave as PATCH"). A POST is
 never sent again after a fault that may follow its arrival (OutcomeUnknownError); PUT and
 DELETE are idempotent and are retried. No version check exists in the documented API, so
