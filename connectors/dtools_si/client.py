@@ -42,17 +42,18 @@ the API has no read of several projects at once (``/Subscribe/Projects/{id}`` an
 ``GetProjectByMessageId`` answer one each). A deleted project costs none (its tombstone is the
 list row), nor does a publish already read: details are kept in a bounded cache
 (``detail_cache``, 1,000 projects) keyed by id and ``PublishedOnUnixTimeMs``, since a message
-never changes, so another flow of the run reading the same queue costs only the list pages.
+never changes; and the queue listing itself is read once a run, by ``check()`` (DT-3: it
+proves the key), and kept for every flow of that run: an idle run is one request per page of
+the queue, one in all for a short queue.
 Detail reads go as many at a time as the answers and the quota allow, at most ``concurrency``
 (16): ``connectors/pace.py``. ``get`` is one detail ``GET`` per id, the ids of a call
 (``max_get``, 50) read together, never from the cache (without the listed stamp a cached copy
 may not be the newest publish). ``find``, ``options`` and the refused writes make no request.
 ``acknowledge`` is one ``MarkAsImported`` PUT per project, tombstones included, paced as the
 detail reads: the endpoint takes one id (``MarkAsImportedByMessageId`` one message) and there
-is no bulk mark. ``check()`` is one list request of one project (DT-3): it proves the key and
-serves nothing else (``clock()`` and ``identity()`` cost none). A first run over 1,000
-projects published once is thus 20 pages, 1,000 details and 1,000 marks: 2,020 requests, over
-a quarter of an hour at 120 a minute.
+is no bulk mark. ``clock()`` and ``identity()`` cost none. A first run over 1,000 projects
+published once is thus 20 pages, 1,000 details and 1,000 marks: 2,020 requests, over a
+quarter of an hour at 120 a minute.
 """
 from __future__ import annotations
 
@@ -131,6 +132,7 @@ class DToolsSiConnector:
                                limiter=SlidingWindowLimiter(settings.requests_per_window,
                                                             settings.window_seconds))
         self._cache: OrderedDict[tuple[str, str], dict] = OrderedDict()
+        self._run_queue: list[dict] | None = None       # the queue this run's check() read
         # detail reads and marks in flight: adapted to the latency and the quota, at most
         # ``concurrency``; kept across runs, so each run starts from what the last one learnt
         self.pace = AdaptiveLimit(settings.concurrency,
@@ -150,7 +152,10 @@ class DToolsSiConnector:
         return (await self.http.request("GET", path, query=query)).body
 
     async def check(self) -> None:
-        await self._get("/Subscribe/Projects", {"pageNumber": 1, "pageSize": 1})
+        """A run starts here: the queue listing proves the key (DT-3) and is kept for the
+        run, so every flow reads the same queue without asking for it again."""
+        self._run_queue = None
+        self._run_queue = await self._read_queue()
 
     async def clock(self) -> datetime | None:
         return self.http.server_time()
@@ -159,7 +164,14 @@ class DToolsSiConnector:
         return None
 
     async def queue(self) -> list[dict]:
-        """The queued messages, one per project (the newest publish), oldest first."""
+        """The queued messages, one per project (the newest publish), oldest first: as this
+        run's ``check()`` read them (a project published since stays queued, unmarked, for
+        the next run), or read now when no check came first."""
+        if self._run_queue is not None:
+            return self._run_queue
+        return await self._read_queue()
+
+    async def _read_queue(self) -> list[dict]:
         newest: dict[str, dict] = {}
         page, seen = 1, 0
         while True:

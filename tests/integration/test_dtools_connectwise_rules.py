@@ -184,6 +184,31 @@ async def test_dt06_each_project_becomes_an_opportunity_with_its_product_lines(e
     assert env.cw.writes() == 0
 
 
+async def test_dt03_the_queue_read_by_the_check_serves_every_flow_of_the_run(env):
+    """The check reads the queue (it proves the key) and every flow of the run works from
+    that listing: an idle run asks SI once, not once per flow. A project published while the
+    run is under way stays queued, unmarked, and the next run delivers it."""
+    await env.start()
+    first = env.new_project(progress=SOLD, items=1)
+    env.publish(first)
+    ok(await env.sync())
+    env.reset_hits()
+    ok(await env.sync())                                     # idle: nothing new queued
+    assert [(h.method, h.path) for h in env.si.hits] == [("GET", "/SI/Subscribe/Projects")]
+
+    late = env.new_project(progress=SOLD, items=1)
+    published: list = []
+
+    def publish_once(*_a) -> None:
+        if not published:
+            published.append(env.publish(late))
+    ok(await env.sync(progress=publish_once))
+    assert published and late["Id"] not in await env.links("opportunities")  # not this run
+    assert any(m["Id"] == late["Id"] for m in env.si.unimported())  # still queued
+    ok(await env.sync())
+    assert (await opportunity_of(env, late))["status"]["name"] == "Won"
+
+
 # --- DT-7: the won status ---------------------------------------------------------------------
 async def test_dt07_not_an_opportunity_progress_gets_the_won_status(env):
     await env.start()
