@@ -47,7 +47,7 @@ costs one more, the accounts request above (a reference carries only its id and 
 API has no expansion); a listing of accounts first reads the users list for
 ``salesRep.fullName`` (one request per 500 users), and any read of accounts reads it again once
 it is older than ``users_ttl``. ``get`` asks up to 100 ids (``max_get``) per ``id IN (...)``
-request, but pages the answer by ``page_size``, so 100 ids cost two requests at the default 50;
+request, with a page as large as the ids asked (``Count``), so 100 ids are one request;
 ``find`` asks 25 values per request, ``(f = v1 OR f = v2 ...)``, and by ``typeId.value`` reads
 ``/accountTypes`` first. A create is its ``POST`` and an update its ``PUT`` (none when only
 computed or ``.value`` paths changed), each plus its share of the read-back above: a write
@@ -355,8 +355,9 @@ class SageSalesManagementConnector:
         step = self.capabilities.max_get
         for start in range(0, len(keys), step):
             chunk = keys[start:start + step]
-            out.extend(await self._query(
-                es, f"id IN ({', '.join(map(str, chunk))}) AND deleted = false"))
+            out.extend(await self._query(       # one page: as many asked as ids given
+                es, f"id IN ({', '.join(map(str, chunk))}) AND deleted = false",
+                count=len(chunk)))
         return out
 
     async def find(self, entity: str, field: str, values: Sequence[Any]) -> list[Record]:

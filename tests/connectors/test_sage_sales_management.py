@@ -316,6 +316,25 @@ async def test_get_is_batched_and_find_is_case_insensitive(connector, sandbox):
     assert all(r.fields["name"].casefold() == name.casefold() for r in found)
 
 
+async def test_get_asks_a_page_as_large_as_its_ids_one_request_per_batch():
+    sb = SageSalesManagementSandbox(seed=4, records=30, clock=Clock(T0),
+                                    public_key=PUBLIC, private_key=PRIVATE)
+    await sb.start()
+    c = make(sb.url, page_size=5)
+    await c.start()
+    try:
+        ids = [str(a["id"]) for a in sb.records("accounts")]
+        assert len(ids) >= 20
+        await c.check()
+        sb.reset_hits()
+        got = await c.get("accounts", ids)
+        assert sorted(r.id for r in got) == sorted(ids)
+        assert sb.count("GET", "/api/v4/accounts") == 1      # not one per five ids
+    finally:
+        await c.close()
+        await sb.stop()
+
+
 async def test_products_invoices_and_users(connector, sandbox):
     rec = await connector.create("products", {"model": "ART-NEW", "description": "Vis 4 mm",
                                               "price": 1.5, "stock": "-", "image": PNG_1PX,
