@@ -28,20 +28,21 @@ No ETag or version: ``conditional_writes`` is off.
 
 Requests, and why the count is what it is: the API filters and sorts on the server, so a change
 listing is one request per page of ``page_size`` records (default and at most 100, SData 1's
-documented cap; Sage documents none for the REST API), only the changed records: an idle run is one
-request per entity, and a listing whose last page is full asks once more for an empty one. Nothing
-is read per record: ``Person``, ``Address``, ``Phone`` and ``Email`` are entities of their own,
-listed the same way. ``get`` asks ``<key> in (...)`` with 50 ids a request
+documented cap; Sage documents none for the REST API), only the changed records: an idle run is
+one request per entity, and a last page is known by its ``$totalResults`` (no empty page asked
+for). Nothing is read per record: ``Person``, ``Address``, ``Phone`` and ``Email`` are entities
+of their own, listed the same way. ``get`` asks ``<key> in (...)`` with 50 ids a request
 (``capabilities.max_get``), one page each unless ``page_size`` is set below 50. ``find`` asks
-``in (...)`` with 50 values a request, or, on a VAT field, 50 ``like`` tests joined by ``or``; a
-query matching more than a page reads on by ``startIndex``. A create (``POST``), an update
-(``PATCH`` or ``PUT``) or a delete is one request, nothing read before or after (a write's answer
-is the entry, above). Auth is Basic on every request: no session or token request. ``check()`` is
-one ``GET Company?count=1``, which proves the credentials and whose ``Date`` serves ``clock()``
-(which never asks on its own); ``identity()`` comes from the settings, no request. ``fields()`` is
-one ``GET $prototypes/{entity}`` each call. There are no ``options(...)`` lists (none is read).
-Pacing: Sage publishes no rate limit for SData, so none is imposed unless ``requests_per_window``
-(per ``window_seconds``) is set, for a server or a proxy that has one.
+``in (...)`` with 50 values a request, or, on a VAT field, 50 ``like`` tests joined by ``or``;
+a query matching more than a page reads on by ``startIndex``. A create (``POST``), an update
+(``PATCH`` or ``PUT``) or a delete is one request, nothing read before or after (a write's
+answer is the entry, above). Auth is Basic on every request: no session or token request.
+``check()`` is one ``GET Company?count=1``, which proves the credentials and whose ``Date``
+serves ``clock()`` (which never asks on its own); ``identity()`` comes from the settings, no
+request. ``fields()`` is one ``GET $prototypes/{entity}`` each call. There are no
+``options(...)`` lists (none is read). Pacing: Sage publishes no rate limit for SData, so none
+is imposed unless ``requests_per_window`` (per ``window_seconds``) is set, for a server or a
+proxy that has one.
 """
 from __future__ import annotations
 
@@ -205,7 +206,10 @@ class SageCrmConnector:
             if stamp is None:
                 return          # rows without a date cannot be paged past: the API sorts them first
             after = (_literal(stamp), _quote(int(last[key])))
-            if len(items) < self.settings.page_size:
+            total = body.get("$totalResults")       # the rows matching this page's query
+            if len(items) < self.settings.page_size or (
+                    isinstance(total, int) and not isinstance(total, bool)
+                    and total <= len(items)):
                 return
 
     async def get(self, entity: str, ids: Sequence[str]) -> list[Record]:

@@ -65,6 +65,22 @@ async def test_pages_hold_every_record_even_when_many_share_a_timestamp(connecto
     assert [r.id async for page in connector.changes("Company", since) for r in page] == ["3"]
 
 
+async def test_a_full_last_page_ends_the_listing_by_its_total(sandbox):
+    """The answer's ``$totalResults`` says whether rows remain: a listing whose last page is
+    full asks for no empty page after it."""
+    for i in range(15):
+        sandbox.add("Company", comp_name=f"Firm {i}")
+    c = make(sandbox.url, page_size=10)             # 20 companies: two full pages
+    await c.start()
+    try:
+        sandbox.reset_hits()
+        got = [r.id async for page in c.changes("Company", None) for r in page]
+        assert len(got) == 20
+        assert sandbox.count("GET") == 2
+    finally:
+        await c.close()
+
+
 async def test_a_delete_is_soft_and_the_api_stops_returning_the_record(connector, sandbox):
     await connector.delete("Company", "2")
     assert sandbox.data["Company"][2]["comp_deleted"] == 1
