@@ -10,10 +10,11 @@ a minute before ``expires_in`` runs out, and fetched again once when a request i
 401. Credentials refused at the token endpoint are AuthError.
 
 Changes: Vantagepoint documents no modified-since filter. ``changes`` lists only the key and
-``ModDate`` of every record (``fieldFilter``, ``key_page_size`` a page, ``order=ModDate``),
-keeps those at or after ``since``, sorted by (``ModDate``, key), and reads them: one by one
-(``GET {hub}/{key}``) when they are few, else by pages of the whole listing. So an idle run
-costs one small listing per hub, and ``changes`` yields in (``ModDate``, key) order
+``ModDate`` of the records (``fieldFilter``, ``key_page_size`` a page), newest first
+(``order=ModDate_D``) down to the first one older than ``since`` (a first read lists them all),
+sorted by (``ModDate``, key), and reads them: one by one (``GET {hub}/{key}``) when they are
+few, else by pages of the whole listing. So an idle run costs one small request per hub,
+whatever its size, and ``changes`` yields in (``ModDate``, key) order
 (``ordered``). A record's ``modified`` is the ``ModDate`` of the key listing (see the Ajera
 connector for why). Hard deletes are not reported (no feed): a complete read lets the engine
 see them. The records read by pages of the whole listing are held until the read ends (a
@@ -21,7 +22,8 @@ first sync holds the hub; later runs hold only what changed).
 
 Requests, and why the count is what it is: Vantagepoint documents no modified-since filter and no
 read of several keys at once, so a change listing is the key listing above, one request per
-``key_page_size`` keys of the whole hub (default 1,000; no maximum is published), then either one
+``key_page_size`` changed keys (default 1,000; no maximum is published; a first read lists
+every key), then either one
 ``GET {hub}/{key}`` per changed record, when at most ``FEW`` (50) changed, or one request per
 ``page_size`` records of the whole hub (default 500), plus one ``GET {hub}/{key}`` per changed key
 that read did not meet. ``count()`` is the key listing again. ``get`` is one ``GET {hub}/{key}``
@@ -204,19 +206,27 @@ class VantagepointConnector:
 
     # --- reading -------------------------------------------------------------------------
     async def _stamps(self, entity: str, since: datetime | None) -> list[tuple[datetime, str]]:
-        """(ModDate, key) of the records changed at or after ``since``, in that order."""
+        """(ModDate, key) of the records changed at or after ``since``, in that order. With a
+        ``since``, the keys are listed newest first (``order=ModDate_D``) and the listing stops
+        at the first older one, so an idle run reads one page of keys, not the whole hub. (A
+        record without a ``ModDate`` sorts last and is read by a complete listing only: it
+        gets one with its first edit.)"""
         key = self._key(entity)
         stamps: list[tuple[datetime, str]] = []
         page = 1
         while True:
             rows = await self._request("GET", f"/{entity}", {
-                "fieldFilter": f"{key},ModDate", "order": "ModDate",
+                "fieldFilter": f"{key},ModDate",
+                "order": "ModDate" if since is None else "ModDate_D",
                 "pageSize": self.settings.key_page_size, "page": page}) or []
+            older = False
             for row in rows:
                 when = _date(row.get("ModDate"))
-                if since is None or when is None or when >= since:
-                    stamps.append((when or _EPOCH, str(row[key])))
-            if len(rows) < self.settings.key_page_size:
+                if since is not None and (when is None or when < since):
+                    older = True
+                    break
+                stamps.append((when or _EPOCH, str(row[key])))
+            if older or len(rows) < self.settings.key_page_size:
                 return sorted(stamps)
             page += 1
 

@@ -21,8 +21,8 @@ Choices where the documentation is silent (uncertain):
 - No modified-since filter is documented. Every record carries ``ModDate`` (the standard
   Vantagepoint column, UTC here, ``2024-06-03T09:00:00.123Z``) and ``order=ModDate`` sorts by
   it (ties by key). The connector finds changes by listing only key and ``ModDate``
-  (``fieldFilter``, 1,000 a page) and comparing them with its cursor, then reading the changed
-  records: an idle run costs one small listing per hub. A saved-search mechanism may exist but
+  (``fieldFilter``, 1,000 a page), newest first (``order=ModDate_D``) down to its cursor, then
+  reading the changed records: an idle run costs one small listing per hub. A saved-search mechanism may exist but
   is not documented.
 - Tokens last ``expires_in`` seconds of the sandbox clock (1799); an expired or unknown token
   answers 401 ``{"Message": "Authorization has been denied for this request."}``. Refused

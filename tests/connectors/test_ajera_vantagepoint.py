@@ -151,6 +151,39 @@ async def test_ajera_failures_arrive_as_http_200_and_are_still_errors():
         await sb.stop()
 
 
+async def test_vantagepoint_lists_keys_newest_first_and_stops_at_the_cursor():
+    """A change listing asks for keys newest first and stops at the first one older than the
+    cursor: an idle run over a hub of many key pages is one request; a first read lists all."""
+    sb = VantagepointSandbox(seed=1, records=30, clock=Clock(START))
+    await sb.start(0)
+    c = VantagepointConnector("crm", VantagepointConnector.Settings(
+        base_url=sb.url, username="sandbox", password="sandbox-password",
+        database="Vantagepoint", client_id="sandbox-client", client_secret="sandbox-secret",
+        requests_per_second=1000, key_page_size=5))
+    await c.start()
+    try:
+        await c.check()
+        every = [r.id for p in [p async for p in c.changes("project", None)] for r in p]
+        assert len(every) == 30
+        sb.clock.advance(600)
+        since = sb.clock.now()
+        keys = lambda: [h for h in sb.hits if "fieldFilter=" in h.query]  # noqa: E731
+        sb.reset_hits()
+        assert [p async for p in c.changes("project", since)] == []
+        assert len(keys()) == 1                                  # not six pages of keys
+        sb.clock.advance(60)
+        edited = sorted(every[3:10])
+        for k in edited:
+            sb.edit("project", k, LongName=f"edited {k}")
+        sb.reset_hits()
+        got = sorted(r.id for p in [p async for p in c.changes("project", since)] for r in p)
+        assert got == edited
+        assert len(keys()) == 2                                  # 7 changed: two pages of 5
+    finally:
+        await c.close()
+        await sb.stop()
+
+
 async def test_vantagepoint_idle_read_is_one_key_listing_and_an_expired_token_is_renewed():
     sb = VantagepointSandbox(seed=1, records=30, clock=Clock(START))
     await sb.start(0)
