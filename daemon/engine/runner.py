@@ -423,7 +423,7 @@ async def _run_flow(db, integ: Integration, flow: Flow, run_id: int, opt: RunOpt
         slog.info("step.start")
     only = None if opt.only is None else opt.only.get(flow.name, {})
     fingerprint, fields = fields_fingerprint(flow)
-    backfill = ""
+    backfill, kept = "", None
     if only is None:
         async with db.begin() as conn:
             kept = await g.flow_fields(conn, integ.name, flow.name)
@@ -441,8 +441,9 @@ async def _run_flow(db, integ: Integration, flow: Flow, run_id: int, opt: RunOpt
     if backfill:
         note = f"fields changed ({backfill}): every link read again and brought up to date"
         result.message = f"{note}; {result.message}" if result.message else note
-    if not opt.dry_run and only is None and result.status in ("ok", "errors"):
-        async with db.begin() as conn:
+    if (not opt.dry_run and only is None and result.status in ("ok", "errors")
+            and (kept is None or kept["fingerprint"] != fingerprint)):
+        async with db.begin() as conn:     # written when it changed, not by every run
             await g.set_flow_fields(conn, integ.name, flow.name, fingerprint, fields)
     return result
 

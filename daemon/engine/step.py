@@ -87,8 +87,9 @@ async def run_step(db: AsyncEngine, integration: str, flow: Flow,
     except ConnectorError as exc:       # a read the system answered in a way we cannot use
         raise StepAborted(f"{exc.message}") from None
     finally:
-        async with db.begin() as conn:
-            await q.clear_staged(conn, run_id=run_id, flow=flow.name)
+        if step.staging.seq:                # rows of this step's own: none when idle
+            async with db.begin() as conn:
+                await q.clear_staged(conn, run_id=run_id, flow=flow.name)
     if result.counts["errors"]:
         result.status = "errors"
         if ctx.reading.first_error:     # the step's message column says what went wrong
@@ -118,16 +119,18 @@ class _Step:
         await self._intents()
         await self._approved()
         cursors = {side: await self.staging.side(side) for side in ("left", "right")}
-        async with c.db.begin() as conn:
-            await q.refresh_statistics(conn, self.staging.seq)
+        if self.staging.seq >= q.STATS_AFTER:
+            async with c.db.begin() as conn:
+                await q.refresh_statistics(conn, self.staging.seq)
         self.result.more = c.reading.cut
         if self.staging.fails:
             await self._do([(a, {}) for a in self.staging.fails], Context())
-        await self._breaker()
-        for side in ("left", "right"):      # a pair met from the left is unstaged on commit
-            await self._linked(side)
-        for side in ("left", "right"):
-            await self._unlinked(side)
+        if self.staging.seq or self.virtual:    # an idle step staged nothing to plan
+            await self._breaker()
+            for side in ("left", "right"):  # a pair met from the left is unstaged on commit
+                await self._linked(side)
+            for side in ("left", "right"):
+                await self._unlinked(side)
         if not self.dry:
             async with c.db.begin() as conn:
                 for side, cur in cursors.items():
