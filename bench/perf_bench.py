@@ -288,22 +288,23 @@ async def through_sandboxes(args, out: dict) -> None:
             await one_run(app)
             idle = await boxes.call("/ctl/hits")
             changed = max(1, int(args.records * 0.01))
-            await boxes.call("/ctl/edit", n=changed)
-            await boxes.call("/ctl/advance", s=600)
-            await boxes.call("/ctl/reset")
-            inc = await one_run(app)
-            assert counted(inc, "updated_right") == changed, [s.counts for s in inc.steps]
-            incremental = await boxes.call("/ctl/hits")
+
+            async def edited(edit: str, written: str) -> dict:
+                """The requests of the run after ``changed`` records were edited (``edit``:
+                the sandbox control), each written to the other side (``written``)."""
+                await boxes.call(f"/ctl/{edit}", n=changed)
+                await boxes.call("/ctl/advance", s=600)
+                await boxes.call("/ctl/reset")
+                result = await one_run(app)
+                assert counted(result, written) == changed, [s.counts for s in result.steps]
+                hits = await boxes.call("/ctl/hits")
+                await boxes.call("/ctl/advance", s=600)
+                await one_run(app)             # reads back what that run wrote
+                await boxes.call("/ctl/advance", s=600)
+                return hits
+            incremental = await edited("edit", "updated_right")
             # the same share of the CRM's companies edited: each goes to Unleashed
-            await boxes.call("/ctl/advance", s=600)
-            await one_run(app)                 # reads back what the incremental run wrote
-            await boxes.call("/ctl/advance", s=600)
-            await boxes.call("/ctl/crm_edit", n=changed)
-            await boxes.call("/ctl/advance", s=600)
-            await boxes.call("/ctl/reset")
-            back = await one_run(app)
-            assert counted(back, "updated_left") == changed, [s.counts for s in back.steps]
-            crm_side = await boxes.call("/ctl/hits")
+            crm_side = await edited("crm_edit", "updated_left")
         finally:
             await app.close()
         n_idle = {k: len(v) for k, v in idle.items()}

@@ -59,7 +59,7 @@ async def _insert_many(conn: AsyncConnection, table, rows: list[dict]) -> None:
     if conn.dialect.name != "sqlite":
         await conn.execute(insert(table), rows)
         return
-    key = (table.name, id(conn.dialect))
+    key = (table.name, type(conn.dialect))        # one entry per table, not per engine
     plain = _PLAIN.get(key)
     if plain is None:
         cols = [c for c in table.columns if not (c.primary_key and c.autoincrement and
@@ -75,7 +75,7 @@ async def _insert_many(conn: AsyncConnection, table, rows: list[dict]) -> None:
         for name, default, proc in cols) for row in rows])
 
 
-_PLAIN: dict[tuple[str, int], tuple[str, list]] = {}
+_PLAIN: dict[tuple[str, type], tuple[str, list]] = {}
 
 
 def _chunks(seq: Sequence, n: int = CHUNK) -> Iterable[Sequence]:
