@@ -383,9 +383,10 @@ async def through_sandboxes(args, out: dict) -> None:
                         "rejected": rejected}
 
         # --- many idle integrations in one daemon ------------------------------------------
-        urls = await boxes.new(ul=20)
-        out["idle_daemon"] = child("_idle", str(args.idle), json.dumps(urls),
-                                   args.idle_every)
+        if args.idle:
+            urls = await boxes.new(ul=20)
+            out["idle_daemon"] = child("_idle", str(args.idle), json.dumps(urls),
+                                       args.idle_every)
     finally:
         boxes.close()
 
@@ -428,7 +429,7 @@ async def idle_daemon(n: int, urls: dict[str, str], every: str) -> dict:
 
 
 # --- the table ----------------------------------------------------------------------------------
-def table(out: dict, args) -> str:
+def engine_rows(out: dict) -> list[tuple[str, str, str]]:
     e_small, e_big = out["engine"]
     rows = [
         ("engine alone, CPU per record at {:,} ÷ at {:,}".format(e_big["n"], e_small["n"]),
@@ -448,11 +449,17 @@ def table(out: dict, args) -> str:
          f"{m_small['engine_mib']:.0f} MiB = {m_big['engine_mib'] / m_small['engine_mib']:.2f}×",
          "≤ 1.2×; ≤ 1.3×"),
     ]
+    return rows
+
+
+def table(out: dict, args) -> str:
+    rows: list[tuple[str, str, str]] = []
+    if "engine" in out:
+        rows += engine_rows(out)
     if "creates_per_s" in out:
         sb, ac = out["cpu_split"]
         q = out["quota"]
-        d = out["idle_daemon"]
-        max(out["idle_total"].values())
+        d = out.get("idle_daemon")
         rows += [
             (f"first-sync creates ÷ bare aiohttp loop (concurrency {args.concurrency})",
              f"{out['creates_per_s']:,.0f}/s ÷ {out['creates_bare_per_s']:,.0f}/s = "
@@ -477,11 +484,12 @@ def table(out: dict, args) -> str:
              "time-scaled), 429s",
              f"{q['share']:.0%} ({q['made']} requests in {q['seconds']:.1f} s), "
              f"{q['rejected']} × 429", "≥ 90%, 0"),
-            (f"{d['integrations']} idle integrations in one daemon (every {d['every']}): RSS, "
-             "CPU share",
-             f"{d['rss_mib']:.0f} MiB, {d['cpu_share']:.1%} of one core "
-             f"(over {d['seconds']:.0f} s)", "≤ 300 MiB, ≤ 2%"),
         ]
+        if d:
+            rows.append((f"{d['integrations']} idle integrations in one daemon (every "
+                         f"{d['every']}): RSS, CPU share",
+                         f"{d['rss_mib']:.0f} MiB, {d['cpu_share']:.1%} of one core "
+                         f"(over {d['seconds']:.0f} s)", "≤ 300 MiB, ≤ 2%"))
     width = max(len(r[0]) for r in rows)
     lines = [f"| {'figure':<{width}} | measured | goal |", f"|{'-' * (width + 2)}|---|---|"]
     lines += [f"| {a:<{width}} | {b} | {c} |" for a, b, c in rows]
@@ -515,17 +523,20 @@ def main() -> None:
                    help="the time-scaled quota: this many requests ...")
     p.add_argument("--window", type=float, default=3.0, help="... per this many seconds")
     p.add_argument("--quota-records", type=int, default=300)
-    p.add_argument("--idle", type=int, default=100, help="idle integrations in one daemon")
+    p.add_argument("--idle", type=int, default=100, help="idle integrations in one daemon (0: leave this figure out)")
     p.add_argument("--idle-every", default="15m",
                    help="their schedule (the default one); measured over it and a minute")
     p.add_argument("--engine-only", action="store_true")
+    p.add_argument("--sandboxes-only", action="store_true",
+                   help="leave out the engine-alone figures")
     args = p.parse_args()
     quiet()
     print(f"accord performance: load {os.getloadavg()[0]:.2f} "
           f"({os.cpu_count()} cores) at the start", flush=True)
-    out: dict[str, Any] = {"engine": [engine_figure(args.small), engine_figure(args.big)],
-                           "matching": [engine_figure(args.small, True),
-                                        engine_figure(args.big, True)]}
+    out: dict[str, Any] = {}
+    if not args.sandboxes_only:
+        out["engine"] = [engine_figure(args.small), engine_figure(args.big)]
+        out["matching"] = [engine_figure(args.small, True), engine_figure(args.big, True)]
     if not args.engine_only:
         asyncio.run(through_sandboxes(args, out))
     print(table(out, args))

@@ -247,9 +247,10 @@ class Applier:
             self.uow.error(*where, f"{', '.join(bad)} not written to {w.side}: {exc.message}",
                            retry=False)
             values = rest
+        at = now()
         for path, new in values.items():
             self.uow.audit_write(w.side, w.id, path, w.current.get(path),
-                                 stored.fields.get(path, new), w.why.get(path, "update"))
+                                 stored.fields.get(path, new), w.why.get(path, "update"), at)
         c.counts[f"updated_{w.side}"] += 1
         return stored, values
 
@@ -348,15 +349,15 @@ class Applier:
         u.done_intents[a.target].append(a.source_id)
         c.counts[f"created_{a.target}"] += 1
         c.log.info("record.created", side=a.target, record=rec.id, source=a.source_id)
+        at, why = now(), f"create from {a.source} {a.source_id}"
         for path, value in a.fields.items():
-            u.audit_write(a.target, rec.id, path, None, rec.fields.get(path, value),
-                          f"create from {a.source} {a.source_id}")
+            u.audit_write(a.target, rec.id, path, None, rec.fields.get(path, value), why, at)
         revert = owned_by(c.flow, a.target, rec.fields, a.source_values, self.tctx)
         # the link first: whatever happens to the write-back, the new record is linked;
         # its base already says "reverted", so a failed write-back is retried next run
         row = {"integration": c.integration, "flow": c.flow.name,
                f"{a.source}_id": a.source_id, f"{a.target}_id": rec.id, "state": "ok",
-               "updated_at": now(), f"{a.target}_version": rec.version,
+               "updated_at": at, f"{a.target}_version": rec.version,
                f"{a.source}_version": a.source_version,
                **base_row(c, a.source, {**a.source_values, **revert}),
                **base_row(c, a.target, rec.fields)}
@@ -386,9 +387,9 @@ class Applier:
         c.log.info("ownership.violation", field="*", side=a.target, action="revert",
                    record=a.owner_id, what="delete of a record it does not own")
         rec = await self._create_record(a.target, a.fields, a.owner_id)
+        at, why = now(), f"re-create: owned by {owner}"
         for path, value in a.fields.items():
-            u.audit_write(a.target, rec.id, path, None, rec.fields.get(path, value),
-                          f"re-create: owned by {owner}")
+            u.audit_write(a.target, rec.id, path, None, rec.fields.get(path, value), why, at)
         u.updates.append({"id": a.link_id, f"{a.target}_id": rec.id, "state": "ok",
                           "updated_at": now(), **base_row(c, a.target, rec.fields),
                           **base_row(c, owner, a.owner_values)})

@@ -6,6 +6,7 @@ real run also writes links, audit rows, record errors, reviews, holds and intent
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from daemon.engine.context import StepContext
@@ -77,9 +78,10 @@ class UnitOfWork:
                                 run_id=c.run_id, updated_at=now(), hash=hash))
 
     def audit_write(self, side: Side, record_id: str, path: str, old: Any, new: Any,
-                    rule: str) -> None:
+                    rule: str, at: datetime | None = None) -> None:
+        """One audit row; ``at``: the time of the write it records (the fields of one write
+        share it), now if not given."""
         c = self.ctx
         self.audit.append(dict(run_id=c.run_id, integration=c.integration, flow=c.flow.name,
                                side=side, record_id=record_id, field=path, old=dumps(old),
-                               new=dumps(new),
-                               rule=rule, at=now()))
+                               new=dumps(new), rule=rule, at=at or now()))

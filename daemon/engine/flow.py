@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from functools import cached_property
 from datetime import datetime
 from typing import Any, Mapping
 
@@ -48,10 +49,9 @@ class Flow:
 
     def narrow(self, fields: list[Field], values: Mapping[Side, Mapping[str, Any] | None]
                ) -> list[Field]:
-        rules = self.rules
-        if not rules.flows_when and not any(f.when for f in rules.fields):
+        whens = self._whens
+        if whens is None:
             return fields
-        whens = {f.name: f.when for f in rules.fields}
         blocked = {s for s in ("left", "right") if not self.flows_from(s, values[s])}
         out = []
         for fld in fields:
@@ -64,6 +64,15 @@ class Flow:
             out.append(fld if (lr, rl) == (fld.flows_lr, fld.flows_rl)
                        else replace(fld, flows_lr=lr, flows_rl=rl))
         return out
+
+    @cached_property
+    def _whens(self) -> dict[str, Any] | None:
+        """Each field's ``when`` conditions by name; None when neither the fields nor the
+        flow have any (then nothing is narrowed), computed once per flow."""
+        rules = self.rules
+        if not rules.flows_when and not any(f.when for f in rules.fields):
+            return None
+        return {f.name: f.when for f in rules.fields}
 
     def fields_for(self, owner_values: Mapping[str, Any] | None) -> list[Field]:
         """The fields of one record: owned or shared, by its owner-side values (None: the

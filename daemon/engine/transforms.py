@@ -228,7 +228,10 @@ def key_value(key: Any, side: str, values: Mapping[str, Any]) -> str | None:
     """A record's value for a match key (``rules.MatchKey``): its one path normalised, or,
     for a key of several paths, each part normalised and joined; None when a part is
     missing."""
-    parts = [normalize(key.normalize, values.get(p)) for p in key.paths(side)]
+    path = key.left if side == "left" else key.right
+    if isinstance(path, str):                   # the usual key, one path: no list built
+        return normalize(key.normalize, values.get(path))
+    parts = [normalize(key.normalize, values.get(p)) for p in path]
     if any(p is None for p in parts):
         return None
     return parts[0] if len(parts) == 1 else "\x1f".join(parts)  # type: ignore[arg-type]

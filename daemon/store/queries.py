@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any, Iterable, Sequence
 
 import orjson
-from sqlalchemy import (ARRAY, and_, any_, bindparam, delete, func, insert, literal_column, or_,
-                        select, update)
+from sqlalchemy import (ARRAY, DateTime, and_, any_, bindparam, delete, func, insert,
+                        literal_column, or_, select, update)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from daemon.store.db import dumps, loads, now
@@ -68,11 +68,32 @@ async def _insert_many(conn: AsyncConnection, table, rows: list[dict]) -> None:
                f"VALUES ({', '.join('?' for _ in cols)})")
         plain = _PLAIN[key] = (sql, [(
             c.name, c.default.arg if c.default is not None and c.default.is_scalar else None,
-            c.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)) for c in cols])
+            c.type.dialect_impl(conn.dialect).bind_processor(conn.dialect),
+            isinstance(c.type, DateTime)) for c in cols])
     sql, cols = plain
-    await conn.exec_driver_sql(sql, [tuple(
-        (proc(row.get(name, default)) if proc else row.get(name, default))
-        for name, default, proc in cols) for row in rows])
+    columns = []
+    for name, default, proc, stamp in cols:     # column by column: a list comprehension
+        values = [row.get(name, default) for row in rows]     # each, not a generator a value
+        if proc is not None:
+            values = _datetimes(proc, values) if stamp else [proc(v) for v in values]
+        columns.append(values)
+    await conn.exec_driver_sql(sql, list(zip(*columns)))
+
+
+def _datetimes(proc, values: list) -> list:
+    """``proc`` applied to each datetime once per distinct value: a chunk's rows share their
+    timestamps (a record's audit rows, for one), and turning a datetime into SQLite's text
+    is the dearest conversion of an insert. Keyed by the value and its zone: two equal
+    instants in two zones are written as two different texts."""
+    memo: dict = {}
+    out = []
+    for v in values:
+        key = None if v is None else (v, v.tzinfo)
+        got = memo.get(key)
+        if got is None:
+            got = memo[key] = proc(v)
+        out.append(got)
+    return out
 
 
 _PLAIN: dict[tuple[str, type], tuple[str, list]] = {}

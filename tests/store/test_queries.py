@@ -228,3 +228,27 @@ async def test_intents_exclusions_reviews_pushes_holds_parked_audit(db):
                                       at=AT + timedelta(seconds=1))])
         (a,) = (await conn.execute(select(q.audit))).mappings().all()
         assert (a["old"], a["new"]) == ("null", '{"a":"Δ"}')
+
+
+async def test_hot_inserts_write_each_timestamp_as_a_core_insert_does(db):
+    """The batched insert converts each distinct timestamp once: rows sharing one get the
+    same text, and the same instant in another zone is still written as that zone's text
+    (what SQLAlchemy's own insert writes), not taken from the first."""
+    from sqlalchemy import insert
+    plus_one = timezone(timedelta(hours=1))
+    stamps = [AT, AT, AT.astimezone(plus_one), AT + timedelta(microseconds=1), AT]
+
+    def rows(run: int) -> list[dict]:
+        return [dict(run_id=run, integration=I, flow=F, side="left", record_id=f"L{i}",
+                     field="name", old=dumps(None), new=dumps(i), rule="flow", at=at)
+                for i, at in enumerate(stamps)]
+
+    async with db.begin() as conn:
+        await q.add_audit(conn, rows(1))
+        await conn.execute(insert(q.audit), rows(2))
+        written = {run: [r[0] for r in await conn.exec_driver_sql(
+            f"SELECT at FROM audit WHERE run_id = {run} ORDER BY id")] for run in (1, 2)}
+    assert written[1] == written[2]
+    assert written[1][0] == written[1][1] == written[1][4]
+    # SQLite keeps the zone's own wall time (10:00 for 09:00 UTC); PostgreSQL the instant
+    assert len(set(written[1])) == (2 if db.dialect.name == "postgresql" else 3)
