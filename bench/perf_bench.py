@@ -5,13 +5,14 @@
 
 Prints one table: the engine alone (in-memory systems) at two sizes, CPU per record and the
 engine's resident memory, for a first sync that creates every record and for one that links
-every record to one the other system already has; then, against the Unleashed and Prospect CRM sandboxes served by a
-child process (so their CPU is theirs, not accord's): first-sync creates against a bare aiohttp
-loop making the same number of creates on the same kind of sandbox at the flow's concurrency
-ceiling, a full read against the same requests replayed bare, the sandboxes' CPU against
-accord's during the first sync, requests of an idle run and per changed record above it, the
-share of a time-scaled quota an initial load uses (and its 429s), and 100 idle integrations in
-one daemon (resident memory, CPU share of one core over a minute).
+every record to one the other system already has; then, against the Unleashed and Prospect
+CRM sandboxes served by a child process (so their CPU is theirs, not accord's): first-sync
+creates against a bare aiohttp loop making the same number of creates on the same kind of
+sandbox at the flow's concurrency ceiling, a full read against the same requests replayed
+bare, the sandboxes' CPU against accord's during the first sync, requests of an idle run and
+per changed record above it, the share of a time-scaled quota an initial load uses (and its
+429s), and 100 idle integrations in one daemon (resident memory, CPU share of one core over
+a minute).
 
 Each size of the engine figure runs in a fresh process, so peak memory is its own. The
 in-memory systems' own data is left out: the left side is built before the baseline is taken,
@@ -71,6 +72,7 @@ async def engine_alone(n: int, matched: bool = False) -> dict:
     from connectors.base import Record
     from connectors.memory import MemoryConnector
     from daemon.engine.rules import FlowRules
+    from daemon import heap
     from daemon.engine.runner import Integration, RunOptions, order_flows, run
     from daemon.store.db import create_schema, make_engine
 
@@ -92,6 +94,10 @@ async def engine_alone(n: int, matched: bool = False) -> dict:
         fields=[dict(left="key", right="code"), dict(left="name", right="title"),
                 dict(left="phone", right="tel")], match=[dict(left="key", right="code")]))
     integ = Integration("m", order_flows([rules]), {"left": L, "right": R})
+    # as the daemon does after its imports (daemon.heap), and the in-memory systems' data
+    # with them: in a daemon that data lives in the vendor's process, not for accord's
+    # collector to walk
+    heap.freeze_startup()
     base = rss_mib()                    # the systems' data is all in already
     cpu, wall = time.process_time(), time.perf_counter()
     result = await run(db, integ, RunOptions(trigger="bench"))
@@ -253,9 +259,11 @@ async def through_sandboxes(args, out: dict) -> None:
 
     from connectors.prospect_crm import schema
     from connectors.unleashed.wire import sign
+    from daemon import heap
     from daemon.app import App
     from daemon.config import load
 
+    heap.freeze_startup()                   # as the console script does
     boxes = Sandboxes()
     try:
         # --- first sync: creates, CPU split, then a full read -----------------------------
@@ -405,8 +413,10 @@ async def idle_daemon(n: int, urls: dict[str, str], every: str) -> dict:
     not worth it): each synced, then the scheduler left to run them idle on their schedule
     (``every``) for one period and a minute, so each runs about once; resident memory at
     the end and the CPU share of that stretch."""
+    from daemon import heap
     from daemon.durations import seconds as duration
     from daemon.service import Service
+    heap.freeze_startup()                   # as the console script does
     tmp = Path(tempfile.mkdtemp())
     path = config(tmp, urls, n, every=every)
     seconds = duration(every) + 60
@@ -523,7 +533,8 @@ def main() -> None:
                    help="the time-scaled quota: this many requests ...")
     p.add_argument("--window", type=float, default=3.0, help="... per this many seconds")
     p.add_argument("--quota-records", type=int, default=300)
-    p.add_argument("--idle", type=int, default=100, help="idle integrations in one daemon (0: leave this figure out)")
+    p.add_argument("--idle", type=int, default=100,
+                   help="idle integrations in one daemon (0: leave this figure out)")
     p.add_argument("--idle-every", default="15m",
                    help="their schedule (the default one); measured over it and a minute")
     p.add_argument("--engine-only", action="store_true")

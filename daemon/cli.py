@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import orjson
 from sqlalchemy.engine import make_url
 
-from daemon import __version__, demo
+from daemon import __version__, demo, heap
 from daemon import logging as accord_logging
 from daemon import presets as preset_lib
 from daemon import status as status_lib
@@ -217,8 +217,10 @@ def _sandbox_names() -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The console script. State files the daemon creates are its own (umask 077, as the
-    systemd unit sets it); a closed pipe (``accord status | head -1``) ends it quietly."""
+    systemd unit sets it); the imported modules are left out of garbage collection
+    (``daemon.heap``); a closed pipe (``accord status | head -1``) ends it quietly."""
     os.umask(0o077)
+    heap.freeze_startup()
     try:
         code = asyncio.run(amain(argv))
         sys.stdout.flush()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -564,3 +563,21 @@ def test_the_sync_summary_has_the_counts_of_each_step_and_of_the_run():
                                "written 0, errors 1 — 1 record error")
     assert lines[2] == ("run 7: errors in 2.0s — 2 flows, read 6 (left 4, right 2), "
                         "decided 6, written 4, errors 1")
+
+
+def test_the_console_script_leaves_its_imported_modules_out_of_garbage_collection(capsys):
+    """``main`` freezes what the imports made (daemon.heap), so the collector's full passes
+    during a sync do not walk the modules again and again."""
+    import gc
+
+    from daemon import cli, heap
+    gc.unfreeze()
+    threshold = gc.get_threshold()
+    try:
+        assert cli.main(["presets"]) == 0
+        assert gc.get_freeze_count() > 10_000
+        assert gc.get_threshold()[0] == heap.YOUNG
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+    assert "unleashed_crm" in capsys.readouterr().out
