@@ -9,7 +9,7 @@ and every query whose rows feed a list has an ORDER BY: PostgreSQL, unlike SQLit
 in no particular order."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import orjson
 from sqlalchemy import (ARRAY, DateTime, and_, any_, bindparam, delete, func, insert,
@@ -46,6 +46,36 @@ def _among(conn: AsyncConnection, col, values: Sequence) -> Any:
     if conn.dialect.name == "postgresql":
         return col == any_(bindparam(None, list(values), type_=ARRAY(col.type)))
     return col.in_(list(values))
+
+
+def _one_of(dialect: str, col, name: str) -> Any:
+    """``_among`` in a statement built once (``_built``): the values are the parameter
+    ``name``, given as ``_ids(dialect, values)`` when the statement runs."""
+    if dialect == "sqlite":
+        return col.in_(select(literal_column("value")).select_from(
+            func.json_each(bindparam(name))))
+    if dialect == "postgresql":
+        return col == any_(bindparam(name, type_=ARRAY(col.type)))
+    return col.in_(bindparam(name, expanding=True))
+
+
+def _ids(dialect: str, values: Sequence) -> Any:
+    """The value of a ``_one_of`` parameter."""
+    return orjson.dumps(list(values)).decode() if dialect == "sqlite" else list(values)
+
+
+def _built(key: tuple, build: Callable[[], Any]) -> Any:
+    """The statement ``build`` makes, built once per ``key`` (the statement's shape: the
+    function, the dialect, which side), its values named parameters. A chunk runs the same
+    few queries again and again: building each anew, and SQLAlchemy deriving its cache key
+    again, cost about as much as running it."""
+    stmt = _STATEMENTS.get(key)
+    if stmt is None:
+        stmt = _STATEMENTS[key] = build()
+    return stmt
+
+
+_STATEMENTS: dict[tuple, Any] = {}
 
 
 async def _insert_many(conn: AsyncConnection, table, rows: list[dict]) -> None:
@@ -107,20 +137,37 @@ def _chunks(seq: Sequence, n: int = CHUNK) -> Iterable[Sequence]:
 async def _delete_ids(conn: AsyncConnection, table, id_col: str, ids: Sequence,
                       *extra, **where) -> None:
     """DELETE the rows of ``table`` matching ``where`` whose ``id_col`` is one of ``ids``,
-    one statement per chunk of ids."""
-    cond = [table.c[k] == v for k, v in where.items()] + list(extra)
-    for part in _chunks(list(ids)):
-        await conn.execute(delete(table).where(*cond, _among(conn, table.c[id_col], part)))
+    one statement per chunk of ids (built once per shape when there is no ``extra``)."""
+    ids = list(ids)
+    if not ids:
+        return
+    d = conn.dialect.name
+    if extra or any(v is None for v in where.values()):    # (IS NULL: not a parameter)
+        cond = [table.c[k] == v for k, v in where.items()] + list(extra)
+        for part in _chunks(ids):
+            await conn.execute(delete(table).where(*cond, _among(conn, table.c[id_col], part)))
+        return
+    names = tuple(sorted(where))
+    stmt = _built(("delete", table.name, id_col, names, d), lambda: delete(table).where(
+        *[table.c[k] == bindparam(f"w_{k}") for k in names],
+        _one_of(d, table.c[id_col], "ids")))
+    params = {f"w_{k}": v for k, v in where.items()}
+    for part in _chunks(ids):
+        await conn.execute(stmt, {**params, "ids": _ids(d, part)})
 
 
 # --- links ---------------------------------------------------------------------------------
 async def links_by_side(conn: AsyncConnection, integration: str, flow: str, side: str,
                         ids: Sequence[str]) -> dict[str, dict]:
     col = links.c.left_id if side == "left" else links.c.right_id
+    d = conn.dialect.name
+    stmt = _built(("links_by_side", side, d), lambda: select(links).where(
+        links.c.integration == bindparam("integration"), links.c.flow == bindparam("flow"),
+        _one_of(d, col, "ids")))
     out: dict[str, dict] = {}
     for part in _chunks(list(ids)):
-        rows = await conn.execute(select(links).where(
-            links.c.integration == integration, links.c.flow == flow, _among(conn, col, part)))
+        rows = await conn.execute(stmt, {"integration": integration, "flow": flow,
+                                         "ids": _ids(d, part)})
         for row in _dicts(rows):
             out[row["left_id" if side == "left" else "right_id"]] = row
     return out
@@ -256,11 +303,19 @@ async def staged_records(conn: AsyncConnection, run_id: int, flow: str, side: st
                          ids: Sequence[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
     for part in _chunks(list(ids)):
-        rows = await conn.execute(select(staged).where(
-            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
-            _among(conn, staged.c.record_id, part)))
+        rows = await conn.execute(*_staged_by_id(conn, run_id, flow, side, part))
         out.update({r["record_id"]: _staged_row(r) for r in _dicts(rows)})
     return out
+
+
+def _staged_by_id(conn: AsyncConnection, run_id: int, flow: str, side: str,
+                  ids: Sequence[str]) -> tuple[Any, dict]:
+    """The statement selecting the staged rows of ``ids``, and its parameters."""
+    d = conn.dialect.name
+    stmt = _built(("staged_by_id", d), lambda: select(staged).where(
+        staged.c.run_id == bindparam("run_id"), staged.c.flow == bindparam("flow"),
+        staged.c.side == bindparam("side"), _one_of(d, staged.c.record_id, "ids")))
+    return stmt, {"run_id": run_id, "flow": flow, "side": side, "ids": _ids(d, ids)}
 
 
 async def staged_ids(conn: AsyncConnection, run_id: int, flow: str, side: str,
@@ -283,15 +338,19 @@ class Chunk(list):
 
 
 async def _window(conn: AsyncConnection, run_id: int, flow: str, side: str, after_seq: int,
-                  limit: int, *extra) -> list[dict]:
+                  limit: int, deleted_only: bool = False) -> list[dict]:
     """The next ``limit`` staged rows of ``side`` after ``after_seq``: a range of the index
     ``ix_staged_order``, whatever the rest of the table holds. The chunk queries narrow this
     window in a second, batched query instead of joining first: a join lets the planner
     (PostgreSQL's, misjudging how many staged rows have a link) read every remaining row of
     the side and sort them, for every chunk."""
-    rows = await conn.execute(select(staged).where(
-        staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
-        staged.c.seq > after_seq, *extra).order_by(staged.c.seq).limit(limit))
+    extra = [staged.c.deleted.is_(True)] if deleted_only else []
+    stmt = _built(("window", deleted_only), lambda: select(staged).where(
+        staged.c.run_id == bindparam("run_id"), staged.c.flow == bindparam("flow"),
+        staged.c.side == bindparam("side"), staged.c.seq > bindparam("after"),
+        *extra).order_by(staged.c.seq).limit(bindparam("limit")))
+    rows = await conn.execute(stmt, {"run_id": run_id, "flow": flow, "side": side,
+                                     "after": after_seq, "limit": limit})
     return _dicts(rows)
 
 
@@ -303,8 +362,7 @@ async def staged_linked_chunk(conn: AsyncConnection, run_id: int, integration: s
     is one. Keyset on ``seq``: every call reads only its own window, so a step is linear in
     the number of staged records. ``deleted_only``: just the records staged as deleted (the
     circuit-breaker's count)."""
-    extra = [staged.c.deleted.is_(True)] if deleted_only else []
-    window = await _window(conn, run_id, flow, side, after_seq, limit, *extra)
+    window = await _window(conn, run_id, flow, side, after_seq, limit, deleted_only)
     out = Chunk()
     if not window:
         return out
@@ -321,9 +379,7 @@ async def staged_linked_chunk(conn: AsyncConnection, run_id: int, integration: s
         out.append(unit)
         partner_ids[link[f"{other_side}_id"]] = unit
     for part in _chunks(list(partner_ids)):
-        found = await conn.execute(select(staged).where(
-            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == other_side,
-            _among(conn, staged.c.record_id, part)))
+        found = await conn.execute(*_staged_by_id(conn, run_id, flow, other_side, part))
         for row in _dicts(found):
             partner_ids[row["record_id"]][other_side] = _staged_row(row)
     return out
