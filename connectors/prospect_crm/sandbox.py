@@ -469,6 +469,6 @@ class ProspectSandbox(Sandbox):
     @staticmethod
     def _json(request: web.Request, body: Any, status: int = 200,
               headers: dict | None = None) -> web.Response:
-        return web.json_response(body, status=status,
-                                 headers={"OData-Version": "4.0", **(headers or {})},
-                                 dumps=lambda o: orjson.dumps(o).decode())
+        return web.Response(body=orjson.dumps(body), status=status,
+                            content_type="application/json",
+                            headers={"OData-Version": "4.0", **(headers or {})})
