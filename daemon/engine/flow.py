@@ -1,9 +1,10 @@
 """A flow compiled for running: its rules, merged fields, and what each side needs read."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, replace
-from functools import cached_property
 from datetime import datetime
+from functools import cached_property
 from typing import Any, Mapping
 
 import orjson
@@ -147,7 +148,6 @@ def is_soft_deleted(rules: FlowRules, side: Side, values: Mapping[str, Any]) -> 
 
 def value_hash(paths: list[str], values: Mapping[str, Any]) -> str:
     """A stable digest of the mapped values: a re-read record with the same values is no change."""
-    import hashlib
     raw = orjson.dumps([values.get(p) for p in paths], default=str)
     return hashlib.blake2b(raw, digest_size=16).hexdigest()
 

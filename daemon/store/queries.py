@@ -40,23 +40,20 @@ def _among(conn: AsyncConnection, col, values: Sequence) -> Any:
     value on its own, and SQLAlchemy expands those binds anew for every statement (the
     dearest part of a chunk's queries). Both forms still look each value up in ``col``'s
     index (tests/store/test_query_plans.py)."""
-    if conn.dialect.name == "sqlite":
-        return col.in_(select(literal_column("value")).select_from(
-            func.json_each(bindparam(None, orjson.dumps(list(values)).decode()))))
-    if conn.dialect.name == "postgresql":
-        return col == any_(bindparam(None, list(values), type_=ARRAY(col.type)))
-    return col.in_(list(values))
+    return _one_of(conn.dialect.name, col, values=values)
 
 
-def _one_of(dialect: str, col, name: str) -> Any:
-    """``_among`` in a statement built once (``_built``): the values are the parameter
-    ``name``, given as ``_ids(dialect, values)`` when the statement runs."""
+def _one_of(dialect: str, col, name: str | None = None, values: Sequence | None = None) -> Any:
+    """``_among`` for ``dialect``: with ``values``, bound now; with ``name`` instead, a
+    statement built once (``_built``) whose values are given as ``_ids(dialect, values)``
+    for the parameter ``name`` when it runs."""
+    kw = {} if values is None else {"value": _ids(dialect, values)}
     if dialect == "sqlite":
         return col.in_(select(literal_column("value")).select_from(
-            func.json_each(bindparam(name))))
+            func.json_each(bindparam(name, **kw))))
     if dialect == "postgresql":
-        return col == any_(bindparam(name, type_=ARRAY(col.type)))
-    return col.in_(bindparam(name, expanding=True))
+        return col == any_(bindparam(name, type_=ARRAY(col.type), **kw))
+    return col.in_(bindparam(name, expanding=True, **kw))
 
 
 def _ids(dialect: str, values: Sequence) -> Any:
