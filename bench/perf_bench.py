@@ -394,7 +394,7 @@ async def through_sandboxes(args, out: dict) -> None:
         if args.idle:
             urls = await boxes.new(ul=20)
             out["idle_daemon"] = child("_idle", str(args.idle), json.dumps(urls),
-                                       args.idle_every)
+                                       args.idle_every, boxes.base)
     finally:
         boxes.close()
 
@@ -408,11 +408,16 @@ def _by_kind(rows: list) -> dict[str, int]:
     return kinds
 
 
-async def idle_daemon(n: int, urls: dict[str, str], every: str) -> dict:
+async def idle_daemon(n: int, urls: dict[str, str], every: str, ctl: str) -> dict:
     """``n`` integrations in one daemon (the status page off: a port of its own per bench is
-    not worth it): each synced, then the scheduler left to run them idle on their schedule
-    (``every``) for one period and a minute, so each runs about once; resident memory at
-    the end and the CPU share of that stretch."""
+    not worth it): each synced and what it wrote read back; then the sandboxes' clock moved
+    on (``ctl``: the sandboxes' control) and each run once more, so that the cursors are past
+    the overlap window (``overlap_seconds``) of the records just synced, as they are for an
+    integration that has been idle a while; then the scheduler left to run them on their
+    schedule (``every``) for one period and a minute, so each runs about once. Resident
+    memory at the end and the CPU share of that stretch."""
+    import aiohttp
+
     from daemon import heap
     from daemon.durations import seconds as duration
     from daemon.service import Service
@@ -422,10 +427,19 @@ async def idle_daemon(n: int, urls: dict[str, str], every: str) -> dict:
     seconds = duration(every) + 60
     svc = Service(path, sandboxes=False, activity=False, configure_logging=False)
     await svc.start(paused=True)
+
+    async def advance() -> None:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"{ctl}/ctl/advance", params={"s": "600"}) as r:
+                r.raise_for_status()
     for i in range(n):
         await svc.trigger(f"i{i}")                # the first sync of each
     for i in range(n):
         await svc.trigger(f"i{i}")                # what the first sync wrote, read back
+    await advance()
+    for i in range(n):
+        await svc.trigger(f"i{i}")                # the overlap window read once more
+    await advance()
     import gc
     gc.collect()
     svc.scheduler.resume()
@@ -522,7 +536,7 @@ def main() -> None:
             asyncio.run(serve())
         elif cmd == "_idle":
             print(json.dumps(asyncio.run(idle_daemon(int(sys.argv[2]), json.loads(sys.argv[3]),
-                                                     sys.argv[4]))))
+                                                     sys.argv[4], sys.argv[5]))))
         return
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--small", type=int, default=10_000, help="engine: the small size")
