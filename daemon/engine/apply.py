@@ -391,7 +391,7 @@ class Applier:
         for path, value in a.fields.items():
             u.audit_write(a.target, rec.id, path, None, rec.fields.get(path, value), why, at)
         u.updates.append({"id": a.link_id, f"{a.target}_id": rec.id, "state": "ok",
-                          "updated_at": now(), **base_row(c, a.target, rec.fields),
+                          "updated_at": at, **base_row(c, a.target, rec.fields),
                           **base_row(c, owner, a.owner_values)})
         c.counts["recreated"] += 1
 
