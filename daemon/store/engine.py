@@ -7,6 +7,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from daemon.store import one_trip
+
 
 def to_async_url(url: str) -> str:
     if url.startswith("sqlite:///"):
@@ -34,7 +36,7 @@ def make_engine(url: str) -> AsyncEngine:
     url = to_async_url(url)
     if url.startswith("sqlite"):
         private_sqlite_file(url)
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, connect_args={"timeout": 30}, module=one_trip.dbapi())
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn, _record):  # WAL: the CLI reads while the daemon writes
