@@ -114,8 +114,9 @@ class _Step:
 
     async def run(self) -> None:
         c = self.ctx
-        async with c.db.begin() as conn:
-            await q.clear_staged(conn, flow=c.flow.name)
+        if c.run_id > 0:                    # a plan's scratch rows are its own (random id)
+            async with c.db.begin() as conn:
+                await q.clear_left_behind(conn, c.integration, c.flow.name, c.run_id)
         await self._intents()
         await self._approved()
         cursors = {side: await self.staging.side(side) for side in ("left", "right")}

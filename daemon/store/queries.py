@@ -285,6 +285,21 @@ async def clear_staged(conn: AsyncConnection, run_id: int | None = None,
         await conn.execute(delete(table).where(*cond))
 
 
+async def clear_left_behind(conn: AsyncConnection, integration: str, flow: str,
+                            run_id: int) -> None:
+    """The staged rows of ``flow`` that earlier runs of ``integration`` left behind (a run
+    stopped in the middle of a step). Flow names are not unique across integrations (two
+    clients on one preset), so the rows of another integration's step under way are left
+    alone. Each staged row is checked against its run: the staged table holds only the steps
+    under way, while the runs table keeps every run."""
+    runs = T["runs"]
+    for table in (staged, staged_keys):
+        await conn.execute(delete(table).where(
+            table.c.flow == flow, table.c.run_id != run_id,
+            select(literal_column("1")).select_from(runs).where(
+                runs.c.id == table.c.run_id, runs.c.integration == integration).exists()))
+
+
 async def unstage(conn: AsyncConnection, run_id: int, flow: str, side: str,
                   ids: Sequence[str]) -> None:
     await _delete_ids(conn, staged, "record_id", ids, run_id=run_id, flow=flow, side=side)

@@ -1,0 +1,48 @@
+"""Two integrations of one daemon may have flows of the same name (two clients on one preset:
+both have "companies"). A step starting in one must not touch the records another
+integration's step has staged meanwhile: before, a step cleared every staged row of its flow
+name, so the other step, its reading gone, planned nothing and its cursor moved on past
+records it had never written (lost until they changed again)."""
+from __future__ import annotations
+
+import asyncio
+
+from connectors.memory import MemoryConnector
+from daemon.engine.rules import FlowRules
+from daemon.engine.runner import Integration, RunOptions, order_flows, run
+from tests.engine.harness import item_flow, make_pair
+
+
+class Paused(MemoryConnector):
+    """Its listing waits for ``go`` once ``reached`` is set (after the other side staged)."""
+
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.reached, self.go = asyncio.Event(), asyncio.Event()
+
+    async def changes(self, entity, since):
+        self.reached.set()
+        await self.go.wait()
+        async for page in super().changes(entity, since):
+            yield page
+
+
+async def test_a_step_leaves_another_integrations_staged_records_alone(state_url):
+    pair = await make_pair(state_url, [item_flow()])
+    s = MemoryConnector.Settings(entities=["items"])
+    paused = Paused("right", s, clock=pair.clock)
+    a = Integration("a", order_flows([FlowRules.model_validate(item_flow())]),
+                    {"left": pair.L, "right": paused})
+    for i in range(3):
+        pair.L.put("items", {"key": f"k{i}", "name": f"n{i}", "phone": str(i)})
+    first = asyncio.create_task(run(pair.db, a, RunOptions(trigger="test")))
+    await paused.reached.wait()             # a's left side is staged, its right side next
+    other = Integration("b", order_flows([FlowRules.model_validate(item_flow())]),
+                        {"left": MemoryConnector("l2", s, clock=pair.clock),
+                         "right": MemoryConnector("r2", s, clock=pair.clock)})
+    assert (await run(pair.db, other, RunOptions(trigger="test"))).status == "ok"
+    paused.go.set()
+    result = await first
+    assert result.status == "ok", result.message
+    assert result.steps[0].counts["created_right"] == 3
+    assert sorted(r["fields"]["code"] for r in paused.data["items"].values()) == ["k0", "k1", "k2"]
