@@ -41,6 +41,7 @@ class UnitOfWork:
     async def commit(self) -> None:
         c = self.ctx
         i, f = c.integration, c.flow.name
+        state = None if c.options.dry_run else await c.record_state()
         async with c.db.begin() as conn:
             for side in ("left", "right"):
                 # decided in this chunk: not to be met again by a later chunk of this step
@@ -52,11 +53,22 @@ class UnitOfWork:
             await q.insert_links(conn, self.inserts)
             await q.add_audit(conn, self.audit)
             await q.add_rereads(conn, i, f, self.rereads)
+            assert state is not None
+            if self.errors:
+                state.add("errors", "quarantined")
+            if self.reviews:
+                state.add("reviews")
+            if any(self.parked.values()):
+                state.add("parked")
             for side in ("left", "right"):
-                await q.clear_errors(conn, i, f, side, self.cleared[side])
-                await q.clear_errors(conn, i, f, side, self.settled[side], only_retry=True)
-                await q.clear_reviews(conn, i, f, side, self.cleared[side])
-                await q.unpark(conn, i, f, side, self.cleared[side])
+                if state.may("errors"):
+                    await q.clear_errors(conn, i, f, side, self.cleared[side])
+                    await q.clear_errors(conn, i, f, side, self.settled[side],
+                                         only_retry=True)
+                if state.may("reviews"):
+                    await q.clear_reviews(conn, i, f, side, self.cleared[side])
+                if state.may("parked"):
+                    await q.unpark(conn, i, f, side, self.cleared[side])
                 await q.park(conn, i, f, side, self.parked[side])
                 await q.drop_intents(conn, i, f, side, self.done_intents[side])
                 await q.drop_pushes(conn, i, f, side, self.done_pushes[side])

@@ -11,6 +11,7 @@ from connectors.base import Connector
 from daemon.engine.flow import Flow
 from daemon.engine.reference import ReferenceData
 from daemon.engine.rules import Side
+from daemon.store import queries as q
 
 
 @dataclass
@@ -42,6 +43,24 @@ class Reading:
     reread: dict[Side, set[str]] = field(default_factory=lambda: {"left": set(), "right": set()})
 
 
+@dataclass
+class RecordState:
+    """Which of the flow's per-record tables hold rows (``q.record_state``: record errors,
+    quarantined ones, reviews, parked records, exclusions), read once a step when a record
+    first needs it: a chunk skips the look-ups and clean-ups of a table that holds none of
+    the flow's rows. What the step itself writes there is added as it is written. An
+    exclusion an operator adds while the step reads is honoured from the next run."""
+    kinds: set[str] | None = None              # None: not read yet
+
+    def may(self, kind: str) -> bool:
+        """The table may hold rows of the flow (or it was not read yet)."""
+        return self.kinds is None or kind in self.kinds
+
+    def add(self, *kinds: str) -> None:
+        if self.kinds is not None:
+            self.kinds.update(kinds)
+
+
 @dataclass(frozen=True)
 class StepContext:
     db: AsyncEngine
@@ -59,3 +78,11 @@ class StepContext:
     # the step's write pacing (pace.AdaptiveLimit), made by the first chunk that writes, so
     # what it learnt carries over to the next chunks
     pace: dict[str, Any] = field(default_factory=dict)
+    state: RecordState = field(default_factory=RecordState)
+
+    async def record_state(self) -> RecordState:
+        """``state``, read from the store the first time a step asks."""
+        if self.state.kinds is None:
+            async with self.db.begin() as conn:
+                self.state.kinds = await q.record_state(conn, self.integration, self.flow.name)
+        return self.state

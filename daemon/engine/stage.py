@@ -26,6 +26,7 @@ from daemon.engine.related import named_by_related
 from daemon.engine.derive import Deriver
 from daemon.engine.flow import holds, is_soft_deleted, iso, mapped, value_hash
 from daemon.engine.rules import Side
+from daemon.engine.seen import SeenIds
 from daemon.engine.transforms import key_value
 from daemon.store import queries as q
 from daemon.store.db import dumps
@@ -43,6 +44,7 @@ class Staging:
         self.notes: dict[Side, dict[str, Any]] = {}
         self.derivers: dict[Side, Deriver] = {
             side: Deriver(spec) for side, spec in ctx.flow.rules.derive.items()}
+        self._seen: dict[Side, SeenIds] = {}        # ids staged so far, by side
 
     @staticmethod
     def _within(page: list[Record], start: Cursor, budget: int) -> list[Record]:
@@ -206,9 +208,10 @@ class Staging:
         rules = ctx.flow.rules
         paths = ctx.flow.read_paths[side]
         base_paths = ctx.flow.base_paths[side]
+        excluding = (await ctx.record_state()).may("exclusions")
         async with ctx.db.begin() as conn:
             ex = await q.excluded(conn, ctx.integration, ctx.flow.name, side,
-                                  [_safe(r.id) for r in page])
+                                  [_safe(r.id) for r in page]) if excluding else {}
             rows, keys = [], []
             for rec in page:
                 if rec.error:
@@ -240,7 +243,10 @@ class Staging:
                     if value is not None:
                         keys.append(dict(run_id=ctx.run_id, flow=ctx.flow.name, side=side,
                                          record_id=rec.id, key=str(i), value=value))
-            await q.stage(conn, rows, keys)
+            seen = self._seen.get(side)
+            if seen is None:
+                seen = self._seen[side] = SeenIds()
+            await q.stage(conn, rows, keys, replace=seen.add(r["record_id"] for r in rows))
 
     def fail(self, side: Side, record_id: str, message: str) -> None:
         key = (side, _safe(record_id))

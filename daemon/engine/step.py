@@ -438,9 +438,11 @@ class _Step:
                 active.append(r)
         if not active:
             return out
-        async with c.db.begin() as conn:
-            parked = await q.parked_hashes(conn, c.integration, c.flow.name, side,
-                                           [r["record_id"] for r in active])
+        parked: dict[str, str] = {}
+        if (await c.record_state()).may("parked"):
+            async with c.db.begin() as conn:
+                parked = await q.parked_hashes(conn, c.integration, c.flow.name, side,
+                                               [r["record_id"] for r in active])
         mark = {r["record_id"]: f"{r['hash']}:{c.fingerprint}" for r in active}
         quiet = {r["record_id"] for r in active if not r["pushed"]
                  and parked.get(r["record_id"]) == mark[r["record_id"]]}
@@ -472,6 +474,8 @@ class _Step:
                            ) -> set[tuple[Side, str]]:
         """Records whose error is quarantined and that did not change since it was."""
         c = self.ctx
+        if not recs or not (await c.record_state()).may("quarantined"):
+            return set()
         by_side: dict[Side, dict[str, str]] = {"left": {}, "right": {}}
         for r in recs:
             s = side or r.get("side")

@@ -236,12 +236,14 @@ async def clear_cursors(conn: AsyncConnection, integration: str, flow: str | Non
 
 
 # --- staging -------------------------------------------------------------------------------
-async def stage(conn: AsyncConnection, rows: list[dict], keys: list[dict]) -> None:
-    """Insert a page; a record read twice in one step keeps its latest reading."""
+async def stage(conn: AsyncConnection, rows: list[dict], keys: list[dict],
+                replace: Sequence[str] | None = None) -> None:
+    """Insert a page; a record read twice in one step keeps its latest reading: the rows
+    of ``replace`` (all of the page's ids when None) are deleted first."""
     if not rows:
         return
     first = rows[0]
-    ids = [r["record_id"] for r in rows]
+    ids = [r["record_id"] for r in rows] if replace is None else list(replace)
     for part in _chunks(ids):
         base = [staged.c.run_id == first["run_id"], staged.c.flow == first["flow"],
                 staged.c.side == first["side"]]
@@ -550,6 +552,24 @@ async def excluded(conn: AsyncConnection, integration: str, flow: str, side: str
             exclusions.c.mode.in_(("never", "skip_once"))))
         out.update(dict(rows.all()))
     return out
+
+
+RECORD_STATE = ("errors", "quarantined", "reviews", "parked", "exclusions")
+
+
+async def record_state(conn: AsyncConnection, integration: str, flow: str) -> set[str]:
+    """Which per-record tables hold rows for the flow (of RECORD_STATE: record errors, the
+    quarantined ones among them, reviews, parked records, exclusions that leave a record
+    out): one statement, each an EXISTS on the table's key."""
+    def there(table, *extra):
+        return select(literal_column("1")).select_from(table).where(
+            table.c.integration == bindparam("integration"),
+            table.c.flow == bindparam("flow"), *extra).exists()
+    stmt = _built(("record_state",), lambda: select(
+        there(errors), there(errors, errors.c.quarantined.is_(True)), there(reviews),
+        there(parked), there(exclusions, exclusions.c.mode.in_(("never", "skip_once")))))
+    row = (await conn.execute(stmt, {"integration": integration, "flow": flow})).one()
+    return {kind for kind, present in zip(RECORD_STATE, row) if present}
 
 
 async def after_step_exclusions(conn: AsyncConnection, integration: str, flow: str) -> None:
