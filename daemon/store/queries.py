@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import orjson
 from sqlalchemy import (ARRAY, DateTime, and_, any_, bindparam, delete, func, insert,
-                        literal_column, or_, select, update)
+                        literal_column, or_, select, union, update)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from daemon.store.db import dumps, loads, now
@@ -511,16 +511,17 @@ async def clear_errors(conn: AsyncConnection, integration: str, flow: str, side:
 
 async def revisit_ids(conn: AsyncConnection, integration: str, flow: str, side: str) -> list[str]:
     """Records to read again by id: failed writes, exclusions that were lifted, and records
-    an answer left a field out of (``add_rereads``)."""
-    a = await conn.execute(select(errors.c.record_id).where(
-        errors.c.integration == integration, errors.c.flow == flow, errors.c.side == side,
-        errors.c.retry.is_(True), errors.c.quarantined.is_(False)))
-    b = await conn.execute(select(exclusions.c.record_id).where(
-        exclusions.c.integration == integration, exclusions.c.flow == flow,
-        exclusions.c.side == side, exclusions.c.mode == "revisit"))
-    c = await conn.execute(select(rereads.c.record_id).where(
-        rereads.c.integration == integration, rereads.c.flow == flow, rereads.c.side == side))
-    return sorted({r[0] for r in a} | {r[0] for r in b} | {r[0] for r in c})
+    an answer left a field out of (``add_rereads``). One statement (every step of every run
+    asks it, for each side), built once."""
+    def of(table, *extra):
+        return select(table.c.record_id).where(
+            table.c.integration == bindparam("integration"), table.c.flow == bindparam("flow"),
+            table.c.side == bindparam("side"), *extra)
+    stmt = _built(("revisit_ids",), lambda: union(
+        of(errors, errors.c.retry.is_(True), errors.c.quarantined.is_(False)),
+        of(exclusions, exclusions.c.mode == "revisit"), of(rereads)))
+    rows = await conn.execute(stmt, {"integration": integration, "flow": flow, "side": side})
+    return sorted({r[0] for r in rows})
 
 
 async def add_rereads(conn: AsyncConnection, integration: str, flow: str,
