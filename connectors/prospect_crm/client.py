@@ -24,18 +24,19 @@ Requests, and why the count is what it is: a change listing is one ``GET`` per p
 ``page_size`` records (200 by default, at most 5,000), the account manager's name coming in the
 same request through ``$expand``: nothing is read per record. ``get`` asks up to 50 keys
 (``max_get``) per request, one ``$filter`` of ``<key> eq 1 or ...``; ``find`` asks 25 values
-per request the same way. A create is one ``POST`` and an update one ``PATCH``, both sent with
-``Prefer: return=representation`` and the ``$expand``, so the answer is the stored record and
-nothing is read back; only a ``PATCH`` answered 204 (a service that ignores the preference)
-costs a second request, ``GET /{set}({key})``. A delete is one ``DELETE``. ``check()``'s
-``GET /Tenant`` proves the token and is kept for ``identity()`` (no request of its own); a
-service without the singleton (404) costs one more, ``GET /Companies?$top=1``. ``clock()`` asks
-that same cheap read only when nothing was answered yet. ``options("users")`` reads ``/Users``
-(one request per page) each time it is asked (the engine asks once per run) and keeps the list:
-writing ``AccountManager.UserName`` costs no request unless the list was not read yet this run
-or the name is not in it (then ``/Users`` is read again, once for that write). The quota is
-Prospect's published 1,200 requests per 10 minutes for the whole workspace, the defaults of
-``requests_per_window`` and ``window_seconds``, kept by a sliding window.
+per request the same way, several requests at once (``FIND_READS``, paced). A create is one
+``POST`` and an update one ``PATCH``, both sent with ``Prefer: return=representation`` and the
+``$expand``, so the answer is the stored record and nothing is read back; only a ``PATCH``
+answered 204 (a service that ignores the preference) costs a second request, ``GET
+/{set}({key})``. A delete is one ``DELETE``. ``check()``'s ``GET /Tenant`` proves the token and
+is kept for ``identity()`` (no request of its own); a service without the singleton (404) costs
+one more, ``GET /Companies?$top=1``. ``clock()`` asks that same cheap read only when nothing
+was answered yet. ``options("users")`` reads ``/Users`` (one request per page) each time it is
+asked (the engine asks once per run) and keeps the list: writing ``AccountManager.UserName``
+costs no request unless the list was not read yet this run or the name is not in it (then
+``/Users`` is read again, once for that write). The quota is Prospect's published 1,200
+requests per 10 minutes for the whole workspace, the defaults of ``requests_per_window`` and
+``window_seconds``, kept by a sliding window.
 
 Malformed answers: a body that is not the documented JSON (an HTML error page, a truncated
 body, an object without ``value``) is an UnavailableError naming the request; a row that
@@ -63,6 +64,7 @@ overwritten; an edit to other fields is kept and read next run.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -75,10 +77,13 @@ from connectors.base import (AuthError, Capabilities, ConnectorError, EntityInfo
                              NotFoundError, Record, RecordError, UnavailableError, flatten,
                              unflatten)
 from connectors.http import HttpClient, Response, SlidingWindowLimiter, default_error_parser
+from connectors.pace import AdaptiveLimit
 from connectors.prospect_crm.odata import format_datetime, literal, parse_datetime, query_string
 from connectors.reading import RecordReader, date_field
 
 MODIFIED = "LastUpdatedTimestamp"
+FIND_TERMS = 25         # values per find() request: one $filter of "... eq ... or ..."
+FIND_READS = 8          # find() requests in flight at most (paced below that by the answers)
 MANAGER_FIELD = "AccountManager.UserName"
 ADDRESS_LINES = ("AddressLine1", "AddressLine2", "AddressLine3", "AddressLine4",
                  "AddressLine5", "Postcode", "Country")
@@ -141,6 +146,8 @@ class ProspectCrmConnector:
         self._users: dict[str, str] | None = None       # UserCode -> UserName, per run
         self._tenant: Any = None        # the Tenant check() read (False: none), for identity
         self.reader = RecordReader(name)
+        # find()'s requests in flight (each a filter of FIND_TERMS values), paced
+        self.pace = AdaptiveLimit(FIND_READS, self.capabilities.requests_per_second)
 
     def _auth(self, method: str, query: str, headers: dict[str, str]) -> None:
         headers["Authorization"] = f"Bearer {self.settings.token.get_secret_value()}"
@@ -244,17 +251,30 @@ class ProspectCrmConnector:
         es = self._set(entity)
         path = field.replace(".", "/")
         wanted = list(dict.fromkeys(values))
-        out: dict[str, Record] = {}
-        for start in range(0, len(wanted), 25):
+
+        async def one(part: list[Any]) -> list[Record]:
             terms = []
-            for value in wanted[start:start + 25]:
+            for value in part:
                 if field in es.refs and value is not None:
                     terms.append(f"{path} eq {self._ref(field, value)}")
                 elif isinstance(value, str):
                     terms.append(f"tolower({path}) eq {literal(value.strip().lower())}")
                 else:
                     terms.append(f"{path} eq {literal(value)}")
-            for record in await self._query(es, f"({' or '.join(terms)}) and StatusFlag ne 'D'"):
+            async with self.pace.slot():
+                return await self._query(es, f"({' or '.join(terms)}) and StatusFlag ne 'D'")
+        tasks = [asyncio.ensure_future(one(wanted[i:i + FIND_TERMS]))
+                 for i in range(0, len(wanted), FIND_TERMS)]
+        try:
+            found = await asyncio.gather(*tasks)
+        except BaseException:           # a fault that stops the read: the others stop too
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        out: dict[str, Record] = {}
+        for records in found:           # in the values' order, each record once
+            for record in records:
                 out[record.id] = record
         return list(out.values())
 

@@ -210,6 +210,35 @@ async def test_get_is_batched_and_find_is_case_insensitive(connector, sandbox):
         assert "2" in {r.id for r in found}
 
 
+async def test_find_sends_its_requests_at_once_and_answers_each_record_once():
+    """About 200 values are 8 requests of 25, sent several at a time (paced); a record
+    found by two values (in two requests) is answered once."""
+    sb = ProspectSandbox(seed=4, records=60)
+    await sb.start()
+    c = make(sb.url)
+    await c.start()
+    try:
+        rows = sorted(sb.data["Companies"].values(), key=lambda r: r["CompanyId"])
+        names = [r["Name"] for r in rows if r["StatusFlag"] != "D"]
+        values = [f"nobody {i}" for i in range(140)] + names[::-1] + names[:5]
+        sb.reset_hits()
+        found = await c.find("companies", "Name", values)
+        assert len([h for h in sb.hits if h.path == "/Companies"]) == -(-len(
+            dict.fromkeys(values)) // 25)
+        assert c.pace.peak > 1                      # not one request after the other
+        by_name = {}
+        for r in rows:
+            by_name.setdefault(r["Name"].strip().lower(), []).append(str(r["CompanyId"]))
+        expected = list(dict.fromkeys(
+            i for n in names[::-1] for i in by_name[n.strip().lower()]
+            if sb.data["Companies"][int(i)]["StatusFlag"] != "D"))
+        assert sorted(r.id for r in found) == sorted(expected)
+        assert len(found) == len({r.id for r in found})
+    finally:
+        await c.close()
+        await sb.stop()
+
+
 async def test_validation_is_a_record_error_with_vendor_message_and_field(connector):
     with pytest.raises(RecordError) as info:
         await connector.create("companies", {"Name": "X Ltd", "Website": "bad site"})
