@@ -114,9 +114,11 @@ class _Step:
 
     async def run(self) -> None:
         c = self.ctx
-        if c.run_id > 0:                    # a plan's scratch rows are its own (random id)
-            async with c.db.begin() as conn:
+        async with c.db.begin() as conn:
+            if c.run_id > 0:
                 await q.clear_left_behind(conn, c.integration, c.flow.name, c.run_id)
+            else:       # a plan: its scratch id is random; a killed plan may have drawn it
+                await q.clear_staged(conn, run_id=c.run_id, flow=c.flow.name)
         await self._intents()
         await self._approved()
         cursors = {side: await self.staging.side(side) for side in ("left", "right")}

@@ -46,3 +46,20 @@ async def test_a_step_leaves_another_integrations_staged_records_alone(state_url
     assert result.status == "ok", result.message
     assert result.steps[0].counts["created_right"] == 3
     assert sorted(r["fields"]["code"] for r in paused.data["items"].values()) == ["k0", "k1", "k2"]
+
+
+async def test_a_plan_starts_from_an_empty_staging_under_its_scratch_id(state_url,
+                                                                        monkeypatch):
+    """A plan stages under a random negative run id and clears it when it ends; a plan that
+    was killed leaves its rows. A later plan that draws the same id starts without them
+    (its staging would otherwise meet its own records' ids already there)."""
+    import random
+    pair = await make_pair(state_url, [item_flow()])
+    pair.L.put("items", {"key": "k1", "name": "n1", "phone": "1"}, id="l1")
+    await pair.insert("staged", run_id=-5, flow="items", side="left", record_id="l1", seq=1,
+                      data="{}", hash="h")
+    monkeypatch.setattr(random, "randrange", lambda *a: 5)
+    result = await pair.sync(dry_run=True)
+    assert result.status == "ok", result.message
+    assert result.steps[0].counts["created_right"] == 1
+    assert await pair.rows("staged") == []
