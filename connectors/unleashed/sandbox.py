@@ -112,6 +112,7 @@ from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from connectors.sandbox import Clock, Sandbox
@@ -122,6 +123,15 @@ from connectors.unleashed.sandbox_rules import (ADDRESS_TEXT, CONTACT_TEXT, CUST
                                                 Refused, apply_contact, text,
                                                 validate_customer)
 from connectors.unleashed.wire import encode_date, from_ms, parse_iso, sign, to_ms
+
+
+def json_answer(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                ) -> web.Response:
+    """A JSON answer, encoded by orjson: aiohttp's ``json_response`` encodes with the
+    standard library's ``json``, which cost this sandbox more than its own work on a page of
+    customers."""
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers,
+                        content_type="application/json")
 
 class UnleashedSandbox(Sandbox):
     system = "unleashed"
@@ -285,7 +295,7 @@ class UnleashedSandbox(Sandbox):
             self._window.popleft()
         if len(self._window) >= self.rate_limit_per_minute:
             wait = 60 - (now - self._window[0]).total_seconds()
-            return web.json_response(
+            return json_answer(
                 {"Description": "Too many requests: the API rate limit was exceeded.",
                  "DebugInformation": None}, status=429,
                 headers={"Retry-After": str(max(1, math.ceil(wait)))})
@@ -297,11 +307,11 @@ class UnleashedSandbox(Sandbox):
 
     async def _committed(self, body: Any, status: int = 200) -> web.Response:
         if await self.after_commit():
-            return web.json_response({"Description": "Internal server error (after commit)",
+            return json_answer({"Description": "Internal server error (after commit)",
                                       "DebugInformation": None}, status=500)
         if body is None:
             return web.Response(status=204)
-        return web.json_response(body, status=status)
+        return json_answer(body, status=status)
 
     @staticmethod
     def _page_args(request: web.Request) -> tuple[int, int]:
@@ -347,7 +357,7 @@ class UnleashedSandbox(Sandbox):
                                     page * size)
             items = [self.render_customer(self.customers[k]) for k in keys]
             self._embed_contacts(q, items)
-            return web.json_response(self._page_of(items, total, page, size))
+            return json_answer(self._page_of(items, total, page, size))
         rows = list(self.customers.values())
         if q.get("includeObsolete", "false").lower() != "true":
             rows = [c for c in rows if not c["Obsolete"]]
@@ -370,7 +380,7 @@ class UnleashedSandbox(Sandbox):
         rows.sort(key=lambda c: (c[order], c["Guid"]))
         items = [self.render_customer(c) for c in rows[(page - 1) * size: page * size]]
         self._embed_contacts(q, items)
-        return web.json_response(self._page_of(items, len(rows), page, size))
+        return json_answer(self._page_of(items, len(rows), page, size))
 
     def _embed_contacts(self, q, items: list[dict]) -> None:
         """``includeAllContacts=true``: each customer with all its contacts."""
@@ -390,7 +400,7 @@ class UnleashedSandbox(Sandbox):
         key = request.match_info["key"]
         if key.isdigit():
             return await self._list_customers(request)
-        return web.json_response(self.render_customer(self._customer(key)))
+        return json_answer(self.render_customer(self._customer(key)))
 
     def _customer(self, guid: str) -> dict:
         customer = self.customers.get(guid.lower())
@@ -460,7 +470,7 @@ class UnleashedSandbox(Sandbox):
     async def _list_contacts(self, request: web.Request) -> web.Response:
         customer = self._customer(request.match_info["guid"])
         items = [self._json(c) for c in self.contacts.get(customer["Guid"], {}).values()]
-        return web.json_response({"Items": items})
+        return json_answer({"Items": items})
 
     def _save_contact(self, customer: dict, contact: dict) -> None:
         now = self._now()
@@ -506,7 +516,7 @@ class UnleashedSandbox(Sandbox):
     async def _salespersons(self, request: web.Request) -> web.Response:
         page, size = self._page_args(request)
         rows = sorted(self.salespersons.values(), key=lambda s: (s["FullName"], s["Guid"]))
-        return web.json_response(self._paged([self._json(s) for s in rows], page, size))
+        return json_answer(self._paged([self._json(s) for s in rows], page, size))
 
     def company_guid(self, i: int = 0) -> str:
         """Operating company ``i``'s Guid: the default one (0) is the ``instance_id``."""
@@ -519,4 +529,4 @@ class UnleashedSandbox(Sandbox):
                   "CompanyName": "Sandbox Trading Ltd" if i == 0 else f"Sandbox Company {i}",
                   "IsDefault": i == 0, "AdvancedLedgers": self.advanced_ledgers}
                  for i in range(max(1, self.operating_companies))]
-        return web.json_response({"Items": items})
+        return json_answer({"Items": items})
