@@ -185,7 +185,7 @@ class Sandbox:
         # (kept with the records by keep_in: a sandbox read back is the same instance)
         self.instance_id = str(uuid.uuid4())
         self.app = web.Application(middlewares=[self._middleware, self._changes])
-        self._date: tuple[datetime | None, str] = (None, "")
+        self._http_date: tuple[datetime | None, str] = (None, "")
         self.app.on_response_prepare.append(self._date_header)
         # first, so that a sandbox whose routes catch every path still answers it
         self.app.router.add_get("/_sandbox/stats", self._stats)
@@ -378,9 +378,9 @@ class Sandbox:
         """The sandbox clock's time, to the second as HTTP dates are (formatted once a
         second: formatting it cost about as much as answering a small request)."""
         now = self.clock.now().astimezone(timezone.utc).replace(microsecond=0)
-        if self._date[0] != now:
-            self._date = (now, format_datetime(now, usegmt=True))
-        response.headers["Date"] = self._date[1]
+        if self._http_date[0] != now:
+            self._http_date = (now, format_datetime(now, usegmt=True))
+        response.headers["Date"] = self._http_date[1]
 
     def _drop_fields(self, response: web.StreamResponse) -> None:
         """Apply ``faults.drop_fields`` to a JSON answer that carries records."""
