@@ -2,7 +2,7 @@
 
 1. Creates whose outcome was unknown are looked up (``intents``) before anything is created;
    held deletes someone approved are carried out.
-2. Both sides are read into the staging table (``stage``).
+2. Both sides are read into the staging table, at the same time (``stage``).
 3. The delete circuit-breaker counts the deletes and marks the plan would make.
 4. Linked pairs, then unlinked records, chunk by chunk: ``match`` finds candidates, ``plan``
    decides, ``apply`` carries the actions out (a dry run lists them instead), and each chunk's
@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -121,7 +122,7 @@ class _Step:
                 await q.clear_staged(conn, run_id=c.run_id, flow=c.flow.name)
         await self._intents()
         await self._approved()
-        cursors = {side: await self.staging.side(side) for side in ("left", "right")}
+        cursors = await self._stage_both()
         if self.staging.seq >= q.STATS_AFTER:
             async with c.db.begin() as conn:
                 await q.refresh_statistics(conn, self.staging.seq)
@@ -152,6 +153,20 @@ class _Step:
             self.result.message = (f"deletes held: {held} ({why}); run `accord approve "
                                    f"{c.integration}` to let them go")
             c.log.warning("deletes.held", held=held, reason=why)
+
+    async def _stage_both(self) -> dict[Side, object]:
+        """Both sides staged at once: one side's reading (its system's answers, their
+        parsing) overlaps the other's staging. A fault on one side stops the other."""
+        tasks = {side: asyncio.ensure_future(self.staging.side(side))
+                 for side in ("left", "right")}
+        try:
+            await asyncio.gather(*tasks.values())
+        except BaseException:
+            for t in tasks.values():
+                t.cancel()
+            await asyncio.gather(*tasks.values(), return_exceptions=True)
+            raise
+        return {side: t.result() for side, t in tasks.items()}
 
     def _batches(self) -> None:
         """AJ-4: a batch flow says how many records still wait and how many more runs that

@@ -1,8 +1,10 @@
-"""Two integrations of one daemon may have flows of the same name (two clients on one preset:
-both have "companies"). A step starting in one must not touch the records another
-integration's step has staged meanwhile: before, a step cleared every staged row of its flow
-name, so the other step, its reading gone, planned nothing and its cursor moved on past
-records it had never written (lost until they changed again)."""
+"""How steps share the staging table and read their sides. Two integrations of one daemon may
+have flows of the same name (two clients on one preset: both have "companies"). A step
+starting in one must not touch the records another integration's step has staged meanwhile:
+before, a step cleared every staged row of its flow name, so the other step, its reading
+gone, planned nothing and its cursor moved on past records it had never written (lost until
+they changed again).
+A step reads its two sides at once."""
 from __future__ import annotations
 
 import asyncio
@@ -63,3 +65,45 @@ async def test_a_plan_starts_from_an_empty_staging_under_its_scratch_id(state_ur
     assert result.status == "ok", result.message
     assert result.steps[0].counts["created_right"] == 1
     assert await pair.rows("staged") == []
+
+
+class Waiting(MemoryConnector):
+    """Its listing starts only once ``other`` has started listing."""
+
+    def __init__(self, *a, other: "Started", **kw) -> None:
+        super().__init__(*a, **kw)
+        self.other = other
+
+    async def changes(self, entity, since):
+        await self.other.listing.wait()
+        async for page in super().changes(entity, since):
+            yield page
+
+
+class Started(MemoryConnector):
+    def __init__(self, *a, **kw) -> None:
+        super().__init__(*a, **kw)
+        self.listing = asyncio.Event()
+
+    async def changes(self, entity, since):
+        self.listing.set()
+        async for page in super().changes(entity, since):
+            yield page
+
+
+async def test_both_sides_are_read_at_once(state_url):
+    """A step reads its two sides at the same time, so a run takes as long as its slower
+    side, not the sum: here the left side's listing waits for the right side's to start
+    (read one after the other, the step would never end)."""
+    pair = await make_pair(state_url, [item_flow()])
+    s = MemoryConnector.Settings(entities=["items"])
+    right = Started("right", s, clock=pair.clock)
+    left = Waiting("left", s, clock=pair.clock, other=right)
+    left.put("items", {"key": "k1", "name": "n1", "phone": "1"})
+    right.put("items", {"code": "k2", "title": "n2", "tel": "2"})
+    integ = Integration("t", order_flows([FlowRules.model_validate(item_flow())]),
+                        {"left": left, "right": right})
+    result = await asyncio.wait_for(run(pair.db, integ, RunOptions(trigger="test")), 10)
+    assert result.status == "ok", result.message
+    assert result.steps[0].counts["created_right"] == 1
+    assert result.steps[0].counts["created_left"] == 1
