@@ -26,6 +26,7 @@ from daemon.engine.apply import Applier, base_row
 from daemon.engine.backlog import Batch
 from daemon.engine.chunk import UnitOfWork
 from daemon.engine.context import Reading, StepContext, StepOptions
+from daemon.engine.cursor import Cursor
 from daemon.engine.flow import Flow, value_hash
 from daemon.engine.plan import (Situation, base_of, plan_approved, plan_pair,
                                 plan_unlinked)
@@ -154,7 +155,7 @@ class _Step:
                                    f"{c.integration}` to let them go")
             c.log.warning("deletes.held", held=held, reason=why)
 
-    async def _stage_both(self) -> dict[Side, object]:
+    async def _stage_both(self) -> dict[Side, Cursor | None]:
         """Both sides staged at once: one side's reading (its system's answers, their
         parsing) overlaps the other's staging. A fault on one side stops the other."""
         tasks = {side: asyncio.ensure_future(self.staging.side(side))
