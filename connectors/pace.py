@@ -24,7 +24,7 @@ import math
 import time
 from collections import deque
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable
 
 from connectors.base import OutcomeUnknownError, UnavailableError
 
@@ -124,3 +124,17 @@ class AdaptiveLimit:
             if not fut.done():
                 fut.set_result(None)
                 free -= 1
+
+
+async def together(awaitables: Iterable[Awaitable[Any]]) -> list[Any]:
+    """Run ``awaitables`` at once and return their results in order. The first fault stops
+    the others (they are cancelled and awaited) and is raised: a read that cannot go on does
+    not leave requests running behind it."""
+    tasks = [asyncio.ensure_future(a) for a in awaitables]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -69,7 +69,7 @@ import orjson
 from aiohttp import web
 
 from connectors.ajera.wire import envelope, millis, parse_date, render_date
-from connectors.sandbox import Clock, Sandbox
+from connectors.sandbox import Clock, Sandbox, json_answer
 
 PROJECT_STATUSES = ("Preliminary", "Active", "Hold", "WorkHold", "BillingHold", "Closed",
                     "Marketing")
@@ -488,4 +488,4 @@ def _keys(value: Any) -> list[int]:
 
 
 def _answer(body: dict) -> web.Response:
-    return web.json_response(body, dumps=lambda o: orjson.dumps(o).decode())
+    return json_answer(body)

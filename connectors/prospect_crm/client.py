@@ -64,7 +64,6 @@ overwritten; an edit to other fields is kept and read next run.
 """
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -77,7 +76,7 @@ from connectors.base import (AuthError, Capabilities, ConnectorError, EntityInfo
                              NotFoundError, Record, RecordError, UnavailableError, flatten,
                              unflatten)
 from connectors.http import HttpClient, Response, SlidingWindowLimiter, default_error_parser
-from connectors.pace import AdaptiveLimit
+from connectors.pace import AdaptiveLimit, together
 from connectors.prospect_crm.odata import format_datetime, literal, parse_datetime, query_string
 from connectors.reading import RecordReader, date_field
 
@@ -263,17 +262,10 @@ class ProspectCrmConnector:
                     terms.append(f"{path} eq {literal(value)}")
             async with self.pace.slot():
                 return await self._query(es, f"({' or '.join(terms)}) and StatusFlag ne 'D'")
-        tasks = [asyncio.ensure_future(one(wanted[i:i + FIND_TERMS]))
-                 for i in range(0, len(wanted), FIND_TERMS)]
-        try:
-            found = await asyncio.gather(*tasks)
-        except BaseException:           # a fault that stops the read: the others stop too
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        found = await together(one(wanted[i:i + FIND_TERMS])
+                               for i in range(0, len(wanted), FIND_TERMS))
         out: dict[str, Record] = {}
-        for records in found:           # in the values' order, each record once
+        for records in found:           # in the requests' order, each record once
             for record in records:
                 out[record.id] = record
         return list(out.values())

@@ -84,7 +84,7 @@ from aiohttp import web
 from connectors.prospect_crm import schema
 from connectors.prospect_crm.odata import (ODataError, compile_filter, format_datetime,
                                            hint_of, parse_orderby)
-from connectors.sandbox import Clock, Sandbox
+from connectors.sandbox import Clock, Sandbox, json_answer
 from connectors.sandbox_index import Row, Table, first
 
 MODIFIED = "LastUpdatedTimestamp"
@@ -102,8 +102,7 @@ def _error(status: int, code: str, message: str, target: str | None = None,
     if target:
         err["target"] = target
         err["details"] = [{"code": code, "message": message, "target": target}]
-    return web.json_response({"error": err}, status=status, headers=headers,
-                             dumps=lambda o: orjson.dumps(o).decode())
+    return json_answer({"error": err}, status, headers)
 
 
 class ProspectSandbox(Sandbox):
@@ -469,6 +468,4 @@ class ProspectSandbox(Sandbox):
     @staticmethod
     def _json(request: web.Request, body: Any, status: int = 200,
               headers: dict | None = None) -> web.Response:
-        return web.Response(body=orjson.dumps(body), status=status,
-                            content_type="application/json",
-                            headers={"OData-Version": "4.0", **(headers or {})})
+        return json_answer(body, status, {"OData-Version": "4.0", **(headers or {})})

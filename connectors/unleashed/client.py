@@ -59,7 +59,6 @@ read, decided and written within seconds, one page at a time.
 """
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections import OrderedDict
 from datetime import datetime
@@ -71,7 +70,7 @@ from yarl import URL
 from connectors.base import (Capabilities, ConnectorError, EntityInfo, NotFoundError, Record,
                              RecordError, flatten, unflatten, utc)
 from connectors.http import HttpClient, Response, SlidingWindowLimiter, default_error_parser
-from connectors.pace import AdaptiveLimit
+from connectors.pace import AdaptiveLimit, together
 from connectors.reading import RecordReader, date_field
 from connectors.unleashed.wire import decode_date, format_since, sign, to_ms
 
@@ -339,14 +338,7 @@ class UnleashedConnector:
                     return await self._contacts_of(customer)
                 except NotFoundError:
                     return []
-        tasks = [asyncio.ensure_future(one(c)) for c in customers]
-        try:
-            return list(await asyncio.gather(*tasks))
-        except BaseException:           # a fault that stops the read: the others stop too
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        return await together(one(c) for c in customers)
 
     async def _customer_pages(self, params: dict) -> AsyncIterator[tuple[list, str]]:
         """Plain page-number listing (for find): stops on a short page or a repeated page."""

@@ -112,10 +112,9 @@ from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from connectors.sandbox import Clock, Sandbox
+from connectors.sandbox import Clock, Sandbox, json_answer
 from connectors.sandbox_index import Row, Table
 from connectors.unleashed import fake
 from connectors.unleashed.sandbox_rules import (ADDRESS_TEXT, CONTACT_TEXT, CUSTOMER_TEXT,
@@ -125,13 +124,6 @@ from connectors.unleashed.sandbox_rules import (ADDRESS_TEXT, CONTACT_TEXT, CUST
 from connectors.unleashed.wire import encode_date, from_ms, parse_iso, sign, to_ms
 
 
-def json_answer(body: Any, status: int = 200, headers: dict[str, str] | None = None
-                ) -> web.Response:
-    """A JSON answer, encoded by orjson: aiohttp's ``json_response`` encodes with the
-    standard library's ``json``, which cost this sandbox more than its own work on a page of
-    customers."""
-    return web.Response(body=orjson.dumps(body), status=status, headers=headers,
-                        content_type="application/json")
 
 class UnleashedSandbox(Sandbox):
     system = "unleashed"
@@ -308,7 +300,7 @@ class UnleashedSandbox(Sandbox):
     async def _committed(self, body: Any, status: int = 200) -> web.Response:
         if await self.after_commit():
             return json_answer({"Description": "Internal server error (after commit)",
-                                      "DebugInformation": None}, status=500)
+                                "DebugInformation": None}, status=500)
         if body is None:
             return web.Response(status=204)
         return json_answer(body, status=status)

@@ -52,7 +52,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from connectors.sandbox import Clock, Sandbox
+from connectors.sandbox import Clock, Sandbox, json_answer
 
 
 @dataclass(frozen=True)
@@ -190,7 +190,7 @@ class VantagepointSandbox(Sandbox):
         return hub, None
 
     def _json(self, body: Any, status: int = 200) -> web.Response:
-        return web.json_response(body, status=status, dumps=lambda o: orjson.dumps(o).decode())
+        return json_answer(body, status=status)
 
     async def _list(self, request: web.Request) -> web.Response:
         hub, refused = self._guard(request)

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
@@ -19,6 +18,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from connectors.base import AuthError, Connector, ConnectorError, UnavailableError
+from connectors.pace import together
 from daemon.engine import intents, match
 from daemon.engine.actions import (Action, Create, Delete, Link, Mark, Recover, Review, Skip,
                                    describe, tally)
@@ -158,16 +158,8 @@ class _Step:
     async def _stage_both(self) -> dict[Side, Cursor | None]:
         """Both sides staged at once: one side's reading (its system's answers, their
         parsing) overlaps the other's staging. A fault on one side stops the other."""
-        tasks = {side: asyncio.ensure_future(self.staging.side(side))
-                 for side in ("left", "right")}
-        try:
-            await asyncio.gather(*tasks.values())
-        except BaseException:
-            for t in tasks.values():
-                t.cancel()
-            await asyncio.gather(*tasks.values(), return_exceptions=True)
-            raise
-        return {side: t.result() for side, t in tasks.items()}
+        sides: tuple[Side, Side] = ("left", "right")
+        return dict(zip(sides, await together(self.staging.side(s) for s in sides)))
 
     def _batches(self) -> None:
         """AJ-4: a batch flow says how many records still wait and how many more runs that

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from connectors.pace import AdaptiveLimit
 
 
@@ -70,3 +72,29 @@ async def test_holds_writes_beyond_the_limit_until_one_answers():
     clock.t = 0.01
     limit.release(started[0])
     assert await third == 0.01 and limit.active == 2 and limit.peak == 2
+
+
+async def test_together_answers_in_order_and_a_fault_stops_the_others():
+    from connectors.base import AuthError
+    from connectors.pace import together
+    started, never = asyncio.Event(), asyncio.Event()
+    stopped = []
+
+    async def value(v):
+        return v
+
+    async def waits():
+        started.set()
+        try:
+            await never.wait()
+        except asyncio.CancelledError:
+            stopped.append(True)
+            raise
+
+    async def fails():
+        await started.wait()
+        raise AuthError("refused", status=401)
+    assert await together(value(v) for v in (3, 1, 2)) == [3, 1, 2]
+    with pytest.raises(AuthError):
+        await together([waits(), fails()])
+    assert stopped == [True]            # cancelled and awaited before the fault is raised
