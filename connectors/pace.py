@@ -8,8 +8,12 @@ An AIMD controller (additive increase, multiplicative decrease, as TCP paces a l
   lets one more be in flight, so the limit doubles each round trip until the other side
   shows a queue; from then on, one more every ``limit`` such answers;
 - a write that failed as unavailable or timed out, or answers that take more than ``SLOW``
-  times the best latency (a queue building up on the other side), cut the limit by
-  ``CUT``, at most once per ``limit`` answers;
+  times the best latency and ``QUEUE`` more than it (a queue building up on the other side),
+  cut the limit by ``CUT``, at most once per ``limit`` answers. A latency is measured in
+  this process, so it holds the daemon's own work too (its event loop busy with other
+  answers, a chunk's commit): against a system answering in a millisecond, that alone is
+  several times the best latency, and read as the system's queue it held the writes to a
+  handful in flight. A queue shorter than ``QUEUE`` is taken for the daemon's own;
 - by Little's law a system allowed ``rate`` requests a second, answering in ``latency``
   seconds, is kept busy by ``rate x latency`` writes in flight: more only wait in the rate
   limiter, so the limit never goes above that (with some headroom), nor above ``ceiling``
@@ -30,6 +34,7 @@ from connectors.base import OutcomeUnknownError, UnavailableError
 
 START = 4           # in flight at the start of a step
 SLOW = 2.0          # latency above SLOW x the best seen: the other side is queueing
+QUEUE = 0.020       # ... and QUEUE seconds above it (less: the daemon's own event loop)
 CUT = 0.7           # the multiplicative decrease
 SMOOTH = 0.2        # weight of a new latency in the running average
 HEADROOM = 1.5      # above rate x latency, for the spread of latencies
@@ -96,7 +101,8 @@ class AdaptiveLimit:
         # for good is not judged against a moment long gone
         self.best = latency if self.best is None else min(self.best * 1.001, latency)
         self._since_change += 1
-        congested = not ok or self.average > SLOW * self.best
+        congested = not ok or (self.average > SLOW * self.best
+                               and self.average - self.best > QUEUE)
         if congested:
             self._slow_start = False
             if self._since_change >= self.limit or not ok:
