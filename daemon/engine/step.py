@@ -21,7 +21,7 @@ from connectors.base import AuthError, Connector, ConnectorError, UnavailableErr
 from connectors.pace import together
 from daemon.engine import intents, match
 from daemon.engine.actions import (Action, Create, Delete, Link, Mark, Recover, Review, Skip,
-                                   describe, tally)
+                                   Unchanged, describe, tally)
 from daemon.engine.apply import Applier, base_row
 from daemon.engine.backlog import Batch
 from daemon.engine.chunk import UnitOfWork
@@ -358,15 +358,23 @@ class _Step:
         while True:
             async with c.db.begin() as conn:
                 units = await q.staged_linked_chunk(conn, c.run_id, c.integration,
-                                                    c.flow.name, side, after, CHUNK)
+                                                    c.flow.name, side, after, CHUNK, raw=True)
             if units.last is None:
                 return
             after = units.last
             if not units:
                 continue
-            await self._complete(side, units)
+            quiet = {id(u) for u in units if self._quiet(u)}
+            for u in units:             # the rest are planned from their values
+                if id(u) not in quiet:
+                    for s in ("left", "right"):
+                        if u[s] is not None:
+                            q.decode_staged(u[s])
+            planned = [u for u in units if id(u) not in quiet]
+            await self._complete(side, planned)
             uow = UnitOfWork(c)
-            tctx = await self._context(units)
+            tctx = await self._context(planned) if planned else Context(
+                options={}, planned=c.options.planned)
             stuck = await self._quarantined([r for u in units for r in self._recs(u).values()
                                              if r is not None])
             actions: list[tuple[Action, dict]] = []
@@ -380,10 +388,28 @@ class _Step:
                 if any(k in stuck for k in hashes):
                     k = next(k for k in hashes if k in stuck)
                     actions.append((Skip(k[0], k[1], "quarantined"), {}))
-                    continue
-                for a in plan_pair(c.flow, u["link"], recs, tctx, self.sit):
-                    actions.append((a, hashes))
+                elif id(u) in quiet:
+                    actions.append((Unchanged(tuple(hashes)), hashes))
+                else:
+                    for a in plan_pair(c.flow, u["link"], recs, tctx, self.sit):
+                        actions.append((a, hashes))
             await self._do(actions, tctx, uow)
+
+    def _quiet(self, unit: dict) -> bool:
+        """A pair read on both sides whose records both equal their bases, with nothing
+        standing on it: its plan is ``Unchanged`` (``plan_pair`` decides the same), known
+        without decoding its values. A plan or a preview plans every pair."""
+        if self.keep or self.sit.enforce:
+            return False
+        link = unit["link"]
+        if link["state"] != "ok" or link["id"] in self.sit.held:
+            return False
+        for s in ("left", "right"):
+            r = unit[s]
+            if (r is None or r["excluded"] or r["deleted"] or not r["passes"]
+                    or r["hash"] != link[f"{s}_hash"]):
+                return False
+        return True
 
     async def _complete(self, side: Side, units: list[dict]) -> None:
         """A pair read on one side only, whose record sends a mapped field that neither

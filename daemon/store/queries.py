@@ -313,6 +313,12 @@ def _staged_row(row: dict) -> dict:
     return row
 
 
+def decode_staged(row: dict) -> dict:
+    """A row of ``staged_linked_chunk(..., raw=True)`` with its data decoded, in place; a
+    row already decoded is left as it is."""
+    return _staged_row(row) if isinstance(row["data"], (str, bytes)) else row
+
+
 async def staged_records(conn: AsyncConnection, run_id: int, flow: str, side: str,
                          ids: Sequence[str]) -> dict[str, dict]:
     out: dict[str, dict] = {}
@@ -370,12 +376,14 @@ async def _window(conn: AsyncConnection, run_id: int, flow: str, side: str, afte
 
 async def staged_linked_chunk(conn: AsyncConnection, run_id: int, integration: str, flow: str,
                               side: str, after_seq: int, limit: int,
-                              deleted_only: bool = False) -> Chunk:
+                              deleted_only: bool = False, raw: bool = False) -> Chunk:
     """The staged records of ``side`` that have a link in the next window of the staging
     order (after ``after_seq``), each with its link and the partner's staged record if there
     is one. Keyset on ``seq``: every call reads only its own window, so a step is linear in
     the number of staged records. ``deleted_only``: just the records staged as deleted (the
-    circuit-breaker's count)."""
+    circuit-breaker's count). ``raw``: the rows' data is left as JSON text, for the caller
+    to decode where it needs the values (``decode_staged``)."""
+    row_of = (lambda r: r) if raw else _staged_row
     window = await _window(conn, run_id, flow, side, after_seq, limit, deleted_only)
     out = Chunk()
     if not window:
@@ -389,13 +397,13 @@ async def staged_linked_chunk(conn: AsyncConnection, run_id: int, integration: s
         link = by_record.get(r["record_id"])
         if link is None:
             continue
-        unit = {"link": link, side: _staged_row(r), other_side: None, "seq": r["seq"]}
+        unit = {"link": link, side: row_of(r), other_side: None, "seq": r["seq"]}
         out.append(unit)
         partner_ids[link[f"{other_side}_id"]] = unit
     for part in _chunks(list(partner_ids)):
         found = await conn.execute(*_staged_by_id(conn, run_id, flow, other_side, part))
         for row in _dicts(found):
-            partner_ids[row["record_id"]][other_side] = _staged_row(row)
+            partner_ids[row["record_id"]][other_side] = row_of(row)
     return out
 
 

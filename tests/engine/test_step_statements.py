@@ -77,3 +77,37 @@ def test_seen_ids_are_certain_about_ids_never_added():
     assert len(maybe) < len(fresh) * 0.01               # a few false "maybe" at most
     assert seen.add(["x", "x"]) == ["x"]                # twice in one call
 
+
+
+async def test_a_full_read_plans_only_the_pairs_that_changed(state_url, monkeypatch):
+    """A full read of a synced pair: the pairs whose two records equal their bases are
+    ``Unchanged`` without their values decoded or planned (``_Step._quiet``); a pair edited
+    on one side, one edited on both (a conflict) and one deleted are planned as before."""
+    from daemon.engine import step as step_module
+    pair = await make_pair(state_url, [item_flow()], page_size=200)
+    keys = [pair.L.put("items", {"key": f"k{i}", "name": f"n{i}", "phone": str(i)})
+            for i in range(300)]
+    await pair.sync()
+    await pair.sync()                       # reads back what the first sync wrote
+    right = {r["fields"]["code"]: rid for rid, r in pair.R.data["items"].items()}
+    pair.L.edit("items", keys[1], {"name": "left edit"})
+    pair.R.edit("items", right["k2"], {"tel": "right edit"})
+    pair.L.edit("items", keys[3], {"phone": "both, left"})
+    pair.R.edit("items", right["k3"], {"tel": "both, right"})
+    pair.R.remove("items", right["k4"])
+    planned: list[tuple] = []
+    real = step_module.plan_pair
+
+    def counting(flow, link, recs, ctx, sit):
+        planned.append((link["left_id"], link["right_id"]))
+        return real(flow, link, recs, ctx, sit)
+    monkeypatch.setattr(step_module, "plan_pair", counting)
+    result = await pair.sync(full=True)
+    counts = result.steps[0].counts
+    # the deleted pair twice: the circuit-breaker counts the deletes the plan would make
+    assert len(planned) == 5, planned       # 301 before: every pair was planned
+    assert {lid for lid, _ in planned} == {keys[1], keys[2], keys[3], keys[4]}
+    assert counts["unchanged"] == 296
+    assert counts["updated_right"] == 1 and counts["updated_left"] == 2   # the conflict: right
+    assert pair.R.data["items"][right["k1"]]["fields"]["title"] == "left edit"
+    assert pair.L.data["items"][keys[2]]["fields"]["phone"] == "right edit"
