@@ -31,12 +31,15 @@ answered 204 (a service that ignores the preference) costs a second request, ``G
 /{set}({key})``. A delete is one ``DELETE``. ``check()``'s ``GET /Tenant`` proves the token and
 is kept for ``identity()`` (no request of its own); a service without the singleton (404) costs
 one more, ``GET /Companies?$top=1``. ``clock()`` asks that same cheap read only when nothing
-was answered yet. ``options("users")`` reads ``/Users`` (one request per page) each time it is
-asked (the engine asks once per run) and keeps the list: writing ``AccountManager.UserName``
-costs no request unless the list was not read yet this run or the name is not in it (then
-``/Users`` is read again, once for that write). The quota is Prospect's published 1,200
-requests per 10 minutes for the whole workspace, the defaults of ``requests_per_window`` and
-``window_seconds``, kept by a sliding window.
+was answered yet. ``options("users")`` reads ``/Users`` (one request per page; the engine asks
+once per run) and keeps the list: writing ``AccountManager.UserName`` costs no request while the
+name is in it. The first write of a run whose name is not in the list, or that finds no list
+read yet, reads ``/Users``, so a user added since is found; writes at that moment wait for
+that one read rather than each reading, and the rest of the run (later writes, and an
+``options("users")`` asked after it) uses the list it read: a name still missing is refused
+with no further request. ``check()`` forgets the list, so each run reads it afresh. The quota
+is Prospect's published 1,200 requests per 10 minutes for the whole workspace, the defaults of
+``requests_per_window`` and ``window_seconds``, kept by a sliding window.
 
 Malformed answers: a body that is not the documented JSON (an HTML error page, a truncated
 body, an object without ``value``) is an UnavailableError naming the request; a row that
@@ -64,6 +67,7 @@ overwritten; an edit to other fields is kept and read next run.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
@@ -143,6 +147,8 @@ class ProspectCrmConnector:
             limiter=SlidingWindowLimiter(settings.requests_per_window, settings.window_seconds),
             error_parser=_error_parser)
         self._users: dict[str, str] | None = None       # UserCode -> UserName, per run
+        self._users_reread = False      # a write read /Users this run (at most once)
+        self._users_lock = asyncio.Lock()       # that read, shared by concurrent writes
         self._tenant: Any = None        # the Tenant check() read (False: none), for identity
         self.reader = RecordReader(name)
         # find()'s requests in flight (each a filter of FIND_TERMS values), paced
@@ -163,6 +169,7 @@ class ProspectCrmConnector:
         and is kept for the run's ``identity()`` (one request for both); a service without
         the singleton is checked with the cheapest collection read instead."""
         self._users = None
+        self._users_reread = False
         self._tenant = None
         try:
             try:
@@ -271,8 +278,10 @@ class ProspectCrmConnector:
         return list(out.values())
 
     async def options(self, name: str) -> Any:
-        if name == "users":
-            return sorted((await self._load_users()).values())
+        if name == "users":         # a write's read of /Users this run serves as well
+            users = self._users if self._users_reread and self._users is not None \
+                else await self._load_users()
+            return sorted(users.values())
         raise KeyError(name)
 
     # --- writing -----------------------------------------------------------------------------
@@ -364,19 +373,32 @@ class ProspectCrmConnector:
         self._users = users
         return users
 
+    async def _reread_users(self) -> dict[str, str]:
+        """The user list as read for writes this run: the first caller reads ``/Users``
+        (concurrent callers wait for that one read), later ones get the same list. A read
+        that fails is tried again by the next caller."""
+        async with self._users_lock:
+            users = self._users
+            if users is None or not self._users_reread:
+                users = await self._load_users()
+                self._users_reread = True
+            return users
+
     async def _user_code(self, name: Any) -> str | None:
         if name is None or (isinstance(name, str) and not name.strip()):
             return None
         wanted = str(name).strip().casefold()
-        for attempt in range(2):
-            users = self._users if (self._users is not None and attempt == 0) \
-                else await self._load_users()
+        users = self._users
+        codes = [c for c, n in (users or {}).items() if n.strip().casefold() == wanted]
+        if not codes and (users is None or not self._users_reread):
+            # not in the list yet (or none read): read it again, once per run
+            users = await self._reread_users()
             codes = [c for c, n in users.items() if n.strip().casefold() == wanted]
-            if len(codes) == 1:
-                return codes[0]
-            if len(codes) > 1:
-                raise RecordError(f"{self.name}: several CRM users are named {name!r}; "
-                                  "cannot choose the account manager", fields=(MANAGER_FIELD,))
+        if len(codes) == 1:
+            return codes[0]
+        if len(codes) > 1:
+            raise RecordError(f"{self.name}: several CRM users are named {name!r}; "
+                              "cannot choose the account manager", fields=(MANAGER_FIELD,))
         raise RecordError(f"{self.name}: no CRM user is named {name!r}, so it cannot be the "
                           "account manager", fields=(MANAGER_FIELD,))
 

@@ -274,13 +274,83 @@ async def test_account_manager_is_written_by_name_and_unknown_names_are_refused(
     assert info.value.fields == ("AccountManager.UserName",)
     assert "Nobody Here" in info.value.message
     assert sandbox.writes() == writes
-    sandbox.add_user("ZZ", "New Starter")            # a miss reloads the user list once
+    sandbox.add_user("ZZ", "New Starter")            # found in the next run's user list
+    await connector.check()
     rec = await connector.update("companies", rec.id, {"AccountManager.UserName": "New Starter"})
     assert rec.fields["AccountManagerId"] == "ZZ"
     rec = await connector.update("companies", rec.id, {"AccountManager.UserName": None})
     assert rec.fields["AccountManager.UserName"] is None
     with pytest.raises(KeyError):
         await connector.options("warehouses")
+
+
+def users_read(sandbox) -> int:
+    return sandbox.count("GET", "/Users")
+
+
+async def test_concurrent_writes_naming_an_unknown_user_read_the_users_once(connector, sandbox):
+    await connector.check()
+    assert "Dev Lal" in await connector.options("users")
+    sandbox.reset_hits()
+    results = await asyncio.gather(*(
+        connector.create("companies", {"Name": f"Orphan {i} Ltd",
+                                       "AccountManager.UserName": "Nobody Here"})
+        for i in range(5)), return_exceptions=True)
+    assert users_read(sandbox) == 1 and sandbox.writes() == 0
+    for error in results:               # each record refused as before
+        assert isinstance(error, RecordError)
+        assert error.fields == ("AccountManager.UserName",)
+        assert error.message == ("crm: no CRM user is named 'Nobody Here', so it cannot be "
+                                 "the account manager")
+    with pytest.raises(RecordError):    # later writes of the run use that list
+        await connector.create("companies", {"Name": "Late Ltd",
+                                             "AccountManager.UserName": "Someone Else"})
+    assert users_read(sandbox) == 1
+
+
+async def test_a_user_added_since_the_list_was_read_is_found_with_one_read(connector, sandbox):
+    await connector.check()
+    await connector.options("users")
+    sandbox.add_user("ZZ", "New Starter")
+    sandbox.reset_hits()
+    created = await asyncio.gather(*(
+        connector.create("companies", {"Name": f"Started {i} Ltd",
+                                       "AccountManager.UserName": "new starter"})
+        for i in range(5)))
+    assert [r.fields["AccountManagerId"] for r in created] == ["ZZ"] * 5
+    assert users_read(sandbox) == 1 and sandbox.count("POST") == 5
+
+
+async def test_writes_before_any_user_list_read_it_once_and_options_reuses_it(connector,
+                                                                               sandbox):
+    await connector.check()
+    sandbox.reset_hits()
+    created = await asyncio.gather(*(
+        connector.create("companies", {"Name": f"Dev {i} Ltd", "AccountManager.UserName": name})
+        for i, name in enumerate(["Dev Lal"] * 4 + ["Nobody Here"])), return_exceptions=True)
+    assert [getattr(r, "fields", {}).get("AccountManagerId") for r in created[:4]] == ["DL"] * 4
+    assert isinstance(created[4], RecordError)
+    assert users_read(sandbox) == 1
+    assert "Dev Lal" in await connector.options("users")       # this run's list, no request
+    assert users_read(sandbox) == 1
+
+
+async def test_a_new_run_reads_the_users_again_for_an_unknown_name(connector, sandbox):
+    await connector.check()
+    sandbox.reset_hits()
+    with pytest.raises(RecordError):
+        await connector.create("companies", {"Name": "Early Ltd",
+                                             "AccountManager.UserName": "New Starter"})
+    assert users_read(sandbox) == 1
+    sandbox.add_user("ZZ", "New Starter")
+    with pytest.raises(RecordError):    # still this run: the list it read is used
+        await connector.create("companies", {"Name": "Early Ltd",
+                                             "AccountManager.UserName": "New Starter"})
+    assert users_read(sandbox) == 1
+    await connector.check()
+    rec = await connector.create("companies", {"Name": "Next Run Ltd",
+                                               "AccountManager.UserName": "New Starter"})
+    assert rec.fields["AccountManagerId"] == "ZZ" and users_read(sandbox) == 2
 
 
 async def test_contacts_carry_their_company_id(connector, sandbox):
