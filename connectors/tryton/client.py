@@ -55,15 +55,19 @@ one ``OR`` domain; parties again cost the two more. Every write is one ``create`
 back with ``get`` (its new stamps, Tryton's computed ``code``): a party create is four calls; a
 party update seven (a ``search`` that the party exists, its addresses and mechanisms as they
 are now, the ``write``, the read-back); a contact create three (a ``search`` that its party
-exists, the ``create``, the read-back), a contact update three (its current name, the
-``write``, the read-back; four when it moves to another party); a country written by name costs
-one ``country.country`` look-up; a delete is two (a ``search`` that the record exists, then
-``delete``). ``check()`` is two calls, the login (which proves the password) and
-``res.user.get_preferences`` (the context every call carries; its company serves
-``identity()``, which adds one ``company.company`` read). ``options("countries")`` and
-``options("account")`` are one ``search_read`` each time they are asked (the engine asks once
-per run). A ``UserError`` costs one ``ir.model.access.get_access`` to tell a missing permission
-from a validation error. There is no quota: the connector keeps none (no limiter, no
+exists, the ``create``, the read-back), a contact update three (the contact as it is now, the
+``write``, the read-back; four when it moves to another party): the first read is needed, as
+Tryton's ``write`` takes no domain (the read is what refuses an id that is not an e-mail
+mechanism) and ``first_name`` or ``last_name`` alone is joined with the other half as it is
+now; a country written by name costs one ``country.country`` look-up; a delete is two (a
+``search`` that the record exists, then ``delete``). ``check()`` is two calls, the login (which
+proves the password) and ``res.user.get_preferences`` (the context every call carries, with the
+user's company). ``identity()`` and ``options("account")`` share one ``company.company``
+``search_read`` per run: the first of them reads every company (name, currency,
+``create_date``) and the other uses it until the next ``check()``, which starts a run and
+forgets it. ``options("countries")`` is one ``search_read`` each time it is asked (the engine
+asks once per run). A ``UserError`` costs one ``ir.model.access.get_access`` to tell a missing
+permission from a validation error. There is no quota: the connector keeps none (no limiter, no
 ``requests_per_second``); trytond limits only failed logins.
 
 Versions: every record read (``changes``, ``get``, ``find``, and the one a write returns)
@@ -205,6 +209,7 @@ class TrytonConnector:
         self._ids = itertools.count(1)
         self._login_lock = asyncio.Lock()
         self._server_date: datetime | None = None      # the Date of trytond's latest answer
+        self._companies: list[dict] | None = None      # company.company, read once per run
         self.logins = 0
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -215,8 +220,22 @@ class TrytonConnector:
         await self.http.close()
 
     async def check(self) -> None:
-        self._session = None                # a run starts with check(): prove the password
+        """A run starts here: log in again (proving the password) and forget what the last
+        run kept (the ``company.company`` read that ``identity()`` and ``options("account")``
+        share)."""
+        self._session = None
+        self._companies = None
         await self._login()
+
+    async def _company_list(self) -> list[dict]:
+        """Every company (``party.name``, ``currency.code``, ``create_date``): one
+        ``search_read``, kept until the next ``check()`` for ``identity()`` and
+        ``options("account")``."""
+        if self._companies is None:
+            self._companies = await self.call(
+                "company.company", "search_read", [], 0, None, [["id", "ASC"]],
+                ["party.name", "currency.code", "create_date"])
+        return self._companies
 
     # --- the RPC layer -------------------------------------------------------------------
     def _auth(self, method: str, query: str, headers: dict[str, str]) -> None:
@@ -419,8 +438,7 @@ class TrytonConnector:
                                    [["name", "ASC"]], ["name"])
             return [r["name"] for r in rows]
         if name == "account":
-            companies = await self.call("company.company", "search_read", [], 0, None,
-                                        [["id", "ASC"]], ["party.name", "currency.code"])
+            companies = await self._company_list()
             return {"database": self.settings.database, "companies": len(companies),
                     "company": self._context.get("company"),
                     "company_names": [(c.get("party.") or {}).get("name") for c in companies]}
@@ -446,10 +464,18 @@ class TrytonConnector:
     async def update(self, entity: str, id: str, fields: dict[str, Any],
                      version: str | None = None) -> Record:
         """One ``write`` of the record (with its party's mechanisms and address), locked by
-        the stamps of ``version`` when given (module docstring, "Writes")."""
+        the stamps of ``version`` when given (module docstring, "Writes").
+
+        A contact is read first, and that read is needed: Tryton's ``write`` takes no domain,
+        so the read (of e-mail mechanisms only) is what keeps the id of a phone or website
+        mechanism from being written as a contact (NotFoundError, nothing written), and
+        ``first_name`` or ``last_name`` alone is written back joined with the other half as
+        it is now, which neither the fields nor the version hold (else it would be blanked).
+        """
         m = self._writable(entity)
         stamps = self._stamps(m, id, version)
         if entity == "contacts":
+            # needed: the type (e-mail) and the current name (see the docstring)
             old = await self.get(entity, [id])
             if not old:
                 raise NotFoundError(f"{self.name}: {m.name} {id} does not exist", status=404)
@@ -494,9 +520,8 @@ class TrytonConnector:
         company = self._context.get("company")
         if not isinstance(company, int):
             return name
-        rows = await self.call("company.company", "search_read", [("id", "=", company)],
-                               0, 1, None, ["create_date"])
-        created = rows[0].get("create_date") if rows else None
+        row = next((c for c in await self._company_list() if c.get("id") == company), None)
+        created = row.get("create_date") if row else None
         if not isinstance(created, datetime):
             return f"{name}, company {company}"
         return f"{name}, company {company} created {utc(created).isoformat()}"
