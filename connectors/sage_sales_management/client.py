@@ -35,7 +35,7 @@ leaves ``dateUpdated`` null until a record's first edit: the first page filters
 the cursor and is read later, and any number of records may share one timestamp. Deleted
 records (FM's soft delete, ``deleted = true``) come back as tombstones; ``get`` and ``find``
 leave them out. Writes: references are sent as plain integer ids; ``typeId.value`` is
-resolved to the type's id (account types cached, reloaded once on a miss); the other
+resolved to the type's id (the run's account types, see below); the other
 ``.value`` paths and the computed fields are not sent. A create or update answers only the
 id, so the record is read back: the read-backs of writes made together go as one
 ``where=id IN (...)`` request after ``read_back_window`` seconds (``readback.py``; 0: one
@@ -44,20 +44,24 @@ id, so the record is read back: the read-backs of writes made together go as one
 Requests, and why the count is what it is: a change listing is one ``GET`` per page of
 ``page_size`` records (the ``Count`` header: 50 by default, at most 500). A page of contacts
 costs one more, the accounts request above (a reference carries only its id and name and the
-API has no expansion); a listing of accounts first reads the users list for
-``salesRep.fullName`` (one request per 500 users), and any read of accounts reads it again once
-it is older than ``users_ttl``. ``get`` asks up to 100 ids (``max_get``) per ``id IN (...)``
-request, with a page as large as the ids asked (``Count``), so 100 ids are one request;
-``find`` asks 25 values per request, ``(f = v1 OR f = v2 ...)``, and by ``typeId.value`` reads
-``/accountTypes`` first. A create is its ``POST`` and an update its ``PUT`` (none when only
-computed or ``.value`` paths changed), each plus its share of the read-back above: a write
-alone is two requests (a contact three, with its account's type), N written together N plus one
-read-back (contacts: two) per batch of up to 100. A delete is one ``DELETE``, nothing read
-back. ``check()`` logs in (the ``POST`` proves the keys; ``identity()`` reads the session key
-it gives, no request) and reads one user (``Count: 1``) to prove the session; any answer's
-``Date`` serves ``clock()``. ``options("users")``, ``options("admin")`` and
-``options("account_types")`` read their whole list (pages of 500) each time they are asked (the
-engine asks once per run). The quota is 900 requests per 60 s (``requests_per_window``,
+API has no expansion). ``get`` asks up to 100 ids (``max_get``) per ``id IN (...)`` request,
+with a page as large as the ids asked (``Count``), so 100 ids are one request; ``find`` asks
+25 values per request, ``(f = v1 OR f = v2 ...)``. A create is its ``POST`` and an update its
+``PUT`` (none when only computed or ``.value`` paths changed), each plus its share of the
+read-back above: a write alone is two requests (a contact three, with its account's type), N
+written together N plus one read-back (contacts: two) per batch of up to 100. A delete is one
+``DELETE``, nothing read back. ``check()`` logs in (the ``POST`` proves the keys;
+``identity()`` reads the session key it gives, no request) and reads one user (``Count: 1``)
+to prove the session; any answer's ``Date`` serves ``clock()``. Reference data is read on its
+first use in a run and kept for the run only (a run starts with ``check()``, which drops it,
+so an edit in the vendor is seen the next run; concurrent first uses share one read). The
+users list (one request per 500 users) serves ``options("users")``, ``options("admin")`` and
+the accounts' ``salesRep.fullName``: one read for all of them, except that reads of accounts
+read it again once it is older than ``users_ttl`` (a long run). The account types (one
+request per 500) serve every ``find`` by ``typeId.value``, ``options("account_types")`` and
+the writes of ``typeId.value``: one read, plus one more for a write whose name is missing
+from a list read before that write began (a type added since; ``find`` does not read again,
+an unknown name finds nothing). The quota is 900 requests per 60 s (``requests_per_window``,
 ``window_seconds``), the connector's own default: Sage publishes no rate limit for the API.
 
 Malformed answers: a body that is not the documented JSON (an HTML error page, a truncated
@@ -205,9 +209,14 @@ class SageSalesManagementConnector:
         self._generation = 0                      # bumped by each login
         self._login_lock = asyncio.Lock()
         self.logins = 0
+        # reference data, read at most once per run (check() starts a run and drops it)
         self._users: dict[str, dict] | None = None
         self._users_at = 0.0
         self._types: dict[str, int] | None = None  # casefolded name -> id
+        self._type_names: list[str] = []
+        self._types_reads = 0                      # reads of the account types so far
+        self._users_lock = asyncio.Lock()          # concurrent first uses share one read
+        self._types_lock = asyncio.Lock()
         self._read_backs = ReadBacks(self._fetch_many, window=settings.read_back_window,
                                      size=self.capabilities.max_get)
         self.reader = RecordReader(name)
@@ -228,7 +237,7 @@ class SageSalesManagementConnector:
         await self.http.close()
 
     async def check(self) -> None:
-        self._users = None
+        self._users = None                      # a new run: its reference data is read anew
         self._types = None
         await self._login(self._generation)
         await self._request("GET", f"{API}/users", {"page": 0}, count=1)
@@ -307,8 +316,6 @@ class SageSalesManagementConnector:
     # --- reading -----------------------------------------------------------------------------
     async def changes(self, entity: str, since: datetime | None) -> AsyncIterator[list[Record]]:
         es = self._entity(entity)
-        if es.name == "accounts":
-            await self._load_users()             # once per changes(): fresh names
         size = self.settings.page_size
         cursor: tuple[datetime, int] | None = None
         boundary = ""
@@ -368,7 +375,7 @@ class SageSalesManagementConnector:
             attr = field[:-3]
             wanted = [self._ref(field, v) for v in wanted]
         elif field == "typeId.value" and "typeId" in es.refs:
-            types = await self._load_types()
+            types = await self._run_types()
             attr = "typeId"
             wanted = list(dict.fromkeys(types[k] for k in (str(v).strip().casefold()
                                                            for v in wanted) if k in types))
@@ -386,16 +393,16 @@ class SageSalesManagementConnector:
 
     async def options(self, name: str) -> Any:
         if name == "users":
-            users = await self._load_users()
+            users = await self._run_users()
             return [{"id": uid, "firstName": u.get("firstName"), "lastName": u.get("lastName"),
                      "fullName": _full_name(u), "email": u.get("email"),
                      "level": u.get("level"), "isActive": u.get("isActive")}
                     for uid, u in users.items()]
         if name == "account_types":
-            await self._load_types()
+            await self._run_types()
             return list(self._type_names)
         if name == "admin":
-            users = await self._load_users()
+            users = await self._run_users()
             for uid, u in sorted(users.items(), key=lambda kv: int(kv[0])):
                 if u.get("isActive") and not u.get("deleted") \
                         and u.get("level") == self.settings.admin_level:
@@ -512,10 +519,21 @@ class SageSalesManagementConnector:
         self._users, self._users_at = users, time.monotonic()
         return users
 
+    async def _run_users(self) -> dict[str, dict]:
+        """The run's users list: read on its first use in the run, then reused."""
+        async with self._users_lock:
+            if self._users is None:
+                return await self._load_users()
+            return self._users
+
     async def _users_cached(self) -> dict[str, dict]:
-        if self._users is None or time.monotonic() - self._users_at > self.settings.users_ttl:
-            return await self._load_users()
-        return self._users
+        """The run's users list for the accounts' sales rep names, read again once it is
+        older than ``users_ttl``."""
+        async with self._users_lock:
+            if self._users is None \
+                    or time.monotonic() - self._users_at > self.settings.users_ttl:
+                return await self._load_users()
+            return self._users
 
     async def _load_types(self) -> dict[str, int]:
         rows = await self._rows(f"{API}/accountTypes")
@@ -523,17 +541,36 @@ class SageSalesManagementConnector:
                 and r["descriptionEN"].strip()]
         self._types = {str(r["descriptionEN"]).strip().casefold(): _int_id(r) for r in live}
         self._type_names = [str(r["descriptionEN"]).strip() for r in live]
+        self._types_reads += 1
         return self._types
+
+    async def _run_types(self) -> dict[str, int]:
+        """The run's account types: read on their first use in the run, then reused."""
+        async with self._types_lock:
+            if self._types is None:
+                return await self._load_types()
+            return self._types
+
+    async def _types_since(self, reads: int) -> dict[str, int]:
+        """The account types read after the ``reads``-th read: read again unless a
+        concurrent caller already did."""
+        async with self._types_lock:
+            if self._types is None or self._types_reads == reads:
+                return await self._load_types()
+            return self._types
 
     async def _type_id(self, value: Any) -> int | None:
         if value is None or (isinstance(value, str) and not value.strip()):
             return None
         wanted = str(value).strip().casefold()
-        for attempt in range(2):
-            types = self._types if (self._types is not None and attempt == 0) \
-                else await self._load_types()
-            if wanted in types:
-                return types[wanted]
+        reads = self._types_reads
+        types = await self._run_types()
+        if wanted not in types and self._types_reads == reads:
+            # a miss in a list read before this write: read it again, once (a type added in
+            # the vendor since); a list this write just read is not read twice
+            types = await self._types_since(reads)
+        if wanted in types:
+            return types[wanted]
         raise RecordError(f"{self.name}: {value!r} is not an account type of this Sage Sales "
                           "Management tenant", fields=("typeId.value",))
 

@@ -111,14 +111,14 @@ And on the connector's side (``client.py``):
 - FM error 910 (resource does not exist) becomes NotFoundError; other 4xx RecordError with
   the vendor's message and its ``fields`` mapped to flattened paths.
 - Writes: references as plain integer ids; ``typeId.value`` is resolved by name
-  (case-insensitively, the account types cached per connector and reloaded once on a miss;
+  (case-insensitively, the account types read once per run and read again once on a miss;
   an unknown name is a RecordError on ``typeId.value``, nothing sent); when both
   ``typeId.value`` and ``typeId.id`` are given, the name wins. Other ``.value`` paths,
   the computed fields and the read-only attributes are not sent.
-- Computed fields: ``salesRep.fullName`` (accounts) from the users list (reloaded at the
-  start of each ``changes()`` and otherwise reused for ``users_ttl`` seconds; unknown
-  user: None); ``account.typeId.value`` (contacts) from one ``id IN (...)`` accounts
-  request per page of contacts.
+- Computed fields: ``salesRep.fullName`` (accounts) from the users list (read once per
+  run, shared with ``options("users")`` and ``options("admin")``, and read again once older
+  than ``users_ttl``; unknown user: None); ``account.typeId.value`` (contacts) from one
+  ``id IN (...)`` accounts request per page of contacts.
 - ``options("admin")``: the lowest-id active user whose ``level`` is ``admin_level`` (5).
 - Rate limit: the connector's sliding window defaults to 900 requests per 60 s, under the
   sandbox's 1000; HttpClient honours ``Retry-After`` on a 429.

@@ -280,7 +280,8 @@ async def test_sales_rep_full_name_is_computed_and_never_written(connector, sand
     users_before = sandbox.count("GET", "/api/v4/users")
     listed = {r.id: r for r in flat(await read_all(connector, "accounts"))}
     assert listed[rec.id].fields["salesRep.fullName"] == "Chloe Dubois"
-    assert sandbox.count("GET", "/api/v4/users") == users_before + 1   # once per changes()
+    # the list the read-backs read serves the listing too (users_ttl): not read again
+    assert sandbox.count("GET", "/api/v4/users") == users_before
 
 
 async def test_contacts_carry_their_account_type_with_one_request_per_page(sandbox):
@@ -418,6 +419,82 @@ async def test_an_update_of_computed_fields_only_sends_nothing(connector, sandbo
     with pytest.raises(NotFoundError):
         await connector.update("accounts", rec.id, {"salesRep.fullName": "X Y"})
 
+
+
+# --- reference data: read once per run ----------------------------------------------------------
+TYPES, USERS = "/api/v4/accountTypes", "/api/v4/users"
+
+
+async def test_finds_by_account_type_read_the_types_once_per_run(connector, sandbox):
+    await connector.check()
+    sandbox.reset_hits()
+    prospects = await connector.find("accounts", "typeId.value", ["Prospect"])
+    clients = await connector.find("accounts", "typeId.value", ["client", "Nonexistent"])
+    assert {r.id for r in prospects} == {str(a["id"]) for a in sandbox.records("accounts")
+                                         if a["typeId"] == sandbox.type_id("Prospect")}
+    assert all(r.fields["typeId.value"] == "Client" for r in clients)
+    assert sandbox.count("GET", TYPES) == 1                     # not one per find
+    assert sandbox.count("GET", "/api/v4/accounts") == 2       # one per find
+    assert sandbox.count("GET", USERS) == 1 and len(sandbox.hits) == 4   # the rep names
+    assert "Client" in await connector.options("account_types")
+    assert sandbox.count("GET", TYPES) == 1                     # the same run's list
+    sandbox.add_account_type("Distributor")                     # an edit in the vendor
+    acc = sandbox.add("accounts", name="Dist Co", typeId=sandbox.type_id("Distributor"))
+    assert await connector.find("accounts", "typeId.value", ["Distributor"]) == []
+    await connector.check()                                     # a new run reads it again
+    sandbox.reset_hits()
+    found = await connector.find("accounts", "typeId.value", ["Distributor"])
+    found += await connector.find("accounts", "typeId.value", ["Distributor"])
+    assert [r.id for r in found] == [str(acc["id"])] * 2
+    assert sandbox.count("GET", TYPES) == 1 and sandbox.count("GET", USERS) == 1
+    assert len(sandbox.hits) == 4                               # and the two finds
+
+
+async def test_user_options_read_the_users_once_per_run(connector, sandbox):
+    await connector.check()
+    sandbox.reset_hits()
+    users = await connector.options("users")
+    assert await connector.options("admin") == "1"
+    assert {u["id"] for u in users} == {str(u["id"]) for u in sandbox.records("users")}
+    assert sandbox.count("GET", USERS) == 1 and len(sandbox.hits) == 1
+    accounts = flat(await read_all(connector, "accounts"))      # the sales rep names too
+    assert any(r.fields.get("salesRep.fullName") for r in accounts)
+    assert sandbox.count("GET", USERS) == 1
+    sandbox.edit("users", 1, lastName="Renamed")                # an edit in the vendor
+    sandbox.edit("users", 2, level=5)
+    await connector.check()                                     # a new run reads them again
+    sandbox.reset_hits()
+    users = await connector.options("users")
+    assert users[0]["fullName"] == "Alice Renamed"
+    sandbox.edit("users", 1, isActive=False)                    # not seen in this run
+    assert await connector.options("admin") == "1"
+    assert sandbox.count("GET", USERS) == 1 and len(sandbox.hits) == 1
+    await connector.check()
+    assert await connector.options("admin") == "2"
+
+
+async def test_concurrent_first_uses_in_a_run_share_one_read(connector, sandbox):
+    import asyncio
+    await connector.check()
+    sandbox.reset_hits()
+    await asyncio.gather(connector.options("users"), connector.options("admin"),
+                         connector.options("account_types"),
+                         connector.find("accounts", "typeId.value", ["Client"]),
+                         connector.find("accounts", "typeId.value", ["Prospect"]))
+    assert sandbox.count("GET", USERS) == 1 and sandbox.count("GET", TYPES) == 1
+
+
+async def test_a_type_name_missing_from_a_fresh_list_is_not_read_again(connector, sandbox):
+    await connector.check()
+    sandbox.reset_hits()
+    with pytest.raises(RecordError) as info:                    # the list it just read
+        await connector.create("accounts", {"name": "X", "typeId.value": "Distributor"})
+    assert info.value.fields == ("typeId.value",)
+    assert sandbox.count("GET", TYPES) == 1 and sandbox.writes() == 0
+    sandbox.add_account_type("Distributor")                     # a list read before: again
+    rec = await connector.create("accounts", {"name": "X", "typeId.value": "Distributor"})
+    assert rec.fields["typeId.value"] == "Distributor"
+    assert sandbox.count("GET", TYPES) == 2
 
 # --- read-backs of concurrent writes ------------------------------------------------------------
 async def test_concurrent_creates_read_their_records_back_in_one_request(sandbox):
