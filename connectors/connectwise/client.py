@@ -35,23 +35,32 @@ carrying whole records (a contact's e-mail items included).
 ``get`` puts all the ids of a call (``max_get``, 200) in one ``id in (...)`` and ``find`` all
 its values in one ``in (...)``: one request per list, a list cut where its values pass 1,500
 characters (``MAX_CONDITIONS``: the guide warns that URLs past about 2,000 characters fail),
-so 200 ids of up to five digits are one request, of six, two. A create is one ``POST`` and an
-update one ``PATCH``, each answering the whole record, which is not read back; a delete is one
-``DELETE``. An update that writes the e-mail reads the contact first (two requests): a PATCH
+so 200 ids of up to five digits are one request, of six, two. The guide's way past that limit,
+``POST .../search`` with the conditions in the body, is documented for tickets only among
+these resources, and with no paging parameter named: it is not used (two requests for 200
+tickets of six-digit ids, against one that could not page reliably). A create is one ``POST``
+and an update one ``PATCH``, each answering the whole record, which is not read back; a delete
+is one ``DELETE``. An update that writes the e-mail reads the contact first (two requests): a PATCH
 replaces ``communicationItems`` whole and a record keeps only the e-mail, so the other items
 are read to be sent back (an update with nothing to write is one ``GET`` of the record).
-``check()`` is two requests the first time, one after: ``system/info`` proves the keys;
-companyinfo, which needs none, is read once for the connector's life and also gives the
-codebase and ``identity()`` (no request of its own). ``options("members")`` (filtered by
+``check()`` is one request, ``system/info`` (it proves the keys), and forgets companyinfo.
+Companyinfo (``GET /login/companyinfo/{company}``, no keys) is read at most once per run, by
+the run's first need of it: ``identity()`` (the engine asks it right after ``check()``), or
+the connector's very first request, which needs the codebase unless it is set (that read
+then serves the run's ``identity()`` too). So every run, the first included, costs two
+requests before its reads; the codebase is kept for the connector's life (it only builds
+URLs). ``options("members")`` (filtered by
 Manage: ``inactiveFlag = False``) and ``options("opportunity_statuses")`` are one request per
 page each, read at most once per run by the engine (``daemon/engine/reference.py``), not kept
 by the connector. Its own requests go one after another (each ``pageId`` comes from the answer
 before; lists are read in turn); the engine keeps several writes in flight, paced by
 ``connectors/pace.py`` under the quota above.
 
-``check()``: ``GET /login/companyinfo/{company}`` and ``GET system/info`` with the keys
-(DT-3). ``clock()``: the Date header of the latest answer.
-``identity()``: ``connectwise:<CompanyID>/<CompanyName>`` from companyinfo (no secret).
+``check()``: ``GET system/info`` with the keys (DT-3); the connector's first also reads
+companyinfo, for the codebase (unless ``codebase`` is set). ``clock()``: the Date header of
+the latest answer.
+``identity()``: ``connectwise:<CompanyID>/<CompanyName>`` from companyinfo (no secret), read
+afresh in each run: an instance that changed behind the same URL is reported the next run.
 ``options("members")``: ``{"First Last": identifier}`` of the active members (DT-8);
 ``options("opportunity_statuses")``: ``{name: {wonFlag, lostFlag, closedFlag}}``.
 """
@@ -169,6 +178,9 @@ class ConnectWiseConnector:
         return self._root
 
     async def _companyinfo(self) -> dict:
+        """``GET /login/companyinfo/{company}``, at most once per run (``check()`` forgets
+        it): it names the instance (``identity()``) and, once for the connector's life, the
+        codebase, which only builds URLs."""
         if self._company is None:
             resp = await self.http.request(
                 "GET", f"/login/companyinfo/{URL.build(path=self.settings.company_id)}")
@@ -184,7 +196,10 @@ class ConnectWiseConnector:
 
     # --- the contract ----------------------------------------------------------------------
     async def check(self) -> None:
-        await self._companyinfo()
+        """A run starts here: companyinfo read in an earlier run is forgotten, so the run's
+        ``identity()`` reads it afresh (an instance moved behind the same URL is seen at
+        the next run, not at a restart); ``system/info`` proves the keys."""
+        self._company = None
         await self._call("GET", "system/info")
 
     async def clock(self) -> datetime | None:

@@ -197,3 +197,39 @@ async def test_a_short_page_ends_a_listing_without_asking_for_an_empty_one(sandb
         assert sandbox.count("GET", "/v4_6_release/apis/3.0/company/contacts") == -(-n // 3)
     finally:
         await c.close()
+
+
+# --- requests per run: companyinfo, and ids past the URL's length -------------------------
+COMPANYINFO = "/login/companyinfo/"
+
+
+async def test_companyinfo_is_read_once_per_run_and_afresh_after_the_next_check(sandbox):
+    """A run (``check()``, the engine's ``identity()``, reads, ``identity()`` again) reads
+    companyinfo once; the next run's ``check()`` forgets it, so it is read again."""
+    c = await _connector(sandbox, page_size=3)
+    try:
+        for run in range(3):
+            sandbox.reset_hits()
+            await c.check()
+            first = await c.identity()
+            await _listed(c, "companies")
+            assert await c.identity() == first
+            assert sandbox.count("GET", COMPANYINFO) == 1, run
+            assert sandbox.count("GET", f"{ROOT}/system/info") == 1, run
+    finally:
+        await c.close()
+
+
+async def test_an_instance_changed_between_runs_is_reported_by_the_next_runs_identity(sandbox):
+    c = await _connector(sandbox)
+    try:
+        await c.check()
+        before = await c.identity()
+        sandbox.instance_id = "0f0f0f0f-another-instance"       # the URL now reaches another
+        assert await c.identity() == before                   # within the run: as it began
+        await c.check()                                       # the next run
+        after = await c.identity()
+        assert after != before and "0f0f0f0f" in after
+        assert "sandbox-private" not in after and SETTINGS["client_id"] not in after
+    finally:
+        await c.close()
