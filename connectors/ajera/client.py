@@ -5,7 +5,7 @@ Entities (engine name -> Ajera methods, key):
   ``ID``, ``Description``, ``Status``, ``SyncToCRM``, ``CreateInCRM``, ``CRMFinalSync``,
   ``Location``, ``ProjectManager.EmployeeKey|FirstName|MiddleName|LastName``, ``CompanyKey``,
   and, read only, ``Totals.SpentLabor|SpentExpense|Billed|Received`` from
-  ``GetProjectTotals`` (one call per page).
+  ``GetProjectTotals`` (one call per page; not on an update's read back).
 - ``clients``, ``contacts``, ``employees`` -> ``List/Get/UpdateClients`` ... (v1).
 - ``time``, ``expenses``, ``invoices``, ``receipts`` (read only) -> ``ListProjectTransactions``
   with ``FilterByTransactionType``: ``ProjectKey`` (the project's id), ``Date``, ``Amount``,
@@ -43,21 +43,29 @@ Requests, and why the count is what it is: a change listing is one ``List*`` req
 ``page_size`` keys (default 100, at most 1,000 here): ``Get*`` takes many keys at once, so no
 record is read on its own. Projects add one ``GetProjectTotals`` per ``Get*`` (it takes the same
 keys; ``GetProjects`` carries no totals); the transaction entities are the listing alone (its rows
-are the records). An idle run is one ``List*`` per entity; ``count()`` lists again. ``get`` is one
-``Get*`` (projects: and its ``GetProjectTotals``) per ``page_size`` ids, which is
-``capabilities.max_get``. ``find`` lists and reads the whole entity, as a first ``changes`` does,
-and compares here. A create is ``Update*`` and a ``Get*`` of the new key, two requests; an update,
-``Get*`` for the baseline, ``Update*`` and ``Get*`` again, three; a project, one more each (its
-``GetProjectTotals``). The read back is needed: Ajera's answer carries keys only, not the new
-``LastModifiedDate``. ``Update*`` takes many records, but the engine writes one a call. Sessions
-cost one ``CreateAPISession`` per API version (1: clients, contacts, employees, transactions; 2:
-projects), kept across runs; one found expired makes a call three requests (refused, new session,
-again); ``close()`` sends one ``EndAPISession`` per session. ``check()`` ends the version 1
-session an earlier run kept (``EndAPISession``, so sessions do not pile up on the server) and
-starts a new one: that request proves the credentials and gives ``identity()`` its
-``DatabaseID`` and ``clock()`` its ``Date``. There are no ``options(...)`` lists (none is read). Pacing:
-``requests_per_second``, default 9 in any second; Ajera publishes no limit, but the typed client
-sbo-inc/ajera notes that "the API throttles at roughly 9 requests per second".
+are the records). An idle run is one ``List*`` per entity. ``count()`` is one ``List*`` asked for
+in pages of one row: the answer's ``PageCount`` is the number of rows, so a backlog costs one
+request of one row, not the listing again. ``get`` is one ``Get*`` (projects: and its
+``GetProjectTotals``) per ``page_size`` ids, which is ``capabilities.max_get``. ``find`` by a
+field Ajera filters on (projects' ``Description`` and ``ID``, clients' ``Description``) is one
+filtered ``List*`` per value and the reads of what it lists; several values cost one request
+more, the first page of the whole listing, which becomes a whole read when the filters would
+not be cheaper. By any other field (no documented filter: contacts' and employees' ``Email``) it
+lists and reads the whole entity, as a first ``changes`` does, and compares here. A create is
+``Update*`` and a ``Get*`` of the new key, two requests (a project, three: the engine keeps the
+whole created record as its base, totals included); an update, ``Get*`` for the baseline,
+``Update*`` and ``Get*`` again, three, a project too: the engine takes from an update's answer
+only the fields it wrote, and the totals are read only, so that read back leaves
+``GetProjectTotals`` out (unless ``Totals`` fields were given). The read back is needed: Ajera's
+answer carries keys only, not the new ``LastModifiedDate``. ``Update*`` takes many records, but the
+engine writes one a call. Sessions cost one ``CreateAPISession`` per API version (1: clients,
+contacts, employees, transactions; 2: projects), kept across runs; one found expired makes a call
+three requests (refused, new session, again); ``close()`` sends one ``EndAPISession`` per session.
+``check()`` ends the version 1 session an earlier run kept (``EndAPISession``, so sessions do not
+pile up on the server) and starts a new one: that request proves the credentials and gives
+``identity()`` its ``DatabaseID`` and ``clock()`` its ``Date``. There are no ``options(...)`` lists
+(none is read). Pacing: ``requests_per_second``, default 9 in any second; Ajera publishes no limit,
+but the typed client sbo-inc/ajera notes that "the API throttles at roughly 9 requests per second".
 
 ``clock()``: the ``Date`` header of the latest answer. ``identity()``: ``ajera:<DatabaseName>/
 <DatabaseID>`` from the id blob and the session (``DatabaseID`` when Ajera gives one).
@@ -86,6 +94,10 @@ TRANSACTIONS = {"time": "Time", "expenses": "Expense", "invoices": "Invoice",
                 "receipts": "Receipt"}
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 TOTALS = ("SpentLabor", "SpentExpense", "Billed", "Received")
+# the List filters Ajera documents that answer find(entity, field): one value each
+FILTERS = {("projects", "Description"): "FilterByDescriptionEquals",
+           ("projects", "ID"): "FilterByIDLike",
+           ("clients", "Description"): "FilterByNameEquals"}
 
 
 class AjeraConnector:
@@ -176,8 +188,15 @@ class AjeraConnector:
             for i in range(0, len(records), self.settings.page_size):
                 yield records[i:i + self.settings.page_size]
             return
-        noun, key, version = self._kind(entity)
-        listed = await self._list(f"List{noun}", noun, version, args)
+        noun, _, version = self._kind(entity)
+        async for page in self._read(entity, await self._list(f"List{noun}", noun, version,
+                                                               args)):
+            yield page
+
+    async def _read(self, entity: str, listed: list[dict]) -> AsyncIterator[list[Record]]:
+        """The records of listed rows, read by ``Get*`` in pages of ``page_size``, in
+        (``LastModifiedDate``, key) order; ``modified`` is the date the listing gave."""
+        _, key, _ = self._kind(entity)
         order = sorted(((_date(r.get("LastModifiedDate")), r[key]) for r in listed),
                        key=lambda p: (p[0] or _EPOCH, p[1]))
         for i in range(0, len(order), self.settings.page_size):
@@ -193,14 +212,22 @@ class AjeraConnector:
                 yield page
 
     async def count(self, entity: str, since: datetime | None) -> int:
-        """How many records ``changes`` would yield: the listing alone (a batch's backlog)."""
+        """How many records ``changes`` would yield: its listing alone (a batch's backlog),
+        asked for in pages of one row, so that one answer's ``PageCount`` is the number of
+        rows (one request, one row), not the listing repeated."""
         args = {"FilterByEarliestModifiedDate": format_date(since)} if since else {}
         if entity in TRANSACTIONS:
-            return len(await self._list("ListProjectTransactions", "Transactions", 1,
-                                        {**args, "FilterByTransactionType":
-                                         [TRANSACTIONS[entity]]}))
-        noun, _, version = self._kind(entity)
-        return len(await self._list(f"List{noun}", noun, version, args))
+            method, noun, version = "ListProjectTransactions", "Transactions", 1
+            args["FilterByTransactionType"] = [TRANSACTIONS[entity]]
+        else:
+            noun, _, version = self._kind(entity)
+            method = f"List{noun}"
+        rows, pages = await self._page(method, noun, version, args, 1, 1)
+        if len(rows) == 1:
+            return pages
+        if pages <= 1:                  # none, or an answer that held them all
+            return len(rows)
+        return len(await self._list(method, noun, version, args))    # PageSize 1 not kept
 
     async def get(self, entity: str, ids: Sequence[str]) -> list[Record]:
         if entity in TRANSACTIONS:
@@ -212,12 +239,55 @@ class AjeraConnector:
         return out
 
     async def find(self, entity: str, field: str, values: Sequence[Any]) -> list[Record]:
-        """Ajera filters by a few fields only: list everything and compare here."""
+        """Records whose ``field`` folds (case, white space) to one of ``values``, compared
+        here. Ajera documents a List filter, of one value, for three such fields: projects'
+        ``Description`` (``FilterByDescriptionEquals``) and ``ID`` (``FilterByIDLike``, a LIKE
+        match: more rows, never fewer) and clients' ``Description``, their name
+        (``FilterByNameEquals``). These are listed once per value and only the rows listed
+        are read (``Get*``): at once for one value (never dearer than reading everything);
+        for several, the first page of the whole listing tells the entity's size
+        (``PageCount``) and serves a whole read instead when the filters would cost as many
+        requests. An equals filter compares whole values as stored: a name stored with
+        doubled or stray white space is found by a whole read only. Other fields (contacts'
+        and employees' ``Email`` among them) and the transactions have no documented filter:
+        the whole entity is listed and read, as a first ``changes`` does."""
         wanted = {_fold(v) for v in values if v is not None}
-        out = []
-        async for page in self.changes(entity, None):
-            out.extend(r for r in page if _fold(r.fields.get(field)) in wanted)
-        return out
+        argument = FILTERS.get((entity, field))
+        if argument is None:
+            out = []
+            async for page in self.changes(entity, None):
+                out.extend(r for r in page if _fold(r.fields.get(field)) in wanted)
+            return out
+        noun, key, version = self._kind(entity)
+        method = f"List{noun}"
+        # sent with its white space folded; a value that is no text, or blank, names no
+        # record (these fields are text, never blank)
+        terms = list(dict.fromkeys(" ".join(v.split()) for v in values
+                                   if isinstance(v, str) and v.strip()))
+        listed: list[dict] = []
+        if len(terms) > 1:
+            rows, pages = await self._page(method, noun, version, {}, 1,
+                                           self.settings.list_page_size)
+            size = len(rows) if pages <= 1 else (pages - 1) * self.settings.list_page_size + 1
+            if len(terms) + self._reads(entity, len(terms)) >= \
+                    pages - 1 + self._reads(entity, size):    # what the rest would cost
+                if pages > 1:
+                    rows += await self._list(method, noun, version, {}, start=2)
+                listed, terms = rows, []
+        seen: set[int] = set()
+        for term in terms:
+            for row in await self._list(method, noun, version, {argument: term}):
+                if row[key] not in seen:
+                    seen.add(row[key])
+                    listed.append(row)
+        return [r async for page in self._read(entity, listed) for r in page
+                if _fold(r.fields.get(field)) in wanted]
+
+    def _reads(self, entity: str, n: int) -> int:
+        """The requests that read ``n`` listed records: a ``Get*`` per ``page_size``, and
+        for projects their ``GetProjectTotals``."""
+        gets = -(-n // self.settings.page_size)
+        return 2 * gets if entity == "projects" else gets
 
     # --- writing -------------------------------------------------------------------------
     async def create(self, entity: str, fields: dict[str, Any]) -> Record:
@@ -245,7 +315,10 @@ class AjeraConnector:
         if noun == "Projects":                   # v2: the complete GetProjects bundle
             baseline = {**bundle, "Projects": current}
         await self._write(noun, api, [{key: int(id), **self._payload(fields)}], baseline)
-        return await self._one(entity, int(id))
+        # an update's answer serves for the fields written: the totals (read only, never
+        # sent) are left out of its read back unless asked for
+        return await self._one(entity, int(id),
+                               with_totals=any(k.startswith("Totals.") for k in fields))
 
     async def delete(self, entity: str, id: str) -> None:
         raise RecordError(f"{self.name}: Ajera deletes nothing through its API; set the "
@@ -266,20 +339,21 @@ class AjeraConnector:
         except (binascii.Error, ValueError, orjson.JSONDecodeError, AttributeError):
             return "?"
 
-    async def _one(self, entity: str, key: int) -> Record:
-        found = await self._get(entity, [key])
+    async def _one(self, entity: str, key: int, *, with_totals: bool = True) -> Record:
+        found = await self._get(entity, [key], with_totals=with_totals)
         if not found:
             raise NotFoundError(f"{self.name}: {entity} {key} is not there after the write")
         return found[0]
 
-    async def _get(self, entity: str, keys: list[int]) -> list[Record]:
+    async def _get(self, entity: str, keys: list[int], *, with_totals: bool = True
+                   ) -> list[Record]:
         noun, key, version = self._kind(entity)
         if not keys:
             return []
         content = await self._call(f"Get{noun}", version, {f"Requested{noun}": keys})
         rows = content.get(noun) or []
         totals: dict[int, dict] = {}
-        if entity == "projects" and rows:
+        if entity == "projects" and rows and with_totals:
             got = await self._call("GetProjectTotals", 2, {"RequestedProjects": keys})
             totals = {t.get("ProjectKey"): t for t in got.get("ProjectTotals") or []}
         out = []
@@ -315,18 +389,26 @@ class AjeraConnector:
             manager["EmployeeKey"] = int(manager["EmployeeKey"])
         return body
 
-    async def _list(self, method: str, noun: str, version: int, args: dict) -> list[dict]:
+    async def _list(self, method: str, noun: str, version: int, args: dict, *,
+                    start: int = 1) -> list[dict]:
+        """Every row of a listing, page by page (from page ``start``)."""
         rows: list[dict] = []
-        number = 1
+        number = start
         while True:
-            content, paging = await self._call(
-                method, version, args, paging={"PageResults": True, "PageNumber": number,
-                                               "PageSize": self.settings.list_page_size})
-            rows.extend(content.get(noun) or [])
-            count = int(paging.get("PageCount") or 1)
+            got, count = await self._page(method, noun, version, args, number,
+                                          self.settings.list_page_size)
+            rows.extend(got)
             if number >= count:
                 return rows
             number += 1
+
+    async def _page(self, method: str, noun: str, version: int, args: dict, number: int,
+                    size: int) -> tuple[list[dict], int]:
+        """One page of a listing, and its ``PageCount`` (1 when Ajera gives none)."""
+        content, paging = await self._call(
+            method, version, args, paging={"PageResults": True, "PageNumber": number,
+                                           "PageSize": size})
+        return content.get(noun) or [], int(paging.get("PageCount") or 1)
 
     async def _write(self, noun: str, version: int, updated: list, unchanged: Any) -> dict:
         return await self._call(f"Update{noun}", version, {}, write={

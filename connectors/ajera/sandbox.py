@@ -16,7 +16,9 @@ sbo-inc/ajera) and this sandbox does:
   (``RequestedProjects``) the flat v2 bundle ``Projects``/``InvoiceGroups``/``Phases``/
   ``Resources``; ``UpdateProjects`` takes ``UpdatedProjects`` (key + changed fields) **and**
   ``UnchangedProjects`` (the baseline as read). Clients, contacts and employees the same way
-  (``ListClients``/``GetClients``/``UpdateClients``...). New records carry negative keys, all
+  (``ListClients``/``GetClients``/``UpdateClients``...; ``ListClients`` also filters by
+  ``FilterByStatus`` and ``FilterByNameEquals``, the name being the client's ``Description``).
+  Each ``FilterBy...Like``/``...Equals`` takes one value. New records carry negative keys, all
   distinct; the answer echoes ``Original<X>Key`` with the new key and ``NumberOf<X>Updated``.
 - Paging, off by default: top-level ``PageResults``, ``PageSize`` (10), ``PageNumber`` (1);
   the answer adds ``PageSize``, ``PageNumber``, ``PageCount``.
@@ -33,6 +35,9 @@ Choices where the documentation is silent (uncertain):
   username or password" (both HTTP 200). An ``<id>`` that is not a base64 JSON object: HTTP 404.
 - ``Errors`` items are ``{ErrorID, ErrorMessage}``.
 - Lists answer in key order.
+- Text filters ignore case (SQL Server's usual collation): ``FilterByDescriptionEquals`` and
+  ``FilterByNameEquals`` compare the whole ``Description``, ``FilterByIDLike`` ("LIKE match")
+  keeps the IDs that contain the value (``%`` at its ends ignored), as sbo-inc/ajera reads it.
 - The baseline is checked: a ``Unchanged<X>`` record whose values differ from the stored ones
   (someone changed it since it was read) refuses the whole call with ResponseCode 409; a
   missing baseline, ResponseCode 400. Every Update call is all-or-nothing.
@@ -368,6 +373,7 @@ class AjeraSandbox(Sandbox):
         status = args.get("FilterByStatus")
         like = args.get("FilterByIDLike")
         equals = args.get("FilterByDescriptionEquals")
+        name = args.get("FilterByNameEquals")
         for key in sorted(self.data[kind.plural]):
             r = self.data[kind.plural][key]
             if not self._modified_filter(kind.plural, key, args):
@@ -381,6 +387,9 @@ class AjeraSandbox(Sandbox):
                     continue
                 if equals and (r.get("Description") or "").lower() != equals.lower():
                     continue
+            if kind.plural == "Clients" and name and \
+                    (r.get("Description") or "").lower() != name.lower():
+                continue
             out.append({kind.key: key, **{f: r.get(f) for f in kind.listed},
                         "LastModifiedDate": self._date(kind.plural, key)})
         return out

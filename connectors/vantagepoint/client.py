@@ -12,21 +12,26 @@ a minute before ``expires_in`` runs out, and fetched again once when a request i
 Changes: Vantagepoint documents no modified-since filter. ``changes`` lists only the key and
 ``ModDate`` of the records (``fieldFilter``, ``key_page_size`` a page), newest first
 (``order=ModDate_D``) down to the first one older than ``since`` (a first read lists them all),
-sorted by (``ModDate``, key), and reads them: one by one (``GET {hub}/{key}``) when they are
-few, else by pages of the whole listing. So an idle run costs one small request per hub,
-whatever its size, and ``changes`` yields in (``ModDate``, key) order
-(``ordered``). A record's ``modified`` is the ``ModDate`` of the key listing (see the Ajera
-connector for why). Hard deletes are not reported (no feed): a complete read lets the engine
-see them. The records read by pages of the whole listing are held until the read ends (a
-first sync holds the hub; later runs hold only what changed).
+sorted by (``ModDate``, key), and reads them: one by one (``GET {hub}/{key}``) or by pages of
+the whole listing (which: see below). So an idle run costs one small request per hub, whatever
+its size, and ``changes`` yields in (``ModDate``, key) order (``ordered``). A record's
+``modified`` is the ``ModDate`` of the key listing (see the Ajera connector for why). Hard
+deletes are not reported (no feed): a complete read lets the engine see them. The records read by
+pages of the whole listing are held until the read ends (a first sync holds the hub; later runs
+hold only what changed).
 
 Requests, and why the count is what it is: Vantagepoint documents no modified-since filter and no
 read of several keys at once, so a change listing is the key listing above, one request per
 ``key_page_size`` changed keys (default 1,000; no maximum is published; a first read lists
-every key), then either one
-``GET {hub}/{key}`` per changed record, when at most ``FEW`` (50) changed, or one request per
+every key), then either one ``GET {hub}/{key}`` per changed record or one request per
 ``page_size`` records of the whole hub (default 500), plus one ``GET {hub}/{key}`` per changed key
-that read did not meet. ``count()`` is the key listing again. ``get`` is one ``GET {hub}/{key}``
+that read did not meet. Which: when the key listing went to the hub's end (a first read, or every
+record changed), it counted the hub, and the one of fewer requests is taken (the pages, from two
+records on with the default sizes); when it stopped at the cursor, the hub's size is not known (no
+count is documented; learning it means listing the rest of its keys, requests a small change would
+not repay), so up to ``FEW`` (50) changed records are read one by one, more by pages. ``count()``
+is the key listing again: Vantagepoint documents no count or total, and that listing (key and
+``ModDate``, stopping at the cursor) is its cheapest read. ``get`` is one ``GET {hub}/{key}``
 per id (``capabilities.max_get`` is ``FEW``: 50 ids a call). ``find`` reads the whole hub by pages
 of ``page_size`` and compares here (no documented filter). A create (``POST``), an update (``PUT``)
 or a delete is one request: the ``POST`` and ``PUT`` answers are the record as stored, and nothing
@@ -63,7 +68,8 @@ from connectors.base import (AuthError, Capabilities, ConnectorError, EntityInfo
 from connectors.http import HttpClient, SlidingWindowLimiter
 
 KEYS = {"project": "WBS1", "firm": "ClientID", "contact": "ContactID", "employee": "Employee"}
-FEW = 50        # changed records read one by one; more: by pages of the listing
+FEW = 50        # changed records read one by one; more: by pages of the listing (when the
+                # hub's size is unknown; else whichever costs fewer requests)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -205,8 +211,10 @@ class VantagepointConnector:
         raise AssertionError("unreachable")
 
     # --- reading -------------------------------------------------------------------------
-    async def _stamps(self, entity: str, since: datetime | None) -> list[tuple[datetime, str]]:
-        """(ModDate, key) of the records changed at or after ``since``, in that order. With a
+    async def _stamps(self, entity: str, since: datetime | None
+                      ) -> tuple[list[tuple[datetime, str]], bool]:
+        """(ModDate, key) of the records changed at or after ``since``, in that order, and
+        whether the listing went to the hub's end (they are then all its records). With a
         ``since``, the keys are listed newest first (``order=ModDate_D``) and the listing stops
         at the first older one, so an idle run reads one page of keys, not the whole hub. (A
         record without a ``ModDate`` sorts last and is read by a complete listing only: it
@@ -227,17 +235,23 @@ class VantagepointConnector:
                     break
                 stamps.append((when or _EPOCH, str(row[key])))
             if older or len(rows) < self.settings.key_page_size:
-                return sorted(stamps)
+                return sorted(stamps), not older
             page += 1
 
     async def count(self, entity: str, since: datetime | None) -> int:
-        """How many records ``changes`` would yield: the key listing alone."""
-        return len(await self._stamps(entity, since))
+        """How many records ``changes`` would yield: the key listing alone (key and
+        ``ModDate`` only, stopping at ``since``). Vantagepoint documents no count or total,
+        and no listing cheaper than this one."""
+        return len((await self._stamps(entity, since))[0])
 
     async def changes(self, entity: str, since: datetime | None) -> AsyncIterator[list[Record]]:
         key = self._key(entity)
-        stamps = await self._stamps(entity, since)
-        if len(stamps) <= FEW:
+        stamps, whole = await self._stamps(entity, since)
+        if whole:       # the hub's size is known: its pages cost len // page_size + 1 requests
+            by_pages = len(stamps) // self.settings.page_size + 1 < len(stamps)
+        else:           # it is not (the listing stopped at the cursor; no count is documented)
+            by_pages = len(stamps) > FEW
+        if not by_pages:
             got = {r.id: r for r in await self.get(entity, [k for _, k in stamps])}
         else:
             wanted = {k for _, k in stamps}

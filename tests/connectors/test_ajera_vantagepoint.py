@@ -202,3 +202,163 @@ async def test_vantagepoint_idle_read_is_one_key_listing_and_an_expired_token_is
     finally:
         await c.close()
         await sb.stop()
+
+
+# --- requests: what each read and write costs, counted at the sandboxes --------------------
+class _Methods(AjeraSandbox):
+    """The Ajera sandbox, noting the method of each call after a session (``methods``)."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.methods: list[str] = []
+
+    async def _call(self, method, version, args, body):
+        self.methods.append(method)
+        return await super()._call(method, version, args, body)
+
+
+async def _ajera_counted(records: int, **settings):
+    sb = _Methods(seed=1, records=records, clock=Clock(START))
+    await sb.start(0)
+    c = AjeraConnector("ajera", AjeraConnector.Settings(
+        base_url=sb.url, api_id=sb.id_blob, username="sandbox", password="sandbox-password",
+        requests_per_second=1000, attempts=3, max_wait=0, **settings))
+    await c.start()
+    await c.get("projects", ["1"])               # both sessions open: they are not counted
+    await c.get("clients", ["1"])
+    sb.methods.clear()
+    sb.reset_hits()
+    return sb, c
+
+
+async def test_ajera_count_is_one_request_of_one_row_whatever_the_backlog():
+    """count() asks for one-row pages: the answer's PageCount is the backlog. It was the
+    listing again, one request per list_page_size rows (4 here for 7 rows)."""
+    sb, c = await _ajera_counted(7, list_page_size=2)
+    try:
+        assert await c.count("projects", None) == 7
+        assert sb.methods == ["ListProjects"] and len(sb.hits) == 1        # was 4
+        sb.methods.clear()
+        assert await c.count("time", None) == 7
+        assert sb.methods == ["ListProjectTransactions"]                  # was 4
+        sb.clock.advance(60)
+        since = sb.clock.now()
+        assert await c.count("projects", since) == 0
+        for key in (2, 4, 6):
+            sb.edit("Projects", key, Location="Elsewhere")
+        sb.methods.clear()
+        assert await c.count("projects", since) == 3
+        assert await c.count("clients", since) == 0
+        assert sb.methods == ["ListProjects", "ListClients"]              # was 2 and 1
+        assert await c.count("projects", since) == \
+            sum([len(p) async for p in c.changes("projects", since)])
+    finally:
+        await c.close()
+        await sb.stop()
+
+
+async def test_ajera_find_lists_by_the_documented_filter_and_reads_only_what_it_lists():
+    """find by projects' Description or ID, or clients' Description, lists that value only
+    (FilterByDescriptionEquals, FilterByIDLike, FilterByNameEquals) and reads what it lists;
+    it listed and read the whole entity (30 projects in pages of 5: 13 requests)."""
+    sb, c = await _ajera_counted(30, page_size=5)
+    try:
+        name = sb.data["Projects"][7]["Description"]
+        found = await c.find("projects", "Description", [f"  {name.upper()} "])
+        assert [r.id for r in found] == ["7"] and found[0].fields["Totals.SpentLabor"] > 0
+        assert sb.methods == ["ListProjects", "GetProjects", "GetProjectTotals"]  # was 13
+        sb.methods.clear()
+        assert [r.id for r in await c.find("projects", "ID", ["24-00012"])] == ["12"]
+        assert sb.methods == ["ListProjects", "GetProjects", "GetProjectTotals"]  # was 13
+        sb.methods.clear()
+        assert await c.find("projects", "ID", ["24-99999"]) == []
+        assert sb.methods == ["ListProjects"]                                     # was 13
+        sb.methods.clear()
+        client = sb.data["Clients"][3]["Description"]
+        assert [r.id for r in await c.find("clients", "Description", [client])] == ["3"]
+        assert sb.methods == ["ListClients", "GetClients"]                        # was 4
+        sb.methods.clear()
+        # two values: the first page of the whole listing gives its size (30: 12 reads);
+        # two filtered listings and their reads (4) are cheaper
+        names = [sb.data["Projects"][k]["Description"] for k in (3, 25)]
+        assert sorted(r.id for r in await c.find("projects", "Description", names)) == \
+            ["25", "3"]
+        assert sb.methods == ["ListProjects"] * 3 + ["GetProjects", "GetProjectTotals"]
+        sb.methods.clear()
+        # e-mail has no documented filter: the whole entity, as before (1 + 30 / 5)
+        email = sb.data["Employees"][9]["Email"]
+        assert [r.id for r in await c.find("employees", "Email", [email])] == ["9"]
+        assert sb.methods == ["ListEmployees"] + ["GetEmployees"] * 6
+    finally:
+        await c.close()
+        await sb.stop()
+
+
+async def test_ajera_find_of_several_values_on_a_small_entity_reads_it_whole():
+    """Where reading everything costs no more than a filtered listing per value, the first
+    page of the whole listing serves it: the same three requests as before."""
+    sb, c = await _ajera_counted(30)
+    try:
+        names = [sb.data["Projects"][k]["Description"] for k in (3, 25)]
+        assert sorted(r.id for r in await c.find("projects", "Description", names)) == \
+            ["25", "3"]
+        assert sb.methods == ["ListProjects", "GetProjects", "GetProjectTotals"]
+    finally:
+        await c.close()
+        await sb.stop()
+
+
+async def test_ajera_project_update_reads_back_without_its_totals():
+    """The engine takes from an update's answer only the fields it wrote, and the totals
+    are read only: the read back skips GetProjectTotals (three requests, not four). A create
+    keeps it: the engine keeps the whole created record as its base."""
+    sb, c = await _ajera_counted(3)
+    try:
+        updated = await c.update("projects", "1", {"Location": "Ours"})
+        assert updated.fields["Location"] == "Ours" and updated.version
+        assert not any(k.startswith("Totals.") for k in updated.fields)
+        assert sb.methods == ["GetProjects", "UpdateProjects", "GetProjects"]     # was 4
+        sb.methods.clear()
+        again = await c.update("projects", "1", {"Location": "Theirs", "Totals.Billed": 5.0})
+        assert again.fields["Totals.Billed"] == 0.0               # asked for: read, as stored
+        assert sb.methods == ["GetProjects", "UpdateProjects", "GetProjects",
+                              "GetProjectTotals"]
+        sb.methods.clear()
+        created = await c.create("projects", {"Description": "Harbor Annex", "Status": "Active"})
+        assert created.fields["Totals.SpentLabor"] == 0.0
+        assert sb.methods == ["UpdateProjects", "GetProjects", "GetProjectTotals"]
+    finally:
+        await c.close()
+        await sb.stop()
+
+
+async def test_vantagepoint_a_listing_that_counted_the_hub_reads_it_by_pages():
+    """When the key listing went to the hub's end, it knows the hub's size: 30 projects are
+    one page (page_size 500), not 30 reads one by one. Stopped at a cursor, the size is not
+    known and up to FEW changed records are still read one by one."""
+    sb = VantagepointSandbox(seed=1, records=30, clock=Clock(START))
+    await sb.start(0)
+    c = vantagepoint(sb)
+    await c.start()
+    try:
+        await c.check()
+        sb.reset_hits()
+        every = [r for p in [p async for p in c.changes("project", None)] for r in p]
+        assert len(every) == 30 and all(r.fields.get("Name") for r in every)
+        gets = [h for h in sb.hits if h.method == "GET"]
+        assert len(gets) == 2                                     # was 31: keys + 30 reads
+        assert "fieldFilter=" in gets[0].query and gets[1].path == "/api/project"
+        sb.clock.advance(600)
+        since = sb.clock.now()
+        sb.clock.advance(60)
+        for r in every[3:10]:
+            sb.edit("project", r.id, LongName=f"edited {r.id}")
+        sb.reset_hits()
+        got = [r for p in [p async for p in c.changes("project", since)] for r in p]
+        assert sorted(r.id for r in got) == sorted(r.id for r in every[3:10])
+        reads = [h for h in sb.hits if h.method == "GET"]
+        assert len(reads) == 8                                    # keys + 7 one by one
+        assert all(h.path.startswith("/api/project/") for h in reads[1:])
+    finally:
+        await c.close()
+        await sb.stop()
