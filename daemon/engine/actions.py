@@ -194,6 +194,7 @@ class Recover:
     found_fields: dict[str, Any] = field(default_factory=dict)
     target_base: dict[str, Any] = field(default_factory=dict)
     revert: dict[str, Any] = field(default_factory=dict)
+    source_gone: bool = False                    # deleted since: nothing to write back to
 
 
 Action = Union[Update, Link, Create, Recreate, Delete, Mark, Unlink, Tombstone, Hold, DropHold,

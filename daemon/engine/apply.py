@@ -443,7 +443,8 @@ class Applier:
                            reason=a.reason or "nothing was created")
             return
         source_values = dict(a.source_base)
-        revert = owned_by(c.flow, a.target, a.found_fields, source_values, self.tctx)
+        revert = {} if a.source_gone else owned_by(c.flow, a.target, a.found_fields,
+                                                  source_values, self.tctx)
         row = {"integration": c.integration, "flow": c.flow.name,
                f"{a.source}_id": a.source_id, f"{a.target}_id": a.found, "state": "ok",
                "updated_at": now(), "left_version": None, "right_version": None,

@@ -4,6 +4,10 @@ then by natural key. Reads only; the answer is a ``Recover`` action.
 
 An intent with neither an external id nor a natural key cannot be checked: it is never
 guessed away (that could create the record twice), it goes to review for a person.
+
+A record found whose create would have been followed by a write-back to its source (a field
+the target owns, ``owned_by``) asks the source first: deleted since, it gets no write-back
+(the run reads its deletion next), so a plan says what the run then does.
 """
 from __future__ import annotations
 
@@ -65,6 +69,11 @@ async def lookup(ctx: StepContext, intent: dict[str, Any]) -> Recover:
                        else sent.get(p)) for p in ctx.flow.base_paths[target]
                    if p in rec.fields or p in sent}
     source_base = keys.get("source_base", {})
+    revert = owned_by(ctx.flow, target, rec.fields, source_base, Context())
+    gone = False
+    if revert:      # the write-back's record may have been deleted since: asked, not guessed
+        there = await ctx.sides[source].get(ctx.flow.rules.entity(source), [sid])
+        gone = not any(r.id == sid and not r.deleted for r in there)
     return Recover(source, sid, target, rec.id, source_base=source_base,
                    found_fields=dict(rec.fields), target_base=target_base,
-                   revert=owned_by(ctx.flow, target, rec.fields, source_base, Context()))
+                   revert={} if gone else revert, source_gone=gone)

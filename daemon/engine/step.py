@@ -21,7 +21,7 @@ from connectors.base import AuthError, Connector, ConnectorError, UnavailableErr
 from connectors.pace import together
 from daemon.engine import intents, match
 from daemon.engine.actions import (Action, Create, Delete, Link, Mark, Recover, Review, Skip,
-                                   Unchanged, describe, tally)
+                                   Unchanged, Unlink, describe, tally)
 from daemon.engine.apply import Applier, base_row
 from daemon.engine.backlog import Batch
 from daemon.engine.chunk import UnitOfWork
@@ -109,6 +109,10 @@ class _Step:
         self.dry = ctx.options.dry_run
         self.sit = Situation(enforce=ctx.options.enforce)
         self.claimed: dict[Side, set[str]] = {"left": set(), "right": set()}
+        # a plan: records its deletes would remove, and ids whose link it would drop; the
+        # run's matching no longer meets them so, and neither may the plan's (``_after_plan``)
+        self.gone: dict[Side, set[str]] = {"left": set(), "right": set()}
+        self.freed: dict[Side, set[str]] = {"left": set(), "right": set()}
         self.blocked: dict[Side, set[str]] = {"left": set(), "right": set()}
         self.staging = Staging(ctx)
         # a plan: links the run would have made before reading (creates found again)
@@ -188,6 +192,7 @@ class _Step:
                 if row is not None:
                     self.result.planned.append(row)
                 self._plan_links(a)
+                self._plan_gone(a)
             if self.keep:
                 self.result.actions.extend(a for a, _ in actions)
             await uow.commit()
@@ -219,6 +224,29 @@ class _Step:
                     bad |= deriver.parents_of(rid) if deriver is not None else {rid}
             out[side] = {i: v for i, v in read.items() if i not in bad}
         return out
+
+    def _plan_gone(self, a: Action) -> None:
+        if isinstance(a, Delete):
+            self.gone[a.target].add(a.target_id)
+            self.freed[a.target].add(a.target_id)
+            self.freed[other(a.target)].add(a.gone_id)
+        elif isinstance(a, Unlink):
+            for side in ("left", "right"):
+                self.freed[side].add(a.ids[side])
+
+    def _after_plan(self, target: Side, found: match.Candidates) -> None:
+        """A plan's candidates as the run meets them once the plan's deletes and unlinks are
+        done: a record it deletes is no candidate (the system's search no longer returns
+        it), and one whose link it drops is not taken."""
+        gone = self.gone[target]
+        if gone:
+            for rid, cands in list(found.by_record.items()):
+                kept = [c for c in cands if c["record_id"] not in gone]
+                if kept:
+                    found.by_record[rid] = kept
+                else:
+                    del found.by_record[rid]
+        found.linked -= self.freed[target]
 
     def _plan_links(self, a: Action) -> None:
         links = self.result.planned_links
@@ -492,6 +520,8 @@ class _Step:
         if not active:
             return out
         found = await match.candidates(c, side, active)
+        if self.dry:
+            self._after_plan(target, found)
         taken = found.linked | self.claimed[target]         # a new set, this chunk's own
         for r in active:
             cands = found.by_record.get(r["record_id"], [])
