@@ -224,7 +224,7 @@ class Staging:
                         hash=value_hash(base_paths, {}), version=None))
                     continue
                 data = mapped(paths, rec.fields)
-                bad = unstorable(data)
+                text, bad = _stored(data)
                 if bad:
                     self.fail(side, rec.id, bad)
                     continue
@@ -234,7 +234,7 @@ class Staging:
                     run_id=ctx.run_id, flow=ctx.flow.name, side=side, record_id=rec.id,
                     seq=self.seq, modified=iso(rec.modified), deleted=deleted,
                     passes=holds(rules.filter.get(side, []), rec.fields),
-                    excluded=rec.id in ex, pushed=rec.id in pushed, data=dumps(data),
+                    excluded=rec.id in ex, pushed=rec.id in pushed, data=text,
                     hash=value_hash(base_paths, rec.fields), version=rec.version))
                 if rec.id in ex:
                     ctx.counts["excluded"] += 1
@@ -310,6 +310,24 @@ def _new_ground(start: Cursor, modified, record_id: str) -> bool:
     if start.at is not None and modified is not None and modified < start.at:
         return False
     return not start.seen(modified, record_id)
+
+
+def _stored(data: dict[str, Any]) -> tuple[str, str | None]:
+    """The JSON text a record's values are staged as, and why they cannot be (``unstorable``)
+    or None. The encoder refuses text that is not valid Unicode, and a NUL shows in its
+    output: only then are the values looked at one by one."""
+    try:
+        text = dumps(data)
+    except TypeError:                   # orjson's refusal of a lone surrogate
+        bad = unstorable(data)
+        if bad:
+            return "", bad
+        raise
+    if "\\u0000" in text:
+        bad = unstorable(data)
+        if bad:
+            return "", bad
+    return text, None
 
 
 def unstorable(data: dict[str, Any]) -> str | None:

@@ -269,10 +269,16 @@ async def test_a_value_no_system_can_store_is_a_record_error_not_a_failed_run(st
     p = await make_pair(state_url, [item_flow()])
     p.L.put("items", {"key": "k1", "name": "bad\x00byte"})
     p.L.put("items", {"key": "k2", "name": "fine"})
+    p.L.put("items", {"key": "k3", "name": "half a pair \ud800"})
+    p.L.put("items", {"key": "k4", "name": "a NUL written out: \\u0000"})    # stored as is
     r = await p.sync()
-    assert r.status == "errors" and len(p.R.data["items"]) == 1
-    (err,) = await p.rows("record_errors")
-    assert "NUL" in err["message"]
+    assert r.status == "errors" and len(p.R.data["items"]) == 2
+    errs = {e["record_id"]: e["message"] for e in await p.rows("record_errors")}
+    assert len(errs) == 2
+    assert any("NUL" in m for m in errs.values())
+    assert any("not valid Unicode" in m for m in errs.values())
+    assert sorted(r["fields"]["title"] for r in p.R.data["items"].values()) == [
+        "a NUL written out: \\u0000", "fine"]
 
 
 async def test_a_linked_record_read_back_unreadable_leaves_its_partner_alone_and_is_reported(
