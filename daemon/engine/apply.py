@@ -126,6 +126,8 @@ class Applier:
             return False
         except NotFoundError as exc:
             self._fail(action, hashes, f"record gone during the write: {exc.message}")
+            for side, rid in _written(action):  # read by id next run: its deletion is seen
+                self.uow.rereads.append((side, rid))
         except RecordError as exc:
             self._fail(action, hashes, exc.message)
         except Exception as exc:  # noqa: BLE001 - one record must never stop the others
@@ -460,6 +462,20 @@ class Applier:
 
 def _both(first: RecordError, bad: list[str], again: RecordError) -> str:
     return (f"{first.message}; sent again without {', '.join(bad)}: {again.message}")
+
+
+def _written(a: Action) -> list[tuple[Side, str]]:
+    """The records an action writes to (not creates). One found gone during the write was
+    deleted there after the run read its side (or before, past the cursor: a deletion the
+    listing did not report); read again by id next run, it is staged as deleted and its
+    pair planned as a deletion, instead of the write failing again every run until the error
+    is quarantined and the deletion never carried over."""
+    match a:
+        case Update(writes=writes) | Link(writes=writes):
+            return [(w.side, w.id) for w in writes]
+        case Mark(target=t, target_id=i):
+            return [(t, i)]
+    return []
 
 
 def _records(a: Action) -> list[tuple[Side, str]]:
