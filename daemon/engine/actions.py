@@ -131,9 +131,11 @@ class Hold:
 
 @dataclass(frozen=True)
 class DropHold:
-    """A held delete whose record turned out to be there after all."""
+    """A held delete whose record turned out to be there after all, or whose target was
+    deleted meanwhile (nothing left to hold: the deletion is planned as any other)."""
     hold_id: int
     record_id: str
+    reason: str = "seen again"
 
 
 @dataclass(frozen=True)

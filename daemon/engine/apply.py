@@ -193,9 +193,9 @@ class Applier:
                                         record_id=a.target_id, action=a.action,
                                         run_id=c.run_id, approved=False, created_at=now()))
                 tally(a, c.counts)
-            case DropHold(hold_id=hold_id, record_id=rid):
+            case DropHold(hold_id=hold_id, record_id=rid, reason=why):
                 u.dropped_holds.append(hold_id)
-                c.log.info("delete.hold_dropped", record=rid, reason="seen again")
+                c.log.info("delete.hold_dropped", record=rid, reason=why)
             case Review(side=side, id=rid, candidates=cands, reason=reason, mark=mark):
                 c.log.warning("match.ambiguous" if cands else "record.review", side=side,
                               record=rid, reason=reason, candidates=list(cands)[:10])

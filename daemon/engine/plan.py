@@ -50,12 +50,19 @@ def plan_pair(flow: Flow, link: Mapping[str, Any], recs: Mapping[Side, dict | No
     out: list[Action] = []
     hold = sit.held.get(link["id"])
     if hold is not None:
+        target = recs[hold["target"]]
         seen = recs[other(hold["target"])]
-        if seen is None or seen["deleted"]:
+        if target is not None and target["deleted"]:
+            # the record the hold would delete was deleted there meanwhile: nothing is left
+            # to hold, and its own deletion is planned below like any other (kept holding,
+            # it went by unnoticed, and an approval would leave its partner behind)
+            out.append(DropHold(hold["id"], target["record_id"], "deleted meanwhile"))
+        elif seen is None or seen["deleted"]:
             return [Hold(link["id"], hold["target"], hold["record_id"], hold["action"],
                          new=False)]
-        # the record the hold was about is there after all (a side that looked empty)
-        out.append(DropHold(hold["id"], seen["record_id"]))
+        else:
+            # the record the hold was about is there after all (a side that looked empty)
+            out.append(DropHold(hold["id"], seen["record_id"]))
     seen_ids = tuple((s, r["record_id"]) for s, r in recs.items() if r is not None)
     if (not sit.enforce and link["state"] == "ok" and all(
             r is None or (not r["deleted"] and r["passes"] and r["hash"] == link[f"{s}_hash"])

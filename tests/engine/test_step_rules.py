@@ -415,3 +415,28 @@ async def test_a_reference_list_the_system_cannot_give_stops_the_step_that_needs
     assert r.steps[0].status == "failed"
     assert r.steps[0].message == "stopped: right system cannot list reps: 'reps'"
     assert p.R.writes == 0
+
+
+async def test_a_held_delete_whose_record_is_deleted_meanwhile_carries_its_deletion_over(
+        state_url):
+    """A left listing suddenly empty holds the deletes toward the right. Then a right record
+    is really deleted: its tombstone is not absorbed by the hold (held on, an approval would
+    drop the pair and leave the left record behind, to be created on the right again the next
+    time it changed). The hold goes, the deletion is carried to the left by its rule, and the
+    holds of the records still there stand."""
+    p = await make_pair(state_url, [item_flow(delete=dict(to_left=dict(action="delete"),
+                                                          to_right=dict(action="delete")))])
+    ids = [p.L.put("items", {"key": f"k{i}", "name": str(i)}) for i in range(3)]
+    await p.sync()
+    p.L.empty = True
+    held = await p.sync(full=True)
+    p.L.empty = False
+    assert "deletes held" in held.steps[0].message and len(await p.rows("held_deletes")) == 3
+    right = {r["fields"]["code"]: rid for rid, r in p.R.data["items"].items()}
+    p.R.remove("items", right["k0"])
+    plan = await p.sync(dry_run=True)
+    r = await p.sync()
+    assert r.steps[0].counts["deleted"] == 1 and plan.steps[0].counts["deleted"] == 1
+    assert ids[0] not in p.L.data["items"] and set(p.L.data["items"]) == set(ids[1:])
+    assert len(await p.rows("held_deletes")) == 2           # the other two still held
+    assert {x["left_id"] for x in await p.rows("links")} == set(ids[1:])
