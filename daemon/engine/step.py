@@ -425,9 +425,9 @@ class _Step:
 
     def _quiet(self, unit: dict) -> bool:
         """A pair read on both sides whose records both equal their bases, with nothing
-        standing on it: its plan is ``Unchanged`` (``plan_pair`` decides the same), known
-        without decoding its values. A plan or a preview plans every pair."""
-        if self.keep or self.sit.enforce:
+        standing on it: its plan is ``Unchanged`` (``plan_pair`` decides the same action),
+        known without decoding its values."""
+        if self.sit.enforce:
             return False
         link = unit["link"]
         if link["state"] != "ok" or link["id"] in self.sit.held:
