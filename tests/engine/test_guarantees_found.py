@@ -58,14 +58,9 @@ def test_a_lost_create_whose_source_was_deleted_since_is_planned_as_it_runs(mach
     m.quiescent_sync_checks()
 
 
-def test_a_record_deleted_while_a_delete_toward_it_was_held_is_deleted_on_the_other_side(
-        machine):
-    """A listing that was suddenly empty held the deletes toward the right; then a right
-    record was really deleted, and its left partner edited. The update found the right
-    record gone, and failed so every run until the error was quarantined: the deletion was
-    never carried over and the left record stayed unsynced. The record a write finds gone is
-    now read by id next run, so its deletion is planned."""
-    m = machine
+def _holds_then_a_right_record_deleted(m) -> None:
+    """The start both sequences below share: three synced pairs, a left listing suddenly
+    empty (the deletes toward the right held), a left edit, a right record deleted."""
     m.quiescent_sync_checks()
     m.create(a="", b="", c="", key="k0", side="left")
     m.quiescent_sync_checks()
@@ -82,6 +77,17 @@ def test_a_record_deleted_while_a_delete_toward_it_was_held_is_deleted_on_the_ot
     m.tick(seconds=30)
     m.sync()
     m.delete(n=19, side="left")
+
+
+def test_a_record_deleted_while_a_delete_toward_it_was_held_is_deleted_on_the_other_side(
+        machine):
+    """A listing that was suddenly empty held the deletes toward the right; then a right
+    record was really deleted, and its left partner edited. The update found the right
+    record gone, and failed so every run until the error was quarantined: the deletion was
+    never carried over and the left record stayed unsynced. The record a write finds gone is
+    now read by id next run, so its deletion is planned."""
+    m = machine
+    _holds_then_a_right_record_deleted(m)
     m.sync_while_a_record_is_edited_mid_page(n=36, side="left", value="a")
     m.sync()
     m.delete(n=38, side="right")
@@ -97,22 +103,7 @@ def test_a_record_deleted_while_a_delete_toward_it_was_held_is_deleted_on_the_ot
 def test_a_held_delete_whose_record_went_meanwhile_is_planned_as_it_runs(machine):
     """The same kind of sequence, ending in a plan that held a delete the run did not."""
     m = machine
-    m.quiescent_sync_checks()
-    m.create(a="", b="", c="", key="k0", side="left")
-    m.quiescent_sync_checks()
-    m.full_sync_with_one_side_suddenly_empty(side="left")
-    m.create(a="", b="", c="", key="k7", side="left")
-    m.sync()
-    m.quiescent_sync_checks()
-    m.create(a="", b="", c="", key="k11", side="left")
-    for _ in range(10):
-        m.quiescent_sync_checks()
-    m.full_sync_with_one_side_suddenly_empty(side="left")
-    m.edit(field=0, n=22, side="left", value="")
-    m.delete(n=33, side="right")
-    m.tick(seconds=30)
-    m.sync()
-    m.delete(n=19, side="left")
+    _holds_then_a_right_record_deleted(m)
     m.sync_while_a_record_is_edited_mid_page(n=0, side="left", value="a")
     m.sync()
     m.delete(n=0, side="right")
