@@ -113,6 +113,9 @@ class _Step:
         # run's matching no longer meets them so, and neither may the plan's (``_after_plan``)
         self.gone: dict[Side, set[str]] = {"left": set(), "right": set()}
         self.freed: dict[Side, set[str]] = {"left": set(), "right": set()}
+        # records in review because of a record this step deleted or unlinked: decided again
+        self.woken: dict[Side, set[str]] = {"left": set(), "right": set()}
+        self._woke_for: set[str] = set()
         self.blocked: dict[Side, set[str]] = {"left": set(), "right": set()}
         self.staging = Staging(ctx)
         # a plan: links the run would have made before reading (creates found again)
@@ -128,6 +131,7 @@ class _Step:
         await self._intents()
         await self._approved()
         cursors = await self._stage_both()
+        await self._wake()          # approved deletes (above) may have freed a review's reason
         if self.staging.seq >= q.STATS_AFTER:
             async with c.db.begin() as conn:
                 await q.refresh_statistics(conn, self.staging.seq)
@@ -138,6 +142,7 @@ class _Step:
             await self._breaker()
             for side in ("left", "right"):  # a pair met from the left is unstaged on commit
                 await self._linked(side)
+            await self._wake()
             for side in ("left", "right"):
                 await self._unlinked(side)
         if not self.dry:
@@ -192,7 +197,7 @@ class _Step:
                 if row is not None:
                     self.result.planned.append(row)
                 self._plan_links(a)
-                self._plan_gone(a)
+                self._gone(a)
             if self.keep:
                 self.result.actions.extend(a for a, _ in actions)
             await uow.commit()
@@ -202,6 +207,8 @@ class _Step:
         for a, _ in actions:            # left for later: not acknowledged to a feed
             if isinstance(a, Review) or (isinstance(a, Skip) and a.reason in UNSETTLED):
                 self.ctx.reading.unsettled.add((a.side, a.id))
+        for a, _ in actions:
+            self._gone(a)
         try:
             await Applier(self.ctx, uow, tctx).run(actions)
         finally:
@@ -225,7 +232,10 @@ class _Step:
             out[side] = {i: v for i, v in read.items() if i not in bad}
         return out
 
-    def _plan_gone(self, a: Action) -> None:
+    def _gone(self, a: Action) -> None:
+        """The records a delete or an unlink of this step removes, or frees of their link:
+        a plan matches as the run would after them (``_after_plan``), and reviews that named
+        them are decided again (``_wake``)."""
         if isinstance(a, Delete):
             self.gone[a.target].add(a.target_id)
             self.freed[a.target].add(a.target_id)
@@ -233,6 +243,24 @@ class _Step:
         elif isinstance(a, Unlink):
             for side in ("left", "right"):
                 self.freed[side].add(a.ids[side])
+
+    async def _wake(self) -> None:
+        """Records parked in review because a candidate was already linked, when this step
+        deleted that candidate or dropped its link: read again by id and decided in this
+        step's unlinked pass, not left parked until they change (the reason they waited
+        for is gone, and nothing else would read them again)."""
+        c = self.ctx
+        freed = (self.freed["left"] | self.freed["right"]) - self._woke_for
+        if not freed or not (await c.record_state()).may("reviews"):
+            return
+        self._woke_for |= freed
+        async with c.db.begin() as conn:
+            named = await q.reviews_naming(conn, c.integration, c.flow.name, freed)
+        for side in ("left", "right"):
+            ids = [rid for s, rid in named if s == side]
+            if ids:
+                self.woken[side].update(ids)
+                await self.staging.by_id(side, c.flow.rules.entity(side), ids, set())
 
     def _after_plan(self, target: Side, found: match.Candidates) -> None:
         """A plan's candidates as the run meets them once the plan's deletes and unlinks are
@@ -509,7 +537,8 @@ class _Step:
                                                [r["record_id"] for r in active])
         mark = {r["record_id"]: f"{r['hash']}:{c.fingerprint}" for r in active}
         quiet = {r["record_id"] for r in active if not r["pushed"]
-                 and parked.get(r["record_id"]) == mark[r["record_id"]]}
+                 and parked.get(r["record_id"]) == mark[r["record_id"]]
+                 and r["record_id"] not in self.woken[side]}
         c.counts["unchanged"] += len(quiet)
         active = [r for r in active if r["record_id"] not in quiet]
         stuck = await self._quarantined(active, side)

@@ -13,7 +13,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import orjson
 from sqlalchemy import (ARRAY, DateTime, and_, any_, bindparam, delete, func, insert,
-                        literal_column, or_, select, union, update)
+                        literal_column, or_, select, tuple_, union, update)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from daemon.store.db import dumps, loads, now
@@ -595,6 +595,24 @@ async def set_reviews(conn: AsyncConnection, rows: list[dict]) -> None:
         await conn.execute(delete(reviews).where(*key))
     if rows:
         await conn.execute(insert(reviews), rows)
+
+
+async def reviews_naming(conn: AsyncConnection, integration: str, flow: str,
+                         ids: set[str]) -> list[tuple[str, str]]:
+    """(side, record_id) of the flow's reviews whose candidates name one of ``ids``. Read
+    through the flow's reviews a page at a time (they are few: each waits for a person)."""
+    out: list[tuple[str, str]] = []
+    after: tuple[str, str] = ("", "")
+    while True:
+        rows = (await conn.execute(
+            select(reviews.c.side, reviews.c.record_id, reviews.c.candidates).where(
+                reviews.c.integration == integration, reviews.c.flow == flow,
+                tuple_(reviews.c.side, reviews.c.record_id) > after)
+            .order_by(reviews.c.side, reviews.c.record_id).limit(CHUNK))).all()
+        if not rows:
+            return out
+        out += [(side, rid) for side, rid, cands in rows if ids.intersection(loads(cands) or ())]
+        after = (rows[-1][0], rows[-1][1])
 
 
 async def clear_reviews(conn: AsyncConnection, integration: str, flow: str, side: str,

@@ -112,3 +112,47 @@ def test_a_held_delete_whose_record_went_meanwhile_is_planned_as_it_runs(machine
     m.sync_while_a_record_is_edited_mid_page(n=0, side="right", value="")
     m.full_sync_with_one_side_suddenly_empty(side="left")
     m.quiescent_sync_checks()
+
+
+def test_a_review_whose_linked_candidate_is_deleted_is_decided_again(machine):
+    """A right record matched a left one already linked (to a right record since deleted, its
+    delete toward the left held): in review, parked until it changed. The held delete,
+    approved, deleted the left record, but the parked record was never decided again: it
+    stayed unsynced. Reviews that name a record the step deletes or unlinks are now read again
+    and decided in the same step."""
+    m = machine
+    m.create(a="", b="", c="", key="k0", side="right")
+    m.create(a="", b="", c="", key="k5", side="right")
+    m.create(a="", b="", c="", key="k11", side="left")
+    for _ in range(4):
+        m.quiescent_sync_checks()
+    m.delete(n=7, side="right")
+    m.full_sync_with_one_side_suddenly_empty(side="left")
+    for _ in range(3):
+        m.quiescent_sync_checks()
+    m.sync_with_crash_after_create(side="left")
+    m.quiescent_sync_checks()
+    m.quiescent_sync_checks()
+    m.delete(n=49, side="left")
+    m.quiescent_sync_checks()
+    m.create(a="", b="", c="", key="k0", side="left")
+    m.quiescent_sync_checks()
+    m.quiescent_sync_checks()
+    m.full_sync_with_one_side_suddenly_empty(side="right")
+    m.sync()
+    m.sync_with_flaky_versions()
+    m.sync()
+    m.sync_with_flaky_versions()
+    m.sync_with_failing_writes(faults=["before", None, "after"], side="left")
+    m.delete(n=22, side="right")
+    m.edit(field=0, n=24, side="right", value=" padded ")
+    m.sync_with_failing_writes(faults=["after", "after"], side="left")
+    m.delete(n=9, side="left")
+    m.sync_with_flaky_versions()
+    m.sync()
+    m.edit(field=1, n=24, side="left", value=None)
+    m.sync_with_crash_after_create(side="right")
+    m.create(a="", b=None, c="a", key="k5", side="right")
+    m.sync_with_flaky_versions()
+    m.sync()
+    m.quiescent_sync_checks()
