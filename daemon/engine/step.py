@@ -109,8 +109,8 @@ class _Step:
         self.dry = ctx.options.dry_run
         self.sit = Situation(enforce=ctx.options.enforce)
         self.claimed: dict[Side, set[str]] = {"left": set(), "right": set()}
-        # a plan: records its deletes would remove, and ids whose link it would drop; the
-        # run's matching no longer meets them so, and neither may the plan's (``_after_plan``)
+        # records this step's deletes remove, and ids whose link its deletes or unlinks drop
+        # (``_gone``): a plan matches as the run will after them, reviews naming them wake
         self.gone: dict[Side, set[str]] = {"left": set(), "right": set()}
         self.freed: dict[Side, set[str]] = {"left": set(), "right": set()}
         # records in review because of a record this step deleted or unlinked: decided again
@@ -190,6 +190,8 @@ class _Step:
     async def _do(self, actions: list[tuple[Action, dict]], tctx: Context,
                   uow: UnitOfWork | None = None) -> None:
         uow = uow or UnitOfWork(self.ctx)
+        for a, _ in actions:
+            self._gone(a)
         if self.dry:
             for a, _ in actions:
                 tally(a, self.ctx.counts)
@@ -197,7 +199,6 @@ class _Step:
                 if row is not None:
                     self.result.planned.append(row)
                 self._plan_links(a)
-                self._gone(a)
             if self.keep:
                 self.result.actions.extend(a for a, _ in actions)
             await uow.commit()
@@ -207,8 +208,6 @@ class _Step:
         for a, _ in actions:            # left for later: not acknowledged to a feed
             if isinstance(a, Review) or (isinstance(a, Skip) and a.reason in UNSETTLED):
                 self.ctx.reading.unsettled.add((a.side, a.id))
-        for a, _ in actions:
-            self._gone(a)
         try:
             await Applier(self.ctx, uow, tctx).run(actions)
         finally:
