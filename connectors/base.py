@@ -182,6 +182,19 @@ class Connector(Protocol):
         (a list of names) or ``"account"`` (facts about the account). KeyError if unknown."""
 
 
+@runtime_checkable
+class ReadsBeforeUpdate(Protocol):
+    """A connector whose update has to read the record first (a system without a partial
+    update) and can read many records together for fewer requests than one each."""
+
+    async def will_update(self, entity: str, ids: Sequence[str]) -> None:
+        """The records of ``entity`` the engine updates next (one chunk's updates; none, when
+        this chunk updates none of them). The connector may read them now, together, and keep
+        each for its one update in this chunk; what it kept from an earlier call it drops.
+        Raises AuthError / UnavailableError like any read; any other failure is its own to
+        absorb (the updates then read one by one)."""
+
+
 @dataclass(frozen=True, slots=True)
 class FieldInfo:
     """One field of an entity as its system describes it (field discovery): ``name`` as the

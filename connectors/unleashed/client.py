@@ -22,11 +22,16 @@ customers (up to 1,000), contacts included. A customer item that comes back with
 have none: its contacts are read on their own, ``GET /Customers/{guid}/Contacts``, the only
 other route to them (as many at a time as the answers and the quota allow, at most
 ``CONTACT_READS``: ``connectors/pace.py``). Reads by id are one
-``GET /Customers/{guid}`` each (no multi-Guid filter). An update reads the customer first:
-Unleashed has no partial update (a property left out of the POST is blanked), so one edit
-written to Unleashed costs two requests. ``check()`` reads ``GET /Companies`` and keeps it
-for the run's ``identity()`` and ``options("account")`` (the UL-6 guards): one request for
-the three.
+``GET /Customers/{guid}`` each (no multi-Guid filter), unless reading every customer is
+fewer requests (below). An update reads the customer first: Unleashed has no partial update (a
+property left out of the POST is blanked). The engine says which customers a chunk updates
+(``will_update``); when the whole customer listing, ``READ_AHEAD_PAGE`` a page, takes fewer
+requests than one read each, the customers are taken from its pages, so a chunk of k updates
+over n customers costs k POSTs and min(k, n / 1,000) reads. A customer the pages did not
+carry (edited while they were read, a page that failed) is read on its own, as before; a read
+kept for an update serves that update only, and only in the chunk it was read for. ``get``
+chooses the same way. ``check()`` reads ``GET /Companies`` and keeps it for the run's
+``identity()`` and ``options("account")`` (the UL-6 guards): one request for the three.
 
 ``changes("customers")`` pages by keyset: ``orderBy=LastModifiedOn`` with ``modifiedSince``
 moved to the last time seen, dropping the (id, time) pairs already yielded at that boundary,
@@ -67,8 +72,8 @@ from typing import Any, AsyncIterator, Sequence
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from yarl import URL
 
-from connectors.base import (Capabilities, ConnectorError, EntityInfo, NotFoundError, Record,
-                             RecordError, flatten, unflatten, utc)
+from connectors.base import (AuthError, Capabilities, ConnectorError, EntityInfo, NotFoundError,
+                             Record, RecordError, UnavailableError, flatten, unflatten, utc)
 from connectors.http import HttpClient, Response, SlidingWindowLimiter, default_error_parser
 from connectors.pace import AdaptiveLimit, together
 from connectors.reading import RecordReader, date_field
@@ -76,6 +81,8 @@ from connectors.unleashed.wire import decode_date, format_since, sign, to_ms
 
 ADDRESS_FIELDS = ("StreetAddress", "StreetAddress2", "Suburb", "City", "Region", "Country",
                   "PostalCode")
+# the documented largest page: the listing that stands in for reads by id uses it
+READ_AHEAD_PAGE = 1000
 CONTACT_FIELDS = ("FirstName", "LastName", "EmailAddress", "PhoneNumber", "MobilePhone",
                   "FaxNumber")
 _READ_ONLY = {"Guid", "LastModifiedOn", "CreatedOn", "CreatedBy", "LastModifiedBy"}
@@ -145,6 +152,8 @@ class UnleashedConnector:
         self._salespersons: list[dict] | None = None
         self._companies: list[dict] | None = None      # GET /Companies, once per run
         self._contact_owner: OrderedDict[str, str] = OrderedDict()   # contact -> customer
+        self._ahead: dict[str, dict] = {}   # customers read for the chunk's updates, by Guid
+        self._listing_pages: int | None = None   # the whole listing's pages, as last answered
         self.reader = RecordReader("unleashed")
         self.pace = AdaptiveLimit(CONTACT_READS, self.capabilities.requests_per_second)
 
@@ -163,6 +172,7 @@ class UnleashedConnector:
 
     async def start(self) -> None:
         self._salespersons = None
+        self._ahead = {}
         await self.http.start()
 
     async def close(self) -> None:
@@ -172,6 +182,7 @@ class UnleashedConnector:
         """A run starts here: ``GET /Companies`` proves the credentials and is kept for the
         run's ``identity()`` and ``options("account")`` (one request for the three)."""
         self._companies = None
+        self._ahead = {}
         self._companies = await self._company_list()
 
     async def _company_list(self) -> list[dict]:
@@ -359,20 +370,62 @@ class UnleashedConnector:
                 return
             page += 1
 
+    async def _listed(self, ids: set[str]) -> dict[str, tuple[dict, str]]:
+        """Those of ``ids`` the whole customer listing carries, read page by page while the
+        ids still wanted outnumber the pages still to read (a read each would be fewer
+        requests otherwise); {guid: (raw, request)}. A page that fails ends the listing: the
+        rest are read one by one."""
+        found: dict[str, tuple[dict, str]] = {}
+        wanted = set(ids)
+        page = 1
+        while len(wanted) > (1 if self._listing_pages is None
+                             else self._listing_pages - page + 1):
+            try:
+                response = await self._call("GET", f"/Customers/{page}",
+                                            {"pageSize": READ_AHEAD_PAGE,
+                                             "includeObsolete": "true",
+                                             "orderBy": "LastModifiedOn"})
+                items = response.rows("Items")
+            except (AuthError, UnavailableError):
+                raise
+            except ConnectorError:
+                break
+            pages = _pages(response.body)
+            self._listing_pages = pages if pages else None
+            for item in items:
+                guid = _guid(item) if isinstance(item, dict) else None
+                if guid in wanted:
+                    found[guid] = (item, response.request)
+                    wanted.discard(guid)
+            if not pages or page >= pages or len(items) < READ_AHEAD_PAGE:
+                break
+            page += 1
+        return found
+
+    async def will_update(self, entity: str, ids: Sequence[str]) -> None:
+        """The customers a chunk is about to update, read together when the listing is fewer
+        requests than a read each (see the module docstring); kept for those updates only."""
+        self._ahead = {}
+        if self._entity(entity) != "customers":
+            return
+        wanted = {str(i).lower() for i in ids if _is_guid(i)}
+        self._ahead = {guid: raw for guid, (raw, _) in (await self._listed(wanted)).items()}
+
     async def get(self, entity: str, ids: Sequence[str]) -> list[Record]:
         if self._entity(entity) == "customers":
+            wanted = [str(i).lower() for i in ids if _is_guid(i)]
+            listed = await self._listed(set(wanted))
             out = []
-            for id in ids:
-                try:
-                    uuid.UUID(str(id))
-                except ValueError:
-                    continue
-                try:
-                    response = await self._call("GET", f"/Customers/{id}")
-                except NotFoundError:
-                    continue
-                out.extend(self.reader.page([response.object()], self._customer_record,
-                                            _guid, response.request))
+            for id in dict.fromkeys(wanted):
+                if id in listed:
+                    raw, request = listed[id]
+                else:
+                    try:
+                        response = await self._call("GET", f"/Customers/{id}")
+                    except NotFoundError:
+                        continue
+                    raw, request = response.object(), response.request
+                out.extend(self.reader.page([raw], self._customer_record, _guid, request))
             return out
         wanted = [str(i).lower() for i in ids]
         found: dict[str, Record] = {}
@@ -508,7 +561,9 @@ class UnleashedConnector:
             uuid.UUID(str(id))
         except ValueError:
             raise NotFoundError(f"unleashed: not found: customer {id}") from None
-        raw = (await self._call("GET", f"/Customers/{id}")).object()
+        raw = self._ahead.pop(str(id).lower(), None)
+        if raw is None:
+            raw = (await self._call("GET", f"/Customers/{id}")).object()
         body = await self._apply(raw, fields, existing=True)
         return self._written(await self._call("POST", f"/Customers/{id}", body=body,
                                               idempotent=True), self._customer_record)
@@ -578,6 +633,14 @@ def _guid(row: dict) -> Any:
     """A row's Guid as this connector exposes ids (lower case)."""
     value = row.get("Guid") if isinstance(row, dict) else row
     return value.lower() if isinstance(value, str) else value
+
+
+def _is_guid(value: Any) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
 
 
 def _pages(body: Any) -> int | None:

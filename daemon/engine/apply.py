@@ -13,7 +13,7 @@ import asyncio
 from typing import Any, Mapping
 
 from connectors.base import (AuthError, ConflictError, NotFoundError, OutcomeUnknownError,
-                             Record, RecordError, UnavailableError)
+                             ReadsBeforeUpdate, Record, RecordError, UnavailableError)
 from daemon.engine.actions import (Action, Create, Delete, DropHold, Fail, Hold, Link, Mark,
                                    Park, Recover, Recreate, Review, Skip, Tombstone, Unchanged,
                                    Unlink, Update, Write, tally)
@@ -68,6 +68,7 @@ class Applier:
             else:
                 remote.append((a, h))
         actions = remote
+        await self._will_update(actions)
         limit = self._pace()
 
         async def one(action: Action, hashes: dict) -> None:
@@ -84,6 +85,29 @@ class Applier:
         for r in results:
             if isinstance(r, Exception):
                 raise r
+
+    async def _will_update(self, actions: list[tuple[Action, dict]]) -> None:
+        """Tell each side that reads a record before updating it which of its records this
+        chunk updates, so that it can read them together (``ReadsBeforeUpdate``)."""
+        c = self.ctx
+        ids: dict[Side, list[str]] = {"left": [], "right": []}
+        for a, _ in actions:
+            if isinstance(a, (Update, Link)):
+                for w in a.writes:
+                    ids[w.side].append(w.id)
+            elif isinstance(a, Mark):
+                ids[a.target].append(a.target_id)
+        for side, some in ids.items():
+            conn = c.sides[side]
+            if not isinstance(conn, ReadsBeforeUpdate):
+                continue
+            try:
+                await conn.will_update(c.flow.rules.entity(side), some)
+            except ABORTS:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the updates then read one by one
+                c.log.warning("will_update.failed", side=side, error=f"{type(exc).__name__}: "
+                              f"{exc}")
 
     def _pace(self) -> AdaptiveLimit:
         """The step's write pacing: at most the flow's ``concurrency``, and no more than the

@@ -4,7 +4,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import aiohttp
 import pytest
@@ -367,3 +367,103 @@ async def test_a_customer_answered_without_its_contacts_has_them_read_on_their_o
     assert {c.id for c in everything} == {k for v in sandbox.contacts.values() for k in v}
     per_customer = [h.path for h in sandbox.hits if h.path.endswith("/Contacts")]
     assert sorted(per_customer) == sorted(f"/Customers/{g}/Contacts" for g in sandbox.customers)
+
+
+# --- updates read together (no partial update: a customer is read before it is written) ---
+
+def _reads(sandbox) -> tuple[int, int]:
+    """(reads of one customer by id, pages of the whole listing)."""
+    by_id = sum(1 for h in sandbox.hits if h.method == "GET" and h.path.count("/") == 2
+                and not h.path.split("/")[-1].isdigit())
+    listing = sum(1 for h in sandbox.hits if h.method == "GET"
+                  and h.path.split("/")[-1].isdigit() and "modifiedSince" not in h.query)
+    return by_id, listing
+
+
+async def test_a_chunks_updates_take_their_customers_from_one_listing_page(connector, sandbox):
+    """Five updates in a chunk of twelve customers: one page of the listing instead of five
+    reads by id, and each POST still carries what it did not change (address, sales person)."""
+    guids = sorted(sandbox.customers)[:5]
+    before = {g: dict(sandbox.customers[g]) for g in guids}
+    sandbox.reset_hits()
+    await connector.will_update("customers", guids)
+    for n, guid in enumerate(guids):
+        await connector.update("customers", guid, {"PhoneNumber": f"+64 9 555 010{n}"})
+    assert _reads(sandbox) == (0, 1)
+    assert sandbox.count("POST") == 5
+    for n, guid in enumerate(guids):
+        after = sandbox.customers[guid]
+        assert after["PhoneNumber"] == f"+64 9 555 010{n}"
+        assert after["CustomerName"] == before[guid]["CustomerName"]
+        assert after["Addresses"] == before[guid]["Addresses"]
+        assert after["SalesPerson"] == before[guid]["SalesPerson"]
+
+
+async def test_a_customer_read_ahead_serves_one_update_only(connector, sandbox):
+    """What the listing gave is used once: a second update of the same customer, or an
+    update in a later chunk, reads the customer again (never a stale copy)."""
+    a, b = sorted(sandbox.customers)[:2]
+    await connector.will_update("customers", [a, b])
+    await connector.update("customers", a, {"PhoneNumber": "+64 9 555 0301"})
+    sandbox.reset_hits()
+    await connector.update("customers", a, {"Website": "example.org"})
+    assert _reads(sandbox) == (1, 0)
+    await connector.will_update("customers", [])       # the next chunk updates nothing here
+    sandbox.reset_hits()
+    await connector.update("customers", b, {"PhoneNumber": "+64 9 555 0302"})
+    assert _reads(sandbox) == (1, 0)
+    assert sandbox.customers[a]["PhoneNumber"] == "+64 9 555 0301"
+    assert sandbox.customers[a]["Website"] == "example.org"
+
+
+async def test_one_update_alone_is_read_by_id(connector, sandbox):
+    guid = sorted(sandbox.customers)[0]
+    sandbox.reset_hits()
+    await connector.will_update("customers", [guid])
+    await connector.update("customers", guid, {"PhoneNumber": "+64 9 555 0401"})
+    assert _reads(sandbox) == (1, 0)
+
+
+async def test_a_refused_listing_falls_back_to_reads_by_id(connector, sandbox):
+    """A listing the server refuses (a 400, say a smaller page limit) costs one request; the
+    updates then read their customers one by one and are written."""
+    guids = sorted(sandbox.customers)[:3]
+    sandbox.faults.fail_next(1, 400)
+    sandbox.reset_hits()
+    await connector.will_update("customers", guids)
+    for guid in guids:
+        await connector.update("customers", guid, {"PhoneNumber": "+64 9 555 0501"})
+    assert _reads(sandbox) == (3, 1)
+    assert all(sandbox.customers[g]["PhoneNumber"] == "+64 9 555 0501" for g in guids)
+
+
+async def test_the_listing_is_read_only_while_it_is_fewer_requests():
+    """2,500 customers are three pages of 1,000. Two updates: the first page is read (the
+    count is not known yet) and the customers it did not carry are read by id; the next
+    chunk of two knows the listing is three pages and reads by id at once. ``get`` of six
+    customers, two on the first page and four on the last, reads the three pages."""
+    sb = make_sandbox(seed=5, records=2500)
+    await sb.start()
+    c = make_connector(sb)
+    await c.start()
+    try:
+        ordered = sorted(sb.customers.values(), key=lambda r: (r["LastModifiedOn"], r["Guid"]))
+        late = [r["Guid"].lower() for r in ordered[-4:]]         # on the last page
+        sb.reset_hits()
+        await c.will_update("customers", late[:2])
+        for guid in late[:2]:
+            await c.update("customers", guid, {"PhoneNumber": "+64 9 555 0601"})
+        assert _reads(sb) == (2, 1)
+        sb.reset_hits()
+        await c.will_update("customers", late[2:])
+        for guid in late[2:]:
+            await c.update("customers", guid, {"PhoneNumber": "+64 9 555 0602"})
+        assert _reads(sb) == (2, 0)
+        sb.reset_hits()
+        wanted = [r["Guid"].lower() for r in ordered[:2]] + late
+        got = await c.get("customers", wanted)
+        assert sorted(r.id for r in got) == sorted(wanted)
+        assert _reads(sb) == (0, 3)
+    finally:
+        await c.close()
+        await sb.stop()
