@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Mapping, Protocol, Sequence, runtime_checkable
+from typing import Any, AsyncIterator, Collection, Mapping, Protocol, Sequence, runtime_checkable
 
 
 @dataclass(slots=True)
@@ -187,12 +187,13 @@ class ReadsBeforeUpdate(Protocol):
     """A connector whose update has to read the record first (a system without a partial
     update) and can read many records together for fewer requests than one each."""
 
-    async def will_update(self, entity: str, ids: Sequence[str]) -> None:
-        """The records of ``entity`` the engine updates next (one chunk's updates; none, when
-        this chunk updates none of them). The connector may read them now, together, and keep
-        each for its one update in this chunk; what it kept from an earlier call it drops.
-        Raises AuthError / UnavailableError like any read; any other failure is its own to
-        absorb (the updates then read one by one)."""
+    async def will_update(self, entity: str, updates: Mapping[str, Collection[str]]) -> None:
+        """The records of ``entity`` the engine updates next, by id, each with the field paths
+        it writes (one chunk's updates; none, when this chunk updates none of them). The
+        connector may read them now, together, and keep each for its one update in this
+        chunk; what it kept from an earlier call it drops. Raises AuthError /
+        UnavailableError like any read; any other failure is its own to absorb (the updates
+        then read one by one)."""
 
 
 @dataclass(frozen=True, slots=True)

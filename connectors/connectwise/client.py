@@ -40,9 +40,13 @@ so 200 ids of up to five digits are one request, of six, two. The guide's way pa
 these resources, and with no paging parameter named: it is not used (two requests for 200
 tickets of six-digit ids, against one that could not page reliably). A create is one ``POST``
 and an update one ``PATCH``, each answering the whole record, which is not read back; a delete
-is one ``DELETE``. An update that writes the e-mail reads the contact first (two requests): a PATCH
+is one ``DELETE``. An update that writes the e-mail needs the contact as it stands: a PATCH
 replaces ``communicationItems`` whole and a record keeps only the e-mail, so the other items
-are read to be sent back (an update with nothing to write is one ``GET`` of the record).
+are read to be sent back. The engine says which contacts a chunk updates and with which
+fields (``will_update``); those writing the e-mail, two or more, are read together, ``id in
+(...)`` as ``get`` does, and each kept for its one update in that chunk: k such updates cost
+k PATCHes and one read per 200 or so ids. One alone, or one the list did not carry, is a
+``GET`` of the record first (an update with nothing to write is one ``GET`` of the record).
 ``check()`` is one request, ``system/info`` (it proves the keys), and forgets companyinfo.
 Companyinfo (``GET /login/companyinfo/{company}``, no keys) is read at most once per run, by
 the run's first need of it: ``identity()`` (the engine asks it right after ``check()``), or
@@ -69,7 +73,7 @@ from __future__ import annotations
 import base64
 import re
 from datetime import datetime
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Collection, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from yarl import URL
@@ -156,6 +160,7 @@ class ConnectWiseConnector:
                                         "clientId": settings.client_id})
         self._root: str | None = None
         self._company: dict | None = None
+        self._ahead: dict[str, dict] = {}   # records read for the chunk's e-mail updates
 
     def _auth(self, method: str, query: str, headers: dict[str, str]) -> None:
         s = self.settings
@@ -200,6 +205,7 @@ class ConnectWiseConnector:
         ``identity()`` reads it afresh (an instance moved behind the same URL is seen at
         the next run, not at a restart); ``system/info`` proves the keys."""
         self._company = None
+        self._ahead = {}
         await self._call("GET", "system/info")
 
     async def clock(self) -> datetime | None:
@@ -280,13 +286,31 @@ class ConnectWiseConnector:
         resp = await self._call("POST", PATHS[entity], body=body)
         return _to_record(resp.body)
 
+    async def will_update(self, entity: str, updates: Mapping[str, Collection[str]]) -> None:
+        """The records of a chunk's updates that write the e-mail, two or more, read together
+        and kept for those updates (see the module docstring)."""
+        self._ahead = {}
+        nums = [i for i, paths in updates.items() if EMAIL in paths and str(i).isdigit()]
+        if entity not in PATHS or len(nums) < 2:
+            return
+        try:
+            for listed in _lists(nums):
+                async for rows in self._pages_fwd(PATHS[entity], f"id in ({listed})"):
+                    # a row without its items is not kept: sending [] would blank them
+                    self._ahead.update((str(r["id"]), r) for r in rows if isinstance(r, dict)
+                                       and "id" in r and "communicationItems" in r)
+        except RecordError:
+            return                      # what was not read is read by each update
+
     async def update(self, entity: str, id: str, fields: dict[str, Any],
                      version: str | None = None) -> Record:
         body = _body(fields)
         if EMAIL in fields:
-            current = await self._call("GET", f"{PATHS[entity]}/{id}")
+            current = self._ahead.pop(str(id), None)
+            if current is None:
+                current = (await self._call("GET", f"{PATHS[entity]}/{id}")).body
             body["communicationItems"] = _with_email(
-                current.body.get("communicationItems") or [], fields[EMAIL])
+                current.get("communicationItems") or [], fields[EMAIL])
         if not body:
             current = await self._call("GET", f"{PATHS[entity]}/{id}")
             return _to_record(current.body)

@@ -67,7 +67,7 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 from datetime import datetime
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Collection, Mapping, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from yarl import URL
@@ -402,13 +402,13 @@ class UnleashedConnector:
             page += 1
         return found
 
-    async def will_update(self, entity: str, ids: Sequence[str]) -> None:
+    async def will_update(self, entity: str, updates: Mapping[str, Collection[str]]) -> None:
         """The customers a chunk is about to update, read together when the listing is fewer
         requests than a read each (see the module docstring); kept for those updates only."""
         self._ahead = {}
         if self._entity(entity) != "customers":
             return
-        wanted = {str(i).lower() for i in ids if _is_guid(i)}
+        wanted = {str(i).lower() for i in updates if _is_guid(i)}
         self._ahead = {guid: raw for guid, (raw, _) in (await self._listed(wanted)).items()}
 
     async def get(self, entity: str, ids: Sequence[str]) -> list[Record]:

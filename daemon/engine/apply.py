@@ -90,13 +90,13 @@ class Applier:
         """Tell each side that reads a record before updating it which of its records this
         chunk updates, so that it can read them together (``ReadsBeforeUpdate``)."""
         c = self.ctx
-        ids: dict[Side, list[str]] = {"left": [], "right": []}
+        ids: dict[Side, dict[str, set[str]]] = {"left": {}, "right": {}}
         for a, _ in actions:
             if isinstance(a, (Update, Link)):
                 for w in a.writes:
-                    ids[w.side].append(w.id)
+                    ids[w.side].setdefault(w.id, set()).update(w.values)
             elif isinstance(a, Mark):
-                ids[a.target].append(a.target_id)
+                ids[a.target].setdefault(a.target_id, set()).update(a.values)
         for side, some in ids.items():
             conn = c.sides[side]
             if not isinstance(conn, ReadsBeforeUpdate):

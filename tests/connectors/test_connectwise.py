@@ -233,3 +233,53 @@ async def test_an_instance_changed_between_runs_is_reported_by_the_next_runs_ide
         assert "sandbox-private" not in after and SETTINGS["client_id"] not in after
     finally:
         await c.close()
+
+
+# --- e-mail updates read together (a PATCH replaces communicationItems whole) -------------
+
+def _phone(i: int) -> dict:
+    return {"type": {"id": 2, "name": "Direct"}, "communicationType": "Phone",
+            "defaultFlag": True, "value": f"555-02{i:02d}"}
+
+
+async def test_a_chunks_email_updates_read_their_contacts_in_one_request(connector, sandbox):
+    """Three contacts, each with a phone item beside its e-mail, get a new e-mail: one
+    ``id in (...)`` read for the three, three PATCHes, and every phone item kept. A fourth
+    update that writes no e-mail reads nothing."""
+    contacts = sandbox.data["contacts"]
+    ids = sorted(contacts)[:4]
+    for n, i in enumerate(ids):
+        contacts[i]["communicationItems"].append(_phone(n))
+    c = await _connector(sandbox)               # pages of 1,000: the read is one request
+    try:
+        sandbox.reset_hits()
+        await c.will_update("contacts", {**{str(i): {"communicationItems.Email", "lastName"}
+                                            for i in ids[:3]}, str(ids[3]): {"lastName"}})
+        for n, i in enumerate(ids[:3]):
+            await c.update("contacts", str(i), {"communicationItems.Email": f"new{n}@x.test"})
+        await c.update("contacts", str(ids[3]), {"lastName": "Quay"})
+        gets = [h for h in sandbox.hits if h.method == "GET" and "/apis/" in h.path]
+        assert len(gets) == 1 and f"id in ({ids[0]}, {ids[1]}, {ids[2]})" in gets[0].query
+        assert sandbox.count("PATCH") == 4
+        for n, i in enumerate(ids[:3]):
+            items = contacts[i]["communicationItems"]
+            assert [x["value"] for x in items if x["communicationType"] == "Email"] == [
+                f"new{n}@x.test"]
+            assert [x["value"] for x in items if x["communicationType"] == "Phone"] == [
+                f"555-02{n:02d}"]
+        # what was read serves its one update only: the same contact again reads it again
+        sandbox.reset_hits()
+        await c.update("contacts", str(ids[0]), {"communicationItems.Email": "again@x.test"})
+        assert [h.path.rsplit("/", 1)[-1] for h in sandbox.hits if h.method == "GET"
+                and "/apis/" in h.path] == [str(ids[0])]
+    finally:
+        await c.close()
+
+
+async def test_one_email_update_alone_reads_its_contact_by_id(connector, sandbox):
+    i = sorted(sandbox.data["contacts"])[0]
+    sandbox.reset_hits()
+    await connector.will_update("contacts", {str(i): {"communicationItems.Email"}})
+    await connector.update("contacts", str(i), {"communicationItems.Email": "solo@x.test"})
+    assert [(h.method, h.path.rsplit("/", 1)[-1]) for h in sandbox.hits
+            if "/apis/" in h.path] == [("GET", str(i)), ("PATCH", str(i))]

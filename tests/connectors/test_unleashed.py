@@ -386,7 +386,7 @@ async def test_a_chunks_updates_take_their_customers_from_one_listing_page(conne
     guids = sorted(sandbox.customers)[:5]
     before = {g: dict(sandbox.customers[g]) for g in guids}
     sandbox.reset_hits()
-    await connector.will_update("customers", guids)
+    await connector.will_update("customers", {g: {"PhoneNumber"} for g in guids})
     for n, guid in enumerate(guids):
         await connector.update("customers", guid, {"PhoneNumber": f"+64 9 555 010{n}"})
     assert _reads(sandbox) == (0, 1)
@@ -403,12 +403,12 @@ async def test_a_customer_read_ahead_serves_one_update_only(connector, sandbox):
     """What the listing gave is used once: a second update of the same customer, or an
     update in a later chunk, reads the customer again (never a stale copy)."""
     a, b = sorted(sandbox.customers)[:2]
-    await connector.will_update("customers", [a, b])
+    await connector.will_update("customers", {a: {"PhoneNumber"}, b: {"PhoneNumber"}})
     await connector.update("customers", a, {"PhoneNumber": "+64 9 555 0301"})
     sandbox.reset_hits()
     await connector.update("customers", a, {"Website": "example.org"})
     assert _reads(sandbox) == (1, 0)
-    await connector.will_update("customers", [])       # the next chunk updates nothing here
+    await connector.will_update("customers", {})       # the next chunk updates nothing here
     sandbox.reset_hits()
     await connector.update("customers", b, {"PhoneNumber": "+64 9 555 0302"})
     assert _reads(sandbox) == (1, 0)
@@ -419,7 +419,7 @@ async def test_a_customer_read_ahead_serves_one_update_only(connector, sandbox):
 async def test_one_update_alone_is_read_by_id(connector, sandbox):
     guid = sorted(sandbox.customers)[0]
     sandbox.reset_hits()
-    await connector.will_update("customers", [guid])
+    await connector.will_update("customers", {guid: {"PhoneNumber"}})
     await connector.update("customers", guid, {"PhoneNumber": "+64 9 555 0401"})
     assert _reads(sandbox) == (1, 0)
 
@@ -430,7 +430,7 @@ async def test_a_refused_listing_falls_back_to_reads_by_id(connector, sandbox):
     guids = sorted(sandbox.customers)[:3]
     sandbox.faults.fail_next(1, 400)
     sandbox.reset_hits()
-    await connector.will_update("customers", guids)
+    await connector.will_update("customers", {g: {"PhoneNumber"} for g in guids})
     for guid in guids:
         await connector.update("customers", guid, {"PhoneNumber": "+64 9 555 0501"})
     assert _reads(sandbox) == (3, 1)
@@ -450,12 +450,12 @@ async def test_the_listing_is_read_only_while_it_is_fewer_requests():
         ordered = sorted(sb.customers.values(), key=lambda r: (r["LastModifiedOn"], r["Guid"]))
         late = [r["Guid"].lower() for r in ordered[-4:]]         # on the last page
         sb.reset_hits()
-        await c.will_update("customers", late[:2])
+        await c.will_update("customers", dict.fromkeys(late[:2], {"PhoneNumber"}))
         for guid in late[:2]:
             await c.update("customers", guid, {"PhoneNumber": "+64 9 555 0601"})
         assert _reads(sb) == (2, 1)
         sb.reset_hits()
-        await c.will_update("customers", late[2:])
+        await c.will_update("customers", dict.fromkeys(late[2:], {"PhoneNumber"}))
         for guid in late[2:]:
             await c.update("customers", guid, {"PhoneNumber": "+64 9 555 0602"})
         assert _reads(sb) == (2, 0)

@@ -12,10 +12,12 @@ class Told(MemoryConnector):
     def __init__(self, *a, fail: Exception | None = None, **kw) -> None:
         super().__init__(*a, **kw)
         self.told: list[tuple[str, list[str]]] = []
+        self.fields: dict[str, set[str]] = {}
         self.fail = fail
 
-    async def will_update(self, entity, ids) -> None:
-        self.told.append((entity, sorted(ids)))
+    async def will_update(self, entity, updates) -> None:
+        self.told.append((entity, sorted(updates)))
+        self.fields.update({i: set(f) for i, f in updates.items()})
         if self.fail:
             raise self.fail
 
@@ -44,6 +46,7 @@ async def test_each_side_is_told_which_of_its_records_the_chunk_updates(state_ur
     # told once a chunk, even of none (so nothing read for an earlier chunk is kept)
     assert [t for t in p.R.told if t[1]] == [("items", sorted([by_key["k0"], by_key["k2"]]))]
     assert [t for t in p.L.told if t[1]] == [("items", [left[3]])]
+    assert p.R.fields[by_key["k0"]] == {"title"} and p.L.fields[left[3]] == {"name"}
     assert p.R.values("items")[by_key["k2"]]["title"] == "B2"
     assert p.L.values("items")[left[3]]["name"] == "C3"
 
