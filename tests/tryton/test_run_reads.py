@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from connectors.base import NotFoundError
+
 from tests.tryton.conftest import make_connector
 
 COMPANY_READ = "model.company.company.search_read"
@@ -52,3 +54,54 @@ async def test_each_check_starts_a_run_that_reads_the_companies_once(connector, 
         await connector.options("account")
         counts.append(proxy.methods.count(COMPANY_READ))
     assert counts == [1, 1, 1]
+
+
+async def test_a_chunks_party_updates_read_what_they_need_together(connector, proxy):
+    """Three party updates told together: the existence check, the addresses and the
+    mechanisms are three calls for the three, not three each; each update still keeps what
+    it did not write (the other mechanisms, the address)."""
+    made = [await connector.create("parties", {
+        "name": f"Ahead {n} Ltd", "email": f"a{n}@ahead.example", "phone": f"01 0{n}",
+        "invoice_address.city": "Paris"}) for n in range(3)]
+    proxy.reset()
+    await connector.will_update("parties", {p.id: {"phone"} for p in made})
+    told = list(proxy.methods)
+    assert told == ["model.party.party.search", "model.party.address.search_read",
+                    "model.party.contact_mechanism.search_read"]
+    for n, p in enumerate(made):
+        got = await connector.update("parties", p.id, {"phone": f"02 0{n}"}, p.version)
+        assert got.fields["phone"] == f"02 0{n}"
+        assert got.fields["email"] == f"a{n}@ahead.example"
+        assert got.fields["invoice_address.city"] == "Paris"
+    assert proxy.methods.count("model.party.address.search_read") == 1 + 3   # + read-backs
+    assert "model.party.party.search" not in proxy.methods[len(told):]
+    # one more update of the first: read on its own again, never from the kept copy
+    proxy.reset()
+    await connector.update("parties", made[0].id, {"phone": "03 00"})
+    assert proxy.methods[0] == "model.party.party.search"
+
+
+async def test_a_chunks_contact_updates_read_them_in_one_call(connector, proxy):
+    party = await connector.create("parties", {"name": "Ahead Contacts Ltd"})
+    made = [await connector.create("contacts", {
+        "first_name": f"Ann {n}", "last_name": "Smith", "email": f"ann{n}@ahead.example",
+        "party": party.id}) for n in range(3)]
+    proxy.reset()
+    await connector.will_update("contacts", {c.id: {"last_name"} for c in made})
+    assert len(proxy.methods) == 1
+    proxy.reset()
+    for c in made:
+        got = await connector.update("contacts", c.id, {"last_name": "Jones"})
+        assert got.fields["name"] == f"{c.fields['first_name']} Jones"
+    # each update: the write and the read-back, nothing read first
+    assert [m.rsplit(".", 1)[-1] for m in proxy.methods] == ["write", "search_read"] * 3
+
+
+async def test_a_party_gone_before_its_update_is_still_refused(connector, proxy, tryton_rpc):
+    a, b = [await connector.create("parties", {"name": f"Gone {n} Ltd"}) for n in range(2)]
+    tryton_rpc("party.party", "delete", [int(b.id)])
+    await connector.will_update("parties", {a.id: {"name"}, b.id: {"name"}})
+    assert (await connector.update("parties", a.id, {"name": "Kept Ltd"})).fields["name"] \
+        == "Kept Ltd"
+    with pytest.raises(NotFoundError):
+        await connector.update("parties", b.id, {"name": "Back Ltd"})
