@@ -45,8 +45,10 @@ replaces ``communicationItems`` whole and a record keeps only the e-mail, so the
 are read to be sent back. The engine says which contacts a chunk updates and with which
 fields (``will_update``); those writing the e-mail, two or more, are read together, ``id in
 (...)`` as ``get`` does, and each kept for its one update in that chunk: k such updates cost
-k PATCHes and one read per 200 or so ids. One alone, or one the list did not carry, is a
-``GET`` of the record first (an update with nothing to write is one ``GET`` of the record).
+k PATCHes and one read per 200 or so ids (a copy serves for ``connectors/kept.py``'s
+``MAX_AGE`` at most: a phone added meanwhile would be dropped by the PATCH). One alone, or
+one the list did not carry, is a ``GET`` of the record first (an update with nothing to
+write is one ``GET`` of the record).
 ``check()`` is one request, ``system/info`` (it proves the keys), and forgets companyinfo.
 Companyinfo (``GET /login/companyinfo/{company}``, no keys) is read at most once per run, by
 the run's first need of it: ``identity()`` (the engine asks it right after ``check()``), or
@@ -82,6 +84,7 @@ from connectors.base import (Capabilities, EntityInfo, NotFoundError, Record, Re
                              flatten, unflatten, utc)
 from connectors.connectwise.conditions import quote
 from connectors.http import HttpClient, SlidingWindowLimiter
+from connectors.kept import Kept
 
 PATHS = {"companies": "company/companies", "contacts": "company/contacts",
          "catalog": "procurement/catalog", "opportunities": "sales/opportunities",
@@ -160,7 +163,7 @@ class ConnectWiseConnector:
                                         "clientId": settings.client_id})
         self._root: str | None = None
         self._company: dict | None = None
-        self._ahead: dict[str, dict] = {}   # records read for the chunk's e-mail updates
+        self.ahead: Kept[dict] = Kept()     # records read for the chunk's e-mail updates
 
     def _auth(self, method: str, query: str, headers: dict[str, str]) -> None:
         s = self.settings
@@ -205,7 +208,7 @@ class ConnectWiseConnector:
         ``identity()`` reads it afresh (an instance moved behind the same URL is seen at
         the next run, not at a restart); ``system/info`` proves the keys."""
         self._company = None
-        self._ahead = {}
+        self.ahead.clear()
         await self._call("GET", "system/info")
 
     async def clock(self) -> datetime | None:
@@ -289,24 +292,26 @@ class ConnectWiseConnector:
     async def will_update(self, entity: str, updates: Mapping[str, Collection[str]]) -> None:
         """The records of a chunk's updates that write the e-mail, two or more, read together
         and kept for those updates (see the module docstring)."""
-        self._ahead = {}
+        self.ahead.clear()
         nums = [i for i, paths in updates.items() if EMAIL in paths and str(i).isdigit()]
         if entity not in PATHS or len(nums) < 2:
             return
+        read: dict[str, dict] = {}
         try:
             for listed in _lists(nums):
                 async for rows in self._pages_fwd(PATHS[entity], f"id in ({listed})"):
                     # a row without its items is not kept: sending [] would blank them
-                    self._ahead.update((str(r["id"]), r) for r in rows if isinstance(r, dict)
-                                       and "id" in r and "communicationItems" in r)
+                    read.update((str(r["id"]), r) for r in rows if isinstance(r, dict)
+                                and "id" in r and "communicationItems" in r)
         except RecordError:
-            return                      # what was not read is read by each update
+            pass                        # what was not read is read by each update
+        self.ahead.replace(read)
 
     async def update(self, entity: str, id: str, fields: dict[str, Any],
                      version: str | None = None) -> Record:
         body = _body(fields)
         if EMAIL in fields:
-            current = self._ahead.pop(str(id), None)
+            current = self.ahead.take(str(id))
             if current is None:
                 current = (await self._call("GET", f"{PATHS[entity]}/{id}")).body
             body["communicationItems"] = _with_email(

@@ -62,7 +62,8 @@ mechanism) and ``first_name`` or ``last_name`` alone is joined with the other ha
 now. The engine says which records a chunk updates (``will_update``): two or more parties
 are checked and their addresses and mechanisms read in three calls for them all (``id in``,
 ``party in``), two or more contacts in one ``search_read``, each kept for its one update in
-that chunk, so k party updates cost 4k + 3 calls and k contact updates 2k + 1; a record the
+that chunk and for ``connectors/kept.py``'s ``MAX_AGE`` at most, so k party updates cost
+4k + 3 calls and k contact updates 2k + 1; a record the
 read did not find is read on its own by its update, as above (a party that does not exist is
 refused there). A country written by name costs one ``country.country`` look-up; a delete is
 two (a
@@ -131,6 +132,7 @@ from connectors.base import (AuthError, Capabilities, ConflictError, ConnectorEr
                              EntityInfo, NotFoundError, Record, RecordError, UnavailableError,
                              utc)
 from connectors.http import HttpClient
+from connectors.kept import Kept
 from connectors.tryton import access
 from connectors.tryton.stamps import Stamps, VersionError, loads
 from connectors.tryton.wire import decode, encode, error_message
@@ -216,7 +218,7 @@ class TrytonConnector:
         self._login_lock = asyncio.Lock()
         self._server_date: datetime | None = None      # the Date of trytond's latest answer
         self._companies: list[dict] | None = None      # company.company, read once per run
-        self._ahead: dict[str, Any] = {}     # records read for the chunk's updates, by id
+        self.ahead: Kept[Any] = Kept()      # records read for the chunk's updates, by id
         self.logins = 0
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -232,7 +234,7 @@ class TrytonConnector:
         share)."""
         self._session = None
         self._companies = None
-        self._ahead = {}
+        self.ahead.clear()
         await self._login()
 
     async def _company_list(self) -> list[dict]:
@@ -482,7 +484,7 @@ class TrytonConnector:
         """
         m = self._writable(entity)
         stamps = self._stamps(m, id, version)
-        ahead = self._ahead.pop(f"{entity}/{id}", None)
+        ahead = self.ahead.take(f"{entity}/{id}")
         if entity == "contacts":
             # needed: the type (e-mail) and the current name (see the docstring)
             old = [ahead] if ahead is not None else await self.get(entity, [id])
@@ -687,13 +689,13 @@ class TrytonConnector:
     async def will_update(self, entity: str, updates: Mapping[str, Collection[str]]) -> None:
         """What each of a chunk's updates reads first, read for two or more together and kept
         for those updates (see the module docstring, "Requests")."""
-        self._ahead = {}
+        self.ahead.clear()
         keys = sorted({int(i) for i in updates if str(i).isdigit()})
         if len(keys) < 2 or entity not in ("parties", "contacts"):
             return
         try:
             if entity == "contacts":
-                self._ahead = {f"contacts/{r.id}": r for r in await self.get(entity, keys)}
+                self.ahead.replace({f"contacts/{r.id}": r for r in await self.get(entity, keys)})
                 return
             m = MODELS["parties"]
             found = await self.call(m.name, "search", [*m.domain, ("id", "in", keys)], 0, None,
@@ -711,9 +713,9 @@ class TrytonConnector:
                     party = row.pop("party")
                     if party in state:
                         state[party][part].append(row)
-            self._ahead = {f"parties/{k}": v for k, v in state.items()}
+            self.ahead.replace({f"parties/{k}": v for k, v in state.items()})
         except RecordError:
-            self._ahead = {}         # each update reads its own, as without this
+            self.ahead.clear()       # each update reads its own, as without this
 
     async def _party_state(self, id: str) -> dict:
         """The party's addresses and contact mechanisms as they are now (no stamps: those

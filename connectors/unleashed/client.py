@@ -29,9 +29,12 @@ property left out of the POST is blanked). The engine says which customers a chu
 requests than one read each, the customers are taken from its pages, so a chunk of k updates
 over n customers costs k POSTs and min(k, n / 1,000) reads. A customer the pages did not
 carry (edited while they were read, a page that failed) is read on its own, as before; a read
-kept for an update serves that update only, and only in the chunk it was read for. ``get``
-chooses the same way. ``check()`` reads ``GET /Companies`` and keeps it for the run's
-``identity()`` and ``options("account")`` (the UL-6 guards): one request for the three.
+kept for an update serves that update only, in the chunk it was read for, and only for
+``connectors/kept.py``'s ``MAX_AGE`` (a POST sends every property as read: an edit made in
+Unleashed meanwhile to a property accord does not map would be overwritten, so the copy must
+stay young). ``get`` chooses the same way. ``check()`` reads ``GET /Companies`` and keeps it
+for the run's ``identity()`` and ``options("account")`` (the UL-6 guards): one request for
+the three.
 
 ``changes("customers")`` pages by keyset: ``orderBy=LastModifiedOn`` with ``modifiedSince``
 moved to the last time seen, dropping the (id, time) pairs already yielded at that boundary,
@@ -60,7 +63,9 @@ Optimistic concurrency: the Unleashed API documents none (no ETag, no version to
 so ``conditional_writes`` is off: a customer edited in Unleashed between the engine's read and
 its write is overwritten by that write for the fields it sends (only the fields that changed),
 and the next run sees the edit as a change. The window is one chunk's decisions: the record is
-read, decided and written within seconds, one page at a time.
+read, decided and written within seconds, one page at a time. For the properties accord does
+not send, the window is from the read before the write (by id, or the listing read for the
+chunk, at most ``MAX_AGE`` old) to the POST.
 """
 from __future__ import annotations
 
@@ -75,6 +80,7 @@ from yarl import URL
 from connectors.base import (AuthError, Capabilities, ConnectorError, EntityInfo, NotFoundError,
                              Record, RecordError, UnavailableError, flatten, unflatten, utc)
 from connectors.http import HttpClient, Response, SlidingWindowLimiter, default_error_parser
+from connectors.kept import Kept
 from connectors.pace import AdaptiveLimit, together
 from connectors.reading import RecordReader, date_field
 from connectors.unleashed.wire import decode_date, format_since, sign, to_ms
@@ -152,7 +158,7 @@ class UnleashedConnector:
         self._salespersons: list[dict] | None = None
         self._companies: list[dict] | None = None      # GET /Companies, once per run
         self._contact_owner: OrderedDict[str, str] = OrderedDict()   # contact -> customer
-        self._ahead: dict[str, dict] = {}   # customers read for the chunk's updates, by Guid
+        self.ahead: Kept[dict] = Kept()     # customers read for the chunk's updates, by Guid
         self._listing_pages: int | None = None   # the whole listing's pages, as last answered
         self.reader = RecordReader("unleashed")
         self.pace = AdaptiveLimit(CONTACT_READS, self.capabilities.requests_per_second)
@@ -172,7 +178,7 @@ class UnleashedConnector:
 
     async def start(self) -> None:
         self._salespersons = None
-        self._ahead = {}
+        self.ahead.clear()
         await self.http.start()
 
     async def close(self) -> None:
@@ -182,7 +188,7 @@ class UnleashedConnector:
         """A run starts here: ``GET /Companies`` proves the credentials and is kept for the
         run's ``identity()`` and ``options("account")`` (one request for the three)."""
         self._companies = None
-        self._ahead = {}
+        self.ahead.clear()
         self._companies = await self._company_list()
 
     async def _company_list(self) -> list[dict]:
@@ -405,11 +411,12 @@ class UnleashedConnector:
     async def will_update(self, entity: str, updates: Mapping[str, Collection[str]]) -> None:
         """The customers a chunk is about to update, read together when the listing is fewer
         requests than a read each (see the module docstring); kept for those updates only."""
-        self._ahead = {}
+        self.ahead.clear()
         if self._entity(entity) != "customers":
             return
         wanted = {str(i).lower() for i in updates if _is_guid(i)}
-        self._ahead = {guid: raw for guid, (raw, _) in (await self._listed(wanted)).items()}
+        self.ahead.replace({guid: raw for guid, (raw, _) in
+                            (await self._listed(wanted)).items()})
 
     async def get(self, entity: str, ids: Sequence[str]) -> list[Record]:
         if self._entity(entity) == "customers":
@@ -561,7 +568,7 @@ class UnleashedConnector:
             uuid.UUID(str(id))
         except ValueError:
             raise NotFoundError(f"unleashed: not found: customer {id}") from None
-        raw = self._ahead.pop(str(id).lower(), None)
+        raw = self.ahead.take(str(id).lower())
         if raw is None:
             raw = (await self._call("GET", f"/Customers/{id}")).object()
         body = await self._apply(raw, fields, existing=True)

@@ -467,3 +467,21 @@ async def test_the_listing_is_read_only_while_it_is_fewer_requests():
     finally:
         await c.close()
         await sb.stop()
+
+
+async def test_a_customer_read_ahead_too_long_ago_is_read_again(connector, sandbox):
+    """A POST sends every property as read, so a copy from the listing serves only while it
+    is young (``connectors/kept.py``): a chunk paced slowly reads its later customers again,
+    and an edit made in Unleashed meanwhile to a property accord does not send survives."""
+    now = [100.0]
+    connector.ahead.clock = lambda: now[0]
+    a, b = sorted(sandbox.customers)[:2]
+    await connector.will_update("customers", {a: {"PhoneNumber"}, b: {"PhoneNumber"}})
+    await connector.update("customers", a, {"PhoneNumber": "+64 9 555 0701"})
+    now[0] += connector.ahead.max_age + 1
+    sandbox.customers[b]["Notes"] = "typed in Unleashed after the listing was read"
+    sandbox.reset_hits()
+    await connector.update("customers", b, {"PhoneNumber": "+64 9 555 0702"})
+    assert _reads(sandbox) == (1, 0) and connector.ahead.expired == 1
+    assert sandbox.customers[b]["Notes"] == "typed in Unleashed after the listing was read"
+    assert sandbox.customers[b]["PhoneNumber"] == "+64 9 555 0702"
