@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import random
+import re
 import resource
 import subprocess
 import sys
@@ -411,6 +412,7 @@ def _by_kind(rows: list) -> dict[str, int]:
     for method, path, _ in rows:
         path = "/".join("{id}" if len(p) > 20 or p.isdigit() and len(p) > 2 else p
                         for p in path.split("/"))
+        path = re.sub(r"\(\d+\)$", "({id})", path)          # OData keys: /Companies(12)
         kinds[f"{method} {path}"] = kinds.get(f"{method} {path}", 0) + 1
     return kinds
 

@@ -32,6 +32,15 @@ def private_sqlite_file(url: str) -> None:
         pass
 
 
+# SQLite's page cache per connection, in KiB (its default is 2,000). A pool holds several
+# connections, and each cache fills as the state grows past it: at a million records the
+# engine's memory was 1.31 to 1.34 times its memory at 10,000 with the default, 1.17 to 1.22
+# times with 1 MiB (the operating system's file cache serves what the page cache does not
+# hold). The price: a first sync that matches every record by key reads the key index more,
+# 1.13 to 1.27 times its CPU per record at 10,000, against 1.01 to 1.17 with the default.
+CACHE_KIB = 1024
+
+
 def make_engine(url: str) -> AsyncEngine:
     url = to_async_url(url)
     if url.startswith("sqlite"):
@@ -44,6 +53,7 @@ def make_engine(url: str) -> AsyncEngine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             cur.close()
         return engine
     return create_async_engine(url, pool_size=5, max_overflow=5)
