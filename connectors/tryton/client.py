@@ -63,10 +63,9 @@ now. The engine says which records a chunk updates (``will_update``): two or mor
 are checked and their addresses and mechanisms read in three calls for them all (``id in``,
 ``party in``), two or more contacts in one ``search_read``, each kept for its one update in
 that chunk and for ``connectors/kept.py``'s ``MAX_AGE`` at most, so k party updates cost
-4k + 3 calls and k contact updates 2k + 1; a record the
-read did not find is read on its own by its update, as above (a party that does not exist is
-refused there). A country written by name costs one ``country.country`` look-up; a delete is
-two (a
+4k + 3 calls and k contact updates 2k + 1; a record the read did not find is read on its own
+by its update, as above (a party that does not exist is refused there). A country written by
+name costs one ``country.country`` look-up; a delete is two (a
 ``search`` that the record exists, then ``delete``). ``check()`` is two calls, the login (which
 proves the password) and ``res.user.get_preferences`` (the context every call carries, with the
 user's company). ``identity()`` and ``options("account")`` share one ``company.company``
@@ -581,22 +580,11 @@ class TrytonConnector:
     async def _parties(self, rows: list[dict]) -> list[Record]:
         if not rows:
             return []
-        ids = [r["id"] for r in rows]
-        addresses = await self.call(
-            "party.address", "search_read", [("party", "in", ids)], 0, None,
-            [["sequence", "ASC"], ["id", "ASC"]],
-            ["party", "street", "postal_code", "city", "country.name", "invoice", "active",
-             "last_modified_at", "_timestamp"])
-        mechanisms = await self.call(
-            "party.contact_mechanism", "search_read", [("party", "in", ids)], 0, None,
-            [["sequence", "ASC"], ["id", "ASC"]],
-            ["party", "type", "value", "active", "last_modified_at", "_timestamp"])
-        by_party: dict[int, dict[str, Any]] = {i: {"addresses": [], "mechanisms": []}
-                                               for i in ids}
-        for a in addresses:
-            by_party[a["party"]]["addresses"].append(a)
-        for c in mechanisms:
-            by_party[c["party"]]["mechanisms"].append(c)
+        by_party = await self._party_states(
+            [r["id"] for r in rows],
+            ["street", "postal_code", "city", "country.name", "invoice", "active",
+             "last_modified_at", "_timestamp"],
+            ["type", "value", "active", "last_modified_at", "_timestamp"])
         out = []
         for row in rows:
             extra = by_party[row["id"]]
@@ -700,20 +688,9 @@ class TrytonConnector:
             m = MODELS["parties"]
             found = await self.call(m.name, "search", [*m.domain, ("id", "in", keys)], 0, None,
                                     None)
-            state = {int(k): {"addresses": [], "mechanisms": []} for k in found}
-            if not state:
-                return
-            for part, model, read in (
-                    ("addresses", "party.address", ["street", "invoice", "active"]),
-                    ("mechanisms", "party.contact_mechanism", ["type", "value", "active"])):
-                rows = await self.call(model, "search_read", [("party", "in", sorted(state))],
-                                       0, None, [["sequence", "ASC"], ["id", "ASC"]],
-                                       [*read, "party"])
-                for row in rows:     # in each party's own order, shaped as _party_state's
-                    party = row.pop("party")
-                    if party in state:
-                        state[party][part].append(row)
-            self.ahead.replace({f"parties/{k}": v for k, v in state.items()})
+            if found:
+                self.ahead.replace({f"parties/{k}": v for k, v in
+                                    (await self._party_states(found)).items()})
         except RecordError:
             self.ahead.clear()       # each update reads its own, as without this
 
@@ -721,14 +698,24 @@ class TrytonConnector:
         """The party's addresses and contact mechanisms as they are now (no stamps: those
         come from the version); NotFoundError if the party does not exist."""
         await self._exists(MODELS["parties"], id)
-        key = int(id)
-        addresses = await self.call(
-            "party.address", "search_read", [("party", "=", key)], 0, None,
-            [["sequence", "ASC"], ["id", "ASC"]], ["street", "invoice", "active"])
-        mechanisms = await self.call(
-            "party.contact_mechanism", "search_read", [("party", "=", key)], 0, None,
-            [["sequence", "ASC"], ["id", "ASC"]], ["type", "value", "active"])
-        return {"addresses": addresses, "mechanisms": mechanisms}
+        return (await self._party_states([int(id)]))[int(id)]
+
+    async def _party_states(self, keys: Sequence[int],
+                            addresses: Sequence[str] = ("street", "invoice", "active"),
+                            mechanisms: Sequence[str] = ("type", "value", "active")
+                            ) -> dict[int, dict]:
+        """The addresses and contact mechanisms of these parties (those fields of them) as
+        they are now, each party's in its own order: two calls for them all."""
+        state = {int(k): {"addresses": [], "mechanisms": []} for k in keys}
+        for part, model, read in (("addresses", "party.address", addresses),
+                                  ("mechanisms", "party.contact_mechanism", mechanisms)):
+            rows = await self.call(model, "search_read", [("party", "in", sorted(state))], 0,
+                                   None, [["sequence", "ASC"], ["id", "ASC"]], [*read, "party"])
+            for row in rows:
+                party = row.pop("party")
+                if party in state:
+                    state[party][part].append(row)
+        return state
 
     async def _exists(self, m: _Model, id: str) -> None:
         """NotFoundError unless the record exists."""

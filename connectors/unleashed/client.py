@@ -564,10 +564,8 @@ class UnleashedConnector:
                      version: str | None = None) -> Record:
         if self._entity(entity) == "contacts":
             return await self._update_contact(id, fields)
-        try:
-            uuid.UUID(str(id))
-        except ValueError:
-            raise NotFoundError(f"unleashed: not found: customer {id}") from None
+        if not _is_guid(id):
+            raise NotFoundError(f"unleashed: not found: customer {id}")
         raw = self.ahead.take(str(id).lower())
         if raw is None:
             raw = (await self._call("GET", f"/Customers/{id}")).object()

@@ -115,7 +115,7 @@ class _Step:
         self.freed: dict[Side, set[str]] = {"left": set(), "right": set()}
         # records in review because of a record this step deleted or unlinked: decided again
         self.woken: dict[Side, set[str]] = {"left": set(), "right": set()}
-        self._woke_for: set[str] = set()
+        self._woke_for: dict[Side, set[str]] = {"left": set(), "right": set()}
         self.blocked: dict[Side, set[str]] = {"left": set(), "right": set()}
         self.staging = Staging(ctx)
         # a plan: links the run would have made before reading (creates found again)
@@ -249,10 +249,11 @@ class _Step:
         step's unlinked pass, not left parked until they change (the reason they waited
         for is gone, and nothing else would read them again)."""
         c = self.ctx
-        freed = (self.freed["left"] | self.freed["right"]) - self._woke_for
-        if not freed or not (await c.record_state()).may("reviews"):
+        freed = {s: self.freed[s] - self._woke_for[s] for s in ("left", "right")}
+        if not any(freed.values()) or not (await c.record_state()).may("reviews"):
             return
-        self._woke_for |= freed
+        for s in ("left", "right"):
+            self._woke_for[s] |= freed[s]
         async with c.db.begin() as conn:
             named = await q.reviews_naming(conn, c.integration, c.flow.name, freed)
         for side in ("left", "right"):

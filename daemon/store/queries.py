@@ -598,9 +598,11 @@ async def set_reviews(conn: AsyncConnection, rows: list[dict]) -> None:
 
 
 async def reviews_naming(conn: AsyncConnection, integration: str, flow: str,
-                         ids: set[str]) -> list[tuple[str, str]]:
-    """(side, record_id) of the flow's reviews whose candidates name one of ``ids``. Read
-    through the flow's reviews a page at a time (they are few: each waits for a person)."""
+                         ids: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(side, record_id) of the flow's reviews whose candidates (records of the other side)
+    name one of that side's ``ids`` ({side: ids}). Read through the flow's reviews a page at
+    a time (they are few: each waits for a person)."""
+    facing = {"left": ids.get("right", set()), "right": ids.get("left", set())}
     out: list[tuple[str, str]] = []
     after: tuple[str, str] = ("", "")
     while True:
@@ -611,7 +613,8 @@ async def reviews_naming(conn: AsyncConnection, integration: str, flow: str,
             .order_by(reviews.c.side, reviews.c.record_id).limit(CHUNK))).all()
         if not rows:
             return out
-        out += [(side, rid) for side, rid, cands in rows if ids.intersection(loads(cands) or ())]
+        out += [(side, rid) for side, rid, cands in rows
+                if facing.get(side, set()).intersection(loads(cands) or ())]
         after = (rows[-1][0], rows[-1][1])
 
 
