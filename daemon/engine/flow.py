@@ -12,7 +12,7 @@ import orjson
 from daemon.engine.merge import Field, compile_fields
 from daemon.engine.rules import (FlowRules, Side, condition_fields,  # noqa: F401
                                  holds)
-from daemon.engine.transforms import options_needed
+from daemon.engine.transforms import UNREAD, NeedsReference, options_needed
 
 
 @dataclass
@@ -23,6 +23,7 @@ class Flow:
     options: dict[Side, set[str]]         # reference lists each side's connector supplies
     base_paths: dict[Side, list[str]]     # what a link's base keeps: fields and what they need
     shared: list[Field] | None = None     # with owner_when: records the owner does not own
+    revert_lists: bool = False            # a create's write-back may consult reference lists
 
     @property
     def name(self) -> str:
@@ -124,7 +125,12 @@ def compile_flow(rules: FlowRules) -> Flow:
         options["left"] |= options_needed(f.to_left)
     for side, defaults in rules.create_defaults.items():
         options[side] |= {v["option"] for v in defaults.values() if _option_ref(v)}
-    return Flow(rules, fields, read, options, base, shared)
+    # a create's write-back (``plan.owned_by``) carries one-way fields back through their
+    # transforms: where one consults a list, the lists are read before a chunk's creates
+    revert_lists = any((f.ownership or rules.ownership) == "revert"
+                       and (options_needed(f.to_left) or options_needed(f.to_right))
+                       for f in rules.fields)
+    return Flow(rules, fields, read, options, base, shared, revert_lists)
 
 
 def _option_ref(value: Any) -> bool:
@@ -132,8 +138,14 @@ def _option_ref(value: Any) -> bool:
 
 
 def create_default(value: Any, options: Mapping[Any, Any]) -> Any:
-    """A create default as written, or the reference data it names (``{ option = ... }``)."""
-    return options.get(value["option"]) if _option_ref(value) else value
+    """A create default as written, or the reference data it names (``{ option = ... }``;
+    ``NeedsReference`` while the run has not read it)."""
+    if not _option_ref(value):
+        return value
+    got = options.get(value["option"])
+    if got is UNREAD:
+        raise NeedsReference(value["option"])
+    return got
 
 
 def is_soft_deleted(rules: FlowRules, side: Side, values: Mapping[str, Any]) -> bool:

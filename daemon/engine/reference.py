@@ -1,9 +1,13 @@
 """Reference data: the lists a flow maps or checks values against (sales persons, users ...).
 
-Read at most once per run, and only when the run has a record to decide: an idle run, which
-finds nothing changed, reads none. A guard's option (read before anything, to refuse a run)
-is shared, not read twice. A list the system cannot give stops each step that needs it, with
-the system's message, and is not asked again in the same run.
+Read at most once per run, and only when a value being decided needs one (a transform that
+checks or maps against a list, a create default naming one): an idle run reads none, and
+neither does a run whose changes touch no such field (a phone edited in the CRM does not
+read Unleashed's sales persons). Until then a step's transforms find ``UNREAD`` in their
+place, raise ``NeedsReference``, and the step reads the lists and decides the record again.
+A guard's option (read before anything, to refuse a run) is shared, not read twice. A list
+the system cannot give stops each step that needs it, with the system's message, and is not
+asked again in the same run.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from typing import Any, Mapping
 
 from connectors.base import Connector, ConnectorError
 from daemon.engine.rules import Side
+from daemon.engine.transforms import UNREAD
 
 
 class ReferenceUnavailable(Exception):
@@ -28,6 +33,15 @@ class ReferenceData:
                 self._lists[side][name] = value
         self._failed: str | None = None
         self._read = False
+
+    def fill(self, options: dict[Any, Any]) -> None:
+        """Put this run's lists in a step's ``options``: those read so far, ``UNREAD`` for
+        the rest (read by ``lists`` when a value needs them)."""
+        for side, names in self._needed.items():
+            for name in names:
+                options.setdefault(name, self._lists[side].get(name, UNREAD))
+        for lists in self._lists.values():
+            options.update(lists)
 
     async def lists(self) -> dict[Side, dict[str, Any]]:
         """Each side's lists by name, read on the first call of the run."""

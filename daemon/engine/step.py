@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -34,13 +34,14 @@ from daemon.engine.merge import news_to_both
 from daemon.engine.reference import ReferenceData, ReferenceUnavailable
 from daemon.engine.rules import Side, other
 from daemon.engine.stage import Staging
-from daemon.engine.transforms import Context
+from daemon.engine.transforms import UNREAD, Context, NeedsReference
 from daemon.store import queries as q
 
 __all__ = ["StepAborted", "StepOptions", "StepResult", "run_step"]
 
 log = structlog.get_logger("accord.step")
 CHUNK = 500
+T = TypeVar("T")
 UNSETTLED = ("quarantined", "unresolved_create", "create_held")
 
 
@@ -208,6 +209,12 @@ class _Step:
         for a, _ in actions:            # left for later: not acknowledged to a feed
             if isinstance(a, Review) or (isinstance(a, Skip) and a.reason in UNSETTLED):
                 self.ctx.reading.unsettled.add((a.side, a.id))
+        if self.ctx.flow.revert_lists and any(v is UNREAD for v in tctx.options.values()) \
+                and any(isinstance(a, (Create, Recover)) for a, _ in actions):
+            # a create decides its write-back from what the system stored, after the write:
+            # the lists it may consult are read first, so a list that cannot be read stops
+            # the step before the write, not after it
+            await self._read_reference(tctx)
         try:
             await Applier(self.ctx, uow, tctx).run(actions)
         finally:
@@ -357,8 +364,9 @@ class _Step:
                 tctx = await self._context(units)
                 for u in units:
                     recs = self._recs(u)
-                    deletes += sum(isinstance(a, (Delete, Mark))
-                                   for a in plan_pair(c.flow, u["link"], recs, tctx, self.sit))
+                    planned = await self._decided(tctx, plan_pair, c.flow, u["link"], recs,
+                                                  tctx, self.sit)
+                    deletes += sum(isinstance(a, (Delete, Mark)) for a in planned)
         empty = [s for s in ("left", "right") if c.reading.listed_empty[s]]
         limit = max(c.flow.rules.delete_threshold_min, c.flow.rules.delete_threshold * total)
         if empty or deletes > limit:
@@ -447,7 +455,8 @@ class _Step:
                 elif id(u) in quiet:
                     actions.append((Unchanged(tuple(hashes)), hashes))
                 else:
-                    for a in plan_pair(c.flow, u["link"], recs, tctx, self.sit):
+                    for a in await self._decided(tctx, plan_pair, c.flow, u["link"], recs,
+                                                 tctx, self.sit):
                         actions.append((a, hashes))
             await self._do(actions, tctx, uow)
 
@@ -554,9 +563,10 @@ class _Step:
         taken = found.linked | self.claimed[target]         # a new set, this chunk's own
         for r in active:
             cands = found.by_record.get(r["record_id"], [])
-            a = plan_unlinked(c.flow, side, r, cands, taken, mark[r["record_id"]], tctx,
-                              self.sit, r["record_id"] in found.partner_ambiguous,
-                              r["record_id"] in found.partner_excluded)
+            a = await self._decided(tctx, plan_unlinked, c.flow, side, r, cands, taken,
+                                    mark[r["record_id"]], tctx, self.sit,
+                                    r["record_id"] in found.partner_ambiguous,
+                                    r["record_id"] in found.partner_excluded)
             if isinstance(a, Link):
                 partner = a.ids[target]
                 taken.add(partner)
@@ -585,13 +595,24 @@ class _Step:
             out |= {(s, rid) for rid, h in stuck.items() if h == hashes[rid]}
         return out
 
+    async def _decided(self, tctx: Context, plan: Callable[..., T], *args: Any) -> T:
+        """``plan(*args)``; when a value it decides needs a reference list the run has not
+        read yet, the lists are read and the record decided again (plans are pure)."""
+        try:
+            return plan(*args)
+        except NeedsReference:
+            await self._read_reference(tctx)
+            return plan(*args)
+
+    async def _read_reference(self, tctx: Context) -> None:
+        for lists in (await self.ctx.reference.lists()).values():
+            tctx.options.update(lists)
+
     async def _context(self, units: list[dict]) -> Context:
         """Reference lists, and the link maps that translate this chunk's reference fields."""
         c = self.ctx
         tctx = Context(options={})
-        if units:                           # read once per run, when a record needs them
-            for lists in (await c.reference.lists()).values():
-                tctx.options.update(lists)
+        c.reference.fill(tctx.options)      # read once per run, when a value needs them
         tctx.planned = c.options.planned
         for fld in c.flow.fields:
             if not fld.ref:

@@ -22,10 +22,33 @@ class FieldRefused(Exception):
     """A value that may not go across; the message says why, for the record error."""
 
 
+class NeedsReference(Exception):
+    """A transform consulted a reference list the run has not read yet (``UNREAD``): the
+    step reads the lists and decides the record again. Not a refusal: nothing is decided
+    from a list that was not read."""
+
+
+class _Unread:
+    def __repr__(self) -> str:
+        return "UNREAD"
+
+
+UNREAD = _Unread()      # in ``Context.options``: a list the run reads when a value needs it
+
+
+def reference(ctx: "Context", option: str) -> Any:
+    """The reference list ``option`` (None: the run has no such list)."""
+    value = ctx.options.get(option)
+    if value is UNREAD:
+        raise NeedsReference(option)
+    return value
+
+
 @dataclass
 class Context:
-    """What transforms may consult: reference data by name, filled by the runner per run,
-    and the records being carried (set by the merge before it carries a value)."""
+    """What transforms may consult: reference data by name (``UNREAD`` until a value needs
+    it: read once per run, by the step), and the records being carried (set by the merge
+    before it carries a value)."""
     options: dict[str, Any] = field(default_factory=dict)
     records: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     source: str = "left"
@@ -76,7 +99,7 @@ def _one_of(option: str, message: str | None = None) -> Fn:
     def fn(v, ctx):
         if v in (None, ""):
             return v
-        allowed = ctx.options.get(option)
+        allowed = reference(ctx, option)
         if allowed is None:
             raise FieldRefused(f"reference list {option!r} is not available")
         folded = {str(a).casefold(): a for a in allowed}
@@ -94,7 +117,7 @@ def _lookup(option: str, default: Any = None, message: str | None = None) -> Fn:
     gives ``default`` when one is set (DT-8: the member named like the owner resource, else
     the configured sales rep), and is refused otherwise."""
     def fn(v, ctx):
-        table = ctx.options.get(option)
+        table = reference(ctx, option)
         if table is None:
             raise FieldRefused(f"reference list {option!r} is not available")
         folded = {" ".join(str(k).split()).casefold(): x for k, x in dict(table).items()}

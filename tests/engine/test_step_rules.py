@@ -407,6 +407,63 @@ async def test_reference_lists_are_read_once_by_a_run_with_records_and_not_by_an
     assert asked == [] and idle.steps[0].counts["read_left"] == 0
 
 
+async def test_a_reference_list_is_read_only_when_a_value_going_across_needs_it(state_url):
+    """An edit that touches no field checked against a list reads no list; the first edit
+    that does reads it, in the middle of a chunk, and the record is decided with it. A plan
+    (dry run) asks the same."""
+    flow = _rep_flow()
+    flow["fields"].append(dict(left="name", right="title"))
+    p = await make_pair(state_url, [flow])
+    asked: list[str] = []
+    real = p.R.options
+
+    async def options(name):
+        asked.append(name)
+        return await real(name)
+    p.R.options = options
+    p.R.options_data["reps"] = ["Ann", "Bob"]
+    ids = [p.L.put("items", {"key": f"k{i}", "rep": "Ann"}) for i in range(3)]
+    await p.sync()
+    await p.sync()
+    asked.clear()
+    for lid in ids:
+        p.L.edit("items", lid, {"name": "edited"})                  # goes across unchecked
+    p.L.put("items", {"key": "k3", "name": "new"})                  # a create, no rep to check
+    r = await p.sync()
+    assert r.status == "ok", r.steps[0].message
+    assert r.steps[0].counts["updated_right"] == 3 and r.steps[0].counts["created_right"] == 1
+    assert asked == []
+    p.L.edit("items", ids[0], {"name": "again"})
+    p.L.edit("items", ids[1], {"rep": "bob"})               # checked: the list is read
+    p.L.edit("items", ids[2], {"rep": "Zed"})               # refused by the list
+    plan = await p.sync(dry_run=True)
+    assert asked == ["reps"]
+    assert plan.steps[0].counts["updated_right"] == 2 and plan.steps[0].counts["errors"] == 1
+    asked.clear()
+    r = await p.sync()
+    assert asked == ["reps"]
+    assert r.steps[0].counts["updated_right"] == 2 and r.steps[0].counts["errors"] == 1
+    assert sorted(str(v.get("rep")) for v in p.R.values("items").values()) == [
+        "Ann", "Ann", "Bob", "None"]
+
+
+async def test_a_list_a_creates_write_back_may_consult_is_read_before_the_create(state_url):
+    """A one-way field owned by the right, reverted when the left contradicts it, carried
+    back through a list check: after a create the write-back is decided from what the right
+    stored, after the write. The list is read before the chunk's creates, so a list the left
+    cannot give stops the step with nothing written, not after the record exists."""
+    flow = item_flow(fields=[dict(left="key", right="code"), dict(
+        left="grade", right="grade", direction="right_to_left", ownership="revert",
+        to_left=[{"one_of": {"option": "grades"}}])])
+    p = await make_pair(state_url, [flow])
+    p.L.put("items", {"key": "k1", "grade": "A"})
+    r = await p.sync()                      # the left side has no list named "grades"
+    assert r.status == "failed" and p.R.writes == 0
+    assert r.steps[0].message == "stopped: left system cannot list grades: 'grades'"
+    p.L.options_data["grades"] = ["A", "B"]
+    assert (await p.sync()).steps[0].counts["created_right"] == 1
+
+
 async def test_a_reference_list_the_system_cannot_give_stops_the_step_that_needs_it(state_url):
     p = await make_pair(state_url, [_rep_flow()])
     p.L.put("items", {"key": "k1", "rep": "Ann"})

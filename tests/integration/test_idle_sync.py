@@ -116,15 +116,16 @@ async def test_idle_run_does_not_look_up_recent_unlinked_records_again(env: Env)
 
 
 async def test_reference_lists_are_read_once_by_a_run_that_has_records_to_decide(synced: Env):
-    """Reference data is read when a record needs it, and then once for the whole run: three
-    edited customers (each mapping its account manager through both sides' lists, UL-5) and
-    their contacts cost one ``GET /SalesPersons`` and one ``GET /Users``."""
+    """Reference data is read when a value needs it, and then once for the whole run: three
+    customers given another sales person (each mapped through the CRM's users, UL-5) and two
+    companies with a new website cost one ``GET /SalesPersons`` and one ``GET /Users``."""
     env = synced
     await env.sync()
     env.tick()
     guids = sorted(env.ul.customers)[:3]
     for guid in guids:
-        env.ul_edit_customer(guid, PhoneNumber=f"+64 9 555 01{guids.index(guid)}")
+        now = env.customer(guid)["SalesPerson"]["FullName"]
+        env.ul_set_salesperson(guid, "Chloe King" if now != "Chloe King" else "Alice Morgan")
     for key in list(env.crm.data["Companies"])[:2]:
         env.crm_edit_company(key, Website=f"https://example{key}.test")
     env.tick()
@@ -135,6 +136,31 @@ async def test_reference_lists_are_read_once_by_a_run_that_has_records_to_decide
     assert [h.path for h in env.ul.hits if h.path.lower().startswith("/salespersons")] == [
         "/SalesPersons/1"]
     assert [h.path for h in env.crm.hits if h.path == "/Users"] == ["/Users"]
+
+
+async def test_edits_no_reference_list_checks_read_no_reference_list(synced: Env):
+    """Phones edited in Unleashed and a website in the CRM: no value that goes across is
+    checked or mapped against a list, so neither ``GET /SalesPersons`` nor ``GET /Users`` is
+    made (each would be a request above the edits themselves). The edits still arrive."""
+    env = synced
+    await env.sync()
+    env.tick()
+    links = await env.links("companies")
+    guids, (other,) = sorted(links)[:2], sorted(links)[2:3]
+    for i, guid in enumerate(guids):
+        env.ul_edit_customer(guid, PhoneNumber=f"+64 9 555 01{i}")
+    env.crm_edit_company(links[other], Website="https://example-other.test")
+    env.tick()
+    env.reset_hits()
+    run = await env.sync()
+    assert run.status == "ok", run.message
+    assert sum(s.counts["updated_right"] for s in run.steps) == 2
+    assert sum(s.counts["updated_left"] for s in run.steps) == 1
+    assert not [h for h in env.ul.hits if h.path.lower().startswith("/salespersons")]
+    assert not [h for h in env.crm.hits if h.path == "/Users"]
+    assert [env.crm.data["Companies"][int(links[g])]["Telephone"] for g in guids] == [
+        "+64 9 555 010", "+64 9 555 011"]
+    assert env.customer(other)["Website"] == "https://example-other.test"
 
 
 async def test_a_phone_left_out_of_the_first_sync_then_emptied_in_the_crm_ends_agreed(env: Env):

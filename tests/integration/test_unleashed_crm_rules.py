@@ -285,13 +285,13 @@ async def test_ul04_targeted_run_syncs_just_that_record_without_listing_the_feed
     assert [s.flow for s in result.steps] == ["companies"]
     assert counts(result, "companies") == {"updated_left": 1}
     # no change listing on either side: the CRM read is one by-key filter; on Unleashed only
-    # check(), the UL-6 guards, the sales persons and the customer's read-before-write; the
-    # reference lists (users, sales persons) once the record is in hand and needs them
+    # check(), the UL-6 guards and the customer's read-before-write. No reference list (users,
+    # sales persons): the phone went across, no field that is checked against one
     assert [(h.path, unquote(h.query)) for h in env.crm.hits] == [
         ("/Tenant", ""),        # check(), and which instance it reaches (the state's gate)
         ("/Companies", f"$filter=(CompanyId eq {k1}) and StatusFlag ne 'D'"
-                       "&$expand=AccountManager($select=UserName)&$top=200"),
-        ("/Users", "$select=UserCode,UserName&$top=200")]
+                       "&$expand=AccountManager($select=UserName)&$top=200")]
+    assert not [h for h in env.ul.hits if h.path.lower().startswith("/salespersons")]
     assert not [h for h in env.ul.hits if "orderBy" in h.query or h.path.endswith("Contacts")]
     assert [(h.method, h.path) for h in env.ul.hits if h.path.startswith("/Customers/")
             and h.path != "/Customers/1"] == [("GET", f"/Customers/{g1}"),
