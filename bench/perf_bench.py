@@ -508,8 +508,8 @@ def table(out: dict, args) -> str:
              "edited): in Unleashed; in the CRM",
              f"{out['per_changed']:.2f} (floor 1: the CRM write); {out['per_changed_crm']:.2f} "
              "(floor 1 + 1/10 at 1%: no partial update in Unleashed, so each customer is read "
-             "before it is written, from the listing, 1,000 a page; plus the reference "
-             "lists, once a run)",
+             "before it is written, from the listing, 1,000 a page; the reference lists "
+             "only when an edited value is checked against one)",
              "≤ 1.1"),
             ("requests of an idle run: listings per entity per side; all, per side",
              f"{out['idle_listings']}; " + ", ".join(
