@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from connectors.base import Record, system_clock, system_count, utc
 from daemon.engine.actions import Fail
@@ -31,6 +31,7 @@ from daemon.engine.transforms import key_value
 from daemon.store import queries as q
 from daemon.store.db import dumps
 
+T = TypeVar("T")
 MAX_FAILS = 10_000      # per step: beyond this, bad records are counted, not listed
 
 
@@ -45,6 +46,12 @@ class Staging:
         self.derivers: dict[Side, Deriver] = {
             side: Deriver(spec) for side, spec in ctx.flow.rules.derive.items()}
         self._seen: dict[Side, SeenIds] = {}        # ids staged so far, by side
+        # a listing's page goes into the store while the side reads and parses the next
+        # (``page(behind=True)``): each side has at most one page on its way in, in order
+        self._writing: dict[Side, asyncio.Future] = {}
+        # SQLite has one writer at a time: the two sides' pages take turns here rather than
+        # in SQLite's busy handler, which sleeps in steps of milliseconds
+        self._turn = asyncio.Lock() if ctx.db.dialect.name == "sqlite" else None
 
     @staticmethod
     def _within(page: list[Record], start: Cursor, budget: int) -> list[Record]:
@@ -99,25 +106,30 @@ class Staging:
         pages = conn_.changes(entity, since)
         if limit is None:               # a batch may stop early: no page asked for in vain
             pages = read_ahead(pages)
-        async for page in pages:
-            if not page:
-                continue
-            seen_any = True
-            if limit is not None:
-                page = self._within(page, start, limit - taken)
-            self.delivered(side, info.feed, page)
-            await self.derived(side, page, set())
-            staged += len(page)
-            ctx.counts[f"read_{side}"] += len(page)
-            for rec in page:
-                m = utc(rec.modified) if rec.modified else None
-                progress.observe(m, rec.id)
-                if _new_ground(start, m, rec.id):
-                    taken += 1
-            ctx.tick()
-            if limit is not None and taken >= limit:
-                full_budget = True
-                break
+        try:
+            async for page in pages:
+                if not page:
+                    continue
+                seen_any = True
+                if limit is not None:
+                    page = self._within(page, start, limit - taken)
+                self.delivered(side, info.feed, page)
+                await self.derived(side, page, set(), behind=True)
+                staged += len(page)
+                ctx.counts[f"read_{side}"] += len(page)
+                for rec in page:
+                    m = utc(rec.modified) if rec.modified else None
+                    progress.observe(m, rec.id)
+                    if _new_ground(start, m, rec.id):
+                        taken += 1
+                ctx.tick()
+                if limit is not None and taken >= limit:
+                    full_budget = True
+                    break
+        except BaseException:
+            await self._let_go(side)
+            raise
+        await self._written(side)           # the listing's last page is in
         waiting = 0
         if full_budget:
             waiting = await self._waiting(conn_, entity, since, staged, pages)
@@ -183,12 +195,12 @@ class Staging:
                     mine[rec.id] = rec.version
 
     async def derived(self, side: Side, page: list[Record], pushed: set[str],
-                      asked: list[str] = ()) -> None:
+                      asked: list[str] = (), behind: bool = False) -> None:
         """Stage ``page`` as it is, or what its records derive (derive.py): the derived
         records, and tombstones for the linked ones their parents no longer list."""
         deriver = self.derivers.get(side)
         if deriver is None:
-            await self.page(side, page, pushed)
+            await self.page(side, page, pushed, behind)
             return
         ctx = self.ctx
         records, known = deriver.expand(page)
@@ -201,52 +213,86 @@ class Staging:
         gone += [x for x in asked if deriver.parent_ids([x])[0] in parents]
         gone = [x for x in dict.fromkeys(gone) if x not in made]
         await self.page(side, records + [Record(id=x, fields={}, deleted=True) for x in gone],
-                        pushed)
+                        pushed, behind)
 
-    async def page(self, side: Side, page: list[Record], pushed: set[str]) -> None:
+    async def page(self, side: Side, page: list[Record], pushed: set[str],
+                   behind: bool = False) -> None:
+        """Stage one page. ``behind``: its rows go into the store while the caller goes on
+        (the next page is read and parsed meanwhile); ``_written`` waits for them. Else
+        they are in when this returns."""
         ctx = self.ctx
         rules = ctx.flow.rules
         paths = ctx.flow.read_paths[side]
         base_paths = ctx.flow.base_paths[side]
         excluding = (await ctx.record_state()).may("exclusions")
-        async with ctx.db.begin() as conn:
-            ex = await q.excluded(conn, ctx.integration, ctx.flow.name, side,
-                                  [_safe(r.id) for r in page]) if excluding else {}
-            rows, keys = [], []
-            for rec in page:
-                if rec.error:
-                    self.fail(side, rec.id, rec.error)
-                    self.seq += 1
-                    rows.append(dict(
-                        run_id=ctx.run_id, flow=ctx.flow.name, side=side,
-                        record_id=_safe(rec.id), seq=self.seq, modified=None, deleted=False,
-                        passes=False, excluded=True, pushed=False, data=dumps({}),
-                        hash=value_hash(base_paths, {}), version=None))
-                    continue
-                data = mapped(paths, rec.fields)
-                text, bad = _stored(data)
-                if bad:
-                    self.fail(side, rec.id, bad)
-                    continue
+        ex: dict = {}
+        if excluding:
+            async with ctx.db.begin() as conn:
+                ex = await q.excluded(conn, ctx.integration, ctx.flow.name, side,
+                                      [_safe(r.id) for r in page])
+        rows, keys = [], []
+        for rec in page:
+            if rec.error:
+                self.fail(side, rec.id, rec.error)
                 self.seq += 1
-                deleted = rec.deleted or is_soft_deleted(rules, side, rec.fields)
                 rows.append(dict(
-                    run_id=ctx.run_id, flow=ctx.flow.name, side=side, record_id=rec.id,
-                    seq=self.seq, modified=iso(rec.modified), deleted=deleted,
-                    passes=holds(rules.filter.get(side, []), rec.fields),
-                    excluded=rec.id in ex, pushed=rec.id in pushed, data=text,
-                    hash=value_hash(base_paths, rec.fields), version=rec.version))
-                if rec.id in ex:
-                    ctx.counts["excluded"] += 1
-                for i, key in enumerate(rules.match):
-                    value = key_value(key, side, rec.fields)
-                    if value is not None:
-                        keys.append(dict(run_id=ctx.run_id, flow=ctx.flow.name, side=side,
-                                         record_id=rec.id, key=str(i), value=value))
-            seen = self._seen.get(side)
-            if seen is None:
-                seen = self._seen[side] = SeenIds()
-            await q.stage(conn, rows, keys, replace=seen.add(r["record_id"] for r in rows))
+                    run_id=ctx.run_id, flow=ctx.flow.name, side=side,
+                    record_id=_safe(rec.id), seq=self.seq, modified=None, deleted=False,
+                    passes=False, excluded=True, pushed=False, data=dumps({}),
+                    hash=value_hash(base_paths, {}), version=None))
+                continue
+            data = mapped(paths, rec.fields)
+            text, bad = _stored(data)
+            if bad:
+                self.fail(side, rec.id, bad)
+                continue
+            self.seq += 1
+            deleted = rec.deleted or is_soft_deleted(rules, side, rec.fields)
+            rows.append(dict(
+                run_id=ctx.run_id, flow=ctx.flow.name, side=side, record_id=rec.id,
+                seq=self.seq, modified=iso(rec.modified), deleted=deleted,
+                passes=holds(rules.filter.get(side, []), rec.fields),
+                excluded=rec.id in ex, pushed=rec.id in pushed, data=text,
+                hash=value_hash(base_paths, rec.fields), version=rec.version))
+            if rec.id in ex:
+                ctx.counts["excluded"] += 1
+            for i, key in enumerate(rules.match):
+                value = key_value(key, side, rec.fields)
+                if value is not None:
+                    keys.append(dict(run_id=ctx.run_id, flow=ctx.flow.name, side=side,
+                                     record_id=rec.id, key=str(i), value=value))
+        seen = self._seen.get(side)
+        if seen is None:
+            seen = self._seen[side] = SeenIds()
+        replace = seen.add(r["record_id"] for r in rows)
+        # the side's previous page first: a record read twice keeps its latest reading
+        await self._written(side)
+        self._writing[side] = asyncio.ensure_future(self._store(rows, keys, replace))
+        if not behind:
+            await self._written(side)
+
+    async def _store(self, rows: list[dict], keys: list[dict], replace: list[str]) -> None:
+        if self._turn is None:
+            async with self.ctx.db.begin() as conn:
+                await q.stage(conn, rows, keys, replace=replace)
+            return
+        async with self._turn:
+            async with self.ctx.db.begin() as conn:
+                await q.stage(conn, rows, keys, replace=replace)
+
+    async def _written(self, side: Side) -> None:
+        """The side's page on its way into the store is in; its failure is raised here."""
+        writing = self._writing.pop(side, None)
+        if writing is not None:
+            await writing
+
+    async def _let_go(self, side: Side) -> None:
+        """The side's reading failed or was cancelled: the page on its way in is let go (its
+        transaction rolls back) and the reading's own fault stands."""
+        writing = self._writing.pop(side, None)
+        if writing is not None:
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
 
     def fail(self, side: Side, record_id: str, message: str) -> None:
         key = (side, _safe(record_id))
@@ -273,10 +319,11 @@ class Staging:
                                    for r in rows], set())
 
 
-async def read_ahead(pages: AsyncIterator[list[Record]]) -> AsyncIterator[list[Record]]:
-    """The pages of a listing, each next page asked for while the caller stages the one it
-    has: the system's answer time overlaps accord's own work. One page ahead at most, so
-    memory stays one page; an error reading a page is raised where that page is wanted."""
+async def read_ahead(pages: AsyncIterator[T]) -> AsyncIterator[T]:
+    """The pages of a listing (or a step's chunks), each next one asked for while the caller
+    works on the one it has: the system's (or the store's) answer time overlaps accord's own
+    work. One ahead at most, so memory stays one page; an error reading one is raised where
+    that one is wanted; leaving early cancels the one asked for."""
     listing = aiter(pages)
 
     async def following() -> list[Record]:

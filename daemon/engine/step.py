@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, AsyncIterator, Callable, Mapping, TypeVar
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,7 +33,7 @@ from daemon.engine.plan import (Situation, base_of, plan_approved, plan_pair,
 from daemon.engine.merge import news_to_both
 from daemon.engine.reference import ReferenceData, ReferenceUnavailable
 from daemon.engine.rules import Side, other
-from daemon.engine.stage import Staging
+from daemon.engine.stage import Staging, read_ahead
 from daemon.engine.transforms import UNREAD, Context, NeedsReference
 from daemon.store import queries as q
 
@@ -415,17 +415,26 @@ class _Step:
         await self._do(actions, tctx, uow)
 
     async def _linked(self, side: Side) -> None:
+        """The pairs with a staged record on ``side``, chunk by chunk. The next chunk is read
+        while this one is decided and committed (``read_ahead``): its window of the staging
+        order comes after this one's, and a link pairs one record on each side, so nothing
+        this chunk's commit changes (its records and their partners, unstaged) is in it."""
         c = self.ctx
         if self.virtual:
             await self._virtual_pairs()
-        after = 0
-        while True:
-            async with c.db.begin() as conn:
-                units = await q.staged_linked_chunk(conn, c.run_id, c.integration,
-                                                    c.flow.name, side, after, CHUNK, raw=True)
-            if units.last is None:
-                return
-            after = units.last
+
+        async def chunks() -> AsyncIterator[q.Chunk]:
+            after = 0
+            while True:
+                async with c.db.begin() as conn:
+                    units = await q.staged_linked_chunk(conn, c.run_id, c.integration,
+                                                        c.flow.name, side, after, CHUNK,
+                                                        raw=True)
+                if units.last is None:
+                    return
+                after = units.last
+                yield units
+        async for units in read_ahead(chunks()):
             if not units:
                 continue
             quiet = {id(u) for u in units if self._quiet(u)}
