@@ -52,6 +52,10 @@ class Staging:
         # SQLite has one writer at a time: the two sides' pages take turns here rather than
         # in SQLite's busy handler, which sleeps in steps of milliseconds
         self._turn = asyncio.Lock() if ctx.db.dialect.name == "sqlite" else None
+        # sides whose listing may stage a record equal to its linked base as quiet (see
+        # ``_quiet_allowed``), and how many it staged so
+        self._quiet_ok: dict[Side, bool] = {}
+        self.quiet: dict[Side, int] = {"left": 0, "right": 0}
 
     @staticmethod
     def _within(page: list[Record], start: Cursor, budget: int) -> list[Record]:
@@ -106,6 +110,7 @@ class Staging:
         pages = conn_.changes(entity, since)
         if limit is None:               # a batch may stop early: no page asked for in vain
             pages = read_ahead(pages)
+        self._quiet_ok[side] = await self._quiet_allowed()
         try:
             async for page in pages:
                 if not page:
@@ -129,6 +134,8 @@ class Staging:
         except BaseException:
             await self._let_go(side)
             raise
+        finally:
+            self._quiet_ok[side] = False    # reads by id are always decided
         await self._written(side)           # the listing's last page is in
         waiting = 0
         if full_budget:
@@ -167,6 +174,19 @@ class Staging:
         if whole:
             await self.unseen(side)
         return progress.finish(cut)
+
+    async def _quiet_allowed(self) -> bool:
+        """Whether a listing may stage a record that equals its linked base as quiet: its
+        pair is then decided only if the other side's record is one to decide, and is
+        otherwise unchanged, as the planner would decide it (``plan_pair``'s ``Unchanged``).
+        Not when a pair's plan could be anything else whatever its values: an enforced field,
+        a held delete, or record errors to settle (an unchanged record settles its retried
+        refusals)."""
+        ctx = self.ctx
+        if ctx.options.enforce or (await ctx.record_state()).may("errors"):
+            return False
+        async with ctx.db.begin() as conn:
+            return not await q.held_links(conn, ctx.integration, ctx.flow.name)
 
     async def by_id(self, side: Side, entity: str, ids: list[str], pushed: set[str]) -> None:
         conn_ = self.ctx.sides[side]
@@ -225,11 +245,17 @@ class Staging:
         paths = ctx.flow.read_paths[side]
         base_paths = ctx.flow.base_paths[side]
         excluding = (await ctx.record_state()).may("exclusions")
+        quiet_ok = behind and self._quiet_ok.get(side, False)
         ex: dict = {}
-        if excluding:
+        bases: dict[str, tuple[str, str, int]] = {}
+        if excluding or quiet_ok:
             async with ctx.db.begin() as conn:
-                ex = await q.excluded(conn, ctx.integration, ctx.flow.name, side,
-                                      [_safe(r.id) for r in page])
+                if excluding:
+                    ex = await q.excluded(conn, ctx.integration, ctx.flow.name, side,
+                                          [_safe(r.id) for r in page])
+                if quiet_ok:
+                    bases = await q.link_digests(conn, ctx.integration, ctx.flow.name, side,
+                                                 [r.id for r in page if not r.error])
         rows, keys = [], []
         for rec in page:
             if rec.error:
@@ -248,12 +274,21 @@ class Staging:
                 continue
             self.seq += 1
             deleted = rec.deleted or is_soft_deleted(rules, side, rec.fields)
+            passes = holds(rules.filter.get(side, []), rec.fields)
+            digest = value_hash(base_paths, rec.fields)
+            seq = self.seq
+            if (bases and bases.get(rec.id) == ("ok", digest, len(base_paths)) and passes
+                    and not deleted and rec.id not in ex and rec.id not in pushed
+                    and all(p in rec.fields for p in base_paths)):
+                # equal to its base, field for field, both whole (a field one of them lacks
+                # is unknown there, not empty): decided only with its partner
+                seq = q.QUIET_SEQ
+                self.quiet[side] += 1
             rows.append(dict(
                 run_id=ctx.run_id, flow=ctx.flow.name, side=side, record_id=rec.id,
-                seq=self.seq, modified=iso(rec.modified), deleted=deleted,
-                passes=holds(rules.filter.get(side, []), rec.fields),
+                seq=seq, modified=iso(rec.modified), deleted=deleted, passes=passes,
                 excluded=rec.id in ex, pushed=rec.id in pushed, data=text,
-                hash=value_hash(base_paths, rec.fields), version=rec.version))
+                hash=digest, version=rec.version))
             if rec.id in ex:
                 ctx.counts["excluded"] += 1
             for i, key in enumerate(rules.match):

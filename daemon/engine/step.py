@@ -132,6 +132,10 @@ class _Step:
         await self._intents()
         await self._approved()
         cursors = await self._stage_both()
+        if any(self.staging.quiet.values()):     # pairs equal to their bases on every side
+            async with c.db.begin() as conn:     # read: unchanged, without being planned
+                c.counts["unchanged"] += await q.quiet_pairs(conn, c.run_id, c.integration,
+                                                             c.flow.name)
         await self._wake()          # approved deletes (above) may have freed a review's reason
         if self.staging.seq >= q.STATS_AFTER:
             async with c.db.begin() as conn:

@@ -26,6 +26,7 @@ audit, pushes, staged_keys = T["audit"], T["pushes"], T["staged_keys"]
 rereads = T["rereads"]
 parked = T["parked"]
 CHUNK = 500          # ids per statement: rows of one chunk stay small on either database
+QUIET_SEQ = 0        # the staging order of a record that equals its linked base: in no chunk
 
 
 def _dicts(result) -> list[dict]:
@@ -104,7 +105,36 @@ async def _insert_many(conn: AsyncConnection, table, rows: list[dict]) -> None:
         if proc is not None:
             values = _datetimes(proc, values) if stamp else [proc(v) for v in values]
         columns.append(values)
-    await conn.exec_driver_sql(sql, list(zip(*columns)))
+    # many rows a statement (``VALUES (...), (...)``), not one statement a row (executemany):
+    # the driver lets go of the interpreter lock for each statement it steps, and takes it
+    # back to bind the next; while the event loop's thread is busy, each taking back waits
+    # for the lock's switch interval. A page of 500 rows went in at a few a millisecond.
+    per = max(1, SQLITE_VARIABLES // len(cols))
+    flat = [v for row in zip(*columns) for v in row]
+    width = len(cols)
+    for i in range(0, len(rows), per):
+        n = min(per, len(rows) - i)
+        await conn.exec_driver_sql(_values_sql(sql, width, n),
+                                   tuple(flat[i * width:(i + n) * width]))
+
+
+SQLITE_VARIABLES = 8_000    # bound values per statement (SQLite allows 32,766 since 3.32)
+
+
+def _values_sql(sql: str, width: int, n: int) -> str:
+    """``sql`` (an INSERT of one row of ``width`` values) for ``n`` rows."""
+    key = (sql, n)
+    text = _VALUES.get(key)
+    if text is None:
+        one = "(" + ", ".join("?" * width) + ")"
+        text = _VALUES[key] = sql[:sql.rindex("VALUES") + 7] + ", ".join([one] * n)
+        if len(_VALUES) > 256:          # the last, shorter statement of each size: bounded
+            _VALUES.clear()
+            _VALUES[key] = text
+    return text
+
+
+_VALUES: dict[tuple[str, int], str] = {}
 
 
 def _datetimes(proc, values: list) -> list:
@@ -168,6 +198,62 @@ async def links_by_side(conn: AsyncConnection, integration: str, flow: str, side
         for row in _dicts(rows):
             out[row["left_id" if side == "left" else "right_id"]] = row
     return out
+
+
+async def link_digests(conn: AsyncConnection, integration: str, flow: str, side: str,
+                       ids: Sequence[str]) -> dict[str, tuple[str, str, int]]:
+    """The state, ``side``'s base digest and how many fields that base holds, of the links
+    of ``ids`` (by ``side``'s id): what staging needs to tell a record that equals its base,
+    without the bases themselves. (A digest takes a field the base lacks for an empty one;
+    the count tells them apart.)"""
+    col = links.c.left_id if side == "left" else links.c.right_id
+    digest = links.c.left_hash if side == "left" else links.c.right_hash
+    d = conn.dialect.name
+    base = f"links.{side}_base"
+    held = literal_column(f"(SELECT count(*) FROM json_each({base}))" if d == "sqlite" else
+                          f"(SELECT count(*) FROM json_object_keys(CAST({base} AS json)))")
+
+    def build():
+        where = (links.c.integration == bindparam("integration"),
+                 links.c.flow == bindparam("flow"), _one_of(d, col, "ids"))
+        if d == "sqlite":   # one row: see ``_one_row``
+            return select(func.json_group_array(func.json_array(
+                col, links.c.state, digest, held))).where(*where)
+        return select(col, links.c.state, digest, held).where(*where)
+    stmt = _built(("link_digests", side, d), build)
+    out: dict[str, tuple[str, str, int]] = {}
+    for part in _chunks(list(ids)):
+        rows = await conn.execute(stmt, {"integration": integration, "flow": flow,
+                                         "ids": _ids(d, part)})
+        got = _one_row(rows) if d == "sqlite" else rows
+        out.update((r[0], (r[1], r[2], int(r[3]))) for r in got)
+    return out
+
+
+def _one_row(result) -> list:
+    """The rows a SQLite statement gathered into one JSON array (``json_group_array``). The
+    driver lets go of the interpreter lock for every row it steps and takes it back to hand
+    the row over; while the event loop's thread is busy, each taking back waits for the
+    lock's switch interval, so a query of 500 rows waited far longer than it ran. Gathered,
+    it is one step."""
+    return orjson.loads(result.scalar())
+
+
+async def quiet_pairs(conn: AsyncConnection, run_id: int, integration: str, flow: str) -> int:
+    """Links of the flow that the step staged on some side only as quiet (``QUIET_SEQ``:
+    equal to its base, outside the chunks) and on no side as a record to decide: the pairs
+    left unchanged without being planned."""
+    def staged_as(side: str, quiet: bool):
+        col = links.c.left_id if side == "left" else links.c.right_id
+        return select(literal_column("1")).select_from(staged).where(
+            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
+            staged.c.record_id == col,
+            staged.c.seq == QUIET_SEQ if quiet else staged.c.seq > QUIET_SEQ).exists()
+    row = await conn.execute(select(func.count()).select_from(links).where(
+        links.c.integration == integration, links.c.flow == flow,
+        or_(staged_as("left", True), staged_as("right", True)),
+        ~staged_as("left", False), ~staged_as("right", False)))
+    return int(row.scalar() or 0)
 
 
 async def link_map(conn: AsyncConnection, integration: str, flow: str, side: str,
@@ -436,7 +522,8 @@ async def staged_by_key(conn: AsyncConnection, run_id: int, flow: str, side: str
                 staged.c.record_id == staged_keys.c.record_id)).where(
                 staged_keys.c.run_id == run_id, staged_keys.c.flow == flow,
                 staged_keys.c.side == side, staged_keys.c.key == key,
-                _among(conn, staged_keys.c.value, part)).order_by(staged.c.seq))
+                _among(conn, staged_keys.c.value, part)).order_by(staged.c.seq,
+                                                                  staged.c.record_id))
         for row in _dicts(rows):
             value = row.pop("value")
             out.setdefault(value, []).append(_staged_row(row))

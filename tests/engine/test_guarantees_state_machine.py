@@ -26,6 +26,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
 from sqlalchemy import select
 
 from connectors.memory import Crash, MemoryConnector
+from daemon.engine.actions import Unchanged
 from daemon.engine.merge import same
 from daemon.engine.rules import FlowRules
 from daemon.engine.runner import Integration, RunOptions, order_flows, run
@@ -48,6 +49,11 @@ RULES = FlowRules.model_validate(dict(
     match=[dict(left="key", right="code", normalize="text")],
     delete=dict(to_right=dict(action="delete"), to_left=dict(action="delete")),
     delete_threshold=1.0, overlap_seconds=5, concurrency=3))
+
+
+def _acting(actions: list) -> list:
+    """The actions that do something (``Unchanged`` only counts)."""
+    return [a for a in actions if not isinstance(a, Unchanged)]
 
 
 def _no_link_id(action) -> str:
@@ -245,8 +251,11 @@ class Guarantees(RuleBasedStateMachine):
             # the same actions (a pair found again by a lost create's look-up is planned
             # after the others: the order of independent actions may differ)
             # (a link the run makes before reading has its id only once it is stored)
-            assert sorted(map(_no_link_id, p.actions)) == sorted(map(_no_link_id, r.actions)), \
-                f"plan {p.actions} != run {r.actions}"
+            # (a pair whose records equal their bases is unchanged: counted below, but a run
+            # may leave it out of its chunks, where a plan, whose links are not stored yet,
+            # decides it: ``Unchanged`` does nothing, so it is not compared as an action)
+            assert sorted(map(_no_link_id, _acting(p.actions))) == sorted(
+                map(_no_link_id, _acting(r.actions))), f"plan {p.actions} != run {r.actions}"
             # what was decided and done; not how much was read (a create found again is
             # written back before the run reads, so the run may read that record once more)
             done = lambda c: +Counter({k: v for k, v in c.items()  # noqa: E731
