@@ -431,6 +431,7 @@ class Applier:
         except NotFoundError:
             pass
         u.deletes.append(a.link_id)
+        u.removed[a.target].append(a.target_id)
         u.audit_write(a.target, a.target_id, "*", None, None, f"{deleted} deleted: delete")
         u.cleared[deleted].append(a.gone_id)
         c.counts["deleted"] += 1
@@ -445,6 +446,7 @@ class Applier:
         c.counts["marked"] += 1
         u.updates.append({"id": a.link_id, "state": f"gone_{deleted}", "updated_at": now(),
                           **base_row(c, a.target, after_write(a.current, written, rec))})
+        u.removed[a.target].append(a.target_id)
         u.cleared[deleted].append(a.gone_id)
 
     async def _recover(self, a: Recover) -> None:

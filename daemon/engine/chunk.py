@@ -35,6 +35,7 @@ class UnitOfWork:
     done_pushes: dict[Side, list[str]] = field(default_factory=_sides)
     dropped_holds: list[int] = field(default_factory=list)
     handled: dict[Side, list[str]] = field(default_factory=_sides)
+    removed: dict[Side, list[str]] = field(default_factory=_sides)     # deleted or marked
     parked: dict[Side, list[tuple[str, str]]] = field(default_factory=_sides)
     rereads: list[tuple[Side, str]] = field(default_factory=list)
 
@@ -46,6 +47,7 @@ class UnitOfWork:
             for side in ("left", "right"):
                 # decided in this chunk: not to be met again by a later chunk of this step
                 await q.unstage(conn, c.run_id, f, side, self.handled[side])
+                await q.drop_staged(conn, c.run_id, f, side, self.removed[side])
             if c.options.dry_run:
                 return
             await q.delete_links(conn, self.deletes)

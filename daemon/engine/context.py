@@ -1,6 +1,7 @@
 """What one step works with, handed explicitly to each phase (stage, match, plan, apply)."""
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -51,6 +52,8 @@ class RecordState:
     the flow's rows. What the step itself writes there is added as it is written. An
     exclusion an operator adds while the step reads is honoured from the next run."""
     kinds: set[str] | None = None              # None: not read yet
+    # the step's two sides ask at once: one reads, the other waits for its answer
+    reading: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
 
     def may(self, kind: str) -> bool:
         """The table may hold rows of the flow (or it was not read yet)."""
@@ -83,6 +86,9 @@ class StepContext:
     async def record_state(self) -> RecordState:
         """``state``, read from the store the first time a step asks."""
         if self.state.kinds is None:
-            async with self.db.begin() as conn:
-                self.state.kinds = await q.record_state(conn, self.integration, self.flow.name)
+            async with self.state.reading:
+                if self.state.kinds is None:
+                    async with self.db.begin() as conn:
+                        self.state.kinds = await q.record_state(conn, self.integration,
+                                                                self.flow.name)
         return self.state

@@ -390,6 +390,21 @@ async def clear_left_behind(conn: AsyncConnection, integration: str, flow: str,
 
 async def unstage(conn: AsyncConnection, run_id: int, flow: str, side: str,
                   ids: Sequence[str]) -> None:
+    """Records decided in a chunk: out of the step's chunks (``QUIET_SEQ``), so no later
+    chunk meets them again, but still staged: a record of the other side with the same key
+    finds them as candidates (linked: a review), not nothing (a create: a duplicate)."""
+    d = conn.dialect.name
+    stmt = _built(("unstage", d), lambda: update(staged).where(
+        staged.c.run_id == bindparam("r"), staged.c.flow == bindparam("f"),
+        staged.c.side == bindparam("s"), _one_of(d, staged.c.record_id, "ids"))
+        .values(seq=QUIET_SEQ))
+    for part in _chunks(list(ids)):
+        await conn.execute(stmt, {"r": run_id, "f": flow, "s": side, "ids": _ids(d, part)})
+
+
+async def drop_staged(conn: AsyncConnection, run_id: int, flow: str, side: str,
+                      ids: Sequence[str]) -> None:
+    """Records a chunk deleted (or marked deleted) in their system: no longer candidates."""
     await _delete_ids(conn, staged, "record_id", ids, run_id=run_id, flow=flow, side=side)
 
 

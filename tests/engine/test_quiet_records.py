@@ -86,6 +86,38 @@ async def test_a_new_record_matching_a_quiet_linked_one_is_reviewed_not_created(
     assert len(p.R.data["items"]) == 50
 
 
+async def test_a_new_record_matching_a_linked_one_decided_earlier_is_reviewed(
+        state_url, monkeypatch):
+    """The same with the linked record edited in this full read: decided in the linked
+    pass, it stays a candidate for the unlinked pass (a review), where its staged row used
+    to be deleted and the new record was created on the other side."""
+    p, ids, right = await _synced(state_url, 50)
+    p.L.edit("items", ids[3], {"name": "edited"})
+    twin = p.L.put("items", {"key": "k3", "name": "a second k3"})
+    r = await p.sync(full=True)
+    c = r.steps[0].counts
+    assert c["updated_right"] == 1 and c["created_right"] == 0 and c["review"] == 1
+    assert [x["record_id"] for x in await p.rows("reviews")] == [twin]
+    assert len(p.R.data["items"]) == 50
+
+
+async def test_a_record_deleted_by_a_chunk_is_no_candidate_after_it(state_url, monkeypatch):
+    """A record this step deleted in its system (its partner was deleted) is no candidate
+    for a new record with its key: that one is created, not linked to the deleted one."""
+    flow = item_flow(delete={"to_right": {"action": "delete"}})
+    p = await make_pair(state_url, [flow], page_size=500)
+    ids = [p.L.put("items", {"key": f"k{i}", "name": f"n{i}"}) for i in range(10)]
+    await p.sync()
+    await p.sync()
+    p.L.remove("items", ids[3])
+    p.L.put("items", {"key": "k3", "name": "k3 again"})
+    r = await p.sync(full=True)
+    c = r.steps[0].counts
+    assert r.status == "ok" and c["deleted"] == 1 and c["created_right"] == 1
+    assert sorted(v["fields"]["title"] for v in p.R.data["items"].values()
+                  if v["fields"]["code"] == "k3") == ["k3 again"]
+
+
 async def test_record_errors_in_the_flow_turn_quiet_records_off(state_url, monkeypatch):
     """An unchanged record settles its retried refusals: with record errors in the flow,
     every pair is decided as before."""
