@@ -9,7 +9,8 @@ error and the step goes on. A record the connector could not read (``Record.erro
 per-record error too, and is staged as left out (``excluded``): nothing is planned from fields
 it does not have, and a complete listing does not take its linked record for deleted (the
 partner stays as it is). Each record fails at most once a step, though it may be read twice
-(listed, then read again by id).
+(listed, then read again by id). A listed record equal to its linked base is staged quiet
+(``q.QUIET_SEQ``, see ``page``): in no chunk, decided only with a partner that changed.
 """
 from __future__ import annotations
 

@@ -7,6 +7,9 @@
 4. Linked pairs, then unlinked records, chunk by chunk: ``match`` finds candidates, ``plan``
    decides, ``apply`` carries the actions out (a dry run lists them instead), and each chunk's
    store changes commit in one transaction (``chunk``). Cursors commit after the last chunk.
+   A record equal to its linked base (quiet) is in no chunk: its pair is decided with its
+   partner's chunk, or is unchanged. A decided record leaves the chunks but stays staged,
+   a candidate for matching until the step ends.
 """
 from __future__ import annotations
 
