@@ -242,17 +242,20 @@ def _one_row(result) -> list:
 async def quiet_pairs(conn: AsyncConnection, run_id: int, integration: str, flow: str) -> int:
     """Links of the flow that the step staged on some side only as quiet (``QUIET_SEQ``:
     equal to its base, outside the chunks) and on no side as a record to decide: the pairs
-    left unchanged without being planned."""
-    def staged_as(side: str, quiet: bool):
+    left unchanged without being planned. Each side's staged row is found by its key (the
+    subquery names no ``seq``, so the planner cannot take the staging-order index, whose
+    ``seq = 0`` holds every quiet row: that made the count quadratic)."""
+    def seq_of(side: str):
         col = links.c.left_id if side == "left" else links.c.right_id
-        return select(literal_column("1")).select_from(staged).where(
+        return select(staged.c.seq).where(
             staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
-            staged.c.record_id == col,
-            staged.c.seq == QUIET_SEQ if quiet else staged.c.seq > QUIET_SEQ).exists()
+            staged.c.record_id == col).scalar_subquery()
+    left, right = seq_of("left"), seq_of("right")
     row = await conn.execute(select(func.count()).select_from(links).where(
         links.c.integration == integration, links.c.flow == flow,
-        or_(staged_as("left", True), staged_as("right", True)),
-        ~staged_as("left", False), ~staged_as("right", False)))
+        or_(left == QUIET_SEQ, right == QUIET_SEQ),
+        func.coalesce(left, QUIET_SEQ) == QUIET_SEQ,
+        func.coalesce(right, QUIET_SEQ) == QUIET_SEQ))
     return int(row.scalar() or 0)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-from sqlalchemy import event, insert
+from sqlalchemy import and_, event, insert, or_, update
 
 from daemon.store import queries as q
 from daemon.store.db import create_schema, dumps, make_engine
@@ -87,6 +87,21 @@ async def test_a_chunk_is_read_by_keyset_on_the_staging_order(db, name):
 async def test_unseen_links_walk_one_flow_by_id_without_sorting(db):
     plan = await plan_of(db, lambda conn: q.unseen_links(conn, RUN, I, F, "left", 500, 0))
     assert "Seq Scan on links" not in plan and "TEMP B-TREE" not in plan, plan
+
+
+async def test_quiet_pairs_find_each_staged_row_by_its_key(db):
+    """Counting the pairs left quiet looks each link's staged rows up by their key: with
+    ``seq = 0`` in the lookup, SQLite took the staging-order index, whose zero holds every
+    quiet row, and the count went quadratic (3 s for 25,000 pairs)."""
+    async with db.begin() as conn:
+        await conn.execute(update(q.staged).where(q.staged.c.run_id == RUN, or_(
+            and_(q.staged.c.side == "left", q.staged.c.seq < 3000),
+            and_(q.staged.c.side == "right", q.staged.c.seq < N + 3000))).values(seq=0))
+        assert await q.refresh_statistics(conn, 2 * N)
+    plan = await plan_of(db, lambda conn: q.quiet_pairs(conn, RUN, I, F))
+    assert "ix_staged_order" not in plan and "Seq Scan on staged" not in plan, plan
+    async with db.connect() as conn:
+        assert await q.quiet_pairs(conn, RUN, I, F) == 1500
 
 
 async def test_statistics_are_left_alone_for_a_small_step(db):
