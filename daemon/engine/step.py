@@ -359,15 +359,7 @@ class _Step:
             return
         deletes = 0
         for side in ("left", "right"):
-            after = 0
-            while True:
-                async with c.db.begin() as conn:
-                    units = await q.staged_linked_chunk(conn, c.run_id, c.integration,
-                                                        c.flow.name, side, after, CHUNK,
-                                                        deleted_only=True)
-                if units.last is None:
-                    break
-                after = units.last
+            async for units in self._linked_chunks(side, deleted_only=True):
                 tctx = await self._context(units)
                 for u in units:
                     recs = self._recs(u)
@@ -429,19 +421,7 @@ class _Step:
         c = self.ctx
         if self.virtual:
             await self._virtual_pairs()
-
-        async def chunks() -> AsyncIterator[q.Chunk]:
-            after = 0
-            while True:
-                async with c.db.begin() as conn:
-                    units = await q.staged_linked_chunk(conn, c.run_id, c.integration,
-                                                        c.flow.name, side, after, CHUNK,
-                                                        raw=True)
-                if units.last is None:
-                    return
-                after = units.last
-                yield units
-        async for units in read_ahead(chunks()):
+        async for units in read_ahead(self._linked_chunks(side, raw=True)):
             if not units:
                 continue
             quiet = {id(u) for u in units if self._quiet(u)}
@@ -475,6 +455,20 @@ class _Step:
                                                  tctx, self.sit):
                         actions.append((a, hashes))
             await self._do(actions, tctx, uow)
+
+    async def _linked_chunks(self, side: Side, **kw: Any) -> AsyncIterator[q.Chunk]:
+        """The chunks of pairs with a staged record on ``side``, in the staging order
+        (``q.staged_linked_chunk``'s options: ``raw``, ``deleted_only``)."""
+        c = self.ctx
+        after = 0
+        while True:
+            async with c.db.begin() as conn:
+                units = await q.staged_linked_chunk(conn, c.run_id, c.integration,
+                                                    c.flow.name, side, after, CHUNK, **kw)
+            if units.last is None:
+                return
+            after = units.last
+            yield units
 
     def _quiet(self, unit: dict) -> bool:
         """A pair read on both sides whose records both equal their bases, with nothing

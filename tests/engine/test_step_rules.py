@@ -384,9 +384,8 @@ def _rep_flow() -> dict:
         to_right=[{"one_of": {"option": "reps", "message": "{value} is not a rep"}}])])
 
 
-async def test_reference_lists_are_read_once_by_a_run_with_records_and_not_by_an_idle_one(
-        state_url):
-    p = await make_pair(state_url, [_rep_flow()])
+def _asked(p) -> list[str]:
+    """The right system lists reps Ann and Bob; the names of the lists it is asked for."""
     asked: list[str] = []
     real = p.R.options
 
@@ -395,6 +394,13 @@ async def test_reference_lists_are_read_once_by_a_run_with_records_and_not_by_an
         return await real(name)
     p.R.options = options
     p.R.options_data["reps"] = ["Ann", "Bob"]
+    return asked
+
+
+async def test_reference_lists_are_read_once_by_a_run_with_records_and_not_by_an_idle_one(
+        state_url):
+    p = await make_pair(state_url, [_rep_flow()])
+    asked = _asked(p)
     for i in range(1200):                   # three chunks: the list is still read once
         p.L.put("items", {"key": f"k{i}", "rep": "Ann" if i % 2 else "Bob"})
     r = await p.sync()
@@ -414,14 +420,7 @@ async def test_a_reference_list_is_read_only_when_a_value_going_across_needs_it(
     flow = _rep_flow()
     flow["fields"].append(dict(left="name", right="title"))
     p = await make_pair(state_url, [flow])
-    asked: list[str] = []
-    real = p.R.options
-
-    async def options(name):
-        asked.append(name)
-        return await real(name)
-    p.R.options = options
-    p.R.options_data["reps"] = ["Ann", "Bob"]
+    asked = _asked(p)
     ids = [p.L.put("items", {"key": f"k{i}", "rep": "Ann"}) for i in range(3)]
     await p.sync()
     await p.sync()
