@@ -37,9 +37,8 @@ class ReferenceData:
     def fill(self, options: dict[Any, Any]) -> None:
         """Put this run's lists in a step's ``options``: those read so far, ``UNREAD`` for
         the rest (read by ``lists`` when a value needs them)."""
-        for side, names in self._needed.items():
-            for name in names:
-                options.setdefault(name, self._lists[side].get(name, UNREAD))
+        for names in self._needed.values():
+            options.update(dict.fromkeys(names, UNREAD))
         for lists in self._lists.values():
             options.update(lists)
 

@@ -10,7 +10,8 @@ per-record error too, and is staged as left out (``excluded``): nothing is plann
 it does not have, and a complete listing does not take its linked record for deleted (the
 partner stays as it is). Each record fails at most once a step, though it may be read twice
 (listed, then read again by id). A listed record equal to its linked base is staged quiet
-(``q.QUIET_SEQ``, see ``page``): in no chunk, decided only with a partner that changed.
+(``q.OUTSIDE_CHUNKS``, see ``page``): in no chunk, decided only with a partner that
+changed.
 """
 from __future__ import annotations
 
@@ -283,7 +284,7 @@ class Staging:
                     and all(p in rec.fields for p in base_paths)):
                 # equal to its base, field for field, both whole (a field one of them lacks
                 # is unknown there, not empty): decided only with its partner
-                seq = q.QUIET_SEQ
+                seq = q.OUTSIDE_CHUNKS
                 self.quiet[side] += 1
             rows.append(dict(
                 run_id=ctx.run_id, flow=ctx.flow.name, side=side, record_id=rec.id,

@@ -26,7 +26,9 @@ audit, pushes, staged_keys = T["audit"], T["pushes"], T["staged_keys"]
 rereads = T["rereads"]
 parked = T["parked"]
 CHUNK = 500          # ids per statement: rows of one chunk stay small on either database
-QUIET_SEQ = 0        # the staging order of a record that equals its linked base: in no chunk
+# the staging order of a staged record no chunk reads: one equal to its linked base (quiet),
+# or one a chunk already decided
+OUTSIDE_CHUNKS = 0
 
 
 def _dicts(result) -> list[dict]:
@@ -240,11 +242,12 @@ def _one_row(result) -> list:
 
 
 async def quiet_pairs(conn: AsyncConnection, run_id: int, integration: str, flow: str) -> int:
-    """Links of the flow that the step staged on some side only as quiet (``QUIET_SEQ``:
-    equal to its base, outside the chunks) and on no side as a record to decide: the pairs
-    left unchanged without being planned. Each side's staged row is found by its key (the
-    subquery names no ``seq``, so the planner cannot take the staging-order index, whose
-    ``seq = 0`` holds every quiet row: that made the count quadratic)."""
+    """Links of the flow that the step staged on some side only as quiet (equal to its
+    base: ``OUTSIDE_CHUNKS``; asked after staging, before any chunk is decided) and on no
+    side as a record to decide: the pairs left unchanged without being planned. Each side's
+    staged row is found by its key (the subquery names no ``seq``, so the planner cannot
+    take the staging-order index, whose ``seq = 0`` holds every quiet row: that made the
+    count quadratic)."""
     def seq_of(side: str):
         col = links.c.left_id if side == "left" else links.c.right_id
         return select(staged.c.seq).where(
@@ -253,9 +256,9 @@ async def quiet_pairs(conn: AsyncConnection, run_id: int, integration: str, flow
     left, right = seq_of("left"), seq_of("right")
     row = await conn.execute(select(func.count()).select_from(links).where(
         links.c.integration == integration, links.c.flow == flow,
-        or_(left == QUIET_SEQ, right == QUIET_SEQ),
-        func.coalesce(left, QUIET_SEQ) == QUIET_SEQ,
-        func.coalesce(right, QUIET_SEQ) == QUIET_SEQ))
+        or_(left == OUTSIDE_CHUNKS, right == OUTSIDE_CHUNKS),
+        func.coalesce(left, OUTSIDE_CHUNKS) == OUTSIDE_CHUNKS,
+        func.coalesce(right, OUTSIDE_CHUNKS) == OUTSIDE_CHUNKS))
     return int(row.scalar() or 0)
 
 
@@ -393,14 +396,14 @@ async def clear_left_behind(conn: AsyncConnection, integration: str, flow: str,
 
 async def unstage(conn: AsyncConnection, run_id: int, flow: str, side: str,
                   ids: Sequence[str]) -> None:
-    """Records decided in a chunk: out of the step's chunks (``QUIET_SEQ``), so no later
+    """Records decided in a chunk: out of the step's chunks (``OUTSIDE_CHUNKS``), so no later
     chunk meets them again, but still staged: a record of the other side with the same key
     finds them as candidates (linked: a review), not nothing (a create: a duplicate)."""
     d = conn.dialect.name
     stmt = _built(("unstage", d), lambda: update(staged).where(
         staged.c.run_id == bindparam("r"), staged.c.flow == bindparam("f"),
         staged.c.side == bindparam("s"), _one_of(d, staged.c.record_id, "ids"))
-        .values(seq=QUIET_SEQ))
+        .values(seq=OUTSIDE_CHUNKS))
     for part in _chunks(list(ids)):
         await conn.execute(stmt, {"r": run_id, "f": flow, "s": side, "ids": _ids(d, part)})
 

@@ -1,9 +1,11 @@
-"""Quiet records (stage.Staging.page, ``q.QUIET_SEQ``): a listed record equal to its linked
-base is staged outside the chunks. Its pair is decided only with a partner that is a record
+"""Quiet records (stage.Staging.page, ``q.OUTSIDE_CHUNKS``): a listed record equal to its
+linked base is staged outside the chunks. Its pair is decided only with a partner that is a record
 to decide, with the quiet record's values as read; a pair quiet on every side read is
 unchanged, counted, never planned. Not when something could make its plan anything else:
 record errors to settle, held deletes, an enforced field."""
 from __future__ import annotations
+
+import pytest
 
 from daemon.store import queries as q
 from daemon.store.db import now
@@ -75,28 +77,20 @@ async def test_a_record_gone_from_a_complete_listing_is_deleted_among_quiet_ones
     assert ids[5] not in p.L.data["items"] and len(p.L.data["items"]) == 599
 
 
-async def test_a_new_record_matching_a_quiet_linked_one_is_reviewed_not_created(
-        state_url, monkeypatch):
+@pytest.mark.parametrize("edited", [False, True])
+async def test_a_new_record_matching_a_linked_one_is_reviewed_not_created(state_url, edited):
+    """A new record whose key matches a linked record of the same side, in a full read:
+    its candidate is the linked record's partner, which stays staged whether it was quiet or
+    decided earlier in the step (``edited``: its pair was updated in the linked pass, where
+    its staged row used to be deleted and the new record was created on the other side)."""
     p, ids, right = await _synced(state_url, 50)
+    if edited:
+        p.L.edit("items", ids[3], {"name": "edited"})
     twin = p.L.put("items", {"key": "k3", "name": "a second k3"})
     r = await p.sync(full=True)
     c = r.steps[0].counts
-    assert c["created_right"] == 0 and c["review"] == 1 and c["unchanged"] == 50
-    assert [x["record_id"] for x in await p.rows("reviews")] == [twin]
-    assert len(p.R.data["items"]) == 50
-
-
-async def test_a_new_record_matching_a_linked_one_decided_earlier_is_reviewed(
-        state_url, monkeypatch):
-    """The same with the linked record edited in this full read: decided in the linked
-    pass, it stays a candidate for the unlinked pass (a review), where its staged row used
-    to be deleted and the new record was created on the other side."""
-    p, ids, right = await _synced(state_url, 50)
-    p.L.edit("items", ids[3], {"name": "edited"})
-    twin = p.L.put("items", {"key": "k3", "name": "a second k3"})
-    r = await p.sync(full=True)
-    c = r.steps[0].counts
-    assert c["updated_right"] == 1 and c["created_right"] == 0 and c["review"] == 1
+    assert c["created_right"] == 0 and c["review"] == 1
+    assert c["updated_right"] == int(edited) and c["unchanged"] == 50 - int(edited)
     assert [x["record_id"] for x in await p.rows("reviews")] == [twin]
     assert len(p.R.data["items"]) == 50
 

@@ -34,10 +34,16 @@ def _logged(monkeypatch, log: list[str], hold_first: int = 0, fail_at: int | Non
     monkeypatch.setattr(q, "stage", stage)
 
 
-async def test_the_next_page_is_read_while_the_previous_one_is_stored(state_url, monkeypatch):
+async def _forty(state_url):
+    """Forty records on the left, listed ten a page."""
     p = await make_pair(state_url, [item_flow()], page_size=10)
     for i in range(40):
         p.L.put("items", {"key": f"k{i}", "name": f"n{i}"})
+    return p
+
+
+async def test_the_next_page_is_read_while_the_previous_one_is_stored(state_url, monkeypatch):
+    p = await _forty(state_url)
     log: list[str] = []
     _logged(monkeypatch, log, hold_first=200)
     pages = {"n": 0}
@@ -61,9 +67,7 @@ async def test_the_next_page_is_read_while_the_previous_one_is_stored(state_url,
 
 async def test_a_page_the_store_refuses_stops_the_step_and_keeps_the_cursor(
         state_url, monkeypatch):
-    p = await make_pair(state_url, [item_flow()], page_size=10)
-    for i in range(40):
-        p.L.put("items", {"key": f"k{i}", "name": f"n{i}"})
+    p = await _forty(state_url)
     log: list[str] = []
     _logged(monkeypatch, log, fail_at=2)
     r = await p.sync()
@@ -78,9 +82,7 @@ async def test_a_page_the_store_refuses_stops_the_step_and_keeps_the_cursor(
 
 
 async def test_a_side_whose_reading_fails_lets_its_page_on_the_way_in_go(state_url, monkeypatch):
-    p = await make_pair(state_url, [item_flow()], page_size=10)
-    for i in range(40):
-        p.L.put("items", {"key": f"k{i}", "name": f"n{i}"})
+    p = await _forty(state_url)
     log: list[str] = []
     _logged(monkeypatch, log, hold_first=200)
 
