@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Mapping, TypeVar
@@ -197,7 +198,14 @@ class _Step:
     # --- carrying out (or listing) a chunk's actions --------------------------------------
     async def _do(self, actions: list[tuple[Action, dict]], tctx: Context,
                   uow: UnitOfWork | None = None) -> None:
-        uow = uow or UnitOfWork(self.ctx)
+        await self._carry_out(actions, tctx, uow or UnitOfWork(self.ctx))
+
+    async def _carry_out(self, actions: list[tuple[Action, dict]], tctx: Context,
+                         uow: UnitOfWork, later: bool = False) -> asyncio.Task | None:
+        """Carry out (or, planning, list) a chunk's actions and commit what they did.
+        ``later``: when every write answered, the commit is started and handed back as a
+        task, for the caller to await before the next chunk's writes (a fault that stops the
+        step is raised after the commit, as always)."""
         for a, _ in actions:
             self._gone(a)
         if self.dry:
@@ -210,7 +218,7 @@ class _Step:
             if self.keep:
                 self.result.actions.extend(a for a, _ in actions)
             await uow.commit()
-            return
+            return None
         if self.keep:
             self.result.actions.extend(a for a, _ in actions)
         for a, _ in actions:            # left for later: not acknowledged to a feed
@@ -224,9 +232,14 @@ class _Step:
             await self._read_reference(tctx)
         try:
             await Applier(self.ctx, uow, tctx).run(actions)
-        finally:
+        except BaseException:
             await uow.commit()      # keep what was written before a fault
+            raise
+        if later:
+            return asyncio.ensure_future(uow.commit())
+        await uow.commit()
         self.ctx.tick()
+        return None
 
     def settled_feed(self) -> dict[Side, dict[str, str | None]]:
         """The feed records read this step whose every record (or derived record) was
@@ -511,24 +524,56 @@ class _Step:
 
     # --- records with no link -------------------------------------------------------------
     async def _unlinked(self, side: Side) -> None:
+        """The unlinked records of ``side``, chunk by chunk. A chunk's commit goes into the
+        store while the next chunk is read and decided (the store's work overlaps the
+        planner's); the next chunk's writes wait for it. Until its links are in, the
+        partners they name (linked or created) are claimed: no later record takes one
+        (``found.linked`` answers for them once committed). Not where a field of the flow
+        refers to the flow itself: its next chunk translates references through those
+        links."""
         c = self.ctx
+        target = other(side)
+        overlap = not self.dry and all(f.ref != c.flow.name for f in c.flow.fields)
+        landing: tuple[asyncio.Task, UnitOfWork] | None = None
         after = 0
-        while True:
-            async with c.db.begin() as conn:
-                recs = await q.staged_unlinked_chunk(conn, c.run_id, c.integration,
-                                                     c.flow.name, side, after, CHUNK)
-            if recs.last is None:
-                return
-            after = recs.last
-            if not recs:
-                continue
-            uow = UnitOfWork(c)
-            tctx = await self._context([{side: r} for r in recs])
-            actions = await self._plan_unlinked(side, recs, tctx, uow)
-            await self._do(actions, tctx, uow)
-            if not self.dry:    # a committed link now answers for its partner (found.linked)
-                target = other(side)
-                self.claimed[target].difference_update(r[f"{target}_id"] for r in uow.inserts)
+        try:
+            while True:
+                async with c.db.begin() as conn:
+                    recs = await q.staged_unlinked_chunk(conn, c.run_id, c.integration,
+                                                         c.flow.name, side, after, CHUNK)
+                if recs.last is None:
+                    return
+                after = recs.last
+                if not recs:
+                    continue
+                uow = UnitOfWork(c)
+                tctx = await self._context([{side: r} for r in recs])
+                actions = await self._plan_unlinked(side, recs, tctx, uow)
+                await self._landed(landing, target)
+                landing = None
+                task = await self._carry_out(actions, tctx, uow, later=overlap)
+                if task is None:
+                    self._unclaim(target, uow)
+                else:
+                    self.claimed[target].update(r[f"{target}_id"] for r in uow.inserts)
+                    landing = (task, uow)
+        finally:
+            await self._landed(landing, target)
+
+    async def _landed(self, landing: tuple[asyncio.Task, UnitOfWork] | None,
+                      target: Side) -> None:
+        """The previous chunk's commit is in; its fault, if any, is raised here."""
+        if landing is None:
+            return
+        task, uow = landing
+        await task
+        self._unclaim(target, uow)
+        self.ctx.tick()
+
+    def _unclaim(self, target: Side, uow: UnitOfWork) -> None:
+        """A committed link now answers for its partner (``found.linked``)."""
+        if not self.dry:
+            self.claimed[target].difference_update(r[f"{target}_id"] for r in uow.inserts)
 
     async def _plan_unlinked(self, side: Side, recs: list[dict], tctx: Context,
                              uow: UnitOfWork) -> list[tuple[Action, dict]]:
