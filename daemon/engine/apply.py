@@ -273,10 +273,10 @@ class Applier:
             self.uow.error(*where, f"{', '.join(bad)} not written to {w.side}: {exc.message}",
                            retry=False)
             values = rest
-        at = now()
-        for path, new in values.items():
-            self.uow.audit_write(w.side, w.id, path, w.current.get(path),
-                                 stored.fields.get(path, new), w.why.get(path, "update"), at)
+        self.uow.audit_write(w.side, w.id, ((path, w.current.get(path),
+                                             stored.fields.get(path, new),
+                                             w.why.get(path, "update"))
+                                            for path, new in values.items()))
         c.counts[f"updated_{w.side}"] += 1
         return stored, values
 
@@ -376,8 +376,8 @@ class Applier:
         c.counts[f"created_{a.target}"] += 1
         c.log.info("record.created", side=a.target, record=rec.id, source=a.source_id)
         at, why = now(), f"create from {a.source} {a.source_id}"
-        for path, value in a.fields.items():
-            u.audit_write(a.target, rec.id, path, None, rec.fields.get(path, value), why, at)
+        u.audit_write(a.target, rec.id, ((path, None, rec.fields.get(path, value), why)
+                                         for path, value in a.fields.items()), at)
         revert = owned_by(c.flow, a.target, rec.fields, a.source_values, self.tctx)
         # the link first: whatever happens to the write-back, the new record is linked;
         # its base already says "reverted", so a failed write-back is retried next run
@@ -414,8 +414,8 @@ class Applier:
                    record=a.owner_id, what="delete of a record it does not own")
         rec = await self._create_record(a.target, a.fields, a.owner_id)
         at, why = now(), f"re-create: owned by {owner}"
-        for path, value in a.fields.items():
-            u.audit_write(a.target, rec.id, path, None, rec.fields.get(path, value), why, at)
+        u.audit_write(a.target, rec.id, ((path, None, rec.fields.get(path, value), why)
+                                         for path, value in a.fields.items()), at)
         u.updates.append({"id": a.link_id, f"{a.target}_id": rec.id, "state": "ok",
                           "updated_at": at, **base_row(c, a.target, rec.fields),
                           **base_row(c, owner, a.owner_values)})
@@ -432,7 +432,7 @@ class Applier:
             pass
         u.deletes.append(a.link_id)
         u.removed[a.target].append(a.target_id)
-        u.audit_write(a.target, a.target_id, "*", None, None, f"{deleted} deleted: delete")
+        u.audit_write(a.target, a.target_id, [("*", None, None, f"{deleted} deleted: delete")])
         u.cleared[deleted].append(a.gone_id)
         c.counts["deleted"] += 1
 

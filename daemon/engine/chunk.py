@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from collections.abc import Iterable
 from typing import Any
 
 from daemon.engine.context import StepContext
@@ -91,11 +92,13 @@ class UnitOfWork:
                                 record_id=record_id, message=message[:2000], retry=retry,
                                 run_id=c.run_id, updated_at=now(), hash=hash))
 
-    def audit_write(self, side: Side, record_id: str, path: str, old: Any, new: Any,
-                    rule: str, at: datetime | None = None) -> None:
-        """One audit row; ``at``: the time of the write it records (the fields of one write
-        share it), now if not given."""
+    def audit_write(self, side: Side, record_id: str,
+                    fields: Iterable[tuple[str, Any, Any, str]],
+                    at: datetime | None = None) -> None:
+        """The audit row of one write: each field it wrote as (path, old value, new value,
+        rule); ``at``: the time of the write, now if not given."""
         c = self.ctx
-        self.audit.append(dict(run_id=c.run_id, integration=c.integration, flow=c.flow.name,
-                               side=side, record_id=record_id, field=path, old=dumps(old),
-                               new=dumps(new), rule=rule, at=at or now()))
+        self.audit.append(dict(
+            run_id=c.run_id, integration=c.integration, flow=c.flow.name, side=side,
+            record_id=record_id, at=at or now(),
+            fields=dumps([{"field": p, "old": o, "new": n, "rule": r} for p, o, n, r in fields])))

@@ -202,9 +202,10 @@ async def history(conn, integration: str, record_id: str) -> list[dict]:
     rows = (await conn.execute(select(audit).where(
         audit.c.integration == integration, audit.c.record_id.in_(sorted(ids)))
         .order_by(audit.c.at, audit.c.id))).mappings().all()
+    # a row a write, field by field (revision 0007)
     return [{"at": iso(r["at"]), "run": r["run_id"], "flow": r["flow"], "side": r["side"],
-             "record": r["record_id"], "field": r["field"], "old": loads(r["old"]),
-             "new": loads(r["new"]), "rule": r["rule"]} for r in rows]
+             "record": r["record_id"], "field": f["field"], "old": f["old"], "new": f["new"],
+             "rule": f["rule"]} for r in rows for f in loads(r["fields"])]
 
 
 async def record_outcome(conn, integration: str, flow: str, side: str, record_id: str

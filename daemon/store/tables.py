@@ -184,7 +184,9 @@ class HeldDelete(SQLModel, table=True):
 
 
 class Audit(SQLModel, table=True):
-    """Every field the daemon wrote: which run, which rule, old and new value."""
+    """Every write the daemon made, a row each (revision 0007): which run, and each field it
+    wrote with its old and new value and the rule that decided it, as a JSON list of
+    ``{"field", "old", "new", "rule"}``."""
     __tablename__ = "audit"
     __table_args__ = (Index("ix_audit_record", "integration", "record_id"),)
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -193,10 +195,7 @@ class Audit(SQLModel, table=True):
     flow: str
     side: str
     record_id: str
-    field: str
-    old: Optional[str] = Field(default=None, sa_column=Column(Text))
-    new: Optional[str] = Field(default=None, sa_column=Column(Text))
-    rule: str
+    fields: str = Field(sa_column=Column(Text, nullable=False))
     at: datetime = Field(sa_type=TZ)
 
 

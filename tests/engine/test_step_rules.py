@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from connectors.memory import Crash
+from daemon.store.db import loads
 from tests.engine.harness import item_flow, make_pair
 
 
@@ -231,15 +232,22 @@ async def test_circuit_breaker_holds_mass_deletes_until_approved(state_url):
 
 
 async def test_audit_records_each_written_field_with_its_rule(state_url):
+    """A row a write, each field it wrote in it; ``history`` lists them field by field."""
+    from daemon.store import reports
     p = await make_pair(state_url, [item_flow()])
-    a = p.L.put("items", {"key": "k1", "name": "A"})
+    a = p.L.put("items", {"key": "k1", "name": "A", "phone": "1"})
     await p.sync()
     p.L.edit("items", a, {"name": "B"})
     await p.sync()
     (rid,) = p.R.data["items"]
-    rows = await p.rows("audit", record_id=rid, field="title")
-    assert [(r["old"], r["new"]) for r in rows] == [("null", '"A"'), ('"A"', '"B"')]
-    assert rows[1]["rule"] == "left changed"
+    created, updated = [loads(r["fields"]) for r in await p.rows("audit", record_id=rid)]
+    assert created == [{"field": f, "old": None, "new": v, "rule": f"create from left {a}"}
+                       for f, v in (("code", "k1"), ("title", "A"), ("tel", "1"))]
+    assert updated == [{"field": "title", "old": "A", "new": "B", "rule": "left changed"}]
+    async with p.db.connect() as conn:
+        trail = await reports.history(conn, "t", rid)
+    assert [(x["field"], x["old"], x["new"]) for x in trail] == [
+        ("code", None, "k1"), ("title", None, "A"), ("tel", None, "1"), ("title", "A", "B")]
 
 
 async def test_reference_fields_translate_through_the_parent_flow(state_url):

@@ -181,5 +181,53 @@ def test_the_migrations_ship_inside_the_package():
     names = {p.name for p in files.joinpath("versions").iterdir()}
     assert {"0001_initial.py", "0002_record_errors_retry_index.py",
             "0003_plan_gates_quarantine.py", "0004_pauses.py", "0005_perf_indexes.py",
-            "0006_rereads.py"} <= names
-    assert schema.revisions() == ["0001", "0002", "0003", "0004", "0005", "0006"]
+            "0006_rereads.py", "0007_audit_one_row_a_write.py"} <= names
+    assert schema.revisions() == ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
+
+
+# --- 0007: the audit, a row a write -----------------------------------------------------------
+AUDIT_0006 = table("audit", *[column(c) for c in (
+    "id", "run_id", "integration", "flow", "side", "record_id", "field", "old", "new", "rule",
+    "at")])
+
+
+async def test_audit_rows_of_a_field_each_become_rows_of_a_write_and_back(state_url):
+    """Revision 0007: each audit row of 0006 (a field) becomes a row of one field, its old
+    and new values the values themselves; new rows go on with new ids; a downgrade gives
+    the rows of a field back."""
+    from alembic import command
+
+    from daemon.store import queries as q
+    from daemon.store.db import dumps, loads
+    db = engine(state_url)
+    await schema.upgrade(db, "0006")
+    old = [dict(id=1, run_id=1, integration="ul", flow="customers", side="right",
+                record_id="R1", field="title", old="null", new='"Acme"', rule="create", at=AT),
+           dict(id=2, run_id=2, integration="ul", flow="customers", side="right",
+                record_id="R1", field="address", old='{"city":"Lyon"}', new='["a",1]',
+                rule="left changed", at=AT)]
+    async with db.begin() as conn:
+        await conn.execute(insert(AUDIT_0006), old)
+    assert await schema.upgrade(db) == ("0006", schema.head())
+    async with db.begin() as conn:
+        await q.add_audit(conn, [dict(run_id=3, integration="ul", flow="customers",
+                                      side="left", record_id="L1", at=AT, fields=dumps(
+                                          [{"field": "name", "old": "a", "new": "b",
+                                            "rule": "right changed"}]))])
+        rows = (await conn.execute(select(T["audit"]).order_by(T["audit"].c.id))).mappings()
+        got = [(r["id"], r["run_id"], loads(r["fields"])) for r in rows]
+    assert got == [
+        (1, 1, [{"field": "title", "old": None, "new": "Acme", "rule": "create"}]),
+        (2, 2, [{"field": "address", "old": {"city": "Lyon"}, "new": ["a", 1],
+                 "rule": "left changed"}]),
+        (3, 3, [{"field": "name", "old": "a", "new": "b", "rule": "right changed"}])]
+    assert await schema_diff(db) == []
+    async with db.begin() as conn:
+        await conn.run_sync(lambda c: command.downgrade(
+            schema.alembic_config(connection=c), "0006"))
+        back = [dict(r) for r in (await conn.execute(
+            select(AUDIT_0006).order_by(AUDIT_0006.c.id))).mappings()]
+    assert [(r["field"], loads(r["old"]), loads(r["new"]), r["rule"]) for r in back] == [
+        ("title", None, "Acme", "create"), ("address", {"city": "Lyon"}, ["a", 1],
+                                            "left changed"),
+        ("name", "a", "b", "right changed")]

@@ -223,11 +223,11 @@ async def test_intents_exclusions_reviews_pushes_holds_parked_audit(db):
         assert await q.parked_hashes(conn, I, F, "left", ["k1", "k2"]) == {}
 
         await q.add_audit(conn, [dict(run_id=1, integration=I, flow=F, side="right",
-                                      record_id="R1", field="title", old=dumps(None),
-                                      new=dumps({"a": "Δ"}), rule="flow",
-                                      at=AT + timedelta(seconds=1))])
+                                      record_id="R1", at=AT + timedelta(seconds=1),
+                                      fields=dumps([{"field": "title", "old": None,
+                                                     "new": {"a": "Δ"}, "rule": "flow"}]))])
         (a,) = (await conn.execute(select(q.audit))).mappings().all()
-        assert (a["old"], a["new"]) == ("null", '{"a":"Δ"}')
+        assert a["fields"] == '[{"field":"title","old":null,"new":{"a":"Δ"},"rule":"flow"}]'
 
 
 async def test_hot_inserts_write_each_timestamp_as_a_core_insert_does(db):
@@ -240,7 +240,8 @@ async def test_hot_inserts_write_each_timestamp_as_a_core_insert_does(db):
 
     def rows(run: int) -> list[dict]:
         return [dict(run_id=run, integration=I, flow=F, side="left", record_id=f"L{i}",
-                     field="name", old=dumps(None), new=dumps(i), rule="flow", at=at)
+                     fields=dumps([{"field": "name", "old": None, "new": i, "rule": "flow"}]),
+                     at=at)
                 for i, at in enumerate(stamps)]
 
     async with db.begin() as conn:
