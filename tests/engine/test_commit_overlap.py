@@ -85,3 +85,20 @@ async def test_the_last_commit_of_a_side_is_in_before_the_other_side_is_decided(
     again = await p.sync()
     assert again.steps[0].counts.get("created_left", 0) == 0
     assert len(await p.rows("links")) == 5 and len(p.L.data["items"]) == 5
+
+
+async def test_a_fault_that_stops_the_step_comes_after_the_chunks_other_writes(state_url):
+    """The chunk's writers go on past a write the system was unavailable for; the step
+    stops after them with that fault, and what they wrote is linked: the next run creates
+    only the one that failed."""
+    p = await make_pair(state_url, [item_flow()], page_size=500)
+    for i in range(6):
+        p.L.put("items", {"key": f"k{i}", "name": f"n{i}"})
+    p.R.fail_writes = [None, "before"]
+    r = await p.sync()
+    assert r.status == "failed" and "503 before the write" in r.steps[0].message
+    assert len(p.R.data["items"]) == 5 and len(await p.rows("links")) == 5
+    again = await p.sync()
+    assert again.status == "ok" and again.steps[0].counts["created_right"] == 1
+    assert sorted(v["fields"]["code"] for v in p.R.data["items"].values()) == [
+        f"k{i}" for i in range(6)]
