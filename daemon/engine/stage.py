@@ -35,6 +35,7 @@ from daemon.store.db import dumps
 
 T = TypeVar("T")
 MAX_FAILS = 10_000      # per step: beyond this, bad records are counted, not listed
+CHUNK_KEYS = 2_000      # quiet records whose keys are computed at once (``keys_ready``)
 
 
 class Staging:
@@ -58,6 +59,8 @@ class Staging:
         # ``_quiet_allowed``), and how many it staged so
         self._quiet_ok: dict[Side, bool] = {}
         self.quiet: dict[Side, int] = {"left": 0, "right": 0}
+        # sides with quiet records whose match keys are not staged yet (``keys_ready``)
+        self._keyless: dict[Side, bool] = {"left": False, "right": False}
 
     @staticmethod
     def _within(page: list[Record], start: Cursor, budget: int) -> list[Record]:
@@ -293,6 +296,9 @@ class Staging:
                 hash=digest, version=rec.version))
             if rec.id in ex:
                 ctx.counts["excluded"] += 1
+            if seq == q.OUTSIDE_CHUNKS:     # its keys when matching needs them: ``keys_ready``
+                self._keyless[side] = True
+                continue
             for i, key in enumerate(rules.match):
                 value = key_value(key, side, rec.fields)
                 if value is not None:
@@ -307,6 +313,33 @@ class Staging:
         self._writing[side] = asyncio.ensure_future(self._store(rows, keys, replace))
         if not behind:
             await self._written(side)
+
+    async def keys_ready(self) -> None:
+        """The match keys of the quiet records, staged: matching needs them before it looks a
+        record's partners up (a quiet record is a candidate, linked: a review, never a
+        copy). A listing stages a quiet record without them, as most steps that read quiet
+        records match nothing (a full read of a synced pair); the first look-up of the step
+        computes them from the staged values, which hold every path a key reads."""
+        ctx = self.ctx
+        for side in ("left", "right"):
+            if not self._keyless[side]:
+                continue
+            self._keyless[side] = False
+            after = ""
+            while True:
+                async with ctx.db.begin() as conn:
+                    rows = await q.staged_outside(conn, ctx.run_id, ctx.flow.name, side,
+                                                  after, CHUNK_KEYS)
+                if not rows:
+                    break
+                after = rows[-1][0]
+                keys = [dict(run_id=ctx.run_id, flow=ctx.flow.name, side=side,
+                             record_id=rid, key=str(i), value=value)
+                        for rid, data in rows
+                        for i, key in enumerate(ctx.flow.rules.match)
+                        if (value := key_value(key, side, data)) is not None]
+                async with ctx.db.begin() as conn:
+                    await q.add_staged_keys(conn, keys)
 
     async def _store(self, rows: list[dict], keys: list[dict], replace: list[str]) -> None:
         if self._turn is None:

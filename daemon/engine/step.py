@@ -612,6 +612,7 @@ class _Step:
         active = [r for r in active if (side, r["record_id"]) not in stuck]
         if not active:
             return out
+        await self.staging.keys_ready()     # quiet records are candidates too
         found = await match.candidates(c, side, active)
         if self.dry:
             self._after_plan(target, found)

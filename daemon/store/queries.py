@@ -457,6 +457,30 @@ async def staged_ids(conn: AsyncConnection, run_id: int, flow: str, side: str,
     return out
 
 
+async def staged_outside(conn: AsyncConnection, run_id: int, flow: str, side: str,
+                         after: str, limit: int) -> list[tuple[str, dict]]:
+    """Up to ``limit`` staged records of ``side`` outside the chunks (``OUTSIDE_CHUNKS``:
+    quiet, or decided), by id after ``after``: their ids and values."""
+    rows = await conn.execute(
+        select(staged.c.record_id, staged.c.data).where(
+            staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
+            staged.c.record_id > after, staged.c.seq == OUTSIDE_CHUNKS)
+        .order_by(staged.c.record_id).limit(limit))
+    return [(r[0], loads(r[1])) for r in rows]
+
+
+async def add_staged_keys(conn: AsyncConnection, keys: list[dict]) -> None:
+    """Match keys of staged records; those already staged are kept as they are."""
+    if not keys:
+        return
+    if conn.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as upsert
+    else:
+        from sqlalchemy.dialects.postgresql import insert as upsert
+    for part in _chunks(keys, 1000):
+        await conn.execute(upsert(staged_keys).on_conflict_do_nothing(), list(part))
+
+
 class Chunk(list):
     """One chunk of staged records, and ``last``: the staging order (``seq``) the chunk's
     window reached, where the next chunk starts; None when the side has no more rows. A

@@ -138,3 +138,40 @@ async def test_a_held_delete_turns_quiet_records_off(state_url, monkeypatch):
     r = await p.sync(full=True)
     assert sum(units) == 20 and r.steps[0].counts["unchanged"] == 20
     assert await p.rows("held_deletes") == []
+
+
+@pytest.mark.parametrize("twin_on", [None, "left", "right"])
+async def test_quiet_records_keys_are_staged_only_when_matching_needs_them(
+        state_url, monkeypatch, twin_on):
+    """A full read of a synced pair stages no match key of its quiet records; a new record
+    on either side has them computed (once) before its partners are looked up, and finds
+    the linked one: a review, no copy."""
+    p, ids, right = await _synced(state_url, 600)
+    staged_keys: list[int] = []
+    real_stage, real_add = q.stage, q.add_staged_keys
+
+    async def stage(conn, rows, keys, **kw):
+        staged_keys.append(len(keys))
+        return await real_stage(conn, rows, keys, **kw)
+
+    async def add(conn, keys):
+        staged_keys.append(len(keys))
+        return await real_add(conn, keys)
+    monkeypatch.setattr(q, "stage", stage)
+    monkeypatch.setattr(q, "add_staged_keys", add)
+    if twin_on == "left":
+        twin = p.L.put("items", {"key": "k3", "name": "a second k3"})
+    elif twin_on == "right":
+        twin = p.R.put("items", {"code": "k3", "title": "a second k3"})
+    r = await p.sync(full=True)
+    c = r.steps[0].counts
+    assert r.status == "ok" and c["unchanged"] == 600
+    if twin_on is None:
+        assert sum(staged_keys) == 0 and c["review"] == 0
+    else:
+        # the twin's key, then the quiet records' keys of both sides (600 each)
+        assert sum(staged_keys) == 1 + 1200
+        assert c["review"] == 1 and c["created_left"] == c["created_right"] == 0
+        assert [x["record_id"] for x in await p.rows("reviews")] == [twin]
+    assert len(p.L.data["items"]) == 600 + (twin_on == "left")
+    assert len(p.R.data["items"]) == 600 + (twin_on == "right")
