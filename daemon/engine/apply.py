@@ -31,10 +31,13 @@ ABORTS = (AuthError, UnavailableError)
 BOOKKEEPING = (Unchanged, Skip, Park, Review, Fail, Hold, DropHold, Tombstone, Unlink)
 
 
-def base_row(ctx: StepContext, side: Side, values: dict) -> dict[str, str]:
+def base_row(ctx: StepContext, side: Side, values: dict) -> dict[str, Any]:
+    """A side's base as a link row keeps it: the values, their digest and how many fields
+    it holds (every write of a base goes through here: the count must match the base)."""
     paths = ctx.flow.base_paths[side]
     base = mapped(paths, values)
-    return {f"{side}_base": dumps(base), f"{side}_hash": value_hash(paths, base)}
+    return {f"{side}_base": dumps(base), f"{side}_hash": value_hash(paths, base),
+            f"{side}_fields": len(base)}
 
 
 def after_write(before: dict, written: dict, stored: Record) -> dict:

@@ -207,13 +207,11 @@ async def link_digests(conn: AsyncConnection, integration: str, flow: str, side:
     """The state, ``side``'s base digest and how many fields that base holds, of the links
     of ``ids`` (by ``side``'s id): what staging needs to tell a record that equals its base,
     without the bases themselves. (A digest takes a field the base lacks for an empty one;
-    the count tells them apart.)"""
+    the count, kept with the base since revision 0008, tells them apart: -1 where unknown.)"""
     col = links.c.left_id if side == "left" else links.c.right_id
     digest = links.c.left_hash if side == "left" else links.c.right_hash
     d = conn.dialect.name
-    base = f"links.{side}_base"
-    held = literal_column(f"(SELECT count(*) FROM json_each({base}))" if d == "sqlite" else
-                          f"(SELECT count(*) FROM json_object_keys(CAST({base} AS json)))")
+    held = func.coalesce(links.c.left_fields if side == "left" else links.c.right_fields, -1)
 
     def build():
         where = (links.c.integration == bindparam("integration"),

@@ -32,6 +32,10 @@ class Link(SQLModel, table=True):
     right_base: str = Field(sa_column=Column(Text, nullable=False))
     left_hash: str
     right_hash: str
+    # how many fields each base holds, written with it (``apply.base_row``; revision 0008):
+    # a base whole for the flow's fields holds them all (see ``queries.link_digests``)
+    left_fields: Optional[int] = None
+    right_fields: Optional[int] = None
     left_version: Optional[str] = None
     right_version: Optional[str] = None
     state: str = "ok"           # ok | gone_left | gone_right (kept pair, one side deleted)

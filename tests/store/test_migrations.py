@@ -27,8 +27,14 @@ ERRORS_0001 = table("record_errors", *[column(c) for c in (
     "updated_at")])
 
 
+# links as revision 0001 made it (0008 adds the counts of the bases' fields)
+LINKS_0001 = table("links", *[column(c) for c in (
+    "id", "integration", "flow", "left_id", "right_id", "left_base", "right_base", "left_hash",
+    "right_hash", "left_version", "right_version", "state", "updated_at")])
+
+
 def as_0001(name: str):
-    return ERRORS_0001 if name == "record_errors" else T[name]
+    return {"record_errors": ERRORS_0001, "links": LINKS_0001}.get(name, T[name])
 
 
 def engine(url: str):
@@ -181,8 +187,10 @@ def test_the_migrations_ship_inside_the_package():
     names = {p.name for p in files.joinpath("versions").iterdir()}
     assert {"0001_initial.py", "0002_record_errors_retry_index.py",
             "0003_plan_gates_quarantine.py", "0004_pauses.py", "0005_perf_indexes.py",
-            "0006_rereads.py", "0007_audit_one_row_a_write.py"} <= names
-    assert schema.revisions() == ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
+            "0006_rereads.py", "0007_audit_one_row_a_write.py",
+            "0008_link_base_fields.py"} <= names
+    assert schema.revisions() == ["0001", "0002", "0003", "0004", "0005", "0006", "0007",
+                                  "0008"]
 
 
 # --- 0007: the audit, a row a write -----------------------------------------------------------
@@ -231,3 +239,30 @@ async def test_audit_rows_of_a_field_each_become_rows_of_a_write_and_back(state_
         ("title", None, "Acme", "create"), ("address", {"city": "Lyon"}, ["a", 1],
                                             "left changed"),
         ("name", "a", "b", "right changed")]
+
+
+# --- 0008: how many fields a link's base holds -----------------------------------------------
+async def test_links_get_the_count_of_their_bases_fields(state_url):
+    """Revision 0008 counts the fields of every existing base (an empty one holds none);
+    the quiet-record look-up reads the count, -1 where a link has none."""
+    from daemon.store import queries as q
+    db = engine(state_url)
+    await schema.upgrade(db, "0007")
+    links = table("links", *[column(c) for c in (
+        "integration", "flow", "left_id", "right_id", "left_base", "right_base", "left_hash",
+        "right_hash", "state", "updated_at")])
+    async with db.begin() as conn:
+        await conn.execute(insert(links), [
+            dict(integration="ul", flow="customers", left_id="L1", right_id="R1",
+                 left_base='{"Name":"Acme","Phone":null}', right_base="{}", left_hash="h1",
+                 right_hash="h2", state="ok", updated_at=AT)])
+    await schema.upgrade(db)
+    async with db.begin() as conn:
+        row = (await conn.execute(select(T["links"]))).mappings().one()
+        assert (row["left_fields"], row["right_fields"]) == (2, 0)
+        assert await q.link_digests(conn, "ul", "customers", "left", ["L1"]) == {
+            "L1": ("ok", "h1", 2)}
+        await conn.execute(T["links"].update().values(right_fields=None))
+        assert await q.link_digests(conn, "ul", "customers", "right", ["R1"]) == {
+            "R1": ("ok", "h2", -1)}
+    assert await schema_diff(db) == []
