@@ -70,6 +70,7 @@ Choices where the documentation is silent:
 """
 from __future__ import annotations
 
+import functools
 import math
 import random
 import re
@@ -90,6 +91,31 @@ from connectors.sandbox_index import Row, Table, first
 MODIFIED = "LastUpdatedTimestamp"
 _PATH = re.compile(r"^/(Companies|Contacts|Users)(?:\((.*)\))?/?$")
 _EXPAND = re.compile(r"^(\w+)(?:\(\$select=([\w,]+)\))?$")
+
+
+def _options(es: schema.EntitySet, select_text: str, expand_text: str
+             ) -> tuple[list[str], dict[str, list[str]]]:
+    """``$select`` and ``$expand`` read, or ODataError. Every create and read of an entity
+    set asks the same few: read once each (the reading was a tenth of a create)."""
+    return _read_options(es.name, select_text, expand_text)
+
+
+@functools.lru_cache(maxsize=256)
+def _read_options(name: str, select_text: str, expand_text: str
+                  ) -> tuple[list[str], dict[str, list[str]]]:
+    es = schema.SETS[name]
+    select = [s.strip() for s in select_text.split(",") if s.strip()]
+    for prop in select:
+        if prop not in ProspectSandbox._props(es):
+            raise ODataError(f"Could not find a property named '{prop}' on "
+                             f"'{es.type_name}'.")
+    expand: dict[str, list[str]] = {}
+    for part in filter(None, re.split(r",(?![^(]*\))", expand_text)):
+        m = _EXPAND.match(part.strip())
+        if not m or m.group(1) != "AccountManager" or es is not schema.COMPANIES:
+            raise ODataError(f"Cannot expand '{part}' on '{es.type_name}'.")
+        expand["AccountManager"] = (m.group(2) or "").split(",") if m.group(2) else []
+    return select, expand
 
 
 def _key_order(key: Any) -> tuple:
@@ -358,17 +384,7 @@ class ProspectSandbox(Sandbox):
     def _shape(self, request: web.Request, es: schema.EntitySet, entity: dict | None):
         """The entity as JSON-ready dict after $select/$expand (validated even if None)."""
         q = request.query
-        select = [s.strip() for s in q.get("$select", "").split(",") if s.strip()]
-        for prop in select:
-            if prop not in self._props(es):
-                raise ODataError(f"Could not find a property named '{prop}' on "
-                                 f"'{es.type_name}'.")
-        expand: dict[str, list[str]] = {}
-        for part in filter(None, re.split(r",(?![^(]*\))", q.get("$expand", ""))):
-            m = _EXPAND.match(part.strip())
-            if not m or m.group(1) != "AccountManager" or es is not schema.COMPANIES:
-                raise ODataError(f"Cannot expand '{part}' on '{es.type_name}'.")
-            expand["AccountManager"] = (m.group(2) or "").split(",") if m.group(2) else []
+        select, expand = _options(es, q.get("$select", ""), q.get("$expand", ""))
         if entity is None:
             return None
         out = {k: (format_datetime(v) if isinstance(v, datetime) else
