@@ -16,6 +16,7 @@ import asyncio
 import os
 from collections import Counter
 import tempfile
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -26,7 +27,7 @@ from hypothesis.stateful import (RuleBasedStateMachine, initialize, invariant, p
 from sqlalchemy import select
 
 from connectors.memory import Crash, MemoryConnector
-from daemon.engine.actions import Unchanged
+from daemon.engine.actions import Recover, Unchanged
 from daemon.engine.merge import same
 from daemon.engine.rules import FlowRules
 from daemon.engine.runner import Integration, RunOptions, order_flows, run
@@ -52,8 +53,19 @@ RULES = FlowRules.model_validate(dict(
 
 
 def _acting(actions: list) -> list:
-    """The actions that do something (``Unchanged`` only counts)."""
-    return [a for a in actions if not isinstance(a, Unchanged)]
+    """The actions that do something (``Unchanged`` only counts). A record a lost create's
+    look-up writes back to (a ``Recover``'s ``revert``) is written before the run reads, so
+    the run reads the version the system gave it then, which a plan cannot know: its
+    version is not compared."""
+    rewritten = {(a.source, a.source_id) for a in actions
+                 if isinstance(a, Recover) and a.revert}
+
+    def comparable(a):
+        if not rewritten or not isinstance(getattr(a, "versions", None), dict):
+            return a
+        return replace(a, versions={s: None if (s, a.ids.get(s)) in rewritten else v
+                                    for s, v in a.versions.items()})
+    return [comparable(a) for a in actions if not isinstance(a, Unchanged)]
 
 
 def _no_link_id(action) -> str:
