@@ -56,15 +56,18 @@ def _acting(actions: list) -> list:
     """The actions that do something (``Unchanged`` only counts). A record a lost create's
     look-up writes back to (a ``Recover``'s ``revert``) is written before the run reads, so
     the run reads the version the system gave it then, which a plan cannot know: its
-    version is not compared."""
+    version (the pair's, and its writes') is not compared."""
     rewritten = {(a.source, a.source_id) for a in actions
                  if isinstance(a, Recover) and a.revert}
 
     def comparable(a):
-        if not rewritten or not isinstance(getattr(a, "versions", None), dict):
+        if not rewritten or not isinstance(getattr(a, "versions", None), dict) \
+                or not hasattr(a, "writes"):
             return a
         return replace(a, versions={s: None if (s, a.ids.get(s)) in rewritten else v
-                                    for s, v in a.versions.items()})
+                                    for s, v in a.versions.items()},
+                       writes=tuple(replace(w, version=None) if (w.side, w.id) in rewritten
+                                    else w for w in a.writes))
     return [comparable(a) for a in actions if not isinstance(a, Unchanged)]
 
 
