@@ -299,11 +299,7 @@ class Staging:
             if seq == q.OUTSIDE_CHUNKS:     # its keys when matching needs them: ``keys_ready``
                 self._keyless[side] = True
                 continue
-            for i, key in enumerate(rules.match):
-                value = key_value(key, side, rec.fields)
-                if value is not None:
-                    keys.append(dict(run_id=ctx.run_id, flow=ctx.flow.name, side=side,
-                                     record_id=rec.id, key=str(i), value=value))
+            keys += self._keys(side, rec.id, rec.fields)
         seen = self._seen.get(side)
         if seen is None:
             seen = self._seen[side] = SeenIds()
@@ -313,6 +309,14 @@ class Staging:
         self._writing[side] = asyncio.ensure_future(self._store(rows, keys, replace))
         if not behind:
             await self._written(side)
+
+    def _keys(self, side: Side, record_id: str, values: dict[str, Any]) -> list[dict]:
+        """The staged rows of a record's match keys (a key it has no value for has none)."""
+        ctx = self.ctx
+        return [dict(run_id=ctx.run_id, flow=ctx.flow.name, side=side, record_id=record_id,
+                     key=str(i), value=value)
+                for i, key in enumerate(ctx.flow.rules.match)
+                if (value := key_value(key, side, values)) is not None]
 
     async def keys_ready(self) -> None:
         """The match keys of the quiet records, staged: matching needs them before it looks a
@@ -333,11 +337,7 @@ class Staging:
                 if not rows:
                     break
                 after = rows[-1][0]
-                keys = [dict(run_id=ctx.run_id, flow=ctx.flow.name, side=side,
-                             record_id=rid, key=str(i), value=value)
-                        for rid, data in rows
-                        for i, key in enumerate(ctx.flow.rules.match)
-                        if (value := key_value(key, side, data)) is not None]
+                keys = [k for rid, data in rows for k in self._keys(side, rid, data)]
                 async with ctx.db.begin() as conn:
                     await q.add_staged_keys(conn, keys)
 
