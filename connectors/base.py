@@ -245,6 +245,8 @@ async def system_count(conn: Any, entity: str, since: datetime | None) -> int | 
 
 def utc(dt: datetime) -> datetime:
     """An aware UTC datetime (naive values are taken as UTC)."""
+    if dt.tzinfo is timezone.utc:
+        return dt
     if dt.tzinfo is None:
         return dt.replace(tzinfo=timezone.utc)
     return dt.astimezone(timezone.utc)
@@ -257,11 +259,12 @@ def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"Address": {"City": "X"}}`` -> ``{"Address.City": "X"}``. Lists stay values."""
     out: dict[str, Any] = {}
     for key, value in obj.items():
-        path = f"{prefix}{key}"
         if type(value) is dict or (not isinstance(value, _PLAIN) and isinstance(value, Mapping)):
-            out.update(flatten(value, path + "."))
-        else:
-            out[path] = value
+            out.update(flatten(value, f"{prefix}{key}."))
+        elif prefix or type(key) is not str:
+            out[f"{prefix}{key}"] = value
+        else:                           # a top-level field: its name is its path
+            out[key] = value
     return out
 
 

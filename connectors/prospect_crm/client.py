@@ -422,11 +422,14 @@ class ProspectCrmConnector:
                           fields=(field,))
 
     def _record(self, es: _Set, row: dict[str, Any]) -> Record:
-        row = {k: v for k, v in row.items() if not k.startswith("@odata.")}
         has_manager = "AccountManager" in row
-        manager = row.pop("AccountManager", None)
-        if "MainAddress" in row and row["MainAddress"] is None:
-            row["MainAddress"] = dict.fromkeys(ADDRESS_LINES)
+        manager = row.get("AccountManager")
+        if has_manager or row.get("MainAddress", ()) is None or \
+                any(k.startswith("@odata.") for k in row):
+            row = {k: v for k, v in row.items()
+                   if k != "AccountManager" and not k.startswith("@odata.")}
+            if "MainAddress" in row and row["MainAddress"] is None:
+                row["MainAddress"] = dict.fromkeys(ADDRESS_LINES)
         fields = flatten(row)
         for ref in es.refs:
             if fields.get(ref) is not None:
