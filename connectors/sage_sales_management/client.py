@@ -61,8 +61,10 @@ read it again once it is older than ``users_ttl`` (a long run). The account type
 request per 500) serve every ``find`` by ``typeId.value``, ``options("account_types")`` and
 the writes of ``typeId.value``: one read, plus one more for a write whose name is missing
 from a list read before that write began (a type added since; ``find`` does not read again,
-an unknown name finds nothing). The quota is 900 requests per 60 s (``requests_per_window``,
-``window_seconds``), the connector's own default: Sage publishes no rate limit for the API.
+an unknown name finds nothing; a name still missing after that second read is refused
+without reading again for the rest of the run, whatever number of records name it). The
+quota is 900 requests per 60 s (``requests_per_window``, ``window_seconds``), the
+connector's own default: Sage publishes no rate limit for the API.
 
 Malformed answers: a body that is not the documented JSON (an HTML error page, a truncated
 body, an object where a list is documented) is an UnavailableError naming the request; a
@@ -215,6 +217,7 @@ class SageSalesManagementConnector:
         self._types: dict[str, int] | None = None  # casefolded name -> id
         self._type_names: list[str] = []
         self._types_reads = 0                      # reads of the account types so far
+        self._missed: set[str] = set()             # names a list read again still lacked
         self._users_lock = asyncio.Lock()          # concurrent first uses share one read
         self._types_lock = asyncio.Lock()
         self._read_backs = ReadBacks(self._fetch_many, window=settings.read_back_window,
@@ -239,6 +242,7 @@ class SageSalesManagementConnector:
     async def check(self) -> None:
         self._users = None                      # a new run: its reference data is read anew
         self._types = None
+        self._missed = set()
         await self._login(self._generation)
         await self._request("GET", f"{API}/users", {"page": 0}, count=1)
 
@@ -565,10 +569,13 @@ class SageSalesManagementConnector:
         wanted = str(value).strip().casefold()
         reads = self._types_reads
         types = await self._run_types()
-        if wanted not in types and self._types_reads == reads:
+        if wanted not in types and self._types_reads == reads and wanted not in self._missed:
             # a miss in a list read before this write: read it again, once (a type added in
-            # the vendor since); a list this write just read is not read twice
+            # the vendor since); a list this write just read is not read twice, and a name
+            # that list still lacked is not read again for every record naming it this run
             types = await self._types_since(reads)
+            if wanted not in types:
+                self._missed.add(wanted)
         if wanted in types:
             return types[wanted]
         raise RecordError(f"{self.name}: {value!r} is not an account type of this Sage Sales "

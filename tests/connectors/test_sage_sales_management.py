@@ -260,7 +260,10 @@ async def test_type_is_written_by_name_and_unknown_types_are_refused(connector, 
     with pytest.raises(RecordError) as info:
         await connector.update("accounts", rec.id, {"typeId.value": "Distributor"})
     assert info.value.fields == ("typeId.value",) and sandbox.writes() == writes
-    sandbox.add_account_type("Distributor")              # a miss reloads the types once
+    sandbox.add_account_type("Distributor")
+    with pytest.raises(RecordError):    # read again once this run: not once per record
+        await connector.update("accounts", rec.id, {"typeId.value": "Distributor"})
+    await connector.check()             # the next run reads the types anew
     rec = await connector.update("accounts", rec.id, {"typeId.value": "Distributor"})
     assert rec.fields["typeId.value"] == "Distributor"
     rec = await connector.update("accounts", rec.id, {"typeId.id": str(sandbox.type_id(
@@ -495,6 +498,26 @@ async def test_a_type_name_missing_from_a_fresh_list_is_not_read_again(connector
     rec = await connector.create("accounts", {"name": "X", "typeId.value": "Distributor"})
     assert rec.fields["typeId.value"] == "Distributor"
     assert sandbox.count("GET", TYPES) == 2
+
+
+async def test_an_unknown_type_name_is_read_again_once_a_run_not_once_a_record(connector,
+                                                                            sandbox):
+    await connector.check()
+    assert "Client" in await connector.options("account_types")     # the run's list
+    sandbox.reset_hits()
+    for i in range(5):                  # five records naming a type the tenant lacks
+        with pytest.raises(RecordError) as info:
+            await connector.create("accounts", {"name": f"X{i}", "typeId.value": "Reseller"})
+        assert info.value.fields == ("typeId.value",) and "Reseller" in info.value.message
+    assert sandbox.count("GET", TYPES) == 1 and sandbox.writes() == 0   # one read, not five
+    with pytest.raises(RecordError):    # another missing name: its own one read
+        await connector.create("accounts", {"name": "Y", "typeId.value": "Wholesaler"})
+    assert sandbox.count("GET", TYPES) == 2
+    sandbox.add_account_type("Reseller")
+    await connector.check()             # the next run reads the list, and finds it
+    rec = await connector.create("accounts", {"name": "Z", "typeId.value": "reseller"})
+    assert rec.fields["typeId.value"] == "Reseller"
+
 
 # --- read-backs of concurrent writes ------------------------------------------------------------
 async def test_concurrent_creates_read_their_records_back_in_one_request(sandbox):
