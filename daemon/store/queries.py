@@ -242,10 +242,44 @@ def _one_row(result) -> list:
 async def quiet_pairs(conn: AsyncConnection, run_id: int, integration: str, flow: str) -> int:
     """Links of the flow that the step staged on some side only as quiet (equal to its
     base: ``OUTSIDE_CHUNKS``; asked after staging, before any chunk is decided) and on no
-    side as a record to decide: the pairs left unchanged without being planned. Each side's
-    staged row is found by its key (the subquery names no ``seq``, so the planner cannot
-    take the staging-order index, whose ``seq = 0`` holds every quiet row: that made the
-    count quadratic)."""
+    side as a record to decide: the pairs left unchanged without being planned.
+
+    On SQLite, counted from the quiet rows (the staging-order index's range
+    ``seq = OUTSIDE_CHUNKS``), each one's link found by its side's key and its partner's
+    staged row by its key: the count costs what the quiet rows do, not what the flow's links
+    do (an incremental step's few quiet rows would walk every link). A pair quiet on both
+    sides is counted from the left. On PostgreSQL the same statement, planned on statistics
+    older than the step's staging (a step below ``STATS_AFTER`` rows does not refresh
+    them), nested the flow's links and the partner rows inside each quiet row: cubic, and
+    a test of 1,234 pairs did not end. There the count walks the flow's links once, each
+    side's staged row found by its key."""
+    if conn.dialect.name != "sqlite":
+        return await _quiet_pairs_by_links(conn, run_id, integration, flow)
+    total = 0
+    for side, other in (("left", "right"), ("right", "left")):
+        mine = links.c.left_id if side == "left" else links.c.right_id
+        theirs = links.c.right_id if side == "left" else links.c.left_id
+        p = staged.alias("partner")
+        partner = select(p.c.seq).where(               # by its key: no ``seq`` named here
+            p.c.run_id == run_id, p.c.flow == flow, p.c.side == other,
+            p.c.record_id == theirs).correlate(links).scalar_subquery()
+        row = await conn.execute(
+            select(func.count()).select_from(staged.join(links, and_(
+                links.c.integration == integration, links.c.flow == flow,
+                mine == staged.c.record_id))).where(
+                staged.c.run_id == run_id, staged.c.flow == flow, staged.c.side == side,
+                staged.c.seq == OUTSIDE_CHUNKS,
+                func.coalesce(partner, OUTSIDE_CHUNKS) == OUTSIDE_CHUNKS if side == "left"
+                else partner.is_(None)))
+        total += int(row.scalar() or 0)
+    return total
+
+
+async def _quiet_pairs_by_links(conn: AsyncConnection, run_id: int, integration: str,
+                                flow: str) -> int:
+    """``quiet_pairs`` by the flow's links. Each side's staged row is found by its key (the
+    subquery names no ``seq``, so the planner cannot take the staging-order index, whose
+    ``seq = 0`` holds every quiet row: that made the count quadratic)."""
     def seq_of(side: str):
         col = links.c.left_id if side == "left" else links.c.right_id
         return select(staged.c.seq).where(

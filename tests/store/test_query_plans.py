@@ -89,19 +89,52 @@ async def test_unseen_links_walk_one_flow_by_id_without_sorting(db):
     assert "Seq Scan on links" not in plan and "TEMP B-TREE" not in plan, plan
 
 
-async def test_quiet_pairs_find_each_staged_row_by_its_key(db):
-    """Counting the pairs left quiet looks each link's staged rows up by their key: with
-    ``seq = 0`` in the lookup, SQLite took the staging-order index, whose zero holds every
-    quiet row, and the count went quadratic (3 s for 25,000 pairs)."""
+async def test_quiet_pairs_are_counted_from_the_quiet_rows_each_found_by_its_key(db):
+    """On SQLite, counting the pairs left quiet reads the quiet rows (the staging-order
+    index's range ``seq = 0``) and finds each one's link and partner row by their keys: the
+    count costs what the quiet rows do, not what the flow's links do (it walked every link,
+    which an incremental step with a few quiet rows paid in full). On PostgreSQL it walks
+    the links once (see ``quiet_pairs``), each staged row found by its key. A staged row is
+    never looked up with ``seq``: with ``seq = 0`` in that look-up, SQLite took the
+    staging-order index, whose zero holds every quiet row, and the count went quadratic
+    (3 s for 25,000 pairs)."""
     async with db.begin() as conn:
         await conn.execute(update(q.staged).where(q.staged.c.run_id == RUN, or_(
             and_(q.staged.c.side == "left", q.staged.c.seq < 3000),
             and_(q.staged.c.side == "right", q.staged.c.seq < N + 3000))).values(seq=0))
         assert await q.refresh_statistics(conn, 2 * N)
-    plan = await plan_of(db, lambda conn: q.quiet_pairs(conn, RUN, I, F))
-    assert "ix_staged_order" not in plan and "Seq Scan on staged" not in plan, plan
+    if db.dialect.name == "sqlite":
+        for which, side in ((0, "left"), (1, "right")):
+            plan = await plan_of(db, lambda conn: q.quiet_pairs(conn, RUN, I, F), which)
+            assert "SCAN" not in plan, plan
+            assert "ix_staged_order (run_id=? AND flow=? AND side=? AND seq=?)" in plan, plan
+            assert f"{side}_id=?)" in plan, plan                 # its link, by its key
+            assert "partner USING INDEX sqlite_autoindex_staged_1" in plan, plan
+    else:
+        plan = await plan_of(db, lambda conn: q.quiet_pairs(conn, RUN, I, F))
+        assert "ix_staged_order" not in plan and "Seq Scan on staged" not in plan, plan
     async with db.connect() as conn:
         assert await q.quiet_pairs(conn, RUN, I, F) == 1500
+
+
+async def test_quiet_pairs_count_each_pair_quiet_on_some_side_and_undecided_on_none(db):
+    flow = "quiet"
+    staged_rows = {("left", "a"): 0, ("left", "b"): 0, ("right", "b"): 5, ("right", "c"): 0,
+                   ("left", "d"): 0, ("right", "d"): 0, ("left", "e"): 9, ("right", "e"): 0,
+                   ("left", "lone"): 0}
+    async with db.begin() as conn:
+        await conn.execute(insert(q.staged), [dict(
+            run_id=RUN, flow=flow, side=side, record_id=f"{side[0]}{rid}", seq=seq,
+            modified=None, deleted=False, passes=True, excluded=False, pushed=False,
+            data=dumps({}), hash="h") for (side, rid), seq in staged_rows.items()])
+        await conn.execute(insert(q.links), [dict(
+            integration=I, flow=flow, left_id=f"l{x}", right_id=f"r{x}", left_base="{}",
+            right_base="{}", left_hash="h", right_hash="h", state="ok", updated_at=AT)
+            for x in "abcdef"])
+    async with db.connect() as conn:
+        # a: left quiet, right not read; c: the mirror; d: quiet on both, counted once.
+        # b, e: one side to decide; f: read on neither side; "lone": quiet, but no link
+        assert await q.quiet_pairs(conn, RUN, I, flow) == 3
 
 
 async def test_statistics_are_left_alone_for_a_small_step(db):
