@@ -93,16 +93,12 @@ _PATH = re.compile(r"^/(Companies|Contacts|Users)(?:\((.*)\))?/?$")
 _EXPAND = re.compile(r"^(\w+)(?:\(\$select=([\w,]+)\))?$")
 
 
-def _options(es: schema.EntitySet, select_text: str, expand_text: str
-             ) -> tuple[list[str], dict[str, list[str]]]:
-    """``$select`` and ``$expand`` read, or ODataError. Every create and read of an entity
-    set asks the same few: read once each (the reading was a tenth of a create)."""
-    return _read_options(es.name, select_text, expand_text)
-
-
 @functools.lru_cache(maxsize=256)
 def _read_options(name: str, select_text: str, expand_text: str
                   ) -> tuple[list[str], dict[str, list[str]]]:
+    """``$select`` and ``$expand`` of the entity set ``name`` read, or ODataError. Every
+    create and read of an entity set asks the same few: read once each (the reading was a
+    tenth of a create). Keyed by the set's name: an ``EntitySet`` holds dicts, no hash."""
     es = schema.SETS[name]
     select = [s.strip() for s in select_text.split(",") if s.strip()]
     for prop in select:
@@ -384,7 +380,7 @@ class ProspectSandbox(Sandbox):
     def _shape(self, request: web.Request, es: schema.EntitySet, entity: dict | None):
         """The entity as JSON-ready dict after $select/$expand (validated even if None)."""
         q = request.query
-        select, expand = _options(es, q.get("$select", ""), q.get("$expand", ""))
+        select, expand = _read_options(es.name, q.get("$select", ""), q.get("$expand", ""))
         if entity is None:
             return None
         out = {k: (format_datetime(v) if isinstance(v, datetime) else

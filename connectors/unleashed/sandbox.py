@@ -127,7 +127,8 @@ from connectors.unleashed.wire import encode_date, from_ms, parse_iso, sign, to_
 
 
 def json_answer(body, status: int = 200, headers: dict[str, str] | None = None):
-    """An answer of this sandbox: its dates written as Unleashed writes them."""
+    """An answer of this sandbox: its dates written as Unleashed writes them, by the encoder
+    (stored rows go out as they are, their datetimes included; no copy converts them)."""
     return _json_answer(body, status, headers, dates=encode_date)
 
 
@@ -244,10 +245,6 @@ class UnleashedSandbox(Sandbox):
             (k, Row(v)) for k, v in self.customers.items()))
 
     # --- rendering -----------------------------------------------------------------------
-    @staticmethod
-    def _json(obj: dict) -> dict:
-        return {k: encode_date(v) if isinstance(v, datetime) else v for k, v in obj.items()}
-
     def render_customer(self, c: dict) -> dict:
         """A stored customer as an answer carries it. Its dates stay datetimes: the answer's
         encoder writes them (``json_answer``), so a page of 1,000 customers is not copied
@@ -469,8 +466,7 @@ class UnleashedSandbox(Sandbox):
 
     async def _list_contacts(self, request: web.Request) -> web.Response:
         customer = self._customer(request.match_info["guid"])
-        items = [self._json(c) for c in self.contacts.get(customer["Guid"], {}).values()]
-        return json_answer({"Items": items})
+        return json_answer({"Items": list(self.contacts.get(customer["Guid"], {}).values())})
 
     def _save_contact(self, customer: dict, contact: dict) -> None:
         now = self._now()
@@ -489,7 +485,7 @@ class UnleashedSandbox(Sandbox):
         contact = dict(existing) if existing else {"Guid": guid, **{k: "" for k in CONTACT_TEXT}}
         apply_contact(contact, body)
         self._save_contact(customer, contact)
-        return await self._committed(self._json(contact), 201)
+        return await self._committed(dict(contact), 201)
 
     def _contact(self, request: web.Request) -> tuple[dict, dict]:
         customer = self._customer(request.match_info["guid"])
@@ -505,7 +501,7 @@ class UnleashedSandbox(Sandbox):
         updated = dict(contact)
         apply_contact(updated, body)
         self._save_contact(customer, updated)
-        return await self._committed(self._json(updated))
+        return await self._committed(dict(updated))
 
     async def _delete_contact(self, request: web.Request) -> web.Response:
         customer, contact = self._contact(request)
@@ -516,7 +512,7 @@ class UnleashedSandbox(Sandbox):
     async def _salespersons(self, request: web.Request) -> web.Response:
         page, size = self._page_args(request)
         rows = sorted(self.salespersons.values(), key=lambda s: (s["FullName"], s["Guid"]))
-        return json_answer(self._paged([self._json(s) for s in rows], page, size))
+        return json_answer(self._paged(rows, page, size))
 
     def company_guid(self, i: int = 0) -> str:
         """Operating company ``i``'s Guid: the default one (0) is the ``instance_id``."""

@@ -256,10 +256,10 @@ async def quiet_pairs(conn: AsyncConnection, run_id: int, integration: str, flow
     if conn.dialect.name != "sqlite":
         return await _quiet_pairs_by_links(conn, run_id, integration, flow)
     total = 0
+    p = staged.alias("partner")
     for side, other in (("left", "right"), ("right", "left")):
         mine = links.c.left_id if side == "left" else links.c.right_id
         theirs = links.c.right_id if side == "left" else links.c.left_id
-        p = staged.alias("partner")
         partner = select(p.c.seq).where(               # by its key: no ``seq`` named here
             p.c.run_id == run_id, p.c.flow == flow, p.c.side == other,
             p.c.record_id == theirs).correlate(links).scalar_subquery()

@@ -248,11 +248,8 @@ async def test_links_get_the_count_of_their_bases_fields(state_url):
     from daemon.store import queries as q
     db = engine(state_url)
     await schema.upgrade(db, "0007")
-    links = table("links", *[column(c) for c in (
-        "integration", "flow", "left_id", "right_id", "left_base", "right_base", "left_hash",
-        "right_hash", "state", "updated_at")])
     async with db.begin() as conn:
-        await conn.execute(insert(links), [
+        await conn.execute(insert(LINKS_0001), [
             dict(integration="ul", flow="customers", left_id="L1", right_id="R1",
                  left_base='{"Name":"Acme","Phone":null}', right_base="{}", left_hash="h1",
                  right_hash="h2", state="ok", updated_at=AT)])
