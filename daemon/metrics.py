@@ -31,7 +31,7 @@ from daemon.describe import COUNT_LABELS
 from daemon.store import operator, reports
 
 if TYPE_CHECKING:
-    from daemon.service import Service
+    from daemon.control import Daemon
 
 # generate_latest writes the classic text format; our names need no UTF-8 escaping, so it is
 # announced as 0.0.4, which every Prometheus reads (newer clients default to "1.0.0").
@@ -92,7 +92,7 @@ def _utc(value: datetime) -> datetime:
 class StateCollector(Collector):
     """Reports a ``Snapshot`` that ``refresh()`` reads from the state at each scrape."""
 
-    def __init__(self, service: "Service",
+    def __init__(self, service: "Daemon",
                  clock: Callable[[], datetime] | None = None) -> None:
         self.service = service
         self.clock = clock or (lambda: datetime.now(timezone.utc))    # tests set their own
@@ -248,7 +248,7 @@ class StateCollector(Collector):
 class Metrics:
     """The registry of one web app and its state collector."""
 
-    def __init__(self, service: "Service") -> None:
+    def __init__(self, service: "Daemon") -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.collector = StateCollector(service)
         self.registry.register(self.collector)

@@ -56,7 +56,7 @@ from daemon.engine.runner import RunOptions
 from daemon.store import correspondence, gates, operator, reports
 
 if TYPE_CHECKING:
-    from daemon.service import Service
+    from daemon.control import Daemon
 
 log = structlog.get_logger("accord.web")
 
@@ -79,7 +79,7 @@ def _error(status: int, message: str, **extra) -> web.Response:
 
 
 class WebServer:
-    def __init__(self, service: "Service") -> None:
+    def __init__(self, service: "Daemon") -> None:
         self.service = service
         self.started = False
         self.port: int | None = None

@@ -50,6 +50,16 @@ async def service(tmp_path, sandboxes):
 
 
 # --- jobs ------------------------------------------------------------------------------------
+async def test_a_started_service_is_what_the_web_side_asks_of_the_daemon(service):
+    # daemon/web.py and daemon/metrics.py see the service through ``Daemon`` (they do not
+    # import daemon/service.py, which starts them): each member they use must be there
+    from daemon.control import Daemon
+    assert isinstance(service, Daemon)
+    assert service.cfg is not None and service.app is not None
+    assert set(service.locks) == {INTEG} and service.stopping is False
+    assert service.run_under_way(INTEG) is None
+
+
 async def test_one_job_per_integration_with_its_interval_and_jitter(tmp_path, sandboxes):
     ul, crm = sandboxes
     path = write_config(tmp_path, ul_url=ul.url, crm_url=crm.url, extra=SECOND)
