@@ -19,10 +19,10 @@ fresh sandboxes and a fresh state): the median round is given, with every round'
 a run on a shared machine varies by a fifth.
 
 Each size of the engine figure runs in a fresh process, so peak memory is its own; the small
-size runs five times and the run of median CPU is taken (it lasts a second or two). The
-in-memory systems' own data is left out: the left side is built before the baseline is taken,
-and the right side answers creates without keeping them (a write-only system), so what grows
-during the sync is the engine.
+size runs five times and the median of their CPU, and apart of their memory, is taken (a run
+lasts a second or two). The in-memory systems' own data is left out: the left side is built
+before the baseline is taken, and the right side answers creates without keeping them (a
+write-only system), so what grows during the sync is the engine.
 """
 from __future__ import annotations
 
@@ -123,11 +123,13 @@ SMALL_RUNS = 5
 
 def engine_figure(n: int, matched: bool = False, runs: int = 1) -> dict:
     """The engine alone at ``n`` records, in a fresh process: with ``runs`` above one, the
-    run of median CPU (a run of 10,000 records lasts about a second, and its CPU per record
-    varied by 15% from one run to the next on a shared machine; a million takes minutes)."""
-    got = sorted((child("_engine", str(n), *(["matched"] if matched else []))
-                  for _ in range(runs)), key=lambda r: r["cpu_us"])
-    return got[len(got) // 2]
+    median of the runs' CPU and, apart, of their memory (a run of 10,000 records lasts a
+    second or two: its CPU per record varied by a fifth from one run to the next on a shared
+    machine, and its peak memory from 14 to 18 MiB; a million takes minutes)."""
+    got = [child("_engine", str(n), *(["matched"] if matched else [])) for _ in range(runs)]
+    mid = len(got) // 2
+    return {**sorted(got, key=lambda r: r["cpu_us"])[mid],
+            "engine_mib": sorted(r["engine_mib"] for r in got)[mid]}
 
 
 # --- the sandboxes, served by a child process ---------------------------------------------------
