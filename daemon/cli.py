@@ -32,7 +32,7 @@ from daemon import presets as preset_lib
 from daemon import status as status_lib
 from daemon.lease import make_lease
 from daemon.app import App
-from daemon.config import Config, ConfigError, load
+from daemon.config import Config, ConfigError, WebSpec, load, load_web
 from daemon.engine.runner import RunOptions, RunResult, run
 from daemon.store import operator, reports
 from daemon.store import schema as store_schema
@@ -242,6 +242,8 @@ async def amain(argv: Sequence[str] | None = None) -> int:
             return await handler(args)
         if args.command == "presets":
             return await handler(args, _load(args.config) if args.config else None)
+        if args.command == "health":        # the [web] table only: see config.load_web
+            return await handler(args, _load_web(args.config or _default_config()))
         return await handler(args, _load(args.config or _default_config()))
     except Fail as exc:
         print(f"accord {args.command}: {exc}", file=sys.stderr)
@@ -251,6 +253,13 @@ async def amain(argv: Sequence[str] | None = None) -> int:
 def _load(path: str) -> Config:
     try:
         return load(path)
+    except ConfigError as exc:
+        raise Fail(str(exc)) from None
+
+
+def _load_web(path: str) -> WebSpec:
+    try:
+        return load_web(path)
     except ConfigError as exc:
         raise Fail(str(exc)) from None
 
@@ -579,11 +588,12 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())[:300]
 
 
-async def cmd_health(args, cfg: Config) -> int:
+async def cmd_health(args, spec: WebSpec) -> int:
     """GET /healthz of the daemon this config runs, on 127.0.0.1 when it listens on all
-    addresses. Exit 0 alive, 1 not (Docker's HEALTHCHECK reads just that)."""
+    addresses. Exit 0 alive, 1 not (Docker's HEALTHCHECK reads just that). Only the
+    config's ``[web]`` table is read: the daemon runs what it loaded at its start or last
+    reload, whatever the file holds now."""
     import aiohttp
-    spec = cfg.web
     if not spec.enabled:
         print("the web side is disabled ([web] enabled = false): no /healthz to ask")
         return EXIT_OK

@@ -290,6 +290,26 @@ def load(path: str | Path) -> Config:
         raise ConfigError(f"{path}: {_loc(first)}: {_msg(first)}{more}") from None
 
 
+def load_web(path: str | Path) -> WebSpec:
+    """Only the ``[web]`` table of a config, read and validated as ``load`` does it: what
+    ``accord health`` needs to find the daemon's /healthz. The rest of the file is not
+    looked at, so an edit that breaks an integration, made while the daemon runs the
+    configuration it loaded before, does not make the running daemon look unhealthy."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(_read_text(path, ""))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    try:
+        web = _resolve(raw.get("web", {}), "web", path.absolute().parent)
+        return WebSpec.model_validate(web)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{path}: web.{_loc(first)}: {_msg(first)}") from None
+
+
 def check_database(url: str, where: str = "daemon.database") -> None:
     """The state database URL: parsable, SQLite or PostgreSQL, its async driver installed,
     a SQLite file's directory there. Nothing is opened or created. The URL is never

@@ -471,6 +471,29 @@ async def test_health_without_a_daemon_exits_1_and_a_disabled_web_side_exits_0(c
     assert code == 0 and "disabled" in out
 
 
+async def test_health_reads_only_the_web_table_of_the_config(capsys, tmp_path, monkeypatch):
+    # the daemon runs the configuration it loaded; an edit that breaks an integration (not
+    # reloaded yet, or refused by the reload) must not make it look unhealthy
+    from tests.test_crash_recovery import free_port
+    port = free_port()
+    path = Path(write_config(tmp_path, extra=f"[web]\nport = {port}\n"))
+    path.write_text(path.read_text() + '[systems.broken]\ntype = "no such connector"\n'
+                    'token = "${NOT_SET_ANYWHERE}"\n')
+    code, _, err = await accord(capsys, "check", "--config", str(path))
+    assert code != 0                                    # the file as a whole is refused
+    code, _, err = await accord(capsys, "health", "--config", str(path))
+    assert code == 1 and f"127.0.0.1:{port}/healthz: no answer" in err    # asked all the same
+    # the [web] table itself is checked as `check` checks it, naming the file and the key
+    monkeypatch.setenv("HEALTH_TOKEN", "t0ken")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[web]\nport = "eighty"\ntoken = "${HEALTH_TOKEN}"\n')
+    code, _, err = await accord(capsys, "health", "--config", str(bad))
+    assert code == 2 and f"{bad}: web.port:" in err and "t0ken" not in err
+    bad.write_text('[web]\nport = 8080\ntoken = "${NOT_SET_ANYWHERE}"\n')
+    code, _, err = await accord(capsys, "health", "--config", str(bad))
+    assert code == 2 and "web.token: environment variable NOT_SET_ANYWHERE is not set" in err
+
+
 def test_a_closed_pipe_ends_status_quietly(tmp_path):
     path = write_config(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "status", "--config", path],

@@ -165,6 +165,12 @@ schedule = {{ every = "1h", jitter = "0s", run_at_start = false }}
                              env=env, timeout=30)
         assert out.returncode == 0, out.stderr
         assert f"127.0.0.1:{web}/healthz: alive" in out.stdout
+        # an edit that breaks the file, not reloaded: the daemon runs what it loaded, and
+        # the healthcheck (which reads only [web]) still finds it alive
+        cfg.write_text(cfg.read_text() + '[systems.broken]\ntype = "no such connector"\n')
+        out = subprocess.run(healthcheck_command(), capture_output=True, text=True, cwd=ROOT,
+                             env=env, timeout=30)
+        assert out.returncode == 0, out.stderr
     finally:
         daemon.stop()
     assert daemon.p.returncode == 0
