@@ -265,10 +265,7 @@ def load(path: str | Path) -> Config:
     nothing else for a bad file."""
     path = Path(path)
     base = path.absolute().parent
-    try:
-        raw = tomllib.loads(_read_text(path, ""))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = _toml(path)
     try:
         data = _resolve(raw, "", base)
         daemon = data.get("daemon")
@@ -285,9 +282,22 @@ def load(path: str | Path) -> Config:
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise ConfigError(f"{path}: {_loc(first)}: {_msg(first)}{more}") from None
+        raise ConfigError(f"{path}: {_first(exc)}") from None
+
+
+def _toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(_read_text(path, ""))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _first(exc: ValidationError, prefix: str = "") -> str:
+    """The first error of a validation, at its key (under ``prefix``), and how many more."""
+    first = exc.errors()[0]
+    where = ".".join(p for p in (prefix, _loc(first)) if p)
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {_msg(first)}{more}"
 
 
 def load_web(path: str | Path) -> WebSpec:
@@ -296,18 +306,14 @@ def load_web(path: str | Path) -> WebSpec:
     looked at, so an edit that breaks an integration, made while the daemon runs the
     configuration it loaded before, does not make the running daemon look unhealthy."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(_read_text(path, ""))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    raw = _toml(path)
     try:
         web = _resolve(raw.get("web", {}), "web", path.absolute().parent)
         return WebSpec.model_validate(web)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"{path}: web.{_loc(first)}: {_msg(first)}") from None
+        raise ConfigError(f"{path}: {_first(exc, 'web')}") from None
 
 
 def check_database(url: str, where: str = "daemon.database") -> None:
