@@ -560,11 +560,11 @@ def read_cost(out: dict) -> tuple[str, str, str]:
     parsing the same pages: the difference is accord's own (the connectors' parsing, the
     engine's staging), to weigh against the wall time a record the goal leaves it (accord
     runs on one core: its wall time a record is at least its CPU)."""
+    bare = 1e6 / out["full_read_bare_per_s"]           # the bare loop's wall a record, µs
     return ("what it costs: accord's CPU a record; the bare client's, reading and parsing "
             "the same pages, against the bare loop's wall a record",
             f"{out['full_read_cpu_us']:.1f} µs; {out['full_read_parsed_cpu_us']:.1f} µs "
-            f"against {1e6 / out['full_read_bare_per_s']:.1f} µs",
-            f"(0.6 leaves accord {1e6 / out['full_read_bare_per_s'] / 0.6:.1f} µs)")
+            f"against {bare:.1f} µs", f"(0.6 leaves accord {bare / 0.6:.1f} µs)")
 
 
 def spread(ratios: list[float]) -> str:
