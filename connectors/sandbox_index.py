@@ -163,17 +163,21 @@ class Table(dict):
                     index.setdefault(_folded(row.get(name)), set()).add(key)
         return set(index.get(_folded(value), ())) | self.loose
 
-    def since(self, stamp: Any) -> Iterator[Any]:
+    def since(self, stamp: Any, key: Any = None) -> Iterator[Any]:
         """Keys of the rows whose order field is ``stamp`` or later (None: every row), in
-        (order field, key) order, loose rows merged in."""
-        start = 0 if stamp is None else self.order.bisect_left(((1, stamp),))
+        (order field, key) order, loose rows merged in; with ``key``, those at ``stamp``
+        start from that key (a keyset page over rows that share a stamp starts where the
+        last one stopped, not at the first of them)."""
+        start_at = None if stamp is None else \
+            ((1, stamp),) if key is None else ((1, stamp), key)
+        start = 0 if start_at is None else self.order.bisect_left(start_at)
         indexed = self.order.islice(start)
         if not self.loose:
-            return (key for _, key in indexed)
+            return (k for _, k in indexed)
         loose = sorted((_sortable(self[k].get(self.order_field)), k) for k in self.loose)
-        if stamp is not None:
-            loose = [x for x in loose if x[0] >= (1, stamp)]
-        return (key for _, key in heapq.merge(indexed, loose))
+        if start_at is not None:
+            loose = [x for x in loose if x >= start_at]
+        return (k for _, k in heapq.merge(indexed, loose))
 
     def count_since(self, stamp: Any) -> int:
         start = 0 if stamp is None else self.order.bisect_left(((1, stamp),))

@@ -110,7 +110,7 @@ def _tokens(text: str) -> list[tuple[str, Any]]:
 
 Node = Callable[[Any], Any]
 # What an index can answer for a node: ("eq", path, value), ("ieq", path, value) (tolower(path)
-# eq value), ("ge", path, value) (also for gt: a superset), ("or", [hints]), ("and", [hints]);
+# eq value), ("ge", path, value), ("gt", path, value), ("or", [hints]), ("and", [hints]);
 # None: only testing every row can tell. Kept on the node as ``node.hint``.
 Hint = tuple | None
 
@@ -250,7 +250,7 @@ def _cmp_hint(op: str, left: Node, right: Node) -> Hint:
     if op == "eq":
         return ("eq", path, lit[0])
     if op in ("ge", "gt"):
-        return ("ge", path, lit[0])
+        return (op, path, lit[0])
     return None
 
 

@@ -75,7 +75,7 @@ import math
 import random
 import re
 from collections import deque
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -112,6 +112,12 @@ def _read_options(name: str, select_text: str, expand_text: str
             raise ODataError(f"Cannot expand '{part}' on '{es.type_name}'.")
         expand["AccountManager"] = (m.group(2) or "").split(",") if m.group(2) else []
     return select, expand
+
+
+def _place(candidates: tuple) -> tuple:
+    """Where ("since", stamp, key) starts in the modified-at order, to compare two."""
+    _, stamp, key = candidates
+    return (stamp,) if key is None else (stamp, _key_order(key))
 
 
 def _key_order(key: Any) -> tuple:
@@ -417,7 +423,7 @@ class ProspectSandbox(Sandbox):
             # and one more row are found (the one more says whether a next page exists)
             limit = skip + min(self.max_page_size if top is None else top,
                                self.max_page_size) + 1
-            rows = first(table.since(found[1]), table, pred, limit)
+            rows = first(table.since(found[1], found[2]), table, pred, limit)
             total = len(rows) if len(rows) < limit else math.inf
         else:
             if found is not None and found[0] == "keys":
@@ -448,16 +454,21 @@ class ProspectSandbox(Sandbox):
 
     def _candidates(self, es: schema.EntitySet, hint: Any) -> tuple | None:
         """What the indexes can say about a filter: ("keys", a superset of the matching keys),
-        ("since", a stamp every matching row is at or after), or None (test every row)."""
+        ("since", stamp, key) (every matching row is at or after that place in the
+        modified-at order: ``Table.since``), or None (test every row)."""
         table = self.data[es.name]
         if hint is None or not isinstance(table, Table):
             return None
         kind = hint[0]
-        if kind in ("eq", "ieq", "ge"):
+        if kind in ("eq", "ieq", "ge", "gt"):
             _, path, value = hint
             if path == MODIFIED and isinstance(value, datetime):
-                return None if kind == "ieq" else ("since", value)
-            if kind == "ge" or "/" in path or path not in self._props(es):
+                if kind == "ieq":
+                    return None
+                # later than a stamp: at or after the next one (a stamp's finest step)
+                return ("since", value + timedelta(microseconds=1) if kind == "gt" else value,
+                        None)
+            if kind in ("ge", "gt") or "/" in path or path not in self._props(es):
                 return None
             if kind == "eq" and path == es.key:
                 return ("keys", {value})
@@ -469,13 +480,20 @@ class ProspectSandbox(Sandbox):
             if all(p[0] == "keys" for p in parts):
                 return ("keys", set().union(*(p[1] for p in parts)))
             if all(p[0] == "since" for p in parts):
-                return ("since", min(p[1] for p in parts))
+                return min(parts, key=_place)
             return None
         known = [p for p in parts if p is not None]                 # and: the narrowest
         keys = [p for p in known if p[0] == "keys"]
         if keys:
             return min(keys, key=lambda p: len(p[1]))
-        return max(known, key=lambda p: p[1]) if known else None
+        at = {h[2] for h in hint[1] if h[0] == "eq" and h[1] == MODIFIED
+              and isinstance(h[2], datetime)}
+        after = [h[2] for h in hint[1] if h[0] in ("ge", "gt") and h[1] == es.key
+                 and isinstance(h[2], int)]
+        if len(at) == 1 and after:
+            # a keyset's "at this stamp, from this key on" (the key itself is tested too)
+            known.append(("since", at.pop(), max(after)))
+        return max(known, key=_place) if known else None
 
     @staticmethod
     def _json(request: web.Request, body: Any, status: int = 200,

@@ -42,6 +42,39 @@ def test_a_table_follows_its_rows():
     assert t.matching("name", "n2") == set()
 
 
+def test_a_keyset_starts_at_its_key_among_rows_sharing_a_stamp():
+    t = Table("at")
+    for i in range(6):
+        t[i] = Row(at=T0 if i < 4 else T0 + timedelta(minutes=1))
+    t[9] = {"at": T0}                                   # loose: merged in at its place
+    assert list(t.since(T0, 2)) == [2, 3, 9, 4, 5]
+    assert list(t.since(T0 + timedelta(minutes=1), 5)) == [5]
+    assert list(t.since(T0, None)) == [0, 1, 2, 3, 9, 4, 5]
+
+
+async def test_prospect_keyset_page_walks_from_its_place_not_from_the_stamp():
+    """A first sync stamps thousands of rows within one clock tick: the connector's keyset
+    filter ("after this stamp, or at it after this key") is answered from the place in the
+    modified-at index, so a page costs the same at the thousandth row as at the first."""
+    sb = ProspectSandbox(seed=3, records=0, clock=Clock(T0))
+    for _ in range(30):
+        sb.insert("Companies", {"Name": "Same Tick Ltd"})
+    table, asked = sb.data["Companies"], []
+    walk = table.since
+    table.since = lambda stamp, key=None: asked.append((stamp, key)) or walk(stamp, key)
+    await sb.start()
+    try:
+        async with aiohttp.ClientSession(
+                headers={"Authorization": "Bearer sandbox-token"}) as session:
+            async with session.get(sb.url + _changes("Companies", "CompanyId", T0,
+                                                     (T0, 20))) as r:
+                body = await r.json()
+    finally:
+        await sb.stop()
+    assert [c["CompanyId"] for c in body["value"]] == [21, 22, 23, 24, 25]
+    assert asked == [(T0, 20)]
+
+
 async def _pair(make):
     a, b = make(), make()
     await a.start()
