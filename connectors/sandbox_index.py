@@ -13,6 +13,7 @@ only ever narrows.
 from __future__ import annotations
 
 import heapq
+import itertools
 from typing import Any, Callable, Iterable, Iterator
 
 from sortedcontainers import SortedList
@@ -163,21 +164,22 @@ class Table(dict):
                     index.setdefault(_folded(row.get(name)), set()).add(key)
         return set(index.get(_folded(value), ())) | self.loose
 
-    def since(self, stamp: Any, key: Any = None) -> Iterator[Any]:
+    def since(self, stamp: Any, key: Any = None, skip: int = 0) -> Iterator[Any]:
         """Keys of the rows whose order field is ``stamp`` or later (None: every row), in
         (order field, key) order, loose rows merged in; with ``key``, those at ``stamp``
         start from that key (a keyset page over rows that share a stamp starts where the
-        last one stopped, not at the first of them)."""
+        last one stopped, not at the first of them); the first ``skip`` of them left out (a
+        numbered page starts at its place in the index, not by walking the pages before)."""
         start_at = None if stamp is None else \
             ((1, stamp),) if key is None else ((1, stamp), key)
         start = 0 if start_at is None else self.order.bisect_left(start_at)
-        indexed = self.order.islice(start)
         if not self.loose:
-            return (k for _, k in indexed)
+            return (k for _, k in self.order.islice(start + skip))
         loose = sorted((_sortable(self[k].get(self.order_field)), k) for k in self.loose)
         if start_at is not None:
             loose = [x for x in loose if x >= start_at]
-        return (k for _, k in heapq.merge(indexed, loose))
+        merged = heapq.merge(self.order.islice(start), loose)
+        return (k for _, k in itertools.islice(merged, skip, None))
 
     def count_since(self, stamp: Any) -> int:
         start = 0 if stamp is None else self.order.bisect_left(((1, stamp),))

@@ -349,8 +349,7 @@ class UnleashedSandbox(Sandbox):
                 and q.get("includeObsolete", "false").lower() == "true"):
             # the connector's changes listing: a slice of the modified-at index
             total = self.customers.count_since(since)
-            keys = itertools.islice(self.customers.since(since), (page - 1) * size,
-                                    page * size)
+            keys = itertools.islice(self.customers.since(since, skip=(page - 1) * size), size)
             # the stored rows as they are, their dates written by the encoder: a page of
             # 1,000 customers is not copied field by field to be encoded
             items = [self.render_customer(self.customers[k]) for k in keys]

@@ -50,6 +50,9 @@ def test_a_keyset_starts_at_its_key_among_rows_sharing_a_stamp():
     assert list(t.since(T0, 2)) == [2, 3, 9, 4, 5]
     assert list(t.since(T0 + timedelta(minutes=1), 5)) == [5]
     assert list(t.since(T0, None)) == [0, 1, 2, 3, 9, 4, 5]
+    assert list(t.since(T0, skip=3)) == [3, 9, 4, 5] and list(t.since(None, skip=9)) == []
+    del t[9]                                            # no loose row: straight to the place
+    assert list(t.since(T0, skip=3)) == [3, 4, 5] and list(t.since(T0, 1, skip=2)) == [3, 4, 5]
 
 
 async def test_prospect_keyset_page_walks_from_its_place_not_from_the_stamp():
