@@ -115,21 +115,25 @@ async def engine_alone(n: int, matched: bool = False) -> dict:
             "engine_mib": max(1.0, peak_mib() - base)}
 
 
-# runs of the small size, the median taken: a run of 10,000 matched records lasts two
-# seconds, and three of them gave 207, 221 and 258 µs a record on a shared machine, where the
-# million's one run of four minutes is steady to a few per cent
+# runs of the small size, the median taken: a run of 10,000 matched records lasts a second,
+# and on a shared machine its CPU a record varies by a fifth from one run to the next, where
+# the million's one run of minutes is steady to a few per cent. The machine's speed also
+# drifts over minutes, so the small runs are taken on both sides of the big one.
 SMALL_RUNS = 5
 
 
-def engine_figure(n: int, matched: bool = False, runs: int = 1) -> dict:
-    """The engine alone at ``n`` records, in a fresh process: with ``runs`` above one, the
-    median of the runs' CPU and, apart, of their memory (a run of 10,000 records lasts a
-    second or two: its CPU per record varied by a fifth from one run to the next on a shared
-    machine, and its peak memory from 14 to 18 MiB; a million takes minutes)."""
-    got = [child("_engine", str(n), *(["matched"] if matched else [])) for _ in range(runs)]
-    mid = len(got) // 2
-    return {**sorted(got, key=lambda r: r["cpu_us"])[mid],
-            "engine_mib": sorted(r["engine_mib"] for r in got)[mid]}
+def engine_pair(small: int, big: int, matched: bool = False) -> list[dict]:
+    """The engine alone at ``small`` and ``big`` records, each run in a fresh process: the
+    small size ``SMALL_RUNS`` times, about half before the big run and the rest after, its
+    CPU the median of the runs' and, apart, its memory the median of theirs."""
+    args = ["matched"] if matched else []
+    half = SMALL_RUNS // 2
+    runs = [child("_engine", str(small), *args) for _ in range(half)]
+    large = child("_engine", str(big), *args)
+    runs += [child("_engine", str(small), *args) for _ in range(SMALL_RUNS - half)]
+    mid = len(runs) // 2
+    return [{**sorted(runs, key=lambda r: r["cpu_us"])[mid],
+             "engine_mib": sorted(r["engine_mib"] for r in runs)[mid]}, large]
 
 
 # --- the sandboxes, served by a child process ---------------------------------------------------
@@ -678,9 +682,8 @@ def main() -> None:
           f"({os.cpu_count()} cores) at the start", flush=True)
     out: dict[str, Any] = {}
     if not args.sandboxes_only:
-        out["engine"] = [engine_figure(args.small, runs=SMALL_RUNS), engine_figure(args.big)]
-        out["matching"] = [engine_figure(args.small, True, runs=SMALL_RUNS),
-                           engine_figure(args.big, True)]
+        out["engine"] = engine_pair(args.small, args.big)
+        out["matching"] = engine_pair(args.small, args.big, matched=True)
     if not args.engine_only:
         asyncio.run(through_sandboxes(args, out))
     print(table(out, args))
