@@ -35,9 +35,10 @@ def private_sqlite_file(url: str) -> None:
 # SQLite's page cache per connection, in KiB (about SQLite's default of 2,000). A pool holds
 # several connections, and each cache fills as the state grows past it. Measured with the
 # engine alone on in-memory systems, a million records against 10,000 (the small size's
-# memory the median of five runs): 1.16 times the memory for a first sync that creates, 1.23
-# times for one that matches every record by key, whose CPU a record is 1.14 times (1.22
-# times with 1 MiB, which held the memory to 1.15 and 1.16 times: the key index is read more).
+# memory the median of five runs): 1.15 to 1.18 times the memory for a first sync that
+# creates, 1.18 to 1.23 times for one that matches every record by key (1.15 and 1.16 times
+# with 1 MiB). The CPU a record of the matched one, whose key index a smaller cache reads
+# more, varied more from run to run (1.08 to 1.38 times) than between the two sizes.
 CACHE_KIB = 2048
 
 
