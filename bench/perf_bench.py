@@ -116,9 +116,10 @@ async def engine_alone(n: int, matched: bool = False) -> dict:
 
 
 # runs of the small size, the median taken: a run of 10,000 matched records lasts a second,
-# and on a shared machine its CPU a record varies by a fifth from one run to the next, where
-# the million's one run of minutes is steady to a few per cent. The machine's speed also
-# drifts over minutes, so the small runs are taken on both sides of the big one.
+# and on a shared machine its CPU a record varies by a fifth from one run to the next. The
+# machine's speed also drifts over minutes, so the small runs are taken on both sides of the
+# big one; the million's one run of minutes still takes whatever the machine does meanwhile
+# (its matched run took 123 to 182 µs a record in seven runs on one day).
 SMALL_RUNS = 5
 
 
