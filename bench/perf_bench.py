@@ -19,7 +19,8 @@ fresh sandboxes and a fresh state): the median round is given, with every round'
 a run on a shared machine varies by a fifth.
 
 Each size of the engine figure runs in a fresh process, so peak memory is its own; the small
-size runs five times and the median of their CPU, and apart of their memory, is taken (a run
+size runs five times, two before the big size's run and three after (the machine's speed
+drifts over minutes), and the median of their CPU, and apart of their memory, is taken (a run
 lasts a second or two). The in-memory systems' own data is left out: the left side is built
 before the baseline is taken, and the right side answers creates without keeping them (a
 write-only system), so what grows during the sync is the engine.
